@@ -1,0 +1,89 @@
+# likeflow: `make run` (stack + worker + demo feed) and `make test` (everything, on real Kafka
+# and Redis that it starts itself). Every process is started with its PID recorded and stopped
+# by that PID.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+RUN_DIR := .run
+WORKER_PID := $(RUN_DIR)/worker.pid
+WORKER_LOG := $(RUN_DIR)/worker.log
+
+.PHONY: help venv stack-up stack-down stack-clean stack-status topics worker worker-start \
+        worker-stop demo run test test-unit test-integration lint typecheck check clean
+
+help:
+	@echo "make run          stack up, topics, worker in the background, demo feed in the foreground"
+	@echo "make test         lint, type check, unit and integration tests (starts Kafka and Redis)"
+	@echo "make stack-up     start local Kafka (KRaft) and Redis;  make stack-down / stack-clean"
+	@echo "make worker-stop  stop the background worker started by make run"
+
+$(BIN)/likeflow: pyproject.toml constraints.txt
+	@test -d $(VENV) || { echo "[venv] creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
+	@echo "[venv] installing likeflow and pinned dependencies (constraints.txt)"
+	@$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/likeflow
+
+stack-up:
+	@scripts/stack.sh up
+
+stack-down: worker-stop
+	@scripts/stack.sh down
+
+stack-clean: worker-stop
+	@scripts/stack.sh clean
+	@rm -rf $(RUN_DIR)/worker-data
+
+stack-status:
+	@scripts/stack.sh status
+
+topics: venv stack-up
+	@$(BIN)/likeflow topics
+
+worker: venv stack-up
+	$(BIN)/likeflow worker
+
+worker-start: venv stack-up
+	@scripts/worker.sh start
+
+worker-stop:
+	@scripts/worker.sh stop
+
+demo: venv
+	$(BIN)/likeflow demo
+
+run: venv stack-up topics worker-start
+	@echo
+	@echo "likeflow is running:"
+	@echo "  worker   pid $$(cat $(WORKER_PID)), log $(WORKER_LOG), health http://127.0.0.1:6066/health, metrics /metrics"
+	@echo "  prompts  topic order-prompts; Redis key likeflow:v1:prompts:<user_id> (ZREVRANGE ... 0 0)"
+	@echo "  bad input topic likeflow-dlq (reason in header likeflow.dlq.reason)"
+	@echo "  stop     Ctrl-C stops the demo feed; 'make worker-stop' the worker; 'make stack-down' Kafka and Redis"
+	@echo
+	@$(BIN)/likeflow demo
+
+lint: venv
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+
+typecheck: venv
+	@$(BIN)/mypy
+
+test-unit: venv
+	@$(BIN)/pytest -m "not integration and not chaos" -q
+
+test-integration: venv stack-up
+	@$(BIN)/pytest -m integration -q
+
+test: venv stack-up
+	@echo "[test] lint and type check"
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+	@$(BIN)/mypy
+	@echo "[test] unit and integration tests (real Kafka and Redis from 'make stack-up')"
+	@$(BIN)/pytest -m "not chaos"
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

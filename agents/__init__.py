@@ -1,0 +1,14 @@
+"""The Faust agents: thin loops that decode, call pure functions and hand results to sinks."""
+
+from __future__ import annotations
+
+import faust
+
+from agents import join, likes, mappings, prompts
+from agents.context import PipelineContext
+
+
+def register_agents(app: faust.App, ctx: PipelineContext) -> None:
+    """Register every agent of the pipeline on `app` (explicitly: no import side effects)."""
+    for module in (likes, mappings, join, prompts):
+        module.register(app, ctx)

@@ -1,0 +1,126 @@
+"""Typed, validated settings built from `LIKEFLOW_*` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, TypeVar
+
+ENV_PREFIX = "LIKEFLOW_"
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A `LIKEFLOW_*` variable is set to a value likeflow cannot use; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of the job; the environment variable is `LIKEFLOW_` + the field name upper-cased."""
+
+    # --- infrastructure ---
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    app_id: str = "likeflow"
+    # Prefix for every topic name, so several environments can share a cluster.
+    topic_prefix: str = ""
+    # Partition count of every topic the job creates. The join needs `video-products` and
+    # `likes-by-video` to have the same count (Faust co-partitions them in one assignment).
+    partitions: int = 4
+    store: str = "memory://"
+    data_dir: str = ".run/worker-data"
+    log_level: str = "info"
+
+    # --- prompts ---
+    language: str = "zh"
+    repeat_window_hours: int = 24
+    prompts_per_hour: int = 3
+    dedupe_horizon_hours: int = 24
+    affinity_half_life_hours: float = 168.0
+    evening_peak_start_hour: int = 19
+    evening_peak_end_hour: int = 23
+    evening_peak_boost: float = 1.25
+    # Local time of the audience, in minutes east of UTC (China Standard Time = 480).
+    tz_offset_minutes: int = 480
+
+    # --- serving ---
+    redis_prefix: str = "likeflow"
+    redis_prompts_keep: int = 10
+    redis_prompt_ttl_s: int = 86_400
+
+    # --- input limits and batching ---
+    max_record_bytes: int = 65_536
+    batch_max: int = 500
+    batch_within_ms: int = 10
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a contract name such as `likes`."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def kafka_urls(self) -> list[str]:
+        """Broker list in Faust's `kafka://host:port` form."""
+        return [f"kafka://{h.strip()}" for h in self.kafka_bootstrap.split(",") if h.strip()]
+
+    def __post_init__(self) -> None:
+        _check(self.partitions >= 1, "PARTITIONS", "must be at least 1")
+        _check(1 <= self.web_port <= 65535, "WEB_PORT", "must be a TCP port (1-65535)")
+        _check(self.language in ("zh", "en"), "LANGUAGE", "must be 'zh' or 'en'")
+        _check(self.prompts_per_hour >= 0, "PROMPTS_PER_HOUR", "must be >= 0")
+        _check(self.repeat_window_hours >= 0, "REPEAT_WINDOW_HOURS", "must be >= 0")
+        _check(self.dedupe_horizon_hours >= 1, "DEDUPE_HORIZON_HOURS", "must be >= 1")
+        _check(self.affinity_half_life_hours > 0, "AFFINITY_HALF_LIFE_HOURS", "must be > 0")
+        for name in ("evening_peak_start_hour", "evening_peak_end_hour"):
+            _check(0 <= getattr(self, name) <= 24, name.upper(), "must be an hour 0-24")
+        _check(self.redis_prompts_keep >= 1, "REDIS_PROMPTS_KEEP", "must be >= 1")
+        _check(self.redis_prompt_ttl_s >= 1, "REDIS_PROMPT_TTL_S", "must be >= 1 second")
+        _check(self.max_record_bytes >= 1024, "MAX_RECORD_BYTES", "must be >= 1024")
+        _check(self.batch_max >= 1, "BATCH_MAX", "must be >= 1")
+        _check(self.batch_within_ms >= 1, "BATCH_WITHIN_MS", "must be >= 1 ms")
+        _check(bool(self.kafka_urls), "KAFKA_BOOTSTRAP", "must list at least one host:port")
+
+
+def _check(ok: bool, name: str, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{ENV_PREFIX}{name} {rule}")
+
+
+def _parse_bool(raw: str) -> bool:
+    low = raw.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "int": int,
+    "float": float,
+    "bool": _parse_bool,
+    "str": str,
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from `environ` (default: the process environment), then `overrides`.
+
+    Raises ConfigError naming the variable when a value does not parse or breaks a rule.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field in fields(Settings):
+        var = ENV_PREFIX + field.name.upper()
+        if var not in env:
+            continue
+        parse = _PARSERS[str(field.type)]
+        try:
+            values[field.name] = parse(env[var])
+        except ValueError as exc:
+            raise ConfigError(f"{var}={env[var]!r} is not a valid {field.type}: {exc}") from exc
+    values.update(overrides)
+    return Settings(**values)

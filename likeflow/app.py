@@ -1,0 +1,92 @@
+"""Builds the one Faust app from settings: topics, tables, sinks, agents and web views."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+import redis.asyncio as aioredis
+from prometheus_client import generate_latest
+
+from agents import register_agents
+from agents.context import PipelineContext, policies_from
+from config import Settings
+from likeflow.metrics import Metrics
+from likeflow.sinks.dead_letters import DeadLetterSink
+from likeflow.sinks.redis_prompts import RedisPromptStore
+from streams.topics import declare_topics
+from tables import declare_tables
+
+PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+
+
+def create_app(settings: Settings) -> faust.App:
+    """A fully wired Faust app; nothing runs until a worker starts it."""
+    app = faust.App(
+        settings.app_id,
+        broker=settings.kafka_urls,
+        store=settings.store,
+        datadir=settings.data_dir,
+        autodiscover=False,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        # A new consumer group starts from the beginning of every topic, so a first deploy
+        # processes mappings that were published before it.
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=True,
+        web_host=settings.web_host,
+        web_port=settings.web_port,
+        web_bind=settings.web_host,
+        producer_acks=-1,
+    )
+    metrics = Metrics()
+    topics = declare_topics(app, settings)
+    tables = declare_tables(app, settings)
+    guards, ranking = policies_from(settings)
+    store = RedisPromptStore(
+        aioredis.from_url(settings.redis_url),
+        prefix=settings.redis_prefix,
+        keep=settings.redis_prompts_keep,
+        ttl_s=settings.redis_prompt_ttl_s,
+        metrics=metrics,
+    )
+    ctx = PipelineContext(
+        settings=settings,
+        topics=topics,
+        tables=tables,
+        metrics=metrics,
+        dead_letters=DeadLetterSink(topics.dead_letters, metrics),
+        prompt_store=store,
+        guards=guards,
+        ranking=ranking,
+    )
+    register_agents(app, ctx)
+    _register_web(app, ctx)
+    return app
+
+
+def _register_web(app: faust.App, ctx: PipelineContext) -> None:
+    @app.page("/health")
+    async def health(web: Any, request: Any) -> Any:
+        """Liveness and what this worker holds: assigned partitions and table sizes."""
+        assigned = app.consumer.assignment() if app.consumer else set()
+        return web.json(
+            {
+                "status": "ok",
+                "app_id": ctx.settings.app_id,
+                "assigned_partitions": len(assigned),
+                "rebalancing": bool(app.rebalancing),
+                "tables": {
+                    "video_products": len(ctx.tables.video_products.data),
+                    "user_state": len(ctx.tables.user_state.data),
+                },
+            }
+        )
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        """Prometheus text exposition of this worker's metrics."""
+        # aiohttp refuses a charset inside content_type; the exposition format is ASCII anyway.
+        return web.bytes(generate_latest(ctx.metrics.registry), content_type=PROMETHEUS_TEXT)

@@ -1,0 +1,115 @@
+"""The `likeflow` console command: worker, topics and demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from config import ConfigError, Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    import faust
+
+    from likeflow.admin import ensure_topics
+    from likeflow.app import create_app
+
+    # Faust creates its own changelog topics, but the contract's external topics must exist
+    # (the broker does not auto-create) before the consumer subscribes.
+    asyncio.run(ensure_topics(settings))
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=args.quiet)
+    worker.execute_from_commandline()  # runs until SIGTERM/SIGINT; never returns normally
+    return 0
+
+
+def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    from likeflow.admin import ensure_topics
+
+    counts = asyncio.run(ensure_topics(settings))
+    for name, partitions in sorted(counts.items()):
+        print(f"{name}\t{partitions} partitions")
+    return 0
+
+
+def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from likeflow.admin import ensure_topics
+    from likeflow.demo import DemoOptions, run_demo
+
+    asyncio.run(ensure_topics(settings))
+    opts = DemoOptions(
+        videos=args.videos,
+        users=args.users,
+        rate=args.rate,
+        duration_s=args.duration,
+        bad_ratio=args.bad_ratio,
+        seed=args.seed,
+    )
+    try:
+        view = asyncio.run(run_demo(settings, opts))
+    except KeyboardInterrupt:
+        print("\n[demo] stopped", flush=True)
+        return 0
+    print(view.summary(), flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and --help docs)."""
+    parser = argparse.ArgumentParser(
+        prog="likeflow",
+        description="Turns likes into one-tap order prompts. Settings come from LIKEFLOW_* "
+        "environment variables (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    worker = sub.add_parser("worker", help="run the long-lived Faust worker")
+    worker.add_argument("--quiet", action="store_true", help="no startup banner")
+    worker.set_defaults(func=_cmd_worker)
+
+    topics = sub.add_parser("topics", help="create the contract's topics (idempotent)")
+    topics.set_defaults(func=_cmd_topics)
+
+    demo = sub.add_parser("demo", help="publish a synthetic catalogue and like feed")
+    demo.add_argument("--rate", type=float, default=20.0, help="likes per second (default 20)")
+    demo.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until Ctrl-C")
+    demo.add_argument("--videos", type=int, default=200, help="videos with products (default 200)")
+    demo.add_argument("--users", type=int, default=500, help="distinct users (default 500)")
+    demo.add_argument("--bad-ratio", type=float, default=0.01, help="share of garbage records")
+    demo.add_argument("--seed", type=int, default=7, help="random seed of the catalogue and feed")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `likeflow` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"likeflow: configuration error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # aiokafka logs every metadata refresh at INFO; the worker shows Faust's own progress.
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.root.level))
+    from likeflow.admin import TopicSetupError
+
+    try:
+        code: int = args.func(settings, args)
+    except TopicSetupError as exc:
+        print(f"likeflow: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"likeflow: {exc}. Is the stack up? Run `make stack-up`.", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

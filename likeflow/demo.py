@@ -1,0 +1,180 @@
+"""A synthetic feed for `likeflow demo`: a product catalogue, a stream of likes, and a live view."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from config import Settings
+from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
+
+CATEGORIES = {
+    "dress": ["碎花连衣裙", "法式茶歇裙", "针织长裙"],
+    "sneakers": ["复古跑鞋", "小白鞋", "篮球鞋"],
+    "lipstick": ["丝绒口红", "润唇膏", "唇釉"],
+    "cookware": ["不粘炒锅", "铸铁锅", "砂锅"],
+    "earbuds": ["降噪耳机", "运动耳机", "骨传导耳机"],
+    "snacks": ["坚果礼盒", "牛肉干", "手工饼干"],
+}
+OFFERS = ("order", "order", "order", "booking", "trial")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """Size and pace of the synthetic feed (rate in likes per second; duration 0 = forever)."""
+
+    videos: int = 200
+    creators: int = 20
+    users: int = 500
+    rate: float = 20.0
+    duration_s: float = 0.0
+    bad_ratio: float = 0.01
+    seed: int = 7
+    show: int = 10
+
+
+def catalogue(opts: DemoOptions, now_ms: int) -> list[dict[str, Any]]:
+    """Video -> products mappings; about 1 in 10 products is uncertified or out of stock."""
+    rng = random.Random(opts.seed)
+    videos = []
+    for v in range(opts.videos):
+        category = rng.choice(sorted(CATEGORIES))
+        products = []
+        for p in range(rng.randint(1, 4)):
+            cat = category if p == 0 else rng.choice(sorted(CATEGORIES))
+            products.append(
+                {
+                    "product_id": f"p{v:04d}-{p}",
+                    "title": rng.choice(CATEGORIES[cat]),
+                    "category": cat,
+                    "price_cents": rng.randint(9, 899) * 100 + rng.choice((0, 90)),
+                    "certified": rng.random() > 0.05,
+                    "stock": 0 if rng.random() < 0.05 else rng.randint(1, 200),
+                    "offer": rng.choice(OFFERS),
+                }
+            )
+        videos.append(
+            {
+                "video_id": f"v{v:04d}",
+                "creator_id": f"c{v % opts.creators:03d}",
+                "ts": now_ms,
+                "products": products,
+            }
+        )
+    return videos
+
+
+def bad_record(rng: random.Random) -> bytes:
+    """One of the kinds of garbage real producers send."""
+    return rng.choice(
+        [
+            b"{not json",
+            b'{"event_id": "x", "user_id": "u1", "video_id": "v1", "ts": NaN}',
+            b'{"event_id": "x", "user_id": "u1", "video_id": "v1"}',
+            b'{"event_id": "x", "user_id": "u1", "video_id": "v1", "ts": 1, "action": "love"}',
+            b"\xff\xfe garbage",
+        ]
+    )
+
+
+class LiveView:
+    """Prints prompts as they arrive and a summary line every few seconds."""
+
+    def __init__(self, show: int) -> None:
+        self.likes = 0
+        self.bad = 0
+        self.prompts = 0
+        self.dead_letters = 0
+        self._show = show
+        self._started = time.monotonic()
+
+    def on_prompt(self, value: bytes) -> None:
+        self.prompts += 1
+        if self.prompts <= self._show or self.prompts % 100 == 0:
+            p = orjson.loads(value)
+            lag_ms = p["emitted_ts"] - p["like_ts"]
+            print(f"  prompt #{self.prompts}  {p['user_id']} liked {p['video_id']} -> {p['text']}  "
+                  f"(score {p['score']}, {lag_ms} ms after the like)", flush=True)
+
+    def summary(self) -> str:
+        elapsed = time.monotonic() - self._started
+        return (f"[demo {elapsed:6.0f}s] likes sent {self.likes} (+{self.bad} bad) | "
+                f"prompts out {self.prompts} | dead letters {self.dead_letters}")
+
+
+async def run_demo(settings: Settings, opts: DemoOptions) -> LiveView:
+    """Publish the catalogue, then likes at `opts.rate`/s while showing prompts and dead letters."""
+    view = LiveView(opts.show)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    consumer = AIOKafkaConsumer(
+        settings.topic(ORDER_PROMPTS),
+        settings.topic(DEAD_LETTERS),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="latest",
+        enable_auto_commit=False,
+    )
+    await producer.start()
+    await consumer.start()
+    watcher = asyncio.create_task(_watch(consumer, view, settings))
+    try:
+        now_ms = int(time.time() * 1000)
+        videos = catalogue(opts, now_ms)
+        for video in videos:
+            await producer.send(settings.topic(VIDEO_PRODUCTS), orjson.dumps(video),
+                                key=video["video_id"].encode())
+        await producer.flush()
+        print(f"[demo] published {len(videos)} video->product mappings to "
+              f"{settings.topic(VIDEO_PRODUCTS)}; sending likes at {opts.rate:g}/s to "
+              f"{settings.topic(LIKES)} (Ctrl-C to stop)", flush=True)
+        await _send_likes(producer, settings, opts, view, len(videos))
+        await asyncio.sleep(2)  # let the last prompts arrive
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        await producer.stop()
+        await consumer.stop()
+    return view
+
+
+async def _send_likes(producer: AIOKafkaProducer, settings: Settings, opts: DemoOptions,
+                      view: LiveView, n_videos: int) -> None:
+    rng = random.Random(opts.seed + 1)
+    topic = settings.topic(LIKES)
+    deadline = time.monotonic() + opts.duration_s if opts.duration_s else float("inf")
+    interval = 1.0 / opts.rate
+    next_summary = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        user = f"u{rng.randint(0, opts.users - 1):05d}"
+        if rng.random() < opts.bad_ratio:
+            await producer.send(topic, bad_record(rng), key=user.encode())
+            view.bad += 1
+        else:
+            # Popularity is skewed: a few videos get most of the likes.
+            video = f"v{min(int(rng.paretovariate(1.2)) - 1, n_videos - 1):04d}"
+            like = {"event_id": uuid.uuid4().hex, "user_id": user, "video_id": video,
+                    "ts": int(time.time() * 1000)}
+            await producer.send(topic, orjson.dumps(like), key=user.encode())
+            view.likes += 1
+        if time.monotonic() >= next_summary:
+            print(view.summary(), flush=True)
+            next_summary += 5
+        await asyncio.sleep(interval)
+    await producer.flush()
+
+
+async def _watch(consumer: AIOKafkaConsumer, view: LiveView, settings: Settings) -> None:
+    prompts_topic = settings.topic(ORDER_PROMPTS)
+    async for record in consumer:
+        if record.topic == prompts_topic and record.value is not None:
+            view.on_prompt(record.value)
+        else:
+            view.dead_letters += 1

@@ -1,0 +1,155 @@
+"""The prompt decision for one joined like: dedupe, guards, ranking; a pure function of its inputs."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+from likeflow.domain.affinity import add_like
+from likeflow.domain.copy import offer_text
+from likeflow.domain.ranking import HOUR_MS, RankingPolicy, rank
+from likeflow.domain.user_state import SentPrompt, UserState
+from streams.events import Like, Prompt, VideoMapping
+
+# Fixed namespace: prompt ids must stay the same across versions and replays.
+PROMPT_ID_NAMESPACE = uuid.UUID("6f1d3c5e-8a57-4b0e-9a7e-1f4c2b9d0a11")
+
+
+class NoPromptReason(StrEnum):
+    """Why a valid like produced no prompt; a small fixed set, safe as a metric label."""
+
+    NO_ELIGIBLE_PRODUCT = "no_eligible_product"
+    ALL_RECENTLY_OFFERED = "all_recently_offered"
+    HOURLY_CAP = "hourly_cap"
+    TOO_LATE = "too_late"
+
+
+@dataclass(frozen=True, slots=True)
+class GuardPolicy:
+    """Per-user guards, in event time: no repeat (user, product) within the window, an hourly cap."""
+
+    repeat_window_ms: int = 24 * HOUR_MS
+    prompts_per_hour: int = 3
+    dedupe_horizon_ms: int = 24 * HOUR_MS
+    language: str = "zh"
+
+
+@dataclass(frozen=True, slots=True)
+class Emit:
+    """A new prompt to emit."""
+
+    prompt: Prompt
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """The like was processed before: state unchanged; `prompt` is what it produced then, if any."""
+
+    prompt: Prompt | None
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """A valid, new like that produces no prompt, and why."""
+
+    reason: NoPromptReason
+
+
+Decision = Emit | Duplicate | Skip
+
+
+def prompt_id_for(event_id: str, product_id: str) -> str:
+    """Deterministic prompt id: a redelivered like gets the same id (UUIDv5 hex)."""
+    return uuid.uuid5(PROMPT_ID_NAMESPACE, f"{event_id}\x1f{product_id}").hex
+
+
+def decide(
+    state: UserState,
+    like: Like,
+    mapping: VideoMapping,
+    *,
+    creator_weight: float,
+    now_ms: int,
+    guards: GuardPolicy,
+    ranking: RankingPolicy,
+) -> Decision:
+    """Decide the prompt for `like` joined with `mapping`, updating `state` in place.
+
+    Dedupe first (by event_id, so redelivery is a no-op), then: eligible products (certified,
+    in stock) ranked against the user's profile *before* this like; products offered to the user
+    within `repeat_window_ms` of this like are passed over, so a repeat like falls through to the
+    best product not yet offered; a like more than `dedupe_horizon_ms` behind the user's latest is
+    refused as too late; at most `prompts_per_hour` per clock hour of like time. The like
+    then joins the profile. `now_ms` (wall clock) only stamps `emitted_ts`.
+    """
+    if like.event_id in state.seen:
+        return Duplicate(state.prompt_for(like.event_id))
+    if like.ts < state.high_ts - guards.dedupe_horizon_ms:
+        # Older than the dedupe horizon: its event_id may have been pruned from `seen`, so it
+        # could be a redelivery we can no longer recognise. Refusing it keeps dedupe exact.
+        return Skip(NoPromptReason.TOO_LATE)
+    decision = _choose(state, like, mapping, creator_weight, now_ms, guards, ranking)
+    state.seen[like.event_id] = like.ts
+    if isinstance(decision, Emit):
+        state.sent.append(SentPrompt(like.event_id, decision.prompt))
+    add_like(
+        state.affinity, (p.category for p in mapping.products), like.ts, ranking.affinity_half_life_ms
+    )
+    state.high_ts = max(state.high_ts, like.ts)
+    _prune(state, guards)
+    return decision
+
+
+def _choose(
+    state: UserState,
+    like: Like,
+    mapping: VideoMapping,
+    creator_weight: float,
+    now_ms: int,
+    guards: GuardPolicy,
+    ranking: RankingPolicy,
+) -> Decision:
+    eligible = [p for p in mapping.products if p.eligible]
+    if not eligible:
+        return Skip(NoPromptReason.NO_ELIGIBLE_PRODUCT)
+    # Event time, both directions: an out-of-order like is guarded like an in-order one.
+    recent = {
+        s.prompt.product_id
+        for s in state.sent
+        if abs(s.prompt.like_ts - like.ts) < guards.repeat_window_ms
+    }
+    candidates = [p for p in eligible if p.product_id not in recent]
+    if not candidates:
+        return Skip(NoPromptReason.ALL_RECENTLY_OFFERED)
+    hour = like.ts // HOUR_MS
+    if sum(1 for s in state.sent if s.prompt.like_ts // HOUR_MS == hour) >= guards.prompts_per_hour:
+        return Skip(NoPromptReason.HOURLY_CAP)
+    score, best = rank(candidates, state.affinity, like.ts, creator_weight, ranking)[0]
+    return Emit(
+        Prompt(
+            prompt_id=prompt_id_for(like.event_id, best.product_id),
+            user_id=like.user_id,
+            video_id=like.video_id,
+            creator_id=mapping.creator_id,
+            product_id=best.product_id,
+            title=best.title,
+            price_cents=best.price_cents,
+            offer=best.offer,
+            score=score,
+            text=offer_text(guards.language, best.offer, best.title, best.price_cents),
+            like_ts=like.ts,
+            emitted_ts=now_ms,
+        )
+    )
+
+
+def _prune(state: UserState, guards: GuardPolicy) -> None:
+    # Pruning follows the user's own event-time clock (high_ts), never the wall clock, so a
+    # replay of the same likes leaves the same state behind.
+    seen_floor = state.high_ts - guards.dedupe_horizon_ms
+    if any(ts < seen_floor for ts in state.seen.values()):
+        state.seen = {e: ts for e, ts in state.seen.items() if ts >= seen_floor}
+    keep_ms = max(guards.repeat_window_ms, guards.dedupe_horizon_ms, HOUR_MS)
+    sent_floor = state.high_ts - keep_ms
+    state.sent = [s for s in state.sent if s.prompt.like_ts >= sent_floor]

@@ -1,0 +1,79 @@
+"""The documented product score (docs/ranking.md): affinity x creator weight x stock x time of day."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from likeflow.domain.affinity import Affinity, score_at, total_at
+from streams.events import Product
+
+HOUR_MS = 3_600_000
+STOCK_SATURATION = 10
+
+
+@dataclass(frozen=True, slots=True)
+class RankingPolicy:
+    """Knobs of the score; hours are local to the audience (`tz_offset_minutes` east of UTC)."""
+
+    affinity_half_life_ms: float = 168 * HOUR_MS
+    evening_peak_start_hour: int = 19
+    evening_peak_end_hour: int = 23
+    evening_peak_boost: float = 1.25
+    tz_offset_minutes: int = 480
+
+
+def local_hour(ts: int, tz_offset_minutes: int) -> int:
+    """Hour of day (0-23) of epoch-ms `ts` at the given UTC offset (minutes)."""
+    return ((ts + tz_offset_minutes * 60_000) // HOUR_MS) % 24
+
+
+def time_of_day_factor(ts: int, policy: RankingPolicy) -> float:
+    """`evening_peak_boost` inside the evening impulse peak [start, end) local hours, else 1.0."""
+    hour = local_hour(ts, policy.tz_offset_minutes)
+    if policy.evening_peak_start_hour <= hour < policy.evening_peak_end_hour:
+        return policy.evening_peak_boost
+    return 1.0
+
+
+def stock_factor(stock: int) -> float:
+    """0.5 for the last unit up to 1.0 at STOCK_SATURATION units: a prompt should not sell out."""
+    return 0.5 + 0.5 * min(stock, STOCK_SATURATION) / STOCK_SATURATION
+
+
+def score_product(
+    product: Product,
+    affinity: Affinity,
+    ts: int,
+    creator_weight: float,
+    policy: RankingPolicy,
+) -> float:
+    """Score of offering `product` to a user with `affinity` for a like at `ts` (epoch ms).
+
+    score = creator_weight x (1 + 2 x share) x stock_factor x time_of_day_factor, where share is
+    the user's decayed interest in the product's category over (1 + all interest), in [0, 1).
+    Rounded to 6 decimals so the value written to Kafka is stable across replays.
+    """
+    half_life = policy.affinity_half_life_ms
+    share = score_at(affinity, product.category, ts, half_life) / (
+        1.0 + total_at(affinity, ts, half_life)
+    )
+    raw = (
+        creator_weight
+        * (1.0 + 2.0 * share)
+        * stock_factor(product.stock)
+        * time_of_day_factor(ts, policy)
+    )
+    return round(raw, 6)
+
+
+def rank(
+    products: list[Product],
+    affinity: Affinity,
+    ts: int,
+    creator_weight: float,
+    policy: RankingPolicy,
+) -> list[tuple[float, Product]]:
+    """Products best first; ties go to the lower price, then the smaller product_id."""
+    scored = [(score_product(p, affinity, ts, creator_weight, policy), p) for p in products]
+    scored.sort(key=lambda sp: (-sp[0], sp[1].price_cents, sp[1].product_id))
+    return scored

@@ -1,0 +1,62 @@
+"""Prometheus metrics of one worker (`likeflow_<noun>_<unit>`; labels are bounded sets, never ids)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """All metric families, on a registry of their own so several apps can live in one process."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.records_consumed = Counter(
+            "likeflow_records_consumed_total", "Records consumed, by topic.", ["topic"], registry=r
+        )
+        self.dead_letters = Counter(
+            "likeflow_dead_letters_total",
+            "Records sent to the dead-letter topic, by source topic and reason.",
+            ["topic", "reason"],
+            registry=r,
+        )
+        self.likes_skipped = Counter(
+            "likeflow_likes_skipped_total",
+            "Valid likes that produced no prompt, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.prompts_emitted = Counter(
+            "likeflow_prompts_emitted_total", "New prompts emitted to order-prompts.", registry=r
+        )
+        self.duplicates = Counter(
+            "likeflow_duplicate_likes_total",
+            "Redelivered likes (same event_id); their original prompt is re-sent unchanged.",
+            registry=r,
+        )
+        self.mapping_updates = Counter(
+            "likeflow_mapping_updates_total",
+            "Video mapping records applied, by outcome (set, removed, stale).",
+            ["outcome"],
+            registry=r,
+        )
+        self.like_to_prompt_latency = Histogram(
+            "likeflow_like_to_prompt_latency_seconds",
+            "Like event ts to prompt emission (event time to wall clock), seconds.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.redis_write_latency = Histogram(
+            "likeflow_redis_write_latency_seconds",
+            "Time to write one batch of prompts to Redis, seconds.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.redis_write_errors = Counter(
+            "likeflow_redis_write_errors_total",
+            "Failed Redis write attempts, by outcome (retried, gave_up).",
+            ["outcome"],
+            registry=r,
+        )

@@ -1,0 +1,1 @@
+"""Sinks: where the agents hand their results (dead letters, Redis serving)."""

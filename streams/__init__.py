@@ -1,0 +1,1 @@
+"""Topics and event models of the likeflow contract (docs/events.md)."""

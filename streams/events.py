@@ -1,0 +1,131 @@
+"""Event models of contract v1 (docs/events.md): plain frozen dataclasses, no Faust imports."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+import orjson
+
+Action = Literal["like", "unlike"]
+Offer = Literal["order", "booking", "trial"]
+ACTIONS: tuple[Action, ...] = ("like", "unlike")
+OFFERS: tuple[Offer, ...] = ("order", "booking", "trial")
+
+
+class DeadLetterReason(StrEnum):
+    """Why a record went to the dead-letter topic; a small fixed set, safe as a metric label."""
+
+    OVERSIZED = "oversized"
+    MALFORMED_JSON = "malformed_json"
+    NOT_AN_OBJECT = "not_an_object"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    INVALID_VALUE = "invalid_value"
+    UNKNOWN_ENUM = "unknown_enum"
+    KEY_MISMATCH = "key_mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A record that failed decoding: the reason (bounded set) and a human-readable error."""
+
+    reason: DeadLetterReason
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Like:
+    """A user liked (or unliked) a video at `ts` (epoch ms)."""
+
+    event_id: str
+    user_id: str
+    video_id: str
+    ts: int
+    action: Action = "like"
+
+    def to_json(self) -> bytes:
+        """Compact orjson encoding, the form forwarded on internal topics."""
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_trusted(cls, data: dict[str, Any]) -> Like:
+        """Rebuild from an internal topic, whose records were validated on the way in."""
+        return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    """One product linked to a video; `price_cents` > 0, `stock` >= 0."""
+
+    product_id: str
+    title: str
+    category: str
+    price_cents: int
+    certified: bool
+    stock: int
+    offer: Offer = "order"
+
+    @property
+    def eligible(self) -> bool:
+        """Certified (brand-certified and quality-checked) and in stock: may be offered."""
+        return self.certified and self.stock > 0
+
+
+@dataclass(frozen=True, slots=True)
+class VideoMapping:
+    """The products shown for a video, as of `ts` (epoch ms); newer `ts` wins."""
+
+    video_id: str
+    creator_id: str
+    ts: int
+    products: tuple[Product, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form used as the Faust table value."""
+        return asdict(self)
+
+    @classmethod
+    def from_trusted(cls, data: dict[str, Any]) -> VideoMapping:
+        """Rebuild from the table or an internal topic (already validated)."""
+        products = tuple(Product(**p) for p in data["products"])
+        return cls(data["video_id"], data["creator_id"], data["ts"], products)
+
+
+@dataclass(frozen=True, slots=True)
+class MappingRemoval:
+    """The video no longer has products: a null value (tombstone) or an empty `products` list.
+
+    `ts` is None for a tombstone, which removes the mapping whatever its age.
+    """
+
+    video_id: str
+    ts: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """The one-tap order prompt emitted to `order-prompts` and served from Redis."""
+
+    prompt_id: str
+    user_id: str
+    video_id: str
+    creator_id: str
+    product_id: str
+    title: str
+    price_cents: int
+    offer: Offer
+    score: float
+    text: str
+    like_ts: int
+    emitted_ts: int
+
+    def to_json(self) -> bytes:
+        """The exact bytes written to Kafka and Redis (field order as in the contract)."""
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_trusted(cls, data: dict[str, Any]) -> Prompt:
+        """Rebuild from state kept by the job itself."""
+        return cls(**data)

@@ -1,0 +1,51 @@
+"""Faust table declarations: video mappings (join side) and per-user prompt state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+
+from config import Settings
+
+VIDEO_PRODUCTS_TABLE = "video_products"
+USER_STATE_TABLE = "user_state"
+
+
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """The Faust tables of one app (values are JSON-ready dicts; keys are str ids)."""
+
+    video_products: Any
+    user_state: Any
+
+
+def declare_tables(app: faust.App, settings: Settings) -> Tables:
+    """Declare the changelog-backed tables; partitions follow the settings so joins co-partition."""
+
+    def table(name: str, help_text: str) -> Any:
+        return app.Table(
+            name,
+            default=None,
+            schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
+            partitions=settings.partitions,
+            help=help_text,
+        )
+
+    return Tables(
+        video_products=table(VIDEO_PRODUCTS_TABLE, "video_id -> latest product mapping"),
+        user_state=table(USER_STATE_TABLE, "user_id -> seen likes, recent prompts, affinity"),
+    )
+
+
+def put_for_event(table: Any, event: Any, key: str, value: Any) -> None:
+    """Set `table[key] = value`, logging the change to the partition `event` came from.
+
+    `table[key] = value` takes the changelog partition from Faust's *current* event. Inside a
+    `take_events()` batch that is the last event buffered, which may belong to another
+    partition; writing with the event's own partition keeps each key's changelog on the
+    partition its owner reads, so recovery after a rebalance restores it to the right worker.
+    """
+    table.data[key] = value
+    table.send_changelog(event.message.partition, key, value)

@@ -1,0 +1,72 @@
+"""Score components: time of day, stock, affinity decay and tie-breaks."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from likeflow.domain.affinity import Affinity, add_like, score_at
+from likeflow.domain.copy import format_price, offer_text
+from likeflow.domain.ranking import HOUR_MS, RankingPolicy, local_hour, rank, stock_factor, time_of_day_factor
+from tests.factories import BASE_TS, product
+
+POLICY = RankingPolicy()
+HALF_LIFE = POLICY.affinity_half_life_ms
+
+
+def test_local_hour_uses_the_audience_offset() -> None:
+    assert local_hour(BASE_TS, 0) == 11
+    assert local_hour(BASE_TS, 480) == 19
+
+
+@pytest.mark.parametrize(("hour_utc8", "factor"), [(18, 1.0), (19, 1.25), (22, 1.25), (23, 1.0), (3, 1.0)])
+def test_evening_peak_boost(hour_utc8: int, factor: float) -> None:
+    day_start_utc8 = BASE_TS - (BASE_TS + 480 * 60_000) % (24 * HOUR_MS)
+    assert time_of_day_factor(day_start_utc8 + hour_utc8 * HOUR_MS, POLICY) == factor
+
+
+def test_stock_factor_prefers_products_that_will_not_sell_out() -> None:
+    assert stock_factor(1) < stock_factor(5) < stock_factor(10) == stock_factor(500) == 1.0
+
+
+def test_affinity_halves_after_one_half_life() -> None:
+    aff: Affinity = {}
+    add_like(aff, ["dress"], BASE_TS, HALF_LIFE)
+    assert score_at(aff, "dress", BASE_TS + int(HALF_LIFE), HALF_LIFE) == pytest.approx(0.5)
+
+
+def test_affinity_is_independent_of_arrival_order() -> None:
+    likes = [("dress", BASE_TS), ("bag", BASE_TS + 5 * HOUR_MS), ("dress", BASE_TS + 50 * HOUR_MS), ("dress", BASE_TS - 3 * HOUR_MS)]
+    results = []
+    for order in itertools.permutations(likes):
+        aff: Affinity = {}
+        for category, ts in order:
+            add_like(aff, [category], ts, HALF_LIFE)
+        at = BASE_TS + 100 * HOUR_MS
+        results.append((score_at(aff, "dress", at, HALF_LIFE), score_at(aff, "bag", at, HALF_LIFE)))
+    for dress, bag in results:
+        assert dress == pytest.approx(results[0][0]) and bag == pytest.approx(results[0][1])
+
+
+def test_one_like_counts_each_category_once() -> None:
+    aff: Affinity = {}
+    add_like(aff, ["dress", "dress", "bag"], BASE_TS, HALF_LIFE)
+    assert score_at(aff, "dress", BASE_TS, HALF_LIFE) == 1.0
+
+
+def test_ties_go_to_the_lower_price_then_product_id() -> None:
+    ranked = rank([product("b", price_cents=500), product("a", price_cents=500), product("c", price_cents=100)], {}, BASE_TS, 1.0, POLICY)
+    assert [p.product_id for _, p in ranked] == ["c", "a", "b"]
+
+
+def test_creator_weight_scales_the_score() -> None:
+    [(full, _)] = rank([product("a")], {}, BASE_TS, 1.0, POLICY)
+    [(half, _)] = rank([product("a")], {}, BASE_TS, 0.5, POLICY)
+    assert half == pytest.approx(full / 2)
+
+
+def test_prices_are_formatted_in_yuan() -> None:
+    assert format_price(12900) == "129.00"
+    assert format_price(5) == "0.05"
+    assert offer_text("en", "booking", "Spa", 19990) == "Book Spa for ¥199.90 in one tap"

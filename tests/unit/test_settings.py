@@ -1,0 +1,41 @@
+"""Settings come only from LIKEFLOW_* variables, and bad values name the variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from config import ConfigError, Settings, load_settings
+
+
+def test_defaults_are_loopback() -> None:
+    s = load_settings({})
+    assert s == Settings()
+    assert s.kafka_bootstrap == "127.0.0.1:9092"
+    assert s.redis_url == "redis://127.0.0.1:6379/0"
+    assert (s.web_host, s.web_port) == ("127.0.0.1", 6066)
+
+
+def test_variables_are_parsed_by_type() -> None:
+    s = load_settings({"LIKEFLOW_WEB_PORT": "7000", "LIKEFLOW_LANGUAGE": "en", "LIKEFLOW_AFFINITY_HALF_LIFE_HOURS": "12.5", "OTHER": "x"})
+    assert (s.web_port, s.language, s.affinity_half_life_hours) == (7000, "en", 12.5)
+
+
+def test_kafka_urls_and_topic_prefix() -> None:
+    s = load_settings({"LIKEFLOW_KAFKA_BOOTSTRAP": "a:1, b:2", "LIKEFLOW_TOPIC_PREFIX": "staging."})
+    assert s.kafka_urls == ["kafka://a:1", "kafka://b:2"]
+    assert s.topic("likes") == "staging.likes"
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"LIKEFLOW_WEB_PORT": "http"}, "LIKEFLOW_WEB_PORT='http' is not a valid int"),
+        ({"LIKEFLOW_WEB_PORT": "70000"}, "LIKEFLOW_WEB_PORT must be a TCP port"),
+        ({"LIKEFLOW_LANGUAGE": "fr"}, "LIKEFLOW_LANGUAGE must be 'zh' or 'en'"),
+        ({"LIKEFLOW_PARTITIONS": "0"}, "LIKEFLOW_PARTITIONS must be at least 1"),
+        ({"LIKEFLOW_KAFKA_BOOTSTRAP": " , "}, "LIKEFLOW_KAFKA_BOOTSTRAP must list"),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        load_settings(env)
