@@ -66,6 +66,10 @@ class Settings:
         """Broker list in Faust's `kafka://host:port` form."""
         return [f"kafka://{h.strip()}" for h in self.kafka_bootstrap.split(",") if h.strip()]
 
+    def to_env(self) -> dict[str, str]:
+        """These settings as `LIKEFLOW_*` variables (to start a worker process with them)."""
+        return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
+
     def __post_init__(self) -> None:
         _check(self.partitions >= 1, "PARTITIONS", "must be at least 1")
         _check(1 <= self.web_port <= 65535, "WEB_PORT", "must be a TCP port (1-65535)")

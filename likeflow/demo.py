@@ -101,13 +101,18 @@ class LiveView:
         if self.prompts <= self._show or self.prompts % 100 == 0:
             p = orjson.loads(value)
             lag_ms = p["emitted_ts"] - p["like_ts"]
-            print(f"  prompt #{self.prompts}  {p['user_id']} liked {p['video_id']} -> {p['text']}  "
-                  f"(score {p['score']}, {lag_ms} ms after the like)", flush=True)
+            print(
+                f"  prompt #{self.prompts}  {p['user_id']} liked {p['video_id']} -> {p['text']}  "
+                f"(score {p['score']}, {lag_ms} ms after the like)",
+                flush=True,
+            )
 
     def summary(self) -> str:
         elapsed = time.monotonic() - self._started
-        return (f"[demo {elapsed:6.0f}s] likes sent {self.likes} (+{self.bad} bad) | "
-                f"prompts out {self.prompts} | dead letters {self.dead_letters}")
+        return (
+            f"[demo {elapsed:6.0f}s] likes sent {self.likes} (+{self.bad} bad) | "
+            f"prompts out {self.prompts} | dead letters {self.dead_letters}"
+        )
 
 
 async def run_demo(settings: Settings, opts: DemoOptions) -> LiveView:
@@ -128,12 +133,16 @@ async def run_demo(settings: Settings, opts: DemoOptions) -> LiveView:
         now_ms = int(time.time() * 1000)
         videos = catalogue(opts, now_ms)
         for video in videos:
-            await producer.send(settings.topic(VIDEO_PRODUCTS), orjson.dumps(video),
-                                key=video["video_id"].encode())
+            await producer.send(
+                settings.topic(VIDEO_PRODUCTS), orjson.dumps(video), key=video["video_id"].encode()
+            )
         await producer.flush()
-        print(f"[demo] published {len(videos)} video->product mappings to "
-              f"{settings.topic(VIDEO_PRODUCTS)}; sending likes at {opts.rate:g}/s to "
-              f"{settings.topic(LIKES)} (Ctrl-C to stop)", flush=True)
+        print(
+            f"[demo] published {len(videos)} video->product mappings to "
+            f"{settings.topic(VIDEO_PRODUCTS)}; sending likes at {opts.rate:g}/s to "
+            f"{settings.topic(LIKES)} (Ctrl-C to stop)",
+            flush=True,
+        )
         await _send_likes(producer, settings, opts, view, len(videos))
         await asyncio.sleep(2)  # let the last prompts arrive
     finally:
@@ -145,8 +154,9 @@ async def run_demo(settings: Settings, opts: DemoOptions) -> LiveView:
     return view
 
 
-async def _send_likes(producer: AIOKafkaProducer, settings: Settings, opts: DemoOptions,
-                      view: LiveView, n_videos: int) -> None:
+async def _send_likes(
+    producer: AIOKafkaProducer, settings: Settings, opts: DemoOptions, view: LiveView, n_videos: int
+) -> None:
     rng = random.Random(opts.seed + 1)
     topic = settings.topic(LIKES)
     deadline = time.monotonic() + opts.duration_s if opts.duration_s else float("inf")
@@ -160,8 +170,12 @@ async def _send_likes(producer: AIOKafkaProducer, settings: Settings, opts: Demo
         else:
             # Popularity is skewed: a few videos get most of the likes.
             video = f"v{min(int(rng.paretovariate(1.2)) - 1, n_videos - 1):04d}"
-            like = {"event_id": uuid.uuid4().hex, "user_id": user, "video_id": video,
-                    "ts": int(time.time() * 1000)}
+            like = {
+                "event_id": uuid.uuid4().hex,
+                "user_id": user,
+                "video_id": video,
+                "ts": int(time.time() * 1000),
+            }
             await producer.send(topic, orjson.dumps(like), key=user.encode())
             view.likes += 1
         if time.monotonic() >= next_summary:

@@ -26,12 +26,20 @@ def product(product_id: str = "p1", **overrides: Any) -> Product:
     return Product(**fields)
 
 
-def mapping(video_id: str = "v1", *products: Product, creator_id: str = "c1", ts: int = BASE_TS) -> VideoMapping:
+def mapping(
+    video_id: str = "v1", *products: Product, creator_id: str = "c1", ts: int = BASE_TS
+) -> VideoMapping:
     """A mapping with the given products (one default product when none are given)."""
     return VideoMapping(video_id, creator_id, ts, products or (product(),))
 
 
-def like(event_id: str = "e1", user_id: str = "u1", video_id: str = "v1", ts: int = BASE_TS, action: str = "like") -> Like:
+def like(
+    event_id: str = "e1",
+    user_id: str = "u1",
+    video_id: str = "v1",
+    ts: int = BASE_TS,
+    action: str = "like",
+) -> Like:
     """A like event."""
     return Like(event_id, user_id, video_id, ts, action)  # type: ignore[arg-type]
 

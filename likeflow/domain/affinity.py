@@ -18,7 +18,8 @@ def decayed(score: float, from_ts: int, to_ts: int, half_life_ms: float) -> floa
     age = to_ts - from_ts
     if age <= 0:
         return score
-    return score * 2.0 ** (-age / half_life_ms)
+    factor: float = 2.0 ** (-age / half_life_ms)
+    return score * factor
 
 
 def score_at(affinity: Affinity, category: str, ts: int, half_life_ms: float) -> float:

@@ -94,7 +94,10 @@ def decide(
     if isinstance(decision, Emit):
         state.sent.append(SentPrompt(like.event_id, decision.prompt))
     add_like(
-        state.affinity, (p.category for p in mapping.products), like.ts, ranking.affinity_half_life_ms
+        state.affinity,
+        (p.category for p in mapping.products),
+        like.ts,
+        ranking.affinity_half_life_ms,
     )
     state.high_ts = max(state.high_ts, like.ts)
     _prune(state, guards)
@@ -115,9 +118,7 @@ def _choose(
         return Skip(NoPromptReason.NO_ELIGIBLE_PRODUCT)
     # Event time, both directions: an out-of-order like is guarded like an in-order one.
     recent = {
-        s.prompt.product_id
-        for s in state.sent
-        if abs(s.prompt.like_ts - like.ts) < guards.repeat_window_ms
+        s.prompt.product_id for s in state.sent if abs(s.prompt.like_ts - like.ts) < guards.repeat_window_ms
     }
     candidates = [p for p in eligible if p.product_id not in recent]
     if not candidates:

@@ -54,15 +54,8 @@ def score_product(
     Rounded to 6 decimals so the value written to Kafka is stable across replays.
     """
     half_life = policy.affinity_half_life_ms
-    share = score_at(affinity, product.category, ts, half_life) / (
-        1.0 + total_at(affinity, ts, half_life)
-    )
-    raw = (
-        creator_weight
-        * (1.0 + 2.0 * share)
-        * stock_factor(product.stock)
-        * time_of_day_factor(ts, policy)
-    )
+    share = score_at(affinity, product.category, ts, half_life) / (1.0 + total_at(affinity, ts, half_life))
+    raw = creator_weight * (1.0 + 2.0 * share) * stock_factor(product.stock) * time_of_day_factor(ts, policy)
     return round(raw, 6)
 
 

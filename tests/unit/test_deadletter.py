@@ -6,7 +6,14 @@ from likeflow.deadletter import MAX_ERROR_BYTES, dead_letter_headers, original_h
 
 
 def test_original_headers_come_first_then_the_reason() -> None:
-    headers = dead_letter_headers([("trace", b"abc")], reason="malformed_json", error="bad", topic="likes", partition=2, offset=41)
+    headers = dead_letter_headers(
+        [("trace", b"abc")],
+        reason="malformed_json",
+        error="bad",
+        topic="likes",
+        partition=2,
+        offset=41,
+    )
     assert headers == [
         ("trace", b"abc"),
         ("likeflow.dlq.reason", b"malformed_json"),

@@ -85,7 +85,13 @@ def test_repeat_guard_works_backwards_in_event_time_too() -> None:
 def test_hourly_cap_counts_prompts_per_clock_hour_of_like_time() -> None:
     state = UserState()
     for i in range(3):
-        emitted(run(state, like(f"e{i}", video_id=f"v{i}", ts=HOUR_START + i * 1000), mapping(f"v{i}", product(f"p{i}"))))
+        emitted(
+            run(
+                state,
+                like(f"e{i}", video_id=f"v{i}", ts=HOUR_START + i * 1000),
+                mapping(f"v{i}", product(f"p{i}")),
+            )
+        )
     capped = run(state, like("e3", video_id="v3", ts=HOUR_START + 59 * 60_000), mapping("v3", product("p3")))
     assert capped == Skip(NoPromptReason.HOURLY_CAP)
     next_hour = run(state, like("e4", video_id="v3", ts=HOUR_START + HOUR_MS), mapping("v3", product("p3")))
@@ -96,7 +102,9 @@ def test_cap_is_configurable() -> None:
     guards = GuardPolicy(prompts_per_hour=1)
     state = UserState()
     emitted(run(state, like("e1"), mapping("v1", product("a")), guards))
-    assert run(state, like("e2", video_id="v2"), mapping("v2", product("b")), guards) == Skip(NoPromptReason.HOURLY_CAP)
+    assert run(state, like("e2", video_id="v2"), mapping("v2", product("b")), guards) == Skip(
+        NoPromptReason.HOURLY_CAP
+    )
 
 
 def test_redelivered_like_returns_the_original_prompt_and_changes_nothing() -> None:
@@ -104,7 +112,15 @@ def test_redelivered_like_returns_the_original_prompt_and_changes_nothing() -> N
     mp = mapping("v1", product("a"), product("b", stock=3))
     first = emitted(run(state, like("e1"), mp))
     before = orjson.dumps(state.to_dict())
-    again = decide(state, like("e1"), mp, creator_weight=1.0, now_ms=BASE_TS + 999_999, guards=GUARDS, ranking=RANKING)
+    again = decide(
+        state,
+        like("e1"),
+        mp,
+        creator_weight=1.0,
+        now_ms=BASE_TS + 999_999,
+        guards=GUARDS,
+        ranking=RANKING,
+    )
     assert again == Duplicate(first)
     assert orjson.dumps(state.to_dict()) == before
     assert again.prompt is not None and again.prompt.to_json() == first.to_json()
@@ -138,7 +154,9 @@ def test_affinity_from_past_likes_steers_the_choice() -> None:
     for i in range(3):
         run(state, like(f"e{i}", video_id="v-shoes", ts=BASE_TS + i), shoes)
     outfit = mapping("v2", product("dress", category="dress"), product("shoe", category="sneakers"))
-    assert emitted(run(state, like("e9", video_id="v2", ts=BASE_TS + 2 * HOUR_MS), outfit)).product_id == "shoe"
+    assert (
+        emitted(run(state, like("e9", video_id="v2", ts=BASE_TS + 2 * HOUR_MS), outfit)).product_id == "shoe"
+    )
 
 
 def test_prompt_ids_are_deterministic_and_distinct() -> None:
@@ -152,7 +170,11 @@ def test_a_replay_gives_the_same_prompts_except_emitted_ts() -> None:
         out = []
         for i in range(6):
             v = i % 3
-            mp = mapping(f"v{v}", product(f"a{v}", category="dress"), product(f"b{v}", category="bag", stock=3))
+            mp = mapping(
+                f"v{v}",
+                product(f"a{v}", category="dress"),
+                product(f"b{v}", category="bag", stock=3),
+            )
             lk = like(f"e{i}", video_id=f"v{v}", ts=BASE_TS + i * 600_000)
             d = decide(state, lk, mp, creator_weight=1.0, now_ms=now_ms, guards=GUARDS, ranking=RANKING)
             if isinstance(d, Emit):
@@ -172,7 +194,10 @@ def test_state_round_trips_through_json() -> None:
     assert restored == state
 
 
-@pytest.mark.parametrize(("language", "text"), [("zh", "同款 title a ¥129.00，一键下单"), ("en", "Get title a for ¥129.00, one tap to order")])
+@pytest.mark.parametrize(
+    ("language", "text"),
+    [("zh", "同款 title a ¥129.00，一键下单"), ("en", "Get title a for ¥129.00, one tap to order")],
+)
 def test_copy_language_follows_the_policy(language: str, text: str) -> None:
     prompt = emitted(run(UserState(), like(), mapping("v1", product("a")), GuardPolicy(language=language)))
     assert prompt.text == text

@@ -8,7 +8,14 @@ import pytest
 
 from likeflow.domain.affinity import Affinity, add_like, score_at
 from likeflow.domain.copy import format_price, offer_text
-from likeflow.domain.ranking import HOUR_MS, RankingPolicy, local_hour, rank, stock_factor, time_of_day_factor
+from likeflow.domain.ranking import (
+    HOUR_MS,
+    RankingPolicy,
+    local_hour,
+    rank,
+    stock_factor,
+    time_of_day_factor,
+)
 from tests.factories import BASE_TS, product
 
 POLICY = RankingPolicy()
@@ -37,7 +44,12 @@ def test_affinity_halves_after_one_half_life() -> None:
 
 
 def test_affinity_is_independent_of_arrival_order() -> None:
-    likes = [("dress", BASE_TS), ("bag", BASE_TS + 5 * HOUR_MS), ("dress", BASE_TS + 50 * HOUR_MS), ("dress", BASE_TS - 3 * HOUR_MS)]
+    likes = [
+        ("dress", BASE_TS),
+        ("bag", BASE_TS + 5 * HOUR_MS),
+        ("dress", BASE_TS + 50 * HOUR_MS),
+        ("dress", BASE_TS - 3 * HOUR_MS),
+    ]
     results = []
     for order in itertools.permutations(likes):
         aff: Affinity = {}
@@ -56,7 +68,17 @@ def test_one_like_counts_each_category_once() -> None:
 
 
 def test_ties_go_to_the_lower_price_then_product_id() -> None:
-    ranked = rank([product("b", price_cents=500), product("a", price_cents=500), product("c", price_cents=100)], {}, BASE_TS, 1.0, POLICY)
+    ranked = rank(
+        [
+            product("b", price_cents=500),
+            product("a", price_cents=500),
+            product("c", price_cents=100),
+        ],
+        {},
+        BASE_TS,
+        1.0,
+        POLICY,
+    )
     assert [p.product_id for _, p in ranked] == ["c", "a", "b"]
 
 

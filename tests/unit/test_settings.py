@@ -16,7 +16,14 @@ def test_defaults_are_loopback() -> None:
 
 
 def test_variables_are_parsed_by_type() -> None:
-    s = load_settings({"LIKEFLOW_WEB_PORT": "7000", "LIKEFLOW_LANGUAGE": "en", "LIKEFLOW_AFFINITY_HALF_LIFE_HOURS": "12.5", "OTHER": "x"})
+    s = load_settings(
+        {
+            "LIKEFLOW_WEB_PORT": "7000",
+            "LIKEFLOW_LANGUAGE": "en",
+            "LIKEFLOW_AFFINITY_HALF_LIFE_HOURS": "12.5",
+            "OTHER": "x",
+        }
+    )
     assert (s.web_port, s.language, s.affinity_half_life_hours) == (7000, "en", 12.5)
 
 
@@ -39,3 +46,8 @@ def test_kafka_urls_and_topic_prefix() -> None:
 def test_bad_values_name_the_variable(env: dict[str, str], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         load_settings(env)
+
+
+def test_to_env_round_trips() -> None:
+    s = load_settings({"LIKEFLOW_WEB_PORT": "7001", "LIKEFLOW_EVENING_PEAK_BOOST": "1.5"})
+    assert load_settings(s.to_env()) == s

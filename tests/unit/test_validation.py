@@ -41,8 +41,16 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
         (b"u1", like_json(ts="1795000000000"), R.WRONG_TYPE),
         (b"u1", like_json(ts=True), R.WRONG_TYPE),
         (b"u1", like_json(ts=1.5e12), R.WRONG_TYPE),
-        (b"u1", b'{"event_id":"e","user_id":"u1","video_id":"v","ts":' + b"9" * 5000 + b"}", R.MALFORMED_JSON),
-        (b"u1", b'{"event_id":"e","user_id":"u1","video_id":"v","ts":99999999999999999999}', R.WRONG_TYPE),
+        (
+            b"u1",
+            b'{"event_id":"e","user_id":"u1","video_id":"v","ts":' + b"9" * 5000 + b"}",
+            R.MALFORMED_JSON,
+        ),
+        (
+            b"u1",
+            b'{"event_id":"e","user_id":"u1","video_id":"v","ts":99999999999999999999}',
+            R.WRONG_TYPE,
+        ),
         (b"u1", like_json(video_id=7), R.WRONG_TYPE),
         (b"u1", like_json(ts=1_795_000_000), R.INVALID_VALUE),
         (b"u1", like_json(ts=-5), R.INVALID_VALUE),
@@ -128,6 +136,8 @@ def test_mapping_without_products_field_is_missing_field() -> None:
 
 
 def test_error_message_names_the_field_and_position() -> None:
-    result = decode_mapping(b"v1", mapping_json(products=[_product(), _product(stock="3", product_id="p2")]), MAX)
+    result = decode_mapping(
+        b"v1", mapping_json(products=[_product(), _product(stock="3", product_id="p2")]), MAX
+    )
     assert isinstance(result, Invalid)
     assert "products[1].stock" in result.error

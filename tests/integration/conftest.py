@@ -1,0 +1,66 @@
+"""Integration fixtures: the real local Kafka and Redis (started by `make test`), one worker per session."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from config import Settings, load_settings
+from likeflow.admin import ensure_topics
+from tests.integration.harness import WorkerProcess, free_port, reachable
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration/" in str(item.path).replace("\\", "/"):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    settings = load_settings()
+    host, port = settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)
+    if not reachable(host, int(port)):
+        pytest.fail(f"no Kafka broker at {settings.kafka_bootstrap}: run `make stack-up` (or `make test`)")
+    redis_hostport = settings.redis_url.split("//", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
+    rhost, rport = redis_hostport.rsplit(":", 1)
+    if not reachable(rhost, int(rport)):
+        pytest.fail(f"no Redis at {settings.redis_url}: run `make stack-up` (or `make test`)")
+    return settings
+
+
+@pytest.fixture(scope="session")
+def settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A private namespace per test session: topics, consumer group, Redis keys, web port."""
+    ns = f"it-{uuid.uuid4().hex[:8]}"
+    return load_settings(
+        base_settings.to_env(),
+        topic_prefix=f"{ns}.",
+        app_id=f"likeflow-{ns}",
+        redis_prefix=f"likeflow-{ns}",
+        web_port=free_port(),
+        data_dir=str(tmp_path_factory.mktemp("worker-data")),
+        log_level="info",
+    )
+
+
+@pytest.fixture(scope="session")
+def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+    asyncio.run(ensure_topics(settings))
+    log_path = Path(tmp_path_factory.mktemp("worker-log")) / "worker.log"
+    proc = WorkerProcess(settings, log_path)
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def redis_client(settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(settings.redis_url)
+    yield client
+    await client.aclose()

@@ -1,0 +1,170 @@
+"""Real-broker helpers: a worker subprocess run by PID, Kafka produce/consume, metrics reads."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from config import Settings
+
+Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+class WorkerProcess:
+    """One `likeflow worker` subprocess, started and stopped by its own PID."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 90) -> None:
+        env = {**os.environ, **self.settings.to_env()}
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "likeflow", "worker", "--quiet"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
+            if "Worker ready" in self.log_path.read_text(errors="replace") and self.health():
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"worker not ready after {timeout_s} s:\n{self.tail()}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def health(self) -> dict[str, Any] | None:
+        import orjson
+
+        try:
+            with urllib.request.urlopen(self._url("/health"), timeout=2) as resp:  # noqa: S310
+                data: dict[str, Any] = orjson.loads(resp.read())
+                return data
+        except OSError:
+            return None
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Every sample of /metrics, keyed by (name, sorted labels)."""
+        with urllib.request.urlopen(self._url("/metrics"), timeout=5) as resp:  # noqa: S310
+            text = resp.read().decode()
+        out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return out
+
+    def metric_sum(self, name: str, **labels: str) -> float:
+        return sum(
+            v
+            for (n, ls), v in self.metrics().items()
+            if n == name and all(dict(ls).get(k) == val for k, val in labels.items())
+        )
+
+    def _url(self, path: str) -> str:
+        return f"http://{self.settings.web_host}:{self.settings.web_port}{path}"
+
+
+async def produce(settings: Settings, topic: str, records: Iterable[Record]) -> int:
+    """Send records in order (aiokafka's default murmur2 partitioner, as Faust uses); returns count."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    n = 0
+    try:
+        for key, value, headers in records:
+            await producer.send(topic, value, key=key, headers=headers or None)
+            n += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return n
+
+
+@dataclass
+class Consumed:
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    partition: int
+    offset: int
+
+
+async def read_topic(settings: Settings, topic: str, timeout_s: float = 10) -> list[Consumed]:
+    """Everything currently in `topic`, from the beginning to the end offsets read at the start."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    out: list[Consumed] = []
+    try:
+        # Every topic of a test namespace is created with settings.partitions partitions.
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout_s
+        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end within {timeout_s} s")
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                out.extend(Consumed(r.key, r.value, list(r.headers), r.partition, r.offset) for r in records)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def wait_until(check: Callable[[], bool], timeout_s: float, what: str, worker: WorkerProcess) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if not worker.alive():
+            raise RuntimeError(f"worker died while waiting for {what}:\n{worker.tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}:\n{worker.tail()}")
+        await asyncio.sleep(0.25)

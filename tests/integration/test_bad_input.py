@@ -1,0 +1,193 @@
+"""Bad input on the real broker: every bad record dead-lettered with its bytes and reason, the rest flows."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import orjson
+
+from config import Settings
+from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
+from tests.integration.harness import Record, WorkerProcess, produce, read_topic, wait_until
+
+NOW = int(time.time() * 1000)
+
+
+def like_value(i: int, **over: object) -> bytes:
+    body: dict[str, object] = {
+        "event_id": f"bad-e{i}",
+        "user_id": f"bad-u{i}",
+        "video_id": "bad-v1",
+        "ts": NOW,
+    }
+    body.update(over)
+    return orjson.dumps(body)
+
+
+GOOD_LIKES: list[Record] = [(f"bad-u{i}".encode(), like_value(i), []) for i in range(40)]
+TRACE = [("trace-id", b"t-123"), ("source", b"app-ios")]
+BAD_LIKES: list[tuple[Record, str]] = [
+    ((b"bad-u100", b"{not json", TRACE), "malformed_json"),
+    ((b"bad-u101", b"\xff\xfe\xfd invalid utf-8", []), "malformed_json"),
+    (
+        (b"bad-u102", b'{"event_id":"x","user_id":"bad-u102","video_id":"bad-v1","ts":NaN}', []),
+        "malformed_json",
+    ),
+    (
+        (
+            b"bad-u103",
+            b'{"event_id":"x","user_id":"bad-u103","video_id":"bad-v1","ts":' + b"7" * 5000 + b"}",
+            [],
+        ),
+        "malformed_json",
+    ),
+    ((b"bad-u104", b"[" * 10_000 + b"]" * 10_000, []), "malformed_json"),
+    (
+        (b"bad-u105", orjson.dumps({"event_id": "x", "user_id": "bad-u105", "ts": NOW}), []),
+        "missing_field",
+    ),
+    ((b"bad-u106", like_value(106, user_id="bad-u106", ts=str(NOW)), []), "wrong_type"),
+    ((b"bad-u107", like_value(107, user_id="bad-u107", action="superlike"), []), "unknown_enum"),
+    ((b"someone-else", like_value(108, user_id="bad-u108"), []), "key_mismatch"),
+    ((b"bad-u109", b'{"pad":"' + b"x" * 70_000 + b'"}', []), "oversized"),
+    ((b"bad-u110", like_value(110, user_id="bad-u110", ts=NOW // 1000), []), "invalid_value"),
+    ((b"bad-u111", None, []), "missing_field"),
+    ((b"bad-u112", b'"just a string"', []), "not_an_object"),
+]
+PRODUCT = {
+    "product_id": "bad-p1",
+    "title": "T",
+    "category": "dress",
+    "price_cents": 500,
+    "certified": True,
+    "stock": 9,
+}
+BAD_MAPPINGS: list[tuple[Record, str]] = [
+    (
+        (
+            b"bad-v2",
+            orjson.dumps(
+                {
+                    "video_id": "bad-v2",
+                    "creator_id": "c",
+                    "ts": NOW,
+                    "products": [{**PRODUCT, "stock": -1}],
+                }
+            ),
+            [],
+        ),
+        "invalid_value",
+    ),
+    (
+        (
+            b"bad-v3",
+            orjson.dumps(
+                {
+                    "video_id": "bad-v3",
+                    "creator_id": "c",
+                    "ts": NOW,
+                    "products": [{**PRODUCT, "price_cents": 0}],
+                }
+            ),
+            [],
+        ),
+        "invalid_value",
+    ),
+    (
+        (
+            b"bad-v4",
+            orjson.dumps(
+                {
+                    "video_id": "bad-v4",
+                    "creator_id": "c",
+                    "ts": NOW,
+                    "products": [{**PRODUCT, "offer": "free"}],
+                }
+            ),
+            [],
+        ),
+        "unknown_enum",
+    ),
+]
+
+
+def interleave(good: list[Record], bad: list[Record]) -> list[Record]:
+    out: list[Record] = []
+    for i, record in enumerate(good):
+        out.append(record)
+        if i % 3 == 0 and bad:
+            out.append(bad.pop(0))
+    return out + bad
+
+
+async def test_bad_records_are_dead_lettered_and_valid_ones_still_prompt(
+    worker: WorkerProcess, settings: Settings
+) -> None:
+    pid_before = worker.proc.pid if worker.proc else None
+    dlq_before = worker.metric_sum("likeflow_dead_letters_total")
+    good_mapping: Record = (
+        b"bad-v1",
+        orjson.dumps({"video_id": "bad-v1", "creator_id": "c", "ts": NOW, "products": [PRODUCT]}),
+        [],
+    )
+    await produce(settings, settings.topic(VIDEO_PRODUCTS), [good_mapping] + [r for r, _ in BAD_MAPPINGS])
+    await wait_until(
+        lambda: (
+            worker.metric_sum("likeflow_dead_letters_total", topic=settings.topic(VIDEO_PRODUCTS))
+            >= len(BAD_MAPPINGS)
+        ),
+        60,
+        "bad mappings to be dead-lettered",
+        worker,
+    )
+    await wait_until(
+        lambda: (worker.health() or {}).get("tables", {}).get("video_products", 0) >= 1,
+        30,
+        "the good mapping",
+        worker,
+    )
+
+    await produce(settings, settings.topic(LIKES), interleave(GOOD_LIKES, [r for r, _ in BAD_LIKES]))
+    injected = len(BAD_LIKES) + len(BAD_MAPPINGS)
+    await wait_until(
+        lambda: worker.metric_sum("likeflow_dead_letters_total") - dlq_before >= injected,
+        60,
+        "every bad record",
+        worker,
+    )
+
+    prompts_seen: set[str] = set()
+    deadline = time.monotonic() + 60
+    while len(prompts_seen) < len(GOOD_LIKES) and time.monotonic() < deadline:
+        records = await read_topic(settings, settings.topic(ORDER_PROMPTS))
+        prompts_seen = {orjson.loads(r.value)["user_id"] for r in records if r.value} & {
+            f"bad-u{i}" for i in range(40)
+        }
+    assert prompts_seen == {f"bad-u{i}" for i in range(40)}
+
+    dead = [
+        r
+        for r in await read_topic(settings, settings.topic(DEAD_LETTERS))
+        if (r.key or b"").startswith((b"bad-", b"someone"))
+    ]
+    assert len(dead) == injected
+    assert worker.metric_sum("likeflow_dead_letters_total") - dlq_before == injected
+    expected_by_key = {r[0]: (r, reason) for r, reason in BAD_LIKES + BAD_MAPPINGS}
+    reasons = Counter()
+    for record in dead:
+        (key, value, headers), reason = expected_by_key[record.key]
+        header_map = dict(record.headers)
+        assert record.value == value  # the original bytes, untouched
+        assert header_map["likeflow.dlq.reason"] == reason.encode()
+        assert header_map["likeflow.dlq.error"]
+        assert header_map["likeflow.dlq.topic"] in (
+            settings.topic(LIKES).encode(),
+            settings.topic(VIDEO_PRODUCTS).encode(),
+        )
+        assert int(header_map["likeflow.dlq.offset"]) >= 0 and int(header_map["likeflow.dlq.partition"]) >= 0
+        for name, original in headers:
+            assert header_map[name] == original
+        reasons[reason] += 1
+    assert reasons == Counter(reason for _, reason in BAD_LIKES + BAD_MAPPINGS)
+    assert worker.alive() and worker.proc is not None and worker.proc.pid == pid_before
