@@ -92,7 +92,7 @@ kafka_up() {
 }
 
 redis_up() {
-  if pid_alive "$STACK/redis.pid" "$marker"; then say "redis already running (pid $(cat "$STACK/redis.pid")) on $REDIS_HOST:$REDIS_PORT"; return 0; fi
+  if pid_alive "$STACK/redis.pid" "$REDIS_MARKER"; then say "redis already running (pid $(cat "$STACK/redis.pid")) on $REDIS_HOST:$REDIS_PORT"; return 0; fi
   port_open "$REDIS_HOST" "$REDIS_PORT" && die "port $REDIS_PORT is already in use by a process this script did not start; stop it or set LIKEFLOW_REDIS_URL to a free port"
   if ! command -v redis-server >/dev/null; then
     [[ "$(id -u)" == 0 ]] || die "redis-server is missing: run 'sudo apt-get install -y redis-server' and retry"
