@@ -160,6 +160,25 @@ async def read_topic(settings: Settings, topic: str, timeout_s: float = 10) -> l
     return out
 
 
+async def read_topic_until(
+    settings: Settings,
+    topic: str,
+    done: Callable[[list[Consumed]], bool],
+    timeout_s: float,
+    what: str,
+) -> list[Consumed]:
+    """Re-read `topic` until `done(records)`: a record counted by a metric may still be in the
+    worker's producer buffer, so tests wait for it on the broker itself."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = await read_topic(settings, topic)
+        if done(records):
+            return records
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what} on {topic}")
+        await asyncio.sleep(0.5)
+
+
 async def wait_until(check: Callable[[], bool], timeout_s: float, what: str, worker: WorkerProcess) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():

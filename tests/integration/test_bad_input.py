@@ -9,7 +9,7 @@ import orjson
 
 from config import Settings
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
-from tests.integration.harness import Record, WorkerProcess, produce, read_topic, wait_until
+from tests.integration.harness import Consumed, Record, WorkerProcess, produce, read_topic_until, wait_until
 
 NOW = int(time.time() * 1000)
 
@@ -112,6 +112,10 @@ BAD_MAPPINGS: list[tuple[Record, str]] = [
 ]
 
 
+def mine(records: list[Consumed]) -> list[Consumed]:
+    return [r for r in records if (r.key or b"").startswith((b"bad-", b"someone"))]
+
+
 def interleave(good: list[Record], bad: list[Record]) -> list[Record]:
     out: list[Record] = []
     for i, record in enumerate(good):
@@ -157,24 +161,33 @@ async def test_bad_records_are_dead_lettered_and_valid_ones_still_prompt(
         worker,
     )
 
-    prompts_seen: set[str] = set()
-    deadline = time.monotonic() + 60
-    while len(prompts_seen) < len(GOOD_LIKES) and time.monotonic() < deadline:
-        records = await read_topic(settings, settings.topic(ORDER_PROMPTS))
-        prompts_seen = {orjson.loads(r.value)["user_id"] for r in records if r.value} & {
-            f"bad-u{i}" for i in range(40)
-        }
-    assert prompts_seen == {f"bad-u{i}" for i in range(40)}
+    good_users = {f"bad-u{i}" for i in range(len(GOOD_LIKES))}
 
-    dead = [
-        r
-        for r in await read_topic(settings, settings.topic(DEAD_LETTERS))
-        if (r.key or b"").startswith((b"bad-", b"someone"))
-    ]
+    def prompted(records: list[Consumed]) -> set[str]:
+        return {orjson.loads(r.value)["user_id"] for r in records if r.value} & good_users
+
+    prompts = await read_topic_until(
+        settings,
+        settings.topic(ORDER_PROMPTS),
+        lambda rs: prompted(rs) == good_users,
+        60,
+        "every valid prompt",
+    )
+    assert prompted(prompts) == good_users
+
+    dead = mine(
+        await read_topic_until(
+            settings,
+            settings.topic(DEAD_LETTERS),
+            lambda rs: len(mine(rs)) >= injected,
+            30,
+            "every dead letter",
+        )
+    )
     assert len(dead) == injected
     assert worker.metric_sum("likeflow_dead_letters_total") - dlq_before == injected
     expected_by_key = {r[0]: (r, reason) for r, reason in BAD_LIKES + BAD_MAPPINGS}
-    reasons = Counter()
+    reasons: Counter[str] = Counter()
     for record in dead:
         (key, value, headers), reason = expected_by_key[record.key]
         header_map = dict(record.headers)

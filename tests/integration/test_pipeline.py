@@ -13,7 +13,7 @@ from config import Settings
 from likeflow.domain.decide import prompt_id_for
 from likeflow.sinks.redis_prompts import prompts_key
 from streams.topics import LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
-from tests.integration.harness import WorkerProcess, produce, read_topic, wait_until
+from tests.integration.harness import Consumed, WorkerProcess, produce, read_topic_until, wait_until
 
 HOUR_MS = 3_600_000
 # A fixed clock hour two hours ago, so the hourly cap is tested inside one hour of event time.
@@ -132,7 +132,21 @@ async def test_likes_become_exactly_the_expected_prompts(
 
     users = {key for key, _, _ in LIKES_SENT}
     # The session's worker serves other tests too: look only at this test's users.
-    records = [r for r in await read_topic(settings, settings.topic(ORDER_PROMPTS)) if r.key in users]
+    expected_records = len(EXACT) + 3 + 1  # distinct prompts, plus the re-sent copy for L9
+
+    def mine(records: list[Consumed]) -> list[Consumed]:
+        return [r for r in records if r.key in users]
+
+    records = mine(
+        await read_topic_until(
+            settings,
+            settings.topic(ORDER_PROMPTS),
+            lambda rs: len(mine(rs)) >= expected_records,
+            30,
+            "every prompt",
+        )
+    )
+    assert len(records) == expected_records
     prompts = [orjson.loads(r.value) for r in records if r.value is not None]
     by_id: dict[str, list[bytes]] = {}
     for r in records:
