@@ -28,6 +28,8 @@ die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
 
 port_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
 
+# Services run in their own session (setsid), so a Ctrl-C meant for `make run` does not reach
+# them; they stop only through `down`, by PID.
 # A recorded PID is ours only if it is alive and its command line still matches our marker
 # (PIDs are reused; we never signal a process we did not start).
 pid_alive() {
@@ -86,7 +88,7 @@ kafka_up() {
   fi
   say "starting kafka $KAFKA_VERSION on $KAFKA_HOST:$KAFKA_PORT (heap: $KAFKA_HEAP; log: ${STACK#$ROOT/}/kafka.log)"
   # shellcheck disable=SC2086
-  nohup java $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true "$log4j" -cp "$cp" kafka.Kafka "$props" \
+  setsid nohup java $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true "$log4j" -cp "$cp" kafka.Kafka "$props" \
     >"$STACK/kafka.log" 2>&1 </dev/null &
   echo $! >"$STACK/kafka.pid"
 }
@@ -103,7 +105,7 @@ redis_up() {
   mkdir -p "$STACK/redis"
   say "starting redis on $REDIS_HOST:$REDIS_PORT (log: ${STACK#$ROOT/}/redis.log)"
   # Serving state is rebuilt from Kafka, so no RDB/AOF persistence is needed here.
-  nohup redis-server --bind "$REDIS_HOST" --port "$REDIS_PORT" --dir "$STACK/redis" \
+  setsid nohup redis-server --bind "$REDIS_HOST" --port "$REDIS_PORT" --dir "$STACK/redis" \
     --save "" --appendonly no --protected-mode yes --daemonize no \
     >"$STACK/redis.log" 2>&1 </dev/null &
   echo $! >"$STACK/redis.pid"

@@ -16,7 +16,7 @@ case "${1:-}" in
     if alive; then echo "[worker] already running (pid $(cat "$PIDFILE"))"; exit 0; fi
     echo "[worker] starting (log: ${LOG#$ROOT/})"
     cd "$ROOT"
-    nohup "$ROOT/.venv/bin/likeflow" worker --quiet >"$LOG" 2>&1 </dev/null &
+    setsid nohup "$ROOT/.venv/bin/likeflow" worker --quiet >"$LOG" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
     for _ in $(seq 1 120); do
       if curl -fsS "http://$HOST:$PORT/health" >/dev/null 2>&1 && grep -q "Worker ready" "$LOG"; then
