@@ -34,6 +34,9 @@ class Settings:
     store: str = "memory://"
     data_dir: str = ".run/worker-data"
     log_level: str = "info"
+    # A worker that stops heartbeating (crash, kill -9, long GC) keeps its partitions this long
+    # before the group coordinator rebalances them to the others (Kafka's default is 45 s).
+    session_timeout_s: float = 45.0
 
     # --- prompts ---
     language: str = "zh"
@@ -72,6 +75,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check(self.partitions >= 1, "PARTITIONS", "must be at least 1")
+        _check(6 <= self.session_timeout_s <= 300, "SESSION_TIMEOUT_S", "must be 6-300 s (broker limits)")
         _check(1 <= self.web_port <= 65535, "WEB_PORT", "must be a TCP port (1-65535)")
         _check(self.language in ("zh", "en"), "LANGUAGE", "must be 'zh' or 'en'")
         _check(self.prompts_per_hour >= 0, "PROMPTS_PER_HOUR", "must be >= 0")

@@ -34,9 +34,8 @@ def base_settings() -> Settings:
     return settings
 
 
-@pytest.fixture(scope="session")
-def settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A private namespace per test session: topics, consumer group, Redis keys, web port."""
+def private_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A private namespace: topics, consumer group, Redis keys, web port, state directory."""
     ns = f"it-{uuid.uuid4().hex[:8]}"
     return load_settings(
         base_settings.to_env(),
@@ -46,7 +45,15 @@ def settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) 
         web_port=free_port(),
         data_dir=str(tmp_path_factory.mktemp("worker-data")),
         log_level="info",
+        # A kill -9 test waits this long for the dead member's partitions.
+        session_timeout_s=8.0,
     )
+
+
+@pytest.fixture(scope="session")
+def settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The namespace of the session's shared worker."""
+    return private_settings(base_settings, tmp_path_factory)
 
 
 @pytest.fixture(scope="session")
