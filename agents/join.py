@@ -8,12 +8,13 @@ import faust
 import orjson
 
 from agents.context import PipelineContext
+from streams.topics import LIKES_BY_VIDEO
 
 
 def register(app: faust.App, ctx: PipelineContext) -> Any:
     """Register the agent on `app`; returns it (for tests)."""
     table = ctx.tables.video_products
-    consumed = ctx.metrics.records_consumed.labels(ctx.settings.topic("likes-by-video"))
+    consumed = ctx.metrics.records_consumed.labels(ctx.settings.topic(LIKES_BY_VIDEO))
     unmapped = ctx.metrics.likes_skipped.labels("no_mapping")
 
     async def join_likes(stream: Any) -> None:

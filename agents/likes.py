@@ -7,25 +7,17 @@ from typing import Any
 import faust
 
 from agents.context import PipelineContext
-from streams.events import Invalid
+from agents.decoding import valid_events
+from streams.topics import LIKES
 from streams.validation import decode_like
 
 
 def register(app: faust.App, ctx: PipelineContext) -> Any:
     """Register the agent on `app`; returns it (for tests)."""
-    topic_name = ctx.settings.topic("likes")
-    consumed = ctx.metrics.records_consumed.labels(topic_name)
     unlikes = ctx.metrics.likes_skipped.labels("unlike")
-    max_bytes = ctx.settings.max_record_bytes
 
     async def route_likes(stream: Any) -> None:
-        async for event in stream.events():
-            consumed.inc()
-            message = event.message
-            like = decode_like(message.key, message.value, max_bytes)
-            if isinstance(like, Invalid):
-                await ctx.dead_letters.send(event, like)
-                continue
+        async for _event, like in valid_events(stream, decode_like, ctx, ctx.settings.topic(LIKES)):
             if like.action == "unlike":
                 unlikes.inc()
                 continue

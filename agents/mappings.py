@@ -2,30 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import faust
 
 from agents.context import PipelineContext
-from streams.events import Invalid, MappingRemoval
+from agents.decoding import valid_events
+from streams.events import MappingRemoval, VideoMapping
+from streams.topics import VIDEO_PRODUCTS
 from streams.validation import decode_mapping
 
 
 def register(app: faust.App, ctx: PipelineContext) -> Any:
     """Register the agent on `app`; returns it (for tests)."""
     table = ctx.tables.video_products
-    consumed = ctx.metrics.records_consumed.labels(ctx.settings.topic("video-products"))
     outcomes = ctx.metrics.mapping_updates
-    max_bytes = ctx.settings.max_record_bytes
+    topic_name = ctx.settings.topic(VIDEO_PRODUCTS)
 
     async def ingest_mappings(stream: Any) -> None:
-        async for event in stream.events():
-            consumed.inc()
-            message = event.message
-            update = decode_mapping(message.key, message.value, max_bytes)
-            if isinstance(update, Invalid):
-                await ctx.dead_letters.send(event, update)
-                continue
+        async for _event, decoded in valid_events(stream, decode_mapping, ctx, topic_name):
+            # mypy cannot solve the decoder's `T | Invalid` against a three-way union.
+            update = cast(VideoMapping | MappingRemoval, decoded)
             current = table.get(update.video_id)
             # Newest `ts` wins, so a redelivered or reordered older mapping never overwrites a
             # newer one (idempotent under at-least-once). A tombstone (ts None) always removes.

@@ -12,6 +12,7 @@ from agents.context import PipelineContext
 from likeflow.domain.decide import Duplicate, Skip, decide
 from likeflow.domain.user_state import UserState
 from streams.events import Like, Prompt, VideoMapping
+from streams.topics import LIKES_JOINED
 from tables import put_for_event
 
 
@@ -20,7 +21,7 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
     settings = ctx.settings
     table = ctx.tables.user_state
     metrics = ctx.metrics
-    consumed = metrics.records_consumed.labels(settings.topic("likes-joined"))
+    consumed = metrics.records_consumed.labels(settings.topic(LIKES_JOINED))
     within_s = settings.batch_within_ms / 1000
 
     async def emit(prompt: Prompt) -> None:
