@@ -7,10 +7,13 @@ from dataclasses import dataclass
 
 from config import Settings
 from likeflow.domain.decide import GuardPolicy
+from likeflow.domain.quality.counting import WindowPolicy
+from likeflow.domain.quality.judging import JudgePolicy
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy
 from likeflow.metrics import Metrics
 from likeflow.sinks.dead_letters import DeadLetterSink
 from likeflow.sinks.redis_prompts import RedisPromptStore
+from likeflow.sinks.redis_quality import RedisQualityStore
 from streams.topics import Topics
 from tables import Tables
 
@@ -34,6 +37,9 @@ class PipelineContext:
     prompt_store: RedisPromptStore
     guards: GuardPolicy
     ranking: RankingPolicy
+    quality_store: RedisQualityStore
+    windows: WindowPolicy
+    judging: JudgePolicy
     creator_weight: CreatorWeight = neutral_creator_weight
 
 
@@ -53,3 +59,23 @@ def policies_from(settings: Settings) -> tuple[GuardPolicy, RankingPolicy]:
         tz_offset_minutes=settings.tz_offset_minutes,
     )
     return guards, ranking
+
+
+def quality_policies_from(settings: Settings) -> tuple[WindowPolicy, JudgePolicy]:
+    """Window and judging policies from settings (minutes and hours converted to ms)."""
+    windows = WindowPolicy(
+        size_ms=settings.quality_window_minutes * 60_000,
+        grace_ms=settings.quality_grace_minutes * 60_000,
+        retention_ms=settings.quality_retention_hours * HOUR_MS,
+        dedupe_horizon_ms=settings.feedback_dedupe_hours * HOUR_MS,
+    )
+    judging = JudgePolicy(
+        prior_strength=settings.quality_prior_strength,
+        margin=settings.demotion_margin,
+        min_prompts=settings.demotion_min_prompts,
+        min_orders=settings.demotion_min_orders,
+        demote_after=settings.demote_after_windows,
+        recover_after=settings.recover_after_windows,
+        min_weight=settings.demoted_min_weight,
+    )
+    return windows, judging

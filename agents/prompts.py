@@ -11,7 +11,7 @@ import orjson
 from agents.context import PipelineContext
 from likeflow.domain.decide import Duplicate, Skip, decide
 from likeflow.domain.user_state import UserState
-from streams.events import Like, Prompt, VideoMapping
+from streams.events import CreatorEvent, Like, Prompt, VideoMapping
 from streams.topics import LIKES_JOINED
 from tables import put_for_event
 
@@ -27,6 +27,12 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
     async def emit(prompt: Prompt) -> None:
         await ctx.topics.order_prompts.send(
             key=prompt.user_id.encode(), value=prompt.to_json(), timestamp=prompt.like_ts / 1000
+        )
+        # The creator's prompt count. A re-sent prompt has the same event_id, counted once.
+        await ctx.topics.creator_events.send(
+            key=prompt.creator_id.encode(),
+            value=CreatorEvent.for_prompt(prompt).to_json(),
+            timestamp=prompt.like_ts / 1000,
         )
 
     async def prompt_likes(stream: Any) -> None:

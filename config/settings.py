@@ -50,6 +50,19 @@ class Settings:
     # Local time of the audience, in minutes east of UTC (China Standard Time = 480).
     tz_offset_minutes: int = 480
 
+    # --- creator quality (docs/quality.md) ---
+    quality_window_minutes: int = 60
+    quality_retention_hours: int = 168
+    quality_grace_minutes: int = 60
+    feedback_dedupe_hours: int = 24
+    quality_prior_strength: float = 20.0
+    demotion_margin: float = 0.2
+    demotion_min_prompts: int = 50
+    demotion_min_orders: int = 20
+    demote_after_windows: int = 3
+    recover_after_windows: int = 3
+    demoted_min_weight: float = 0.2
+
     # --- serving ---
     redis_prefix: str = "likeflow"
     redis_prompts_keep: int = 10
@@ -84,6 +97,18 @@ class Settings:
         _check(self.affinity_half_life_hours > 0, "AFFINITY_HALF_LIFE_HOURS", "must be > 0")
         for name in ("evening_peak_start_hour", "evening_peak_end_hour"):
             _check(0 <= getattr(self, name) <= 24, name.upper(), "must be an hour 0-24")
+        _check(self.quality_window_minutes >= 1, "QUALITY_WINDOW_MINUTES", "must be >= 1")
+        _check(
+            self.quality_retention_hours * 60 >= self.quality_window_minutes,
+            "QUALITY_RETENTION_HOURS",
+            "must cover at least one window",
+        )
+        _check(self.quality_grace_minutes >= 0, "QUALITY_GRACE_MINUTES", "must be >= 0")
+        _check(self.feedback_dedupe_hours >= 1, "FEEDBACK_DEDUPE_HOURS", "must be >= 1")
+        _check(0 < self.demotion_margin < 1, "DEMOTION_MARGIN", "must be between 0 and 1")
+        _check(0 < self.demoted_min_weight <= 1, "DEMOTED_MIN_WEIGHT", "must be in (0, 1]")
+        _check(self.demote_after_windows >= 1, "DEMOTE_AFTER_WINDOWS", "must be >= 1")
+        _check(self.recover_after_windows >= 1, "RECOVER_AFTER_WINDOWS", "must be >= 1")
         _check(self.redis_prompts_keep >= 1, "REDIS_PROMPTS_KEEP", "must be >= 1")
         _check(self.redis_prompt_ttl_s >= 1, "REDIS_PROMPT_TTL_S", "must be >= 1 second")
         _check(self.max_record_bytes >= 1024, "MAX_RECORD_BYTES", "must be >= 1024")

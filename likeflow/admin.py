@@ -32,14 +32,14 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
         if missing:
             response = await admin.create_topics(
                 [
-                    NewTopic(settings.topic(s.name), settings.partitions, 1, topic_configs=s.configs)
+                    NewTopic(settings.topic(s.name), s.partition_count(settings), 1, topic_configs=s.configs)
                     for s in missing
                 ]
             )
             for name, code, *rest in response.topic_errors:
                 if code and code != TOPIC_ALREADY_EXISTS:
                     raise for_code(code)(f"could not create topic {name}: {rest[:1]}")
-                log.info("created topic %s (%d partitions)", name, settings.partitions)
+                log.info("created topic %s", name)
         described = await admin.describe_topics([settings.topic(s.name) for s in TOPIC_SPECS])
     except KafkaError as exc:
         raise TopicSetupError(

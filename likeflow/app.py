@@ -9,12 +9,15 @@ import redis.asyncio as aioredis
 from prometheus_client import generate_latest
 
 from agents import register_agents
-from agents.context import PipelineContext, policies_from
+from agents.context import PipelineContext, policies_from, quality_policies_from
 from config import Settings
+from likeflow.creator_weights import CreatorWeights
 from likeflow.metrics import Metrics
+from likeflow.quality_view import creator_quality
 from likeflow.sinks.dead_letters import DeadLetterSink
 from likeflow.sinks.redis_prompts import RedisPromptStore
-from streams.topics import declare_topics
+from likeflow.sinks.redis_quality import RedisQualityStore
+from streams.topics import CREATOR_QUALITY, SPECS_BY_NAME, declare_topics
 from tables import declare_tables
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
@@ -47,8 +50,11 @@ def create_app(settings: Settings) -> faust.App:
     topics = declare_topics(app, settings)
     tables = declare_tables(app, settings)
     guards, ranking = policies_from(settings)
+    windows, judging = quality_policies_from(settings)
+    redis_client = aioredis.from_url(settings.redis_url)
+    weights = CreatorWeights()
     store = RedisPromptStore(
-        aioredis.from_url(settings.redis_url),
+        redis_client,
         prefix=settings.redis_prefix,
         keep=settings.redis_prompts_keep,
         ttl_s=settings.redis_prompt_ttl_s,
@@ -63,13 +69,28 @@ def create_app(settings: Settings) -> faust.App:
         prompt_store=store,
         guards=guards,
         ranking=ranking,
+        quality_store=RedisQualityStore(redis_client, prefix=settings.redis_prefix, metrics=metrics),
+        windows=windows,
+        judging=judging,
+        creator_weight=weights,
     )
     register_agents(app, ctx)
-    _register_web(app, ctx)
+
+    async def follow_creator_weights() -> None:
+        """Keep this worker's copy of every creator's ranking weight current."""
+        await weights.follow(
+            settings.kafka_bootstrap,
+            settings.topic(CREATOR_QUALITY),
+            SPECS_BY_NAME[CREATOR_QUALITY].partition_count(settings),
+        )
+
+    app.task(follow_creator_weights)
+
+    _register_web(app, ctx, weights)
     return app
 
 
-def _register_web(app: faust.App, ctx: PipelineContext) -> None:
+def _register_web(app: faust.App, ctx: PipelineContext, weights: CreatorWeights) -> None:
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         """Liveness and what this worker holds: assigned partitions and table sizes."""
@@ -83,9 +104,20 @@ def _register_web(app: faust.App, ctx: PipelineContext) -> None:
                 "tables": {
                     "video_products": len(ctx.tables.video_products.data),
                     "user_state": len(ctx.tables.user_state.data),
+                    "creator_counts": len(ctx.tables.creator_counts.data),
+                    "creator_standing": len(ctx.tables.creator_standing.data),
                 },
+                "creator_weights": len(weights),
             }
         )
+
+    @app.page("/creators/{creator_id}/quality")
+    async def quality(web: Any, request: Any, creator_id: str) -> Any:
+        """A creator's window counts, rates, platform rates, score, weight and demotion state."""
+        doc = await creator_quality(ctx.quality_store, creator_id)
+        if doc is None:
+            return web.json({"error": f"no quality data for creator {creator_id!r}"}, status=404)
+        return web.json(doc)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

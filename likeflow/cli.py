@@ -1,4 +1,4 @@
-"""The `likeflow` console command: worker, topics and demo."""
+"""The `likeflow` console command: worker, topics, creator and demo."""
 
 from __future__ import annotations
 
@@ -58,6 +58,30 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_creator(settings: Settings, args: argparse.Namespace) -> int:
+    import orjson
+    import redis.asyncio as aioredis
+
+    from likeflow.metrics import Metrics
+    from likeflow.quality_view import creator_quality
+    from likeflow.sinks.redis_quality import RedisQualityStore
+
+    async def read() -> dict[str, object] | None:
+        client = aioredis.from_url(settings.redis_url)
+        try:
+            store = RedisQualityStore(client, prefix=settings.redis_prefix, metrics=Metrics())
+            return await creator_quality(store, args.creator_id)
+        finally:
+            await client.aclose()
+
+    doc = asyncio.run(read())
+    if doc is None:
+        print(f"likeflow: no quality data for creator {args.creator_id!r}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and --help docs)."""
     parser = argparse.ArgumentParser(
@@ -73,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     topics = sub.add_parser("topics", help="create the contract's topics (idempotent)")
     topics.set_defaults(func=_cmd_topics)
+
+    creator = sub.add_parser("creator", help="print a creator's quality as JSON (from Redis)")
+    creator.add_argument("creator_id")
+    creator.set_defaults(func=_cmd_creator)
 
     demo = sub.add_parser("demo", help="publish a synthetic catalogue and like feed")
     demo.add_argument("--rate", type=float, default=20.0, help="likes per second (default 20)")

@@ -42,6 +42,29 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.creator_events = Counter(
+            "likeflow_creator_events_total",
+            "Creator events (prompts and feedback) by kind and outcome (counted, duplicate, "
+            "redelivered, late).",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.late_records = Counter(
+            "likeflow_late_records_total",
+            "Records for an already closed window, dead-lettered with reason late.",
+            registry=r,
+        )
+        self.windows_closed = Counter(
+            "likeflow_creator_windows_closed_total",
+            "Creator windows closed by the event-time watermark and sent to the judge.",
+            registry=r,
+        )
+        self.creator_changes = Counter(
+            "likeflow_creator_standing_changes_total",
+            "Creator demotions and recoveries.",
+            ["change"],
+            registry=r,
+        )
         self.like_to_prompt_latency = Histogram(
             "likeflow_like_to_prompt_latency_seconds",
             "Like event ts to prompt emission (event time to wall clock), seconds.",

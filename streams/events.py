@@ -10,8 +10,12 @@ import orjson
 
 Action = Literal["like", "unlike"]
 Offer = Literal["order", "booking", "trial"]
+FeedbackKind = Literal["click", "order", "return", "complaint"]
+# "prompt" is not accepted on `prompt-feedback`: the job counts its own prompts.
+CreatorEventKind = Literal["prompt", "click", "order", "return", "complaint"]
 ACTIONS: tuple[Action, ...] = ("like", "unlike")
 OFFERS: tuple[Offer, ...] = ("order", "booking", "trial")
+FEEDBACK_KINDS: tuple[FeedbackKind, ...] = ("click", "order", "return", "complaint")
 
 
 class DeadLetterReason(StrEnum):
@@ -25,6 +29,7 @@ class DeadLetterReason(StrEnum):
     INVALID_VALUE = "invalid_value"
     UNKNOWN_ENUM = "unknown_enum"
     KEY_MISMATCH = "key_mismatch"
+    LATE = "late"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,3 +134,43 @@ class Prompt:
     def from_trusted(cls, data: dict[str, Any]) -> Prompt:
         """Rebuild from state kept by the job itself."""
         return cls(**data)
+
+
+@dataclass(frozen=True, slots=True)
+class CreatorEvent:
+    """One countable fact about a creator's offers: a prompt the job emitted, or user feedback.
+
+    Feedback comes from `prompt-feedback`; prompts are counted from what the job emitted, with
+    `event_id` = "prompt:" + prompt_id so a re-sent prompt is counted once.
+    """
+
+    event_id: str
+    prompt_id: str
+    creator_id: str
+    product_id: str
+    user_id: str
+    kind: CreatorEventKind
+    ts: int
+    amount_cents: int = 0
+
+    def to_json(self) -> bytes:
+        """Compact orjson encoding for the internal `creator-events` topic."""
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_trusted(cls, data: dict[str, Any]) -> CreatorEvent:
+        """Rebuild from the internal topic (already validated)."""
+        return cls(**data)
+
+    @classmethod
+    def for_prompt(cls, prompt: Prompt) -> CreatorEvent:
+        """The count event of an emitted prompt (in the window of the like's ts)."""
+        return cls(
+            event_id=f"prompt:{prompt.prompt_id}",
+            prompt_id=prompt.prompt_id,
+            creator_id=prompt.creator_id,
+            product_id=prompt.product_id,
+            user_id=prompt.user_id,
+            kind="prompt",
+            ts=prompt.like_ts,
+        )

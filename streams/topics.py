@@ -19,6 +19,14 @@ DEAD_LETTERS = "likeflow-dlq"
 # worker owns each user's guards and profile.
 LIKES_BY_VIDEO = "likes-by-video"
 LIKES_JOINED = "likes-joined"
+# Creator quality. Feedback and the job's own prompts meet on `creator-events` (key creator_id),
+# one totally ordered stream per partition, so lateness and counts replay identically. Closed
+# windows go to the single-partition `creator-windows`, where one judge sees every creator and
+# the platform totals; its verdicts land on the compacted `creator-quality`.
+PROMPT_FEEDBACK = "prompt-feedback"
+CREATOR_EVENTS = "creator-events"
+CREATOR_WINDOWS = "creator-windows"
+CREATOR_QUALITY = "creator-quality"
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +36,12 @@ class TopicSpec:
     name: str
     configs: dict[str, str] = field(default_factory=dict)
     internal: bool = False
+    # None: `LIKEFLOW_PARTITIONS`. 1 for the judge's input, which must see every creator.
+    partitions: int | None = None
+
+    def partition_count(self, settings: Settings) -> int:
+        """Partitions this topic is created with."""
+        return self.partitions or settings.partitions
 
 
 TOPIC_SPECS: tuple[TopicSpec, ...] = (
@@ -38,7 +52,12 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(DEAD_LETTERS, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
     TopicSpec(LIKES_BY_VIDEO, internal=True),
     TopicSpec(LIKES_JOINED, internal=True),
+    TopicSpec(PROMPT_FEEDBACK),
+    TopicSpec(CREATOR_EVENTS, internal=True),
+    TopicSpec(CREATOR_WINDOWS, internal=True, partitions=1),
+    TopicSpec(CREATOR_QUALITY, {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}),
 )
+SPECS_BY_NAME = {spec.name: spec for spec in TOPIC_SPECS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,20 +70,25 @@ class Topics:
     dead_letters: Any
     likes_by_video: Any
     likes_joined: Any
+    prompt_feedback: Any
+    creator_events: Any
+    creator_windows: Any
+    creator_quality: Any
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
     """Declare every topic on `app` as raw bytes with the configured partition count."""
 
-    def raw(name: str, internal: bool = False) -> Any:
+    def raw(name: str) -> Any:
+        spec = SPECS_BY_NAME[name]
         return app.topic(
             settings.topic(name),
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
             value_serializer="raw",
-            partitions=settings.partitions,
-            internal=internal,
+            partitions=spec.partition_count(settings),
+            internal=spec.internal,
         )
 
     return Topics(
@@ -72,6 +96,10 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         video_products=raw(VIDEO_PRODUCTS),
         order_prompts=raw(ORDER_PROMPTS),
         dead_letters=raw(DEAD_LETTERS),
-        likes_by_video=raw(LIKES_BY_VIDEO, internal=True),
-        likes_joined=raw(LIKES_JOINED, internal=True),
+        likes_by_video=raw(LIKES_BY_VIDEO),
+        likes_joined=raw(LIKES_JOINED),
+        prompt_feedback=raw(PROMPT_FEEDBACK),
+        creator_events=raw(CREATOR_EVENTS),
+        creator_windows=raw(CREATOR_WINDOWS),
+        creator_quality=raw(CREATOR_QUALITY),
     )

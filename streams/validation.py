@@ -9,7 +9,9 @@ import orjson
 
 from streams.events import (
     ACTIONS,
+    FEEDBACK_KINDS,
     OFFERS,
+    CreatorEvent,
     DeadLetterReason,
     Invalid,
     Like,
@@ -210,3 +212,34 @@ def _check_key(key_text: str | None, expected: str, topic: str, field: str) -> N
         raise _FieldError(R.KEY_MISMATCH, f"record key is missing; {topic} is keyed by {field}")
     if key_text != expected:
         raise _FieldError(R.KEY_MISMATCH, f"record key differs from {field}; {topic} is keyed by it")
+
+
+def decode_feedback(key: bytes | None, value: bytes | None, max_bytes: int) -> CreatorEvent | Invalid:
+    """Validate a `prompt-feedback` record (key: creator_id); never raises on bad input."""
+
+    def build() -> CreatorEvent:
+        if value is None:
+            raise _FieldError(R.MISSING_FIELD, "record value is null; feedback must be a JSON object")
+        obj = _load_object(value, max_bytes)
+        kind = _enum(obj, "kind", FEEDBACK_KINDS, None)
+        if kind is None:
+            raise _FieldError(R.MISSING_FIELD, "kind is required")
+        amount = 0
+        if kind == "order":
+            amount = _int(obj, "amount_cents", 0)
+        elif obj.get("amount_cents") not in (None, 0):
+            raise _FieldError(R.INVALID_VALUE, f"amount_cents is only for orders, not {kind}")
+        event = CreatorEvent(
+            event_id=_str(obj, "event_id", MAX_ID_CHARS),
+            prompt_id=_str(obj, "prompt_id", MAX_ID_CHARS),
+            creator_id=_str(obj, "creator_id", MAX_ID_CHARS),
+            product_id=_str(obj, "product_id", MAX_ID_CHARS),
+            user_id=_str(obj, "user_id", MAX_ID_CHARS),
+            kind=kind,
+            ts=_ts(obj),
+            amount_cents=amount,
+        )
+        _check_key(_key_text(key), event.creator_id, "prompt-feedback", "creator_id")
+        return event
+
+    return _decode(build)

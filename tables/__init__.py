@@ -11,6 +11,8 @@ from config import Settings
 
 VIDEO_PRODUCTS_TABLE = "video_products"
 USER_STATE_TABLE = "user_state"
+CREATOR_COUNTS_TABLE = "creator_counts"
+CREATOR_STANDING_TABLE = "creator_standing"
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,23 +21,32 @@ class Tables:
 
     video_products: Any
     user_state: Any
+    creator_counts: Any
+    creator_standing: Any
 
 
 def declare_tables(app: faust.App, settings: Settings) -> Tables:
     """Declare the changelog-backed tables; partitions follow the settings so joins co-partition."""
 
-    def table(name: str, help_text: str) -> Any:
+    def table(name: str, help_text: str, partitions: int | None = None) -> Any:
         return app.Table(
             name,
             default=None,
             schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
-            partitions=settings.partitions,
+            partitions=partitions or settings.partitions,
             help=help_text,
         )
 
     return Tables(
         video_products=table(VIDEO_PRODUCTS_TABLE, "video_id -> latest product mapping"),
         user_state=table(USER_STATE_TABLE, "user_id -> seen likes, recent prompts, affinity"),
+        creator_counts=table(
+            CREATOR_COUNTS_TABLE, "window rows, feedback dedupe entries and partition clocks"
+        ),
+        # Co-partitioned with the single-partition `creator-windows` topic.
+        creator_standing=table(
+            CREATOR_STANDING_TABLE, "creator_id -> demotion state; platform totals", partitions=1
+        ),
     )
 
 
@@ -49,3 +60,9 @@ def put_for_event(table: Any, event: Any, key: str, value: Any) -> None:
     """
     table.data[key] = value
     table.send_changelog(event.message.partition, key, value)
+
+
+def delete_for_event(table: Any, event: Any, key: str) -> None:
+    """Delete `table[key]`, logging the tombstone to the partition `event` came from."""
+    table.data.pop(key, None)
+    table.send_changelog(event.message.partition, key, None, value_serializer="raw")

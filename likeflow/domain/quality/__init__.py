@@ -1,0 +1,1 @@
+"""Creator quality: event-time window counters, smoothing against platform averages, demotion."""

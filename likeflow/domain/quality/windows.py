@@ -1,0 +1,79 @@
+"""Tumbling event-time windows of per-creator counts, and the rates derived from them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from streams.events import CreatorEventKind
+
+COUNT_FIELDS = ("prompts", "clicks", "orders", "returns", "complaints", "gmv_cents")
+_FIELD_OF_KIND: dict[str, str] = {
+    "prompt": "prompts",
+    "click": "clicks",
+    "order": "orders",
+    "return": "returns",
+    "complaint": "complaints",
+}
+
+
+def window_start(ts: int, size_ms: int) -> int:
+    """Start (epoch ms) of the tumbling window [start, start + size) that holds `ts`."""
+    return ts - ts % size_ms
+
+
+@dataclass(slots=True)
+class Counts:
+    """Counts of one creator (or the platform) over one window or a span of windows."""
+
+    prompts: int = 0
+    clicks: int = 0
+    orders: int = 0
+    returns: int = 0
+    complaints: int = 0
+    gmv_cents: int = 0
+
+    def add_event(self, kind: CreatorEventKind, amount_cents: int) -> None:
+        """Count one event; orders also add their amount to `gmv_cents`."""
+        field = _FIELD_OF_KIND[kind]
+        setattr(self, field, getattr(self, field) + 1)
+        if kind == "order":
+            self.gmv_cents += amount_cents
+
+    def add(self, other: Counts) -> None:
+        """Add another window's counts, in place."""
+        for field in COUNT_FIELDS:
+            setattr(self, field, getattr(self, field) + getattr(other, field))
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON-ready counts."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Counts:
+        """Rebuild from `to_dict()` output (extra keys are ignored)."""
+        return cls(**{f: int(data.get(f, 0)) for f in COUNT_FIELDS})
+
+
+def total(counts: Iterable[Counts]) -> Counts:
+    """Sum of several windows."""
+    out = Counts()
+    for c in counts:
+        out.add(c)
+    return out
+
+
+def ratio(numerator: int, denominator: int) -> float | None:
+    """numerator / denominator, or None (JSON null) when the denominator is 0."""
+    return numerator / denominator if denominator else None
+
+
+def rates(c: Counts) -> dict[str, float | None]:
+    """ctr = clicks/prompts, conversion = orders/clicks, return and complaint rates per order."""
+    return {
+        "ctr": ratio(c.clicks, c.prompts),
+        "conversion": ratio(c.orders, c.clicks),
+        "return_rate": ratio(c.returns, c.orders),
+        "complaint_rate": ratio(c.complaints, c.orders),
+    }

@@ -1,0 +1,44 @@
+"""The creator quality document served by `GET /creators/{id}/quality` and `likeflow creator ID`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from likeflow.domain.quality.windows import COUNT_FIELDS, Counts, rates, total
+from likeflow.sinks.redis_quality import RedisQualityStore, platform_key, standing_key, windows_key
+
+
+def build_view(
+    creator_id: str,
+    windows_doc: dict[str, Any],
+    standing_doc: dict[str, Any] | None,
+    platform_doc: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Assemble the response from the three Redis documents (pure; rates computed here)."""
+    windows = sorted(windows_doc.get("windows", []), key=lambda w: w["start_ms"])
+    totals = total(Counts.from_dict(w) for w in windows)
+    standing = standing_doc or {}
+    platform_rates = (platform_doc or {}).get("rates") or {k: None for k in rates(Counts())}
+    return {
+        "creator_id": creator_id,
+        "windows": [
+            {"start_ms": w["start_ms"], "end_ms": w["end_ms"], **{f: w[f] for f in COUNT_FIELDS}}
+            for w in windows
+        ],
+        "totals": totals.to_dict(),
+        **rates(totals),
+        "platform": platform_rates,
+        "score": standing.get("score", 1.0),
+        "weight": standing.get("weight", 1.0),
+        "demoted": standing.get("demoted", False),
+    }
+
+
+async def creator_quality(store: RedisQualityStore, creator_id: str) -> dict[str, Any] | None:
+    """The served document, or None for a creator with no retained window."""
+    windows_doc = await store.read(windows_key(store.prefix, creator_id))
+    if windows_doc is None:
+        return None
+    standing = await store.read(standing_key(store.prefix, creator_id))
+    platform = await store.read(platform_key(store.prefix))
+    return build_view(creator_id, windows_doc, standing, platform)
