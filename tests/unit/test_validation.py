@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from streams.events import CreatorEvent, Invalid, Like, MappingRemoval, VideoMapping
 from streams.events import DeadLetterReason as R
-from streams.events import Invalid, Like, MappingRemoval, VideoMapping
-from streams.validation import decode_like, decode_mapping
+from streams.validation import decode_feedback, decode_like, decode_mapping
 from tests.factories import BASE_TS, like_json, mapping_json
 
 MAX = 65_536
@@ -141,3 +141,39 @@ def test_error_message_names_the_field_and_position() -> None:
     )
     assert isinstance(result, Invalid)
     assert "products[1].stock" in result.error
+
+
+def feedback_json(**fields: object) -> bytes:
+    body: dict[str, object] = {
+        "event_id": "f1",
+        "prompt_id": "p1",
+        "creator_id": "c1",
+        "product_id": "pr1",
+        "user_id": "u1",
+        "kind": "click",
+        "ts": BASE_TS,
+    }
+    body.update(fields)
+    return orjson.dumps(body)
+
+
+def test_valid_feedback() -> None:
+    result = decode_feedback(b"c1", feedback_json(kind="order", amount_cents=1999), MAX)
+    assert isinstance(result, CreatorEvent) and result.amount_cents == 1999 and result.kind == "order"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        (b"c1", feedback_json(kind="prompt"), R.UNKNOWN_ENUM),
+        (b"c1", feedback_json(kind=None), R.MISSING_FIELD),
+        (b"c1", feedback_json(kind="order"), R.MISSING_FIELD),
+        (b"c1", feedback_json(kind="order", amount_cents=-1), R.INVALID_VALUE),
+        (b"c1", feedback_json(amount_cents=5), R.INVALID_VALUE),
+        (b"c2", feedback_json(), R.KEY_MISMATCH),
+        (b"c1", feedback_json(prompt_id=""), R.INVALID_VALUE),
+    ],
+)
+def test_bad_feedback_gets_a_reason(key: bytes, value: bytes, reason: R) -> None:
+    result = decode_feedback(key, value, MAX)
+    assert isinstance(result, Invalid) and result.reason == reason, result

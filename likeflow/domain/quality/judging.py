@@ -91,7 +91,8 @@ def judge_window(start_ms: int, c: Counts, platform: PlatformRates, policy: Judg
     )
     reasons: list[str] = []
     judged = False
-    if ctr is not None and platform.ctr is not None and c.prompts >= policy.min_prompts:
+    # A platform CTR of 0 (nothing clicked yet) is no basis to call anyone's CTR low.
+    if ctr is not None and platform.ctr and c.prompts >= policy.min_prompts:
         judged = True
         if ctr < platform.ctr * (1 - policy.margin):
             reasons.append("low_ctr")
