@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -182,6 +185,17 @@ async def test_exact_windows_with_duplicates_out_of_order_and_late(
     assert get_json(worker, "/creators/q-c2/quality")[1]["windows"] == [window(T, clicks=1)]
     status, err = get_json(worker, "/creators/nobody/quality")
     assert status == 404 and "nobody" in err["error"]
+    # The command line prints the same document.
+    env = {**os.environ, **settings.to_env()}
+    cli = subprocess.run(
+        [sys.executable, "-m", "likeflow", "creator", "q-c1"], env=env, capture_output=True, timeout=60
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert orjson.loads(cli.stdout) == doc
+    missing = subprocess.run(
+        [sys.executable, "-m", "likeflow", "creator", "nobody"], env=env, capture_output=True, timeout=60
+    )
+    assert missing.returncode == 1 and b"no quality data" in missing.stderr
 
     dead = await read_topic_until(
         settings,
