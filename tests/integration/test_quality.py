@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,28 @@ def get_json(worker: WorkerProcess, path: str) -> tuple[int, Any]:
             return resp.status, orjson.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, orjson.loads(err.read())
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+async def run_cli(settings: Settings, *args: str) -> CliResult:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "likeflow",
+        *args,
+        env={**os.environ, **settings.to_env()},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return CliResult(proc.returncode, stdout, stderr)
 
 
 def window(start: int, **counts: int) -> dict[str, int]:
@@ -186,7 +208,6 @@ async def test_exact_windows_with_duplicates_out_of_order_and_late(
     status, err = get_json(worker, "/creators/nobody/quality")
     assert status == 404 and "nobody" in err["error"]
     # The command line prints the same document.
-    env = {**os.environ, **settings.to_env()}
     cli = subprocess.run(
         [sys.executable, "-m", "likeflow", "creator", "q-c1"], env=env, capture_output=True, timeout=60
     )
