@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -208,14 +209,10 @@ async def test_exact_windows_with_duplicates_out_of_order_and_late(
     status, err = get_json(worker, "/creators/nobody/quality")
     assert status == 404 and "nobody" in err["error"]
     # The command line prints the same document.
-    cli = subprocess.run(
-        [sys.executable, "-m", "likeflow", "creator", "q-c1"], env=env, capture_output=True, timeout=60
-    )
+    cli = await run_cli(settings, "creator", "q-c1")
     assert cli.returncode == 0, cli.stderr
     assert orjson.loads(cli.stdout) == doc
-    missing = subprocess.run(
-        [sys.executable, "-m", "likeflow", "creator", "nobody"], env=env, capture_output=True, timeout=60
-    )
+    missing = await run_cli(settings, "creator", "nobody")
     assert missing.returncode == 1 and b"no quality data" in missing.stderr
 
     dead = await read_topic_until(
