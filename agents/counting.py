@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import faust
@@ -38,6 +39,7 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
     index = QualityIndex(table)
     consumed = metrics.records_consumed.labels(ctx.settings.topic(CREATOR_EVENTS))
     within_s = ctx.settings.batch_within_ms / 1000
+    batch_seconds = metrics.batch_duration.labels("count_creator_events")
 
     def forget_index(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         # Recovery after a rebalance may have added rows for newly assigned partitions.
@@ -82,6 +84,8 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
             )
         closing = advance(clock, offset=offset, ts=ev.ts, policy=policy)
         put_for_event(table, event, clock_key(partition), clock.to_dict())
+        watermark_ms = clock.high_ts - policy.grace_ms
+        metrics.watermark_delay.labels(str(partition)).set(max(0.0, time.time() - watermark_ms / 1000))
         if closing:
             await close_windows(event, part, closing, touched)
             expire(event, part, clock, touched)
@@ -135,10 +139,12 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
 
     async def count_creator_events(stream: Any) -> None:
         async for events in stream.take_events(ctx.settings.batch_max, within=within_s):
+            started = time.perf_counter()
             touched: dict[str, tuple[int, int]] = {}
             for event in events:
                 consumed.inc()
                 await process(event, touched)
             await ctx.quality_store.write(serving_docs(touched))
+            batch_seconds.observe(time.perf_counter() - started)
 
     return app.agent(ctx.topics.creator_events, name="count_creator_events")(count_creator_events)

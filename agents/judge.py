@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import faust
@@ -26,6 +27,7 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
     metrics = ctx.metrics
     retention_ms = ctx.windows.retention_ms
     consumed = metrics.records_consumed.labels(ctx.settings.topic(CREATOR_WINDOWS))
+    batch_seconds = metrics.batch_duration.labels("judge_creators")
 
     async def judge(event: Any, docs: list[tuple[str, int, dict[str, Any]]]) -> None:
         offset = event.message.offset
@@ -49,6 +51,9 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
             put_for_event(table, event, PLATFORM_KEY, platform)
         platform_totals = total(Counts.from_dict(w) for w in platform["windows"].values())
         rates = PlatformRates.of(platform_totals)
+        for name, value in rates.to_dict().items():
+            if value is not None:
+                metrics.platform_rate.labels(name).set(value)
         docs.append(
             (
                 platform_key(ctx.quality_store.prefix),
@@ -102,10 +107,12 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
         async for events in stream.take_events(
             ctx.settings.batch_max, within=ctx.settings.batch_within_ms / 1000
         ):
+            started = time.perf_counter()
             docs: list[tuple[str, int, dict[str, Any]]] = []
             for event in events:
                 consumed.inc()
                 await judge(event, docs)
             await ctx.quality_store.write(docs)
+            batch_seconds.observe(time.perf_counter() - started)
 
     return app.agent(ctx.topics.creator_windows, name="judge_creators")(judge_creators)

@@ -23,6 +23,7 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
     metrics = ctx.metrics
     consumed = metrics.records_consumed.labels(settings.topic(LIKES_JOINED))
     within_s = settings.batch_within_ms / 1000
+    batch_seconds = metrics.batch_duration.labels("prompt_likes")
 
     async def emit(prompt: Prompt) -> None:
         await ctx.topics.order_prompts.send(
@@ -39,6 +40,7 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
         # take_events acks a batch only after this loop body finishes with it, so an offset is
         # committed only once its prompt is queued to Kafka and written to Redis.
         async for events in stream.take_events(settings.batch_max, within=within_s):
+            started = time.perf_counter()
             to_serve: list[Prompt] = []
             for event in events:
                 consumed.inc()
@@ -72,5 +74,6 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
                 metrics.prompts_emitted.inc()
                 metrics.like_to_prompt_latency.observe(max(0, now_ms - like.ts) / 1000)
             await ctx.prompt_store.write(to_serve)
+            batch_seconds.observe(time.perf_counter() - started)
 
     return app.agent(ctx.topics.likes_joined, name="prompt_likes")(prompt_likes)

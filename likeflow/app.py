@@ -13,14 +13,37 @@ from agents.context import PipelineContext, policies_from, quality_policies_from
 from config import Settings
 from likeflow.creator_weights import CreatorWeights
 from likeflow.metrics import Metrics
+from likeflow.monitor import Monitor
 from likeflow.quality_view import creator_quality
 from likeflow.sinks.dead_letters import DeadLetterSink
 from likeflow.sinks.redis_prompts import RedisPromptStore
 from likeflow.sinks.redis_quality import RedisQualityStore
-from streams.topics import CREATOR_QUALITY, SPECS_BY_NAME, declare_topics
+from streams.topics import (
+    CREATOR_EVENTS,
+    CREATOR_QUALITY,
+    CREATOR_WINDOWS,
+    LIKES,
+    LIKES_BY_VIDEO,
+    LIKES_JOINED,
+    PROMPT_FEEDBACK,
+    SPECS_BY_NAME,
+    VIDEO_PRODUCTS,
+    declare_topics,
+)
 from tables import declare_tables
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
+SOURCE_TOPICS = (
+    LIKES,
+    VIDEO_PRODUCTS,
+    LIKES_BY_VIDEO,
+    LIKES_JOINED,
+    PROMPT_FEEDBACK,
+    CREATOR_EVENTS,
+    CREATOR_WINDOWS,
+)
+BATCH_AGENTS = ("prompt_likes", "count_creator_events", "judge_creators")
+MONITOR_INTERVAL_S = 5.0
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -75,6 +98,15 @@ def create_app(settings: Settings) -> faust.App:
         creator_weight=weights,
     )
     register_agents(app, ctx)
+    metrics.preinitialise([settings.topic(t) for t in SOURCE_TOPICS], list(BATCH_AGENTS))
+    monitor = Monitor(
+        app,
+        settings.kafka_bootstrap,
+        metrics,
+        {name: getattr(tables, name) for name in tables.__dataclass_fields__},
+        [settings.topic(t) for t in SOURCE_TOPICS],
+    )
+    app.timer(MONITOR_INTERVAL_S)(monitor.refresh)
 
     async def follow_creator_weights() -> None:
         """Keep this worker's copy of every creator's ranking weight current."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from likeflow.domain.decide import NoPromptReason
+from streams.events import DeadLetterReason
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -65,6 +68,38 @@ class Metrics:
             ["change"],
             registry=r,
         )
+        self.batch_duration = Histogram(
+            "likeflow_batch_duration_seconds",
+            "Time to process one batch taken from a stream, by agent, seconds.",
+            ["agent"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.consumer_lag = Gauge(
+            "likeflow_consumer_lag_records",
+            "Log end offset minus the group's committed offset, for partitions this worker owns.",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.table_keys = Gauge(
+            "likeflow_table_keys", "Keys held by this worker, by table.", ["table"], registry=r
+        )
+        self.watermark_delay = Gauge(
+            "likeflow_watermark_delay_seconds",
+            "Wall clock minus the event-time watermark of a creator-events partition, seconds.",
+            ["partition"],
+            registry=r,
+        )
+        self.creators_demoted = Gauge(
+            "likeflow_creators_demoted", "Creators currently demoted (judge's view).", registry=r
+        )
+        self.platform_rate = Gauge(
+            "likeflow_platform_rate_ratio",
+            "Platform-wide rate over the retained closed windows (ctr, conversion, return_rate, "
+            "complaint_rate).",
+            ["rate"],
+            registry=r,
+        )
         self.like_to_prompt_latency = Histogram(
             "likeflow_like_to_prompt_latency_seconds",
             "Like event ts to prompt emission (event time to wall clock), seconds.",
@@ -83,3 +118,27 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+
+    def preinitialise(self, input_topics: list[str], agents: list[str]) -> None:
+        """Create every bounded label combination at 0, so dashboards and alerts see series
+        (a `rate()` over a counter that was never incremented would otherwise be empty)."""
+        for topic in input_topics:
+            self.records_consumed.labels(topic)
+            for dead_letter_reason in DeadLetterReason:
+                self.dead_letters.labels(topic, dead_letter_reason.value)
+        for outcome in ("retried", "gave_up"):
+            self.redis_write_errors.labels(outcome)
+        for outcome in ("set", "removed", "stale"):
+            self.mapping_updates.labels(outcome)
+        for change in ("demoted", "recovered"):
+            self.creator_changes.labels(change)
+        for reason in SKIP_REASONS:
+            self.likes_skipped.labels(reason)
+        for agent in agents:
+            self.batch_duration.labels(agent)
+        for rate in ("ctr", "conversion", "return_rate", "complaint_rate"):
+            self.platform_rate.labels(rate)
+
+
+# Why a valid like produced no prompt: dropped before the decision, or the decision's reasons.
+SKIP_REASONS = ("unlike", "no_mapping", *(r.value for r in NoPromptReason))

@@ -1,0 +1,78 @@
+"""Periodic gauges of one worker: consumer lag from the broker, table sizes, demoted creators."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from likeflow.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Monitor:
+    """Refreshes the gauges that no agent sets as a side effect of its work."""
+
+    def __init__(
+        self, app: Any, bootstrap: str, metrics: Metrics, tables: dict[str, Any], source_topics: Iterable[str]
+    ) -> None:
+        self._app = app
+        self._bootstrap = bootstrap
+        self._metrics = metrics
+        self._tables = tables
+        self._sources = set(source_topics)
+        self._clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None
+
+    async def refresh(self) -> None:
+        """One refresh; Kafka errors are logged and retried next time, never raised."""
+        for name, table in self._tables.items():
+            self._metrics.table_keys.labels(name).set(len(table.data))
+        standing = self._tables.get("creator_standing")
+        if standing is not None:
+            demoted = sum(
+                1
+                for value in list(standing.data.values())
+                if isinstance(value, dict) and (value.get("standing") or {}).get("demoted")
+            )
+            self._metrics.creators_demoted.set(demoted)
+        try:
+            await self._refresh_lag()
+        except KafkaError as exc:
+            log.warning("consumer lag not refreshed: %s", exc)
+
+    async def _refresh_lag(self) -> None:
+        # Lag as Kafka tools report it: log end offset minus the group's committed offset, read
+        # from the broker, for the source partitions this worker owns (so N workers never
+        # report one partition twice).
+        owned = [
+            TopicPartition(tp.topic, tp.partition)
+            for tp in self._app.consumer.assignment()
+            if tp.topic in self._sources
+        ]
+        if not owned:
+            return
+        if self._clients is None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+            await admin.start()
+            offsets = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+            await offsets.start()
+            self._clients = (admin, offsets)
+        admin, offsets = self._clients
+        committed = await admin.list_consumer_group_offsets(self._app.conf.id, partitions=owned)
+        ends = await offsets.end_offsets(owned)
+        for tp in owned:
+            meta = committed.get(tp)
+            position = meta.offset if meta is not None and meta.offset >= 0 else 0
+            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, ends[tp] - position))
+
+    async def close(self) -> None:
+        """Close the Kafka clients."""
+        if self._clients is not None:
+            admin, offsets = self._clients
+            await admin.close()
+            await offsets.stop()
