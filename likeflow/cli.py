@@ -1,4 +1,4 @@
-"""The `likeflow` console command: worker, topics, creator and demo."""
+"""The `likeflow` console command: worker, topics, status, creator and demo."""
 
 from __future__ import annotations
 
@@ -82,6 +82,30 @@ def _cmd_creator(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    import time
+
+    from likeflow.status import render, scrape, summarize
+
+    url = args.url or f"http://{settings.web_host}:{settings.web_port}/metrics"
+    try:
+        before = scrape(url)
+    except OSError as exc:
+        print(f"likeflow: no worker answers at {url} ({exc}); start one with `make run`", file=sys.stderr)
+        return 1
+    try:
+        while True:
+            time.sleep(args.interval)
+            after = scrape(url)
+            print(render(summarize(before, after, args.interval), url), flush=True)
+            if not args.watch:
+                return 0
+            print(flush=True)
+            before = after
+    except KeyboardInterrupt:
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and --help docs)."""
     parser = argparse.ArgumentParser(
@@ -97,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     topics = sub.add_parser("topics", help="create the contract's topics (idempotent)")
     topics.set_defaults(func=_cmd_topics)
+
+    status = sub.add_parser("status", help="live view of a worker from its /metrics")
+    status.add_argument("--url", help="metrics URL (default: the LIKEFLOW_WEB_HOST/PORT worker)")
+    status.add_argument("--interval", type=float, default=2.0, help="seconds between scrapes (default 2)")
+    status.add_argument("--watch", action="store_true", help="keep refreshing until Ctrl-C")
+    status.set_defaults(func=_cmd_status)
 
     creator = sub.add_parser("creator", help="print a creator's quality as JSON (from Redis)")
     creator.add_argument("creator_id")

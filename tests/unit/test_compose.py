@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,9 @@ def test_host_ports_match_the_default_settings() -> None:
     assert f"127.0.0.1:{kafka_port}:9092" in services["kafka"]["ports"]
     redis_port = defaults.redis_url.rsplit(":", 1)[1].split("/")[0]
     assert f"127.0.0.1:{redis_port}:6379" in services["redis"]["ports"]
-    assert f"127.0.0.1:{defaults.web_port}:{defaults.web_port}" in services["worker"]["ports"]
+    # Workers scale, so they publish no host port; each listens on the settings' web port.
+    assert "ports" not in services["worker"]
+    assert services["worker"]["expose"] == [str(defaults.web_port)]
 
 
 def test_every_likeflow_variable_is_a_real_setting_and_parses() -> None:
@@ -69,3 +72,47 @@ def test_worker_is_built_from_the_repo_and_waits_for_its_dependencies() -> None:
     for package in ("likeflow", "config", "streams", "tables", "agents"):
         assert f"COPY {package} ./{package}" in dockerfile
     assert 'ENTRYPOINT ["likeflow"]' in dockerfile
+
+
+def test_every_long_running_service_has_a_health_check_and_named_volumes_exist() -> None:
+    data = compose()
+    for name in ("kafka", "redis", "worker", "prometheus", "grafana"):
+        assert "healthcheck" in data["services"][name], name
+    assert set(data["volumes"]) == {"kafka-data", "prometheus-data", "grafana-data"}
+    for service in data["services"].values():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            assert source.startswith("./") or source in data["volumes"], volume
+
+
+def test_prometheus_scrapes_every_worker_replica_and_loads_the_rules() -> None:
+    data = compose()
+    prom = data["services"]["prometheus"]
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", prom["image"])
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prom["volumes"]
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    assert config["rule_files"] == ["/etc/prometheus/rules.yml"]
+    [job] = config["scrape_configs"]
+    assert job["job_name"] == "likeflow" and job["metrics_path"] == "/metrics"
+    [sd] = job["dns_sd_configs"]
+    assert sd["names"] == ["worker"] and sd["port"] == Settings().web_port
+
+
+def test_grafana_is_provisioned_with_the_datasource_and_dashboard() -> None:
+    grafana = compose()["services"]["grafana"]
+    assert re.fullmatch(r"grafana/grafana:\d+\.\d+\.\d+", grafana["image"])
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}
+    assert mounts["/etc/grafana/provisioning"] == "./deploy/grafana/provisioning"
+    provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/likeflow.yml").read_text())
+    assert mounts[provider["providers"][0]["options"]["path"]] == "./deploy/grafana/dashboards"
+    datasource = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    uid = datasource["datasources"][0]["uid"]
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/likeflow.json").read_text())
+    for panel in dashboard["panels"]:
+        assert panel["datasource"]["uid"] == uid
+        assert all(t["expr"] for t in panel["targets"])
+
+
+def test_the_worker_image_serves_health_on_the_web_port() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "EXPOSE 6066" in dockerfile and "/health" in dockerfile
