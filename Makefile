@@ -10,7 +10,7 @@ WORKER_PID := $(RUN_DIR)/worker.pid
 WORKER_LOG := $(RUN_DIR)/worker.log
 
 .PHONY: help venv stack-up stack-down stack-clean stack-status topics worker worker-start \
-        worker-stop demo run test test-unit test-integration lint typecheck check clean
+        worker-stop demo run test test-unit test-integration test-tools lint typecheck status clean
 
 help:
 	@echo "make run          stack up, topics, worker in the background, demo feed in the foreground"
@@ -54,6 +54,9 @@ worker-stop:
 demo: venv
 	$(BIN)/likeflow demo
 
+status: venv
+	@$(BIN)/likeflow status
+
 run: venv stack-up topics worker-start
 	@echo
 	@echo "likeflow is running:"
@@ -74,10 +77,13 @@ typecheck: venv
 test-unit: venv
 	@$(BIN)/pytest -m "not integration and not chaos" -q
 
-test-integration: venv stack-up
+test-tools:
+	@scripts/stack.sh tools
+
+test-integration: venv stack-up test-tools
 	@$(BIN)/pytest -m integration -q
 
-test: venv stack-up
+test: venv stack-up test-tools
 	@echo "[test] lint and type check"
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .

@@ -4,6 +4,7 @@
 #   scripts/stack.sh down     stop exactly the processes this script started (by recorded PID)
 #   scripts/stack.sh clean    down, then wipe their data (fresh cluster next time)
 #   scripts/stack.sh status   show what is running
+#   scripts/stack.sh tools    install what the tests need besides the stack (prometheus)
 # Addresses follow LIKEFLOW_KAFKA_BOOTSTRAP (default 127.0.0.1:9092) and LIKEFLOW_REDIS_URL
 # (default redis://127.0.0.1:6379/0). All commands are idempotent.
 set -euo pipefail
@@ -111,6 +112,15 @@ redis_up() {
   echo $! >"$STACK/redis.pid"
 }
 
+# Tools the observability tests use: Debian's prometheus package (prometheus, promtool).
+tools() {
+  if command -v prometheus >/dev/null && command -v promtool >/dev/null; then return 0; fi
+  [[ "$(id -u)" == 0 ]] || die "prometheus is missing: run 'sudo apt-get install -y prometheus' and retry"
+  say "installing prometheus from Debian packages (for the observability tests)"
+  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus) \
+    >"$STACK/apt-prometheus.log" 2>&1 || { tail -20 "$STACK/apt-prometheus.log" >&2; die "apt-get could not install prometheus"; }
+}
+
 wait_ready() {
   local deadline=$((SECONDS + ${LIKEFLOW_STACK_WAIT_S:-120}))
   until port_open "$REDIS_HOST" "$REDIS_PORT"; do
@@ -131,6 +141,7 @@ cmd="${1:-}"
 mkdir -p "$STACK"
 case "$cmd" in
   up) kafka_up; redis_up; wait_ready ;;
+  tools) tools ;;
   down)
     stop_pid kafka "$STACK/kafka.pid" "$STACK/kafka/server.properties"
     stop_pid redis "$STACK/redis.pid" "$REDIS_MARKER" ;;
@@ -141,5 +152,5 @@ case "$cmd" in
   status)
     pid_alive "$STACK/kafka.pid" "$STACK/kafka/server.properties" && say "kafka: running (pid $(cat "$STACK/kafka.pid")) on $KAFKA_HOST:$KAFKA_PORT" || say "kafka: stopped"
     pid_alive "$STACK/redis.pid" "$REDIS_MARKER" && say "redis: running (pid $(cat "$STACK/redis.pid")) on $REDIS_HOST:$REDIS_PORT" || say "redis: stopped" ;;
-  *) echo "usage: $0 up|down|clean|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|clean|status|tools" >&2; exit 2 ;;
 esac

@@ -1,0 +1,202 @@
+"""A real Prometheus scrapes a worker under traffic; every dashboard and rule expression returns data."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+
+from config import Settings
+from likeflow.admin import ensure_topics
+from likeflow.demo import DemoOptions, catalogue
+from likeflow.status import render, scrape, summarize
+from streams.topics import LIKES, PROMPT_FEEDBACK, VIDEO_PRODUCTS
+from tests.integration.conftest import private_settings
+from tests.integration.harness import Record, WorkerProcess, free_port, produce
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "deploy/prometheus/rules.yml"
+DASHBOARD = ROOT / "deploy/grafana/dashboards/likeflow.json"
+COMPARISON = re.compile(r"\s*(==|!=|>=|<=|>|<)\s*[-+0-9.e]+\s*$")
+
+
+def expressions() -> list[str]:
+    """Every PromQL expression of the dashboard and the rules; alerts split at `and`, thresholds cut."""
+    exprs = [t["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"] for t in panel["targets"]]
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            if "record" in rule:
+                exprs.append(rule["record"])
+                exprs.append(rule["expr"])
+            else:
+                exprs.extend(COMPARISON.sub("", part) for part in rule["expr"].split(" and "))
+    return exprs
+
+
+class Prometheus:
+    def __init__(self, target_port: int, workdir: Path) -> None:
+        self.port = free_port()
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(RULES)],
+            "scrape_configs": [
+                {"job_name": "likeflow", "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]}
+            ],
+        }
+        self.config = workdir / "prometheus.yml"
+        self.config.write_text(yaml.safe_dump(config))
+        self.log = workdir / "prometheus.log"
+        self.proc = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={self.config}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+            ],
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def query(self, expr: str) -> dict[str, Any]:
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback
+            result: dict[str, Any] = orjson.loads(resp.read())
+            return result
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def obs_worker(
+    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> Iterator[WorkerProcess]:
+    settings = private_settings(base_settings, tmp_path_factory)
+    asyncio.run(ensure_topics(settings))
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()
+    yield worker
+    worker.stop()
+
+
+def test_rules_pass_promtool() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make test` installs Debian's prometheus package"
+    result = subprocess.run(
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def traffic(settings: Settings, seconds: float) -> None:
+    """Mappings, likes with some garbage, and feedback whose event time closes windows."""
+    now = int(time.time() * 1000)
+    videos = catalogue(DemoOptions(videos=40, creators=6), now)
+    await produce(
+        settings,
+        settings.topic(VIDEO_PRODUCTS),
+        [(v["video_id"].encode(), orjson.dumps(v), []) for v in videos],
+    )
+    rng = random.Random(3)
+    feedback: list[Record] = []
+    for i in range(60):
+        creator = f"c{i % 6:03d}"
+        ts = now - 3 * 3_600_000 + i * 180_000  # three hours of event time: windows close
+        body = {
+            "event_id": f"obs-f{i}",
+            "prompt_id": "p",
+            "creator_id": creator,
+            "product_id": "x",
+            "user_id": "u",
+            "kind": "click",
+            "ts": ts,
+        }
+        feedback.append((creator.encode(), orjson.dumps(body), []))
+    await produce(settings, settings.topic(PROMPT_FEEDBACK), feedback)
+    deadline = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < deadline:
+        batch: list[Record] = []
+        for _ in range(25):
+            n += 1
+            user = f"obs-u{rng.randint(0, 300)}"
+            if n % 40 == 0:
+                batch.append((user.encode(), b"{not json", []))
+                continue
+            like = {
+                "event_id": f"obs-l{n}",
+                "user_id": user,
+                "video_id": f"v{rng.randint(0, 39):04d}",
+                "ts": int(time.time() * 1000),
+            }
+            batch.append((user.encode(), orjson.dumps(like), []))
+        await produce(settings, settings.topic(LIKES), batch)
+        await asyncio.sleep(0.5)
+
+
+async def test_every_dashboard_and_rule_expression_returns_data(
+    obs_worker: WorkerProcess, tmp_path: Path
+) -> None:
+    assert shutil.which("prometheus"), (
+        "prometheus is missing: `make test` installs Debian's prometheus package"
+    )
+    prom = Prometheus(obs_worker.settings.web_port, tmp_path)
+    try:
+        await traffic(obs_worker.settings, 20)
+        await asyncio.sleep(5)  # a few more scrapes and rule evaluations
+        empty: list[str] = []
+        for expr in expressions():
+            answer = prom.query(expr)
+            assert answer["status"] == "success", (expr, answer)
+            if not answer["data"]["result"]:
+                empty.append(expr)
+        assert not empty, f"expressions without data: {empty}\n{prom.log.read_text()[-2000:]}"
+    finally:
+        prom.stop()
+
+
+async def test_status_shows_live_numbers(worker: WorkerProcess, settings: Settings) -> None:
+    url = f"http://127.0.0.1:{settings.web_port}/metrics"
+    before = await asyncio.to_thread(scrape, url)
+    await produce(
+        settings,
+        settings.topic(LIKES),
+        [
+            (
+                b"st-u1",
+                orjson.dumps(
+                    {
+                        "event_id": f"st-{i}",
+                        "user_id": "st-u1",
+                        "video_id": "nope",
+                        "ts": int(time.time() * 1000),
+                    }
+                ),
+                [],
+            )
+            for i in range(30)
+        ],
+    )
+    await asyncio.sleep(3)
+    after = await asyncio.to_thread(scrape, url)
+    view = summarize(before, after, 3.0)
+    assert view.likes_per_s >= 30 / 3.0 - 0.01
+    assert "likes in" in render(view, url)
