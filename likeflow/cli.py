@@ -1,4 +1,4 @@
-"""The `likeflow` console command: worker, topics, status, creator and demo."""
+"""The `likeflow` console command: worker, topics, status, creator, replay, reset-offsets, demo."""
 
 from __future__ import annotations
 
@@ -106,6 +106,60 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
 
+def _time_arg(text: str) -> int:
+    from likeflow.timearg import parse_time_ms
+
+    try:
+        return parse_time_ms(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from likeflow.replay import replay_files
+
+    result = asyncio.run(
+        replay_files(
+            settings,
+            [Path(p) for p in args.paths],
+            args.topic,
+            rate=args.rate,
+            dry_run=args.dry_run,
+            strict=args.strict,
+        )
+    )
+    for problem in result.problems[:20]:
+        print(f"invalid: {problem}", file=sys.stderr)
+    if len(result.problems) > 20:
+        print(f"invalid: ... and {len(result.problems) - 20} more", file=sys.stderr)
+    verb = "valid (dry run, nothing sent)" if args.dry_run else "sent"
+    print(f"{result.sent} {verb}, {result.invalid} invalid, {result.elapsed_s:.1f} s")
+    return 0
+
+
+def _cmd_replay_topic(settings: Settings, args: argparse.Namespace) -> int:
+    from likeflow.replay import copy_topic_range
+
+    copied = asyncio.run(copy_topic_range(settings, args.source, args.dest, args.since, args.until))
+    for partition, count in sorted(copied.items()):
+        print(f"{args.source}[{partition}]\t{count} records copied")
+    print(f"total\t{sum(copied.values())} records copied to {args.dest}")
+    return 0
+
+
+def _cmd_reset_offsets(settings: Settings, args: argparse.Namespace) -> int:
+    from likeflow.replay import reset_offsets
+
+    moves = asyncio.run(reset_offsets(settings, args.to_datetime, dry_run=args.dry_run))
+    for m in moves:
+        before = "none" if m.before is None else str(m.before)
+        print(f"{m.topic}[{m.partition}]\t{before} -> {m.after}")
+    print(("would move" if args.dry_run else "moved") + f" consumer group {settings.app_id!r}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and --help docs)."""
     parser = argparse.ArgumentParser(
@@ -127,6 +181,29 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--interval", type=float, default=2.0, help="seconds between scrapes (default 2)")
     status.add_argument("--watch", action="store_true", help="keep refreshing until Ctrl-C")
     status.set_defaults(func=_cmd_status)
+
+    replay = sub.add_parser("replay", help="publish archives or copy a time range between topics")
+    replay_sub = replay.add_subparsers(dest="replay_command", required=True)
+    rfile = replay_sub.add_parser("file", help="publish JSON-lines archives (plain or .gz) to a topic")
+    rfile.add_argument("paths", nargs="+", metavar="PATH")
+    rfile.add_argument("--topic", required=True, choices=["likes", "video-products", "prompt-feedback"])
+    rfile.add_argument("--rate", type=float, help="at most N records per second")
+    rfile.add_argument("--dry-run", action="store_true", help="validate only; send nothing")
+    rfile.add_argument("--strict", action="store_true", help="stop at the first invalid line (exit 1)")
+    rfile.set_defaults(func=_cmd_replay_file)
+    rtopic = replay_sub.add_parser("topic", help="copy records in [--since, --until) between topics")
+    rtopic.add_argument("--from", dest="source", required=True, metavar="SRC")
+    rtopic.add_argument("--to", dest="dest", required=True, metavar="DST")
+    rtopic.add_argument("--since", type=_time_arg, required=True, help="ISO-8601 or epoch ms (inclusive)")
+    rtopic.add_argument("--until", type=_time_arg, required=True, help="ISO-8601 or epoch ms (exclusive)")
+    rtopic.set_defaults(func=_cmd_replay_topic)
+
+    reset = sub.add_parser("reset-offsets", help="rewind the job's consumer group to a point in time")
+    reset.add_argument(
+        "--to-datetime", type=_time_arg, required=True, help="ISO-8601 (naive = UTC) or epoch ms"
+    )
+    reset.add_argument("--dry-run", action="store_true", help="print the moves, change nothing")
+    reset.set_defaults(func=_cmd_reset_offsets)
 
     creator = sub.add_parser("creator", help="print a creator's quality as JSON (from Redis)")
     creator.add_argument("creator_id")
@@ -157,10 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     # aiokafka logs every metadata refresh at INFO; the worker shows Faust's own progress.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.root.level))
     from likeflow.admin import TopicSetupError
+    from likeflow.replay import ReplayError
 
     try:
         code: int = args.func(settings, args)
-    except TopicSetupError as exc:
+    except (TopicSetupError, ReplayError) as exc:
         print(f"likeflow: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -1,0 +1,319 @@
+"""Replay tooling: publish JSON-lines archives, copy a time range between topics, rewind the group."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TextIO, cast
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.protocol.admin import (
+    DescribeGroupsRequest_v0,
+    DescribeGroupsRequest_v1,
+    DescribeGroupsRequest_v2,
+)
+from aiokafka.protocol.api import Request
+from aiokafka.structs import OffsetAndMetadata
+
+from config import Settings
+from likeflow.deadletter import dead_letter_headers
+from likeflow.progress import Progress
+from streams.events import CreatorEvent, Invalid, Like, MappingRemoval, VideoMapping
+from streams.topics import DEAD_LETTERS, LIKES, PROMPT_FEEDBACK, VIDEO_PRODUCTS
+from streams.validation import decode_feedback, decode_like, decode_mapping
+
+log = logging.getLogger(__name__)
+
+# Input topics an archive can be replayed to: decoder, and the payload field that is the key
+# the live producers use (so replayed records land on the same partitions).
+REPLAYABLE: dict[str, tuple[Callable[..., Any], str]] = {
+    LIKES: (decode_like, "user_id"),
+    VIDEO_PRODUCTS: (decode_mapping, "video_id"),
+    PROMPT_FEEDBACK: (decode_feedback, "creator_id"),
+}
+INPUT_TOPICS = (LIKES, VIDEO_PRODUCTS, PROMPT_FEEDBACK)
+
+
+class ReplayError(RuntimeError):
+    """The command cannot go on; the message says why and what to do."""
+
+
+@dataclass(slots=True)
+class FileReplayResult:
+    """What `replay file` did."""
+
+    sent: int = 0
+    invalid: int = 0
+    elapsed_s: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+
+def _open(path: Path) -> IO[bytes]:
+    if path.suffix == ".gz":
+        return cast(IO[bytes], gzip.open(path, "rb"))
+    return path.open("rb")
+
+
+def _lines(paths: list[Path]) -> Iterator[tuple[Path, int, bytes, int]]:
+    """(file, line number, line without newline, bytes consumed so far) for non-blank lines."""
+    consumed = 0
+    for path in paths:
+        with _open(path) as handle:
+            for number, line in enumerate(handle, start=1):
+                consumed += len(line)
+                stripped = line.rstrip(b"\r\n")
+                if stripped.strip():
+                    yield path, number, stripped, consumed
+
+
+def _key_of(line: bytes, field_name: str) -> bytes | None:
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    key = value.get(field_name) if isinstance(value, dict) else None
+    return key.encode() if isinstance(key, str) else None
+
+
+def _ts_of(event: Like | VideoMapping | MappingRemoval | CreatorEvent) -> int | None:
+    return event.ts
+
+
+async def replay_files(
+    settings: Settings,
+    paths: list[Path],
+    topic: str,
+    *,
+    rate: float | None = None,
+    dry_run: bool = False,
+    strict: bool = False,
+    progress_out: TextIO | None = None,
+) -> FileReplayResult:
+    """Publish JSON-lines archives (plain or .gz) to `topic` in file order.
+
+    Each record gets the key the live producers use and its own `ts` as the record timestamp.
+    Invalid lines are reported with file and line number and dead-lettered (unless `dry_run`);
+    with `strict`, the first invalid line stops the run before anything after it is sent.
+    """
+    if topic not in REPLAYABLE:
+        raise ReplayError(f"replay file publishes to {', '.join(REPLAYABLE)}; not {topic!r}")
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise ReplayError(f"no such file: {', '.join(missing)}")
+    decode, key_field = REPLAYABLE[topic]
+    result = FileReplayResult()
+    total_bytes = sum(_uncompressed_size(p) for p in paths)
+    progress = Progress(total_bytes, f"replay {topic}", progress_out)
+    producer = (
+        None
+        if dry_run
+        else AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+    )
+    if producer is not None:
+        await producer.start()
+    started = time.monotonic()
+    try:
+        for path, number, line, consumed in _lines(paths):
+            key = _key_of(line, key_field)
+            event = decode(key, line, settings.max_record_bytes)
+            if isinstance(event, Invalid):
+                result.invalid += 1
+                problem = f"{path}:{number}: {event.reason.value}: {event.error}"
+                result.problems.append(problem)
+                log.warning("invalid line %s", problem)
+                if strict:
+                    raise ReplayError(f"{problem} (--strict: stopped; {result.sent} records were sent)")
+                if producer is not None:
+                    headers = dead_letter_headers(
+                        None,
+                        reason=event.reason.value,
+                        error=event.error,
+                        topic=f"file:{path}",
+                        partition=-1,
+                        offset=number,
+                    )
+                    await producer.send(settings.topic(DEAD_LETTERS), line, key=key, headers=headers)
+            else:
+                if producer is not None:
+                    await producer.send(settings.topic(topic), line, key=key, timestamp_ms=_ts_of(event))
+                result.sent += 1
+            progress.update(consumed, result.sent)
+            if rate:
+                # Pace to `rate` records per second on average since the start.
+                ahead = (result.sent + result.invalid) / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+        if producer is not None:
+            await producer.flush()
+    finally:
+        if producer is not None:
+            await producer.stop()
+        result.elapsed_s = progress.finish()
+    return result
+
+
+def _uncompressed_size(path: Path) -> int:
+    if path.suffix != ".gz":
+        return path.stat().st_size
+    size = 0
+    with gzip.open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            size += len(chunk)
+    return size
+
+
+async def copy_topic_range(
+    settings: Settings, source: str, dest: str, since_ms: int, until_ms: int
+) -> dict[int, int]:
+    """Copy records with since_ms <= timestamp < until_ms from `source` to `dest`.
+
+    Keeps key, value, headers and timestamp (the partition follows the key, as with the live
+    producers). Starts at offsets-for-times(since) and reads to the end offsets seen at the
+    start, filtering by timestamp, so out-of-order timestamps are copied exactly. Returns
+    {source partition: records copied}.
+    """
+    if until_ms <= since_ms:
+        raise ReplayError("--until must be after --since")
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+    await consumer.start()
+    await producer.start()
+    copied: dict[int, int] = {}
+    try:
+        partitions = await _partitions(consumer, source)
+        tps = [TopicPartition(source, p) for p in partitions]
+        consumer.assign(tps)
+        starts = await consumer.offsets_for_times({tp: since_ms for tp in tps})
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            copied[tp.partition] = 0
+            found = starts.get(tp)
+            if found is None or found.offset >= ends[tp]:
+                continue
+            consumer.seek(tp, found.offset)
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for record in batch.get(tp, []):
+                    if record.offset >= ends[tp]:
+                        break
+                    if since_ms <= record.timestamp < until_ms:
+                        await producer.send(
+                            dest,
+                            record.value,
+                            key=record.key,
+                            headers=list(record.headers) or None,
+                            timestamp_ms=record.timestamp,
+                        )
+                        copied[tp.partition] += 1
+        await producer.flush()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return copied
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    for _ in range(50):
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return sorted(partitions)
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+        await asyncio.sleep(0.1)
+    raise ReplayError(f"topic {topic!r} does not exist")
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetMove:
+    """One partition's committed offset before and after a reset."""
+
+    topic: str
+    partition: int
+    before: int | None
+    after: int
+
+
+async def reset_offsets(settings: Settings, to_ms: int, *, dry_run: bool = False) -> list[OffsetMove]:
+    """Move the job's consumer group on the input topics to the first offsets at or after `to_ms`.
+
+    Refuses while the group has live members: a running worker would overwrite the new offsets
+    with its next commit. Partitions with nothing at or after `to_ms` move to their end.
+    """
+    group = settings.app_id
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        members = await live_members(admin, group)
+        if members:
+            raise ReplayError(
+                f"{members} worker(s) of consumer group {group!r} are alive; stop them first "
+                "(`make worker-stop`, or stop the deployment), then run reset-offsets again"
+            )
+        tps = []
+        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            for name in INPUT_TOPICS:
+                tps += [
+                    TopicPartition(settings.topic(name), p)
+                    for p in await _partitions(consumer, settings.topic(name))
+                ]
+            found = await consumer.offsets_for_times({tp: to_ms for tp in tps})
+            ends = await consumer.end_offsets(tps)
+        finally:
+            await consumer.stop()
+        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+    finally:
+        await admin.close()
+    moves = []
+    for tp in tps:
+        target = found[tp].offset if found.get(tp) is not None else ends[tp]
+        before = committed.get(tp)
+        moves.append(
+            OffsetMove(
+                tp.topic, tp.partition, before.offset if before and before.offset >= 0 else None, target
+            )
+        )
+    if not dry_run:
+        # A consumer with the group id but a manual assignment commits without joining the group.
+        committer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+        )
+        await committer.start()
+        try:
+            committer.assign(tps)
+            await committer.commit(
+                {TopicPartition(m.topic, m.partition): OffsetAndMetadata(m.after, "") for m in moves}
+            )
+        finally:
+            await committer.stop()
+    return moves
+
+
+class _DescribeGroupsUpToV2(
+    Request[DescribeGroupsRequest_v0 | DescribeGroupsRequest_v1 | DescribeGroupsRequest_v2]  # type: ignore[misc]
+):
+    """DescribeGroups limited to v0-v2: aiokafka 0.14 decodes the v3 answer with the v2 schema
+    and fails ("Buffer underrun"), which is what its describe_consumer_groups() negotiates with
+    Kafka 3.x."""
+
+    API_KEY = 15
+
+    def __init__(self, groups: list[str]) -> None:
+        self._groups = groups
+
+    def build(self, request_struct_class: Any) -> Any:
+        return request_struct_class(self._groups)
+
+
+async def live_members(admin: AIOKafkaAdminClient, group: str) -> int:
+    """How many members the consumer group has right now (0 for an empty or unknown group)."""
+    node = await admin.find_coordinator(group)
+    response = await admin._client.send(node, _DescribeGroupsUpToV2([group]))  # noqa: SLF001
+    return sum(len(g["members"]) for g in response.to_object()["groups"])
