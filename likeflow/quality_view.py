@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 from likeflow.domain.quality.windows import COUNT_FIELDS, Counts, rates, total
-from likeflow.sinks.redis_quality import RedisQualityStore, platform_key, standing_key, windows_key
+from likeflow.sinks.redis_quality import RedisQualityStore, platform_key, standing_key
 
 
 def build_view(
     creator_id: str,
-    windows_doc: dict[str, Any],
+    windows: list[dict[str, int]],
     standing_doc: dict[str, Any] | None,
     platform_doc: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Assemble the response from the three Redis documents (pure; rates computed here)."""
-    windows = sorted(windows_doc.get("windows", []), key=lambda w: w["start_ms"])
+    """Assemble the response from the Redis documents (pure; rates computed here)."""
+    windows = sorted(windows, key=lambda w: w["start_ms"])
     totals = total(Counts.from_dict(w) for w in windows)
     standing = standing_doc or {}
     platform_rates = (platform_doc or {}).get("rates") or {k: None for k in rates(Counts())}
@@ -36,9 +36,9 @@ def build_view(
 
 async def creator_quality(store: RedisQualityStore, creator_id: str) -> dict[str, Any] | None:
     """The served document, or None for a creator with no retained window."""
-    windows_doc = await store.read(windows_key(store.prefix, creator_id))
-    if windows_doc is None:
+    windows = await store.read_windows(creator_id)
+    if windows is None:
         return None
     standing = await store.read(standing_key(store.prefix, creator_id))
     platform = await store.read(platform_key(store.prefix))
-    return build_view(creator_id, windows_doc, standing, platform)
+    return build_view(creator_id, windows, standing, platform)

@@ -1,9 +1,10 @@
-"""Serves creator quality from Redis: absolute JSON documents behind a version guard."""
+"""Serves creator quality from Redis: absolute values behind a version guard, per-window fields."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -15,20 +16,56 @@ from likeflow.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] = a hash {version, doc}; ARGV = version, doc. A write whose version is below the
-# stored one is refused, so a replay or a zombie worker (one that lost its partitions but has
-# not noticed yet) never overwrites newer numbers. Equal versions rewrite the same content.
-VERSIONED_SET_LUA = """
+# A write whose version is below the stored one is refused, so a replay or a zombie worker (one
+# that lost its partitions but has not noticed yet) never overwrites newer numbers. Equal
+# versions rewrite identical content.
+VERSIONED_DOC_LUA = """
 local stored = redis.call('HGET', KEYS[1], 'version')
 if stored and tonumber(stored) > tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'version', ARGV[1], 'doc', ARGV[2])
 return 1
 """
 
+# KEYS[1] = a creator's windows hash; ARGV = version, n, then n (field, counts) pairs, then the
+# fields to delete. Only the windows a batch changed are written, so a backfill promoted into
+# closed windows stays until those windows expire.
+VERSIONED_WINDOWS_LUA = """
+local stored = redis.call('HGET', KEYS[1], 'version')
+if stored and tonumber(stored) > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'version', ARGV[1])
+local n = tonumber(ARGV[2])
+for i = 0, n - 1 do redis.call('HSET', KEYS[1], ARGV[3 + 2 * i], ARGV[4 + 2 * i]) end
+for i = 3 + 2 * n, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
+return 1
+"""
 
-def windows_key(prefix: str, creator_id: str) -> str:
-    """Redis key of a creator's window counts (docs/redis.md)."""
-    return f"{prefix}:v1:creator:{creator_id}:windows"
+# KEYS = pairs of (live windows hash, shadow windows hash); ARGV = since_ms, until_ms. In one
+# script, so atomic across every creator: readers see all old numbers or all new ones. Within
+# [since, until) the live fields become exactly the shadow's; the version field is kept.
+SWAP_LUA = """
+local since, until_ = tonumber(ARGV[1]), tonumber(ARGV[2])
+local changed = 0
+for k = 1, #KEYS, 2 do
+  local live, shadow = KEYS[k], KEYS[k + 1]
+  local fields = redis.call('HKEYS', live)
+  for _, f in ipairs(fields) do
+    if string.sub(f, 1, 2) == 'w:' then
+      local start = tonumber(string.sub(f, 3))
+      if start >= since and start < until_ then redis.call('HDEL', live, f) end
+    end
+  end
+  local pairs_ = redis.call('HGETALL', shadow)
+  for i = 1, #pairs_, 2 do redis.call('HSET', live, pairs_[i], pairs_[i + 1]) end
+  changed = changed + 1
+end
+return changed
+"""
+
+
+def windows_key(prefix: str, creator_id: str, namespace: str = "") -> str:
+    """Redis hash of a creator's windows (docs/redis.md); `namespace` selects a backfill shadow."""
+    shadow = f"shadow:{namespace}:" if namespace else ""
+    return f"{prefix}:v1:{shadow}creator:{creator_id}:windows"
 
 
 def standing_key(prefix: str, creator_id: str) -> str:
@@ -41,6 +78,29 @@ def platform_key(prefix: str) -> str:
     return f"{prefix}:v1:platform"
 
 
+def window_field(start_ms: int) -> str:
+    """Hash field of one window."""
+    return f"w:{start_ms}"
+
+
+@dataclass(slots=True)
+class WindowsUpdate:
+    """Windows of one creator to set (start -> counts) or delete, at a version."""
+
+    creator_id: str
+    version: int
+    written: dict[int, Mapping[str, int]] = field(default_factory=dict)
+    deleted: set[int] = field(default_factory=set)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _window_value(start_ms: int, size_ms: int, counts: Mapping[str, int]) -> bytes:
+    return orjson.dumps({"start_ms": start_ms, "end_ms": start_ms + size_ms, **counts})
+
+
 class RedisQualityStore:
     """Versioned writes of quality documents, one pipelined round trip per batch."""
 
@@ -48,23 +108,40 @@ class RedisQualityStore:
         self._client = client
         self.prefix = prefix
         self._metrics = metrics
-        self._script = client.register_script(VERSIONED_SET_LUA)
+        self._doc_script = client.register_script(VERSIONED_DOC_LUA)
+        self._windows_script = client.register_script(VERSIONED_WINDOWS_LUA)
+        self._swap_script = client.register_script(SWAP_LUA)
 
     async def write(self, docs: Sequence[tuple[str, int, dict[str, Any]]]) -> int:
         """Write (key, version, doc) triples; returns how many were accepted (newer or equal).
 
         A Redis outage is logged and counted, not raised: the tables are the source of truth.
         """
-        if not docs:
+        calls = [(self._doc_script, [key], [version, orjson.dumps(doc)]) for key, version, doc in docs]
+        return await self._run(calls)
+
+    async def write_windows(self, updates: Sequence[WindowsUpdate], size_ms: int) -> int:
+        """Apply window updates of several creators; returns how many were accepted."""
+        calls = []
+        for u in updates:
+            args: list[Any] = [u.version, len(u.written)]
+            for start, counts in sorted(u.written.items()):
+                args += [window_field(start), _window_value(start, size_ms, counts)]
+            args += [window_field(gone) for gone in sorted(u.deleted)]
+            calls.append((self._windows_script, [windows_key(self.prefix, u.creator_id)], args))
+        return await self._run(calls)
+
+    async def _run(self, calls: Sequence[tuple[Any, list[str], list[Any]]]) -> int:
+        if not calls:
             return 0
         try:
             async with self._client.pipeline(transaction=False) as pipe:
-                for key, version, doc in docs:
-                    await self._script(keys=[key], args=[version, orjson.dumps(doc)], client=pipe)
+                for script, keys, args in calls:
+                    await script(keys=keys, args=args, client=pipe)
                 results = await pipe.execute()
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self._metrics.redis_write_errors.labels("gave_up").inc()
-            log.error("redis write of %d quality documents failed: %s", len(docs), exc)
+            log.error("redis write of %d quality documents failed: %s", len(calls), exc)
             return 0
         return sum(int(r) for r in results)
 
@@ -75,3 +152,35 @@ class RedisQualityStore:
             return None
         doc: dict[str, Any] = orjson.loads(raw)
         return doc
+
+    async def read_windows(self, creator_id: str, namespace: str = "") -> list[dict[str, int]] | None:
+        """A creator's windows, oldest first; None when the creator has no windows hash."""
+        raw = await self._client.hgetall(windows_key(self.prefix, creator_id, namespace))
+        if not raw:
+            return None
+        windows = [orjson.loads(v) for k, v in raw.items() if _text(k).startswith("w:")]
+        return sorted(windows, key=lambda w: w["start_ms"])
+
+    async def write_shadow(
+        self, namespace: str, windows: Mapping[str, Mapping[int, Mapping[str, int]]], size_ms: int
+    ) -> None:
+        """Replace the shadow windows of `namespace` with `windows` (creator -> start -> counts)."""
+        async with self._client.pipeline(transaction=True) as pipe:
+            for creator_id, by_start in windows.items():
+                key = windows_key(self.prefix, creator_id, namespace)
+                pipe.delete(key)
+                if by_start:
+                    pipe.hset(
+                        key,
+                        mapping={window_field(s): _window_value(s, size_ms, c) for s, c in by_start.items()},
+                    )
+            await pipe.execute()
+
+    async def swap(self, namespace: str, creators: Sequence[str], since_ms: int, until_ms: int) -> int:
+        """Promote the shadow windows of `creators` in [since, until) into serving, atomically."""
+        keys: list[str] = []
+        for creator_id in creators:
+            keys += [windows_key(self.prefix, creator_id), windows_key(self.prefix, creator_id, namespace)]
+        if not keys:
+            return 0
+        return int(await self._swap_script(keys=keys, args=[since_ms, until_ms]))
