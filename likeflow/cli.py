@@ -1,4 +1,4 @@
-"""The `likeflow` console command: worker, topics, status, creator, replay, reset-offsets, demo."""
+"""The `likeflow` console command: worker, topics, status, creator, replay, backfill, reset-offsets, demo."""
 
 from __future__ import annotations
 
@@ -160,6 +160,74 @@ def _cmd_reset_offsets(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import redis.asyncio as aioredis
+
+    from agents.context import quality_policies_from
+    from likeflow.backfill import (
+        diff,
+        file_events,
+        live_windows,
+        namespace_for,
+        recompute,
+        topic_events,
+    )
+    from likeflow.metrics import Metrics
+    from likeflow.sinks.redis_quality import RedisQualityStore
+
+    policy, _ = quality_policies_from(settings)
+    sources = args.from_files or [f"topic:{settings.topic(args.from_topic)}"]
+    namespace = namespace_for(args.since, args.until, sources)
+
+    async def run() -> int:
+        invalid: list[str] = []
+        if args.from_files:
+            events = list(file_events([Path(p) for p in args.from_files], settings.max_record_bytes, invalid))
+        else:
+            events = await topic_events(settings, settings.topic(args.from_topic), invalid)
+        print(f"[backfill] {len(events)} events read; recomputing with the live engine", flush=True)
+        result = recompute(
+            events,
+            partitions=settings.partitions,
+            since_ms=args.since,
+            until_ms=args.until,
+            policy=policy,
+            namespace=namespace,
+        )
+        for problem in invalid[:20]:
+            print(f"invalid: {problem}", file=sys.stderr)
+        client = aioredis.from_url(settings.redis_url)
+        try:
+            store = RedisQualityStore(client, prefix=settings.redis_prefix, metrics=Metrics())
+            creators = sorted(set(result.windows) | set(await store.creators()))
+            live = await live_windows(store, creators, args.since, args.until)
+            await store.write_shadow(
+                namespace, {c: result.windows.get(c, {}) for c in creators}, policy.size_ms
+            )
+            changes = diff(live, result.windows)
+            outcomes = ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items())) or "none"
+            n_windows = sum(len(w) for w in result.windows.values())
+            print(
+                f"[backfill] shadow namespace {namespace}: {n_windows} windows "
+                f"of {len(result.windows)} creators ({outcomes}; {result.out_of_range} outside the range; "
+                f"{len(invalid)} invalid)"
+            )
+            for change in changes:
+                print(f"  differs: {change.describe()}")
+            affected = sorted({c.creator_id for c in changes})
+            print(f"[backfill] {len(changes)} windows of {len(affected)} creators differ from live")
+            if args.swap:
+                swapped = await store.swap(namespace, creators, args.since, args.until)
+                print(f"[backfill] swapped: serving now shows the recomputed windows of {swapped} creators")
+        finally:
+            await client.aclose()
+        return 0
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and --help docs)."""
     parser = argparse.ArgumentParser(
@@ -197,6 +265,19 @@ def build_parser() -> argparse.ArgumentParser:
     rtopic.add_argument("--since", type=_time_arg, required=True, help="ISO-8601 or epoch ms (inclusive)")
     rtopic.add_argument("--until", type=_time_arg, required=True, help="ISO-8601 or epoch ms (exclusive)")
     rtopic.set_defaults(func=_cmd_replay_topic)
+
+    backfill = sub.add_parser("backfill", help="recompute creator windows for a past range, diff, swap")
+    backfill.add_argument("--since", type=_time_arg, required=True, help="ISO-8601 or epoch ms (inclusive)")
+    backfill.add_argument("--until", type=_time_arg, required=True, help="ISO-8601 or epoch ms (exclusive)")
+    source = backfill.add_mutually_exclusive_group(required=True)
+    source.add_argument("--from-files", nargs="+", metavar="PATH", help="JSON-lines feedback and/or prompts")
+    source.add_argument(
+        "--from-topic", metavar="TOPIC", help="creator-events (exact), prompt-feedback or order-prompts"
+    )
+    backfill.add_argument(
+        "--swap", action="store_true", help="promote the recomputed windows into serving, atomically"
+    )
+    backfill.set_defaults(func=_cmd_backfill)
 
     reset = sub.add_parser("reset-offsets", help="rewind the job's consumer group to a point in time")
     reset.add_argument(

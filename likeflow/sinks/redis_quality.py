@@ -161,6 +161,15 @@ class RedisQualityStore:
         windows = [orjson.loads(v) for k, v in raw.items() if _text(k).startswith("w:")]
         return sorted(windows, key=lambda w: w["start_ms"])
 
+    async def creators(self) -> list[str]:
+        """Every creator with a serving windows hash (SCAN, so Redis is never blocked)."""
+        head, tail = f"{self.prefix}:v1:creator:", ":windows"
+        found = []
+        async for key in self._client.scan_iter(match=f"{head}*{tail}", count=1000):
+            text = _text(key)
+            found.append(text[len(head) : -len(tail)])
+        return sorted(found)
+
     async def write_shadow(
         self, namespace: str, windows: Mapping[str, Mapping[int, Mapping[str, int]]], size_ms: int
     ) -> None:

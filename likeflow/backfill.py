@@ -1,0 +1,228 @@
+"""`likeflow backfill`: recompute creator windows for a past range with the live engine, diff, swap."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import murmur2
+
+from config import Settings
+from likeflow.domain.quality.counting import WindowPolicy, WindowRow
+from likeflow.domain.quality.engine import apply_event
+from likeflow.domain.quality.index import PartitionIndex
+from likeflow.domain.quality.windows import COUNT_FIELDS
+from likeflow.replay import _lines, _partitions
+from likeflow.sinks.redis_quality import RedisQualityStore
+from streams.events import CreatorEvent, DeadLetterReason, Invalid, Prompt
+from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK
+from streams.validation import decode_feedback
+
+Windows = dict[str, dict[int, dict[str, int]]]  # creator -> window start -> counts
+
+# Topics whose partitions are the creator-events partitions the live job counted from (same key
+# and partition count), so their per-partition order is what the live job saw.
+SAME_PARTITIONING = (CREATOR_EVENTS, PROMPT_FEEDBACK)
+
+
+@dataclass(slots=True)
+class SourcedEvent:
+    """A creator event with the partition and offset the engine should treat it as coming from."""
+
+    event: CreatorEvent
+    partition: int | None  # None: derive from creator_id like the live producers do
+
+
+@dataclass(slots=True)
+class BackfillResult:
+    """Recomputed windows and what happened to the input."""
+
+    namespace: str
+    windows: Windows
+    outcomes: Counter[str] = field(default_factory=Counter)
+    invalid: list[str] = field(default_factory=list)
+    out_of_range: int = 0
+
+
+class DictStore:
+    """The engine's Store over a plain dict."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def put(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)
+
+
+def partition_for(creator_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2) gives the key, as aiokafka does."""
+    hashed: int = murmur2(creator_id.encode())
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+def namespace_for(since_ms: int, until_ms: int, sources: Iterable[str]) -> str:
+    """Deterministic shadow namespace: a re-run of the same backfill writes the same keys."""
+    digest = hashlib.sha256(orjson.dumps([since_ms, until_ms, sorted(sources)])).hexdigest()[:12]
+    return f"bf-{digest}"
+
+
+def events_from_line(line: bytes, max_bytes: int) -> CreatorEvent | Invalid:
+    """A feedback record, or a prompt as on `order-prompts` (counted as the creator's prompt)."""
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        obj = None
+    if isinstance(obj, dict) and "like_ts" in obj:
+        try:
+            return CreatorEvent.for_prompt(Prompt.from_trusted(obj))
+        except TypeError as exc:
+            return Invalid(DeadLetterReason.WRONG_TYPE, f"not an order-prompts record: {exc}")
+    key = obj.get("creator_id") if isinstance(obj, dict) else None
+    return decode_feedback(key.encode() if isinstance(key, str) else None, line, max_bytes)
+
+
+def recompute(
+    events: Iterable[SourcedEvent],
+    *,
+    partitions: int,
+    since_ms: int,
+    until_ms: int,
+    policy: WindowPolicy,
+    namespace: str,
+) -> BackfillResult:
+    """Run the live engine over `events` (in order), keeping windows that start in [since, until)."""
+    # Keep every window of the range: a backfill longer than the retention must not expire them.
+    policy = WindowPolicy(
+        policy.size_ms,
+        policy.grace_ms,
+        max(policy.retention_ms, until_ms - since_ms + policy.size_ms),
+        policy.dedupe_horizon_ms,
+    )
+    stores: dict[int, DictStore] = defaultdict(DictStore)
+    indexes: dict[int, PartitionIndex] = defaultdict(PartitionIndex)
+    offsets: Counter[int] = Counter()
+    result = BackfillResult(namespace, {})
+    for sourced in events:
+        event = sourced.event
+        if not since_ms <= event.ts < until_ms:
+            result.out_of_range += 1
+            continue
+        p = (
+            sourced.partition
+            if sourced.partition is not None
+            else partition_for(event.creator_id, partitions)
+        )
+        effects = apply_event(
+            stores[p], indexes[p], partition=p, offset=offsets[p], event=event, policy=policy
+        )
+        offsets[p] += 1
+        result.outcomes[effects.outcome.value] += 1
+    for store in stores.values():
+        for key, value in store.data.items():
+            if key.startswith("w|"):
+                row = WindowRow.from_dict(value)
+                if since_ms <= row.start_ms < until_ms:
+                    result.windows.setdefault(row.creator_id, {})[row.start_ms] = row.counts.to_dict()
+    return result
+
+
+def file_events(paths: list[Path], max_bytes: int, invalid: list[str]) -> Iterator[SourcedEvent]:
+    """Creator events from JSON-lines archives; invalid lines are noted in `invalid`."""
+    for path, number, line, _ in _lines(paths):
+        event = events_from_line(line, max_bytes)
+        if isinstance(event, Invalid):
+            invalid.append(f"{path}:{number}: {event.reason.value}: {event.error}")
+            continue
+        yield SourcedEvent(event, None)
+
+
+async def topic_events(settings: Settings, topic: str, invalid: list[str]) -> list[SourcedEvent]:
+    """Every record of `topic` up to its current end, partition by partition, as creator events."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    out: list[SourcedEvent] = []
+    keep_partition = any(topic == settings.topic(t) for t in SAME_PARTITIONING)
+    try:
+        tps = [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for record in batch.get(tp, []):
+                    if record.offset >= ends[tp] or record.value is None:
+                        continue
+                    if topic == settings.topic(CREATOR_EVENTS):
+                        event: CreatorEvent | Invalid = CreatorEvent.from_trusted(orjson.loads(record.value))
+                    else:
+                        event = events_from_line(record.value, settings.max_record_bytes)
+                    if isinstance(event, Invalid):
+                        invalid.append(
+                            f"{topic}[{tp.partition}]@{record.offset}: {event.reason.value}: {event.error}"
+                        )
+                        continue
+                    out.append(SourcedEvent(event, tp.partition if keep_partition else None))
+    finally:
+        await consumer.stop()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class WindowDiff:
+    """One window whose live and recomputed counts differ (None: absent on that side)."""
+
+    creator_id: str
+    start_ms: int
+    live: dict[str, int] | None
+    backfill: dict[str, int] | None
+
+    def describe(self) -> str:
+        """'c7 @1795000000000: clicks 3 -> 4 (+1)' style line."""
+        if self.live is None:
+            return f"{self.creator_id} @{self.start_ms}: only in the backfill {self.backfill}"
+        if self.backfill is None:
+            return f"{self.creator_id} @{self.start_ms}: only in live {self.live}"
+        before, after = self.live, self.backfill
+        parts = [
+            f"{f} {before.get(f, 0)} -> {after.get(f, 0)} ({after.get(f, 0) - before.get(f, 0):+d})"
+            for f in COUNT_FIELDS
+            if before.get(f, 0) != after.get(f, 0)
+        ]
+        return f"{self.creator_id} @{self.start_ms}: " + ", ".join(parts)
+
+
+def diff(live: Windows, backfill: Windows) -> list[WindowDiff]:
+    """Every window of either side whose counts differ, sorted by creator and window."""
+    out = []
+    for creator_id in sorted(live.keys() | backfill.keys()):
+        mine, theirs = live.get(creator_id, {}), backfill.get(creator_id, {})
+        for start in sorted(mine.keys() | theirs.keys()):
+            a, b = mine.get(start), theirs.get(start)
+            if a != b:
+                out.append(WindowDiff(creator_id, start, a, b))
+    return out
+
+
+async def live_windows(
+    store: RedisQualityStore, creators: Iterable[str], since_ms: int, until_ms: int
+) -> Windows:
+    """Serving's windows in [since, until) for `creators`."""
+    out: Windows = {}
+    for creator_id in creators:
+        for w in await store.read_windows(creator_id) or []:
+            if since_ms <= w["start_ms"] < until_ms:
+                out.setdefault(creator_id, {})[w["start_ms"]] = {f: w[f] for f in COUNT_FIELDS}
+    return out
