@@ -187,3 +187,26 @@ async def wait_until(check: Callable[[], bool], timeout_s: float, what: str, wor
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}:\n{worker.tail()}")
         await asyncio.sleep(0.25)
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+async def run_cli(settings: Settings, *args: str, timeout_s: float = 120) -> CliResult:
+    """Run `python -m likeflow ARGS` with `settings` as its LIKEFLOW_* environment."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "likeflow",
+        *args,
+        env={**os.environ, **settings.to_env()},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout_s)
+    assert proc.returncode is not None
+    return CliResult(proc.returncode, stdout, stderr)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import random
 import signal
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +19,7 @@ from likeflow.admin import ensure_topics
 from likeflow.sinks.redis_quality import windows_key
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings
-from tests.integration.harness import Record, WorkerProcess, produce, read_topic_until, wait_until
+from tests.integration.harness import Record, WorkerProcess, produce, read_topic_until, run_cli, wait_until
 
 H = 3_600_000
 M = 60_000
@@ -53,28 +49,6 @@ def get_json(worker: WorkerProcess, path: str) -> tuple[int, Any]:
             return resp.status, orjson.loads(resp.read())
     except urllib.error.HTTPError as err:
         return err.code, orjson.loads(err.read())
-
-
-@dataclass
-class CliResult:
-    returncode: int
-    stdout: bytes
-    stderr: bytes
-
-
-async def run_cli(settings: Settings, *args: str) -> CliResult:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "likeflow",
-        *args,
-        env={**os.environ, **settings.to_env()},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return CliResult(proc.returncode, stdout, stderr)
 
 
 def window(start: int, **counts: int) -> dict[str, int]:

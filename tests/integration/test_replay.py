@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import os
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +21,14 @@ from likeflow.replay import ReplayError, copy_topic_range, replay_files, reset_o
 from likeflow.sinks.redis_quality import RedisQualityStore
 from streams.topics import DEAD_LETTERS, LIKES, PROMPT_FEEDBACK
 from tests.integration.conftest import private_settings
-from tests.integration.harness import WorkerProcess, produce, read_topic, read_topic_until, wait_until
+from tests.integration.harness import (
+    WorkerProcess,
+    produce,
+    read_topic,
+    read_topic_until,
+    run_cli,
+    wait_until,
+)
 
 H = 3_600_000
 T = (int(time.time() * 1000) // H - 72) * H
@@ -76,18 +81,10 @@ async def served(settings: Settings) -> dict[str, list[dict[str, int]] | None]:
 
 
 async def cli(settings: Settings, *args: str) -> str:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "likeflow",
-        *args,
-        env={**os.environ, **settings.to_env()},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 120)
-    assert proc.returncode == 0, out.decode()
-    return out.decode()
+    result = await run_cli(settings, *args)
+    output = (result.stdout + result.stderr).decode()
+    assert result.returncode == 0, output
+    return result.stdout.decode()
 
 
 async def test_replay_is_idempotent_and_backfill_equals_live_then_swaps(
