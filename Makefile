@@ -10,7 +10,7 @@ WORKER_PID := $(RUN_DIR)/worker.pid
 WORKER_LOG := $(RUN_DIR)/worker.log
 
 .PHONY: help venv stack-up stack-down stack-clean stack-status topics worker worker-start \
-        worker-stop demo run test test-unit test-integration test-tools lint typecheck status clean
+        worker-stop demo run bench bench-quick test test-unit test-integration test-tools lint typecheck status clean
 
 help:
 	@echo "make run          stack up, topics, worker in the background, demo feed in the foreground"
@@ -91,5 +91,19 @@ test: venv stack-up test-tools
 	@echo "[test] unit and integration tests (real Kafka and Redis from 'make stack-up')"
 	@$(BIN)/pytest -m "not chaos"
 
+BENCH_VENV := .venv-bench
+
+$(BENCH_VENV)/bin/python: bench/requirements.txt
+	@test -d $(BENCH_VENV) || $(PYTHON) -m venv $(BENCH_VENV)
+	@echo "[bench] installing the baselines (quixstreams, confluent-kafka) and matplotlib"
+	@$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt
+	@touch $@
+
+bench: venv stack-up $(BENCH_VENV)/bin/python
+	@$(BENCH_VENV)/bin/python -m bench.run
+
+bench-quick: venv stack-up $(BENCH_VENV)/bin/python
+	@$(BENCH_VENV)/bin/python -m bench.run --quick
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,467 @@
+"""Benchmark harness: likeflow against the raw-consumer ceilings and a Quix Streams peer.
+
+All contenders read the same pre-produced likes from the same local broker. Throughput is
+likes / (last output - first output) seen by an observer (raw consumers: first to last record
+in-process); latency is event ts -> arrival on the output topic at fixed offered rates.
+Run from the repo root: `make bench` (or `make bench-quick`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from bench.generate import DataSet, likes, mappings
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+BOOTSTRAP = "127.0.0.1:9092"
+PARTITIONS = 4
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+async def create_topics(prefix: str, names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(prefix + n, PARTITIONS, 1) for n in names])
+    finally:
+        await admin.close()
+
+
+async def preproduce(prefix: str, ds: DataSet) -> int:
+    """Mappings, then likes (timestamps spread over the last hour), as fast as the producer goes."""
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=20, max_batch_size=256 * 1024, acks=1)
+    await producer.start()
+    now = int(time.time() * 1000)
+    try:
+        for video in mappings(ds, now - 2 * 3_600_000):
+            await producer.send(
+                prefix + "video-products",
+                orjson.dumps(video),
+                key=video["video_id"].encode(),
+                timestamp_ms=video["ts"],
+            )
+        n = 0
+        step = 3_600_000 / ds.likes
+        start = now - 3_600_000
+        for key, value in likes(ds, start, step):
+            await producer.send(prefix + "likes", value, key=key, timestamp_ms=int(start + n * step))
+            n += 1
+            if n % 100_000 == 0:
+                log(f"produced {n} likes")
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return n
+
+
+async def raw_aiokafka(prefix: str, n: int) -> dict[str, float]:
+    """The ceiling for an aiokafka-based job: consume and decode, nothing else."""
+    consumer = AIOKafkaConsumer(
+        prefix + "likes",
+        bootstrap_servers=BOOTSTRAP,
+        group_id=f"raw-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=4 << 20,
+    )
+    await consumer.start()
+    seen, first = 0, 0.0
+    try:
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in batch.values():
+                for r in records:
+                    orjson.loads(r.value)
+                    seen += 1
+                    if seen == 1:
+                        first = time.perf_counter()
+    finally:
+        await consumer.stop()
+    return {
+        "likes": seen,
+        "seconds": time.perf_counter() - first,
+        "rate": seen / (time.perf_counter() - first),
+    }
+
+
+def raw_confluent(prefix: str, n: int) -> dict[str, float]:
+    """The ceiling for a Python process: librdkafka's consumer, decode only."""
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": BOOTSTRAP,
+            "group.id": f"raw-ck-{uuid.uuid4().hex[:6]}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([prefix + "likes"])
+    seen, first = 0, 0.0
+    try:
+        while seen < n:
+            for msg in consumer.consume(num_messages=10_000, timeout=1.0):
+                if msg.error():
+                    continue
+                orjson.loads(msg.value())
+                seen += 1
+                if seen == 1:
+                    first = time.perf_counter()
+    finally:
+        consumer.close()
+    elapsed = time.perf_counter() - first
+    return {"likes": seen, "seconds": elapsed, "rate": seen / elapsed}
+
+
+async def observe(
+    topic: str, until_quiet_s: float, expected: int | None, timeout_s: float
+) -> list[tuple[float, bytes]]:
+    """(arrival wall time, value) of records arriving on `topic`, until quiet or `expected` seen."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    await consumer.start()
+    tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    out: list[tuple[float, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    last = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            now = time.time()
+            for records in batch.values():
+                out.extend((now, r.value) for r in records)
+                last = time.monotonic()
+            if expected is not None and len(out) >= expected:
+                break
+            if out and time.monotonic() - last > until_quiet_s:
+                break
+    finally:
+        await consumer.stop()
+    return out
+
+
+def rss_peak_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def metric(port: int, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()  # noqa: S310
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") or line.startswith(name + " ")
+    )
+
+
+def start_worker(prefix: str, app_id: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "LIKEFLOW_TOPIC_PREFIX": prefix,
+        "LIKEFLOW_APP_ID": app_id,
+        "LIKEFLOW_WEB_PORT": str(port),
+        "LIKEFLOW_REDIS_PREFIX": app_id,
+        "LIKEFLOW_DATA_DIR": str(workdir / app_id),
+        "LIKEFLOW_LOG_LEVEL": "warning",
+    }
+    return subprocess.Popen(
+        [str(ROOT / ".venv/bin/likeflow"), "worker", "--quiet"],
+        env=env,
+        cwd=ROOT,
+        stdout=(workdir / f"{app_id}.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def likeflow_throughput(prefix: str, n: int, workdir: Path) -> dict[str, float]:
+    """All features on: join, guards, prompts, Redis serving, creator counters and judging."""
+    env_prefix = prefix
+    await _ensure_likeflow_topics(env_prefix)
+    port = 16066
+    app_id = f"bench-{uuid.uuid4().hex[:6]}"
+    proc = start_worker(env_prefix, app_id, port, workdir)
+    try:
+        first = done = 0.0
+        deadline = time.monotonic() + 3600
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            try:
+                consumed = metric(port, 'likeflow_records_consumed_total{topic="' + env_prefix + 'likes"}')
+                accounted = sum(
+                    metric(port, m)
+                    for m in (
+                        "likeflow_prompts_emitted_total",
+                        "likeflow_likes_skipped_total",
+                        "likeflow_duplicate_likes_total",
+                    )
+                )
+            except OSError:
+                continue
+            if consumed and not first:
+                first = time.perf_counter()
+            if accounted >= n * 0.999:
+                done = time.perf_counter()
+                break
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited; see {workdir / (app_id + '.log')}")
+        prompts = metric(port, "likeflow_prompts_emitted_total")
+        health = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())  # noqa: S310
+        return {
+            "likes": n,
+            "seconds": done - first,
+            "rate": n / (done - first),
+            "prompts": prompts,
+            "peak_rss_mb": rss_peak_mb(proc.pid),
+            "tables": health["tables"],
+        }
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+async def _ensure_likeflow_topics(prefix: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        str(ROOT / ".venv/bin/likeflow"),
+        "topics",
+        env={**os.environ, "LIKEFLOW_TOPIC_PREFIX": prefix},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await proc.wait()
+
+
+async def quix_throughput(prefix: str, n: int, workdir: Path) -> dict[str, float]:
+    await create_topics(prefix, ["quix-prompts"])
+    group = f"quix-{uuid.uuid4().hex[:6]}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.quix_peer", BOOTSTRAP, prefix, group, str(workdir / group)],
+        cwd=ROOT,
+        stdout=(workdir / f"{group}.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        arrivals = await observe(prefix + "quix-prompts", until_quiet_s=15, expected=None, timeout_s=3600)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    if len(arrivals) < 2:
+        raise RuntimeError(
+            f"the Quix peer produced {len(arrivals)} prompts; see {workdir / (group + '.log')}"
+        )
+    elapsed = arrivals[-1][0] - arrivals[0][0]
+    return {"likes": n, "seconds": elapsed, "rate": n / elapsed, "prompts": len(arrivals)}
+
+
+async def likeflow_latency(rates: list[int], seconds: float, workdir: Path) -> dict[str, dict[str, float]]:
+    """p50/p99/p999 like ts -> prompt arrival at fixed offered rates, on a fresh namespace."""
+    prefix = f"lat-{uuid.uuid4().hex[:6]}."
+    ds = DataSet(likes=0, users=200_000, videos=5_000, creators=500)
+    await _ensure_likeflow_topics(prefix)
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=1, acks=1)
+    await producer.start()
+    now = int(time.time() * 1000)
+    for video in mappings(ds, now - 3_600_000):
+        await producer.send(prefix + "video-products", orjson.dumps(video), key=video["video_id"].encode())
+    await producer.flush()
+    port, app_id = 16067, f"bench-lat-{uuid.uuid4().hex[:6]}"
+    proc = start_worker(prefix, app_id, port, workdir)
+    results: dict[str, dict[str, float]] = {}
+    try:
+        await asyncio.sleep(8)
+        for rate in rates:
+            observer = asyncio.create_task(
+                observe(prefix + "order-prompts", until_quiet_s=3, expected=None, timeout_s=seconds + 30)
+            )
+            sent, started = 0, time.perf_counter()
+            while (elapsed := time.perf_counter() - started) < seconds:
+                due = int(elapsed * rate)
+                while sent < due:
+                    user = f"l{rate}-u{sent}"
+                    body = {
+                        "event_id": f"l{rate}-{sent}",
+                        "user_id": user,
+                        "video_id": f"v{sent % 5000}",
+                        "ts": int(time.time() * 1000),
+                    }
+                    await producer.send(prefix + "likes", orjson.dumps(body), key=user.encode())
+                    sent += 1
+                await asyncio.sleep(0.001)
+            arrivals = await observer
+            lat = sorted(
+                t - orjson.loads(v)["like_ts"] / 1000
+                for t, v in arrivals
+                if orjson.loads(v)["user_id"].startswith(f"l{rate}-")
+            )
+            q = (
+                statistics.quantiles(lat, n=1000)
+                if len(lat) >= 1000
+                else [lat[int(len(lat) * i / 1000)] for i in range(1, 1000)]
+            )
+            results[str(rate)] = {
+                "offered_per_s": rate,
+                "prompts": len(lat),
+                "p50_ms": q[499] * 1000,
+                "p99_ms": q[989] * 1000,
+                "p999_ms": q[998] * 1000,
+            }
+            log(
+                f"latency at {rate}/s: p50 {results[str(rate)]['p50_ms']:.1f} ms, p99 {results[str(rate)]['p99_ms']:.1f} ms"
+            )
+    finally:
+        await producer.stop()
+        proc.terminate()
+        proc.wait(30)
+    return results
+
+
+def versions() -> dict[str, str]:
+    names = ["faust-streaming", "aiokafka", "quixstreams", "confluent-kafka", "orjson"]
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "n/a"
+    likeflow_python = subprocess.run(
+        [
+            str(ROOT / ".venv/bin/python"),
+            "-c",
+            "import faust, aiokafka; print(faust.__version__, aiokafka.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    if len(likeflow_python) == 2:
+        out["faust-streaming"], out["aiokafka (likeflow venv)"] = likeflow_python
+    return out
+
+
+def machine() -> dict[str, Any]:
+    mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+    return {
+        "cpus": os.cpu_count(),
+        "mem_gb": round(int(mem) / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "kafka": "3.9.1 (local KRaft, same machine)",
+    }
+
+
+def write_report(results: dict[str, Any], stamp: str) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2))
+    t = results["throughput"]
+    lf = t["likeflow"]["rate"]
+    rows = [f"| {name} | {r['rate']:,.0f} | {lf / r['rate']:.2f} |" for name, r in t.items()]
+    md = [
+        f"# Benchmark {stamp} ({results['mode']})",
+        "",
+        f"Machine: {results['machine']}",
+        "",
+        f"Versions: {results['versions']}",
+        "",
+        f"Data: {results['dataset']}",
+        "",
+        "| contender | likes/s | likeflow / contender |",
+        "| --- | ---: | ---: |",
+        *rows,
+        "",
+    ]
+    if results.get("latency"):
+        md += [
+            "| offered likes/s | prompts | p50 ms | p99 ms | p999 ms |",
+            "| ---: | ---: | ---: | ---: | ---: |",
+        ]
+        md += [
+            f"| {r['offered_per_s']} | {r['prompts']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['p999_ms']:.1f} |"
+            for r in results["latency"].values()
+        ]
+    md += [
+        "",
+        f"likeflow peak RSS: {t['likeflow'].get('peak_rss_mb', 0):.0f} MB; tables: {t['likeflow'].get('tables')}",
+    ]
+    path = RESULTS / f"{stamp}.md"
+    path.write_text("\n".join(md) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.barh(
+            list(t), [r["rate"] for r in t.values()], color=["#c44" if k == "likeflow" else "#888" for k in t]
+        )
+        ax.set_xlabel("likes per second (same broker, same data)")
+        ax.set_title(f"likeflow vs baselines ({results['mode']}, {results['machine']['cpus']} cores)")
+        fig.tight_layout()
+        fig.savefig(RESULTS / f"{stamp}.png", dpi=100)
+    except ImportError:
+        log("matplotlib missing: no chart")
+    return path
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="50k likes, one latency rate: a few minutes")
+    args = parser.parse_args()
+    ds = DataSet(likes=50_000, users=20_000, videos=5_000, creators=500) if args.quick else DataSet()
+    rates = [1000] if args.quick else [1000, 5000, 20000]
+    prefix = f"bench-{uuid.uuid4().hex[:6]}."
+    workdir = Path(tempfile.mkdtemp(prefix="likeflow-bench-"))
+    log(f"data: {ds}; topics {prefix}*; logs in {workdir}")
+    await create_topics(prefix, ["likes", "video-products"])
+    n = await preproduce(prefix, ds)
+    throughput: dict[str, Any] = {}
+    log("raw aiokafka consumer")
+    throughput["raw aiokafka"] = await raw_aiokafka(prefix, n)
+    log("raw confluent-kafka consumer")
+    throughput["raw confluent-kafka"] = raw_confluent(prefix, n)
+    log("Quix Streams peer pipeline")
+    throughput["quix streams peer"] = await quix_throughput(prefix, n, workdir)
+    log("likeflow worker (all features)")
+    throughput["likeflow"] = await likeflow_throughput(prefix, n, workdir)
+    for name, r in throughput.items():
+        log(f"{name}: {r['rate']:,.0f} likes/s")
+    latency = await likeflow_latency(rates, 10 if args.quick else 30, workdir)
+    results = {
+        "mode": "quick" if args.quick else "full",
+        "machine": machine(),
+        "versions": versions(),
+        "dataset": ds.__dict__ if hasattr(ds, "__dict__") else str(ds),
+        "throughput": throughput,
+        "latency": latency,
+    }
+    path = write_report(results, time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else ""))
+    log(f"report: {path}")
+    print(path.read_text())
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
