@@ -22,7 +22,15 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     # (the broker does not auto-create) before the consumer subscribes.
     asyncio.run(ensure_topics(settings))
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=args.quiet)
+
+    class Worker(faust.Worker):
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            # Faust's terminal spinner sets the root logger to DEBUG so that it spins on every
+            # record; every debug call on the hot path then builds a LogRecord (~4% of CPU).
+            self.spinner = None
+            super().on_setup_root_logger(logger, level)
+
+    worker = Worker(app, loglevel=settings.log_level.upper(), quiet=args.quiet)
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT; never returns normally
     return 0
 
