@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.generate import DataSet, likes, mappings
+from config import child_env  # stdlib only: importable from the bench virtualenv too
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -181,7 +182,6 @@ def metric(port: int, name: str) -> float:
 
 def start_worker(prefix: str, app_id: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
     env = {
-        **os.environ,
         "LIKEFLOW_TOPIC_PREFIX": prefix,
         "LIKEFLOW_APP_ID": app_id,
         "LIKEFLOW_WEB_PORT": str(port),
@@ -191,7 +191,7 @@ def start_worker(prefix: str, app_id: str, port: int, workdir: Path) -> subproce
     }
     return subprocess.Popen(
         [str(ROOT / ".venv/bin/likeflow"), "worker", "--quiet"],
-        env=env,
+        env=child_env(env),
         cwd=ROOT,
         stdout=(workdir / f"{app_id}.log").open("wb"),
         stderr=subprocess.STDOUT,
@@ -248,7 +248,7 @@ async def _ensure_likeflow_topics(prefix: str) -> None:
     proc = await asyncio.create_subprocess_exec(
         str(ROOT / ".venv/bin/likeflow"),
         "topics",
-        env={**os.environ, "LIKEFLOW_TOPIC_PREFIX": prefix},
+        env=child_env({"LIKEFLOW_TOPIC_PREFIX": prefix}),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )

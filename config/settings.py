@@ -139,6 +139,11 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
+def child_env(overrides: Mapping[str, str]) -> dict[str, str]:
+    """The process environment plus `overrides`: for starting a worker as a child process."""
+    return {**os.environ, **overrides}
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build settings from `environ` (default: the process environment), then `overrides`.
 
