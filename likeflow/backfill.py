@@ -20,7 +20,7 @@ from likeflow.domain.quality.index import PartitionIndex
 from likeflow.domain.quality.windows import COUNT_FIELDS
 from likeflow.replay import _lines, _partitions
 from likeflow.sinks.redis_quality import RedisQualityStore
-from streams.events import CreatorEvent, DeadLetterReason, Invalid, Prompt
+from streams.events import CreatorEvent, DeadLetterReason, Invalid
 from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK
 from streams.validation import decode_feedback
 
@@ -85,12 +85,23 @@ def events_from_line(line: bytes, max_bytes: int) -> CreatorEvent | Invalid:
     except orjson.JSONDecodeError:
         obj = None
     if isinstance(obj, dict) and "like_ts" in obj:
-        try:
-            return CreatorEvent.for_prompt(Prompt.from_trusted(obj))
-        except TypeError as exc:
-            return Invalid(DeadLetterReason.WRONG_TYPE, f"not an order-prompts record: {exc}")
+        return _prompt_event(obj)
     key = obj.get("creator_id") if isinstance(obj, dict) else None
     return decode_feedback(key.encode() if isinstance(key, str) else None, line, max_bytes)
+
+
+def _prompt_event(obj: dict[str, Any]) -> CreatorEvent | Invalid:
+    """A line of an `order-prompts` archive, checked for what the counters use."""
+    for name in ("prompt_id", "creator_id", "product_id", "user_id"):
+        value = obj.get(name)
+        if type(value) is not str or not value:
+            return Invalid(DeadLetterReason.WRONG_TYPE, f"prompt record: {name} must be a non-empty string")
+    like_ts = obj.get("like_ts")
+    if type(like_ts) is not int or not 0 < like_ts < 2**53:
+        return Invalid(DeadLetterReason.WRONG_TYPE, "prompt record: like_ts must be epoch milliseconds")
+    return CreatorEvent.prompt_count(
+        obj["prompt_id"], obj["creator_id"], obj["product_id"], obj["user_id"], like_ts
+    )
 
 
 def recompute(

@@ -165,12 +165,13 @@ class CreatorEvent:
     @classmethod
     def for_prompt(cls, prompt: Prompt) -> CreatorEvent:
         """The count event of an emitted prompt (in the window of the like's ts)."""
-        return cls(
-            event_id=f"prompt:{prompt.prompt_id}",
-            prompt_id=prompt.prompt_id,
-            creator_id=prompt.creator_id,
-            product_id=prompt.product_id,
-            user_id=prompt.user_id,
-            kind="prompt",
-            ts=prompt.like_ts,
+        return cls.prompt_count(
+            prompt.prompt_id, prompt.creator_id, prompt.product_id, prompt.user_id, prompt.like_ts
         )
+
+    @classmethod
+    def prompt_count(
+        cls, prompt_id: str, creator_id: str, product_id: str, user_id: str, like_ts: int
+    ) -> CreatorEvent:
+        """A prompt as a creator event: event_id "prompt:<prompt_id>", so re-sends count once."""
+        return cls(f"prompt:{prompt_id}", prompt_id, creator_id, product_id, user_id, "prompt", like_ts)

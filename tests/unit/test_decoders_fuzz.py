@@ -1,0 +1,112 @@
+"""Fuzzing every decoder: any bytes, any JSON -> a valid event or a dead-letter reason, never a crash."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from likeflow.backfill import events_from_line
+from streams.events import CreatorEvent, DeadLetterReason, Invalid, Like, MappingRemoval, VideoMapping
+from streams.validation import decode_feedback, decode_like, decode_mapping
+
+MAX = 65_536
+DECODERS: list[tuple[str, Callable[[bytes | None, bytes | None, int], Any], tuple[type, ...]]] = [
+    ("like", decode_like, (Like,)),
+    ("mapping", decode_mapping, (VideoMapping, MappingRemoval)),
+    ("feedback", decode_feedback, (CreatorEvent,)),
+]
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=40),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
+    max_leaves=30,
+)
+FIELDS = [
+    "event_id",
+    "user_id",
+    "video_id",
+    "creator_id",
+    "prompt_id",
+    "product_id",
+    "ts",
+    "action",
+    "kind",
+    "amount_cents",
+    "products",
+    "title",
+    "category",
+    "price_cents",
+    "certified",
+    "stock",
+    "offer",
+]
+near_valid_objects = st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=len(FIELDS))
+
+
+def check(
+    decode: Callable[[bytes | None, bytes | None, int], Any],
+    ok: tuple[type, ...],
+    key: bytes | None,
+    value: bytes | None,
+) -> None:
+    result = decode(key, value, MAX)
+    assert isinstance(result, ok + (Invalid,))
+    if isinstance(result, Invalid):
+        assert isinstance(result.reason, DeadLetterReason) and result.error
+
+
+@pytest.mark.parametrize(("name", "decode", "ok"), DECODERS, ids=[d[0] for d in DECODERS])
+@settings(max_examples=300, deadline=None)
+@given(key=st.none() | st.binary(max_size=20), value=st.none() | st.binary(max_size=200))
+def test_arbitrary_bytes(
+    name: str, decode: Any, ok: tuple[type, ...], key: bytes | None, value: bytes | None
+) -> None:
+    check(decode, ok, key, value)
+
+
+@pytest.mark.parametrize(("name", "decode", "ok"), DECODERS, ids=[d[0] for d in DECODERS])
+@settings(max_examples=300, deadline=None)
+@given(obj=json_values | near_valid_objects, key=st.none() | st.text(max_size=10).map(str.encode))
+def test_arbitrary_json(name: str, decode: Any, ok: tuple[type, ...], obj: Any, key: bytes | None) -> None:
+    check(decode, ok, key, orjson.dumps(obj))
+
+
+@settings(max_examples=200, deadline=None)
+@given(obj=json_values | near_valid_objects)
+def test_backfill_lines(obj: Any) -> None:
+    result = events_from_line(orjson.dumps(obj), MAX)
+    assert isinstance(result, CreatorEvent | Invalid)
+    if isinstance(result, CreatorEvent):
+        assert all(
+            type(getattr(result, f)) is str and getattr(result, f)
+            for f in ("creator_id", "prompt_id", "user_id")
+        )
+        assert type(result.ts) is int
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"9" * 5000,
+        b"[" * 10_000 + b"]" * 10_000,
+        b'{"a":' * 2000 + b"1" + b"}" * 2000,
+        b'{"ts": 1e999}',
+        b'"\\ud800"',
+        b"\xff" * 100,
+        b" " * (MAX + 1),
+    ],
+)
+def test_hostile_inputs(value: bytes) -> None:
+    for _, decode, ok in DECODERS:
+        check(decode, ok, b"k", value)
