@@ -122,19 +122,9 @@ def _check(ok: bool, name: str, rule: str) -> None:
         raise ConfigError(f"{ENV_PREFIX}{name} {rule}")
 
 
-def _parse_bool(raw: str) -> bool:
-    low = raw.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"not a boolean: {raw!r}")
-
-
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "int": int,
     "float": float,
-    "bool": _parse_bool,
     "str": str,
 }
 

@@ -18,7 +18,7 @@ from likeflow.domain.quality.counting import WindowPolicy, WindowRow
 from likeflow.domain.quality.engine import apply_event
 from likeflow.domain.quality.index import PartitionIndex
 from likeflow.domain.quality.windows import COUNT_FIELDS
-from likeflow.replay import _lines, _partitions
+from likeflow.replay import archive_lines, topic_partitions
 from likeflow.sinks.redis_quality import RedisQualityStore
 from streams.events import CreatorEvent, DeadLetterReason, Invalid
 from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK
@@ -151,7 +151,7 @@ def recompute(
 
 def file_events(paths: list[Path], max_bytes: int, invalid: list[str]) -> Iterator[SourcedEvent]:
     """Creator events from JSON-lines archives; invalid lines are noted in `invalid`."""
-    for path, number, line, _ in _lines(paths):
+    for path, number, line, _ in archive_lines(paths):
         event = events_from_line(line, max_bytes)
         if isinstance(event, Invalid):
             invalid.append(f"{path}:{number}: {event.reason.value}: {event.error}")
@@ -166,7 +166,7 @@ async def topic_events(settings: Settings, topic: str, invalid: list[str]) -> li
     out: list[SourcedEvent] = []
     keep_partition = any(topic == settings.topic(t) for t in SAME_PARTITIONING)
     try:
-        tps = [TopicPartition(topic, p) for p in await _partitions(consumer, topic)]
+        tps = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)

@@ -25,7 +25,7 @@ from aiokafka.structs import OffsetAndMetadata
 from config import Settings
 from likeflow.deadletter import dead_letter_headers
 from likeflow.progress import Progress
-from streams.events import CreatorEvent, Invalid, Like, MappingRemoval, VideoMapping
+from streams.events import Invalid
 from streams.topics import DEAD_LETTERS, LIKES, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from streams.validation import decode_feedback, decode_like, decode_mapping
 
@@ -61,7 +61,7 @@ def _open(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
-def _lines(paths: list[Path]) -> Iterator[tuple[Path, int, bytes, int]]:
+def archive_lines(paths: list[Path]) -> Iterator[tuple[Path, int, bytes, int]]:
     """(file, line number, line without newline, bytes consumed so far) for non-blank lines."""
     consumed = 0
     for path in paths:
@@ -80,10 +80,6 @@ def _key_of(line: bytes, field_name: str) -> bytes | None:
         return None
     key = value.get(field_name) if isinstance(value, dict) else None
     return key.encode() if isinstance(key, str) else None
-
-
-def _ts_of(event: Like | VideoMapping | MappingRemoval | CreatorEvent) -> int | None:
-    return event.ts
 
 
 async def replay_files(
@@ -120,7 +116,7 @@ async def replay_files(
         await producer.start()
     started = time.monotonic()
     try:
-        for path, number, line, consumed in _lines(paths):
+        for path, number, line, consumed in archive_lines(paths):
             key = _key_of(line, key_field)
             event = decode(key, line, settings.max_record_bytes)
             if isinstance(event, Invalid):
@@ -142,7 +138,7 @@ async def replay_files(
                     await producer.send(settings.topic(DEAD_LETTERS), line, key=key, headers=headers)
             else:
                 if producer is not None:
-                    await producer.send(settings.topic(topic), line, key=key, timestamp_ms=_ts_of(event))
+                    await producer.send(settings.topic(topic), line, key=key, timestamp_ms=event.ts)
                 result.sent += 1
             progress.update(consumed, result.sent)
             if rate:
@@ -187,7 +183,7 @@ async def copy_topic_range(
     await producer.start()
     copied: dict[int, int] = {}
     try:
-        partitions = await _partitions(consumer, source)
+        partitions = await topic_partitions(consumer, source)
         tps = [TopicPartition(source, p) for p in partitions]
         consumer.assign(tps)
         starts = await consumer.offsets_for_times({tp: since_ms for tp in tps})
@@ -219,7 +215,7 @@ async def copy_topic_range(
     return copied
 
 
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
     for _ in range(50):
         partitions = consumer.partitions_for_topic(topic)
         if partitions:
@@ -262,7 +258,7 @@ async def reset_offsets(settings: Settings, to_ms: int, *, dry_run: bool = False
             for name in INPUT_TOPICS:
                 tps += [
                     TopicPartition(settings.topic(name), p)
-                    for p in await _partitions(consumer, settings.topic(name))
+                    for p in await topic_partitions(consumer, settings.topic(name))
                 ]
             found = await consumer.offsets_for_times({tp: to_ms for tp in tps})
             ends = await consumer.end_offsets(tps)

@@ -108,12 +108,6 @@ class RedisPromptStore:
                 )
             await pipe.execute()
 
-    async def latest(self, user_id: str, count: int = 1) -> list[bytes]:
-        """The user's newest prompts as stored (JSON bytes), newest first: the app's single read."""
-        key = prompts_key(self._prefix, user_id)
-        members = await self._client.zrange(key, 0, count - 1, desc=True)
-        return [m if isinstance(m, bytes) else str(m).encode() for m in members]
-
     async def close(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
