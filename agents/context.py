@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from config import Settings
 from likeflow.domain.decide import GuardPolicy
@@ -14,10 +16,19 @@ from likeflow.metrics import Metrics
 from likeflow.sinks.dead_letters import DeadLetterSink
 from likeflow.sinks.redis_prompts import RedisPromptStore
 from likeflow.sinks.redis_quality import RedisQualityStore
+from streams.events import VideoMapping
 from streams.topics import Topics
 from tables import Tables
 
 CreatorWeight = Callable[[str], float]
+
+
+class MappingLookup(Protocol):
+    """The join side: a video's current mapping, and whether the view is complete yet."""
+
+    ready: asyncio.Event
+
+    def get(self, video_id: str) -> VideoMapping | None: ...
 
 
 def neutral_creator_weight(creator_id: str) -> float:
@@ -40,6 +51,7 @@ class PipelineContext:
     quality_store: RedisQualityStore
     windows: WindowPolicy
     judging: JudgePolicy
+    video_mappings: MappingLookup
     creator_weight: CreatorWeight = neutral_creator_weight
 
 

@@ -1,4 +1,4 @@
-"""Agent `prompt_likes`: per-user guards and ranking; emits prompts to Kafka and Redis per batch."""
+"""Agent `prompt_likes`: likes (key user_id) → join → guards and ranking → prompts to Kafka and Redis."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import time
 from typing import Any
 
 import faust
-import orjson
 
 from agents.context import PipelineContext
 from likeflow.domain.decide import Duplicate, Skip, decide
 from likeflow.domain.user_state import UserState
-from streams.events import CreatorEvent, Like, Prompt, VideoMapping
-from streams.topics import LIKES_JOINED
+from likeflow.sinks.kafka_batch import BatchSender
+from streams.events import CreatorEvent, Invalid, Prompt
+from streams.topics import CREATOR_EVENTS, LIKES, ORDER_PROMPTS
+from streams.validation import decode_like
 from tables import put_for_event
 
 
@@ -21,59 +22,87 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
     settings = ctx.settings
     table = ctx.tables.user_state
     metrics = ctx.metrics
-    consumed = metrics.records_consumed.labels(settings.topic(LIKES_JOINED))
+    consumed = metrics.records_consumed.labels(settings.topic(LIKES))
+    unlikes = metrics.likes_skipped.labels("unlike")
+    unmapped = metrics.likes_skipped.labels("no_mapping")
     within_s = settings.batch_within_ms / 1000
     batch_seconds = metrics.batch_duration.labels("prompt_likes")
+    prompts_topic = settings.topic(ORDER_PROMPTS)
+    creator_events_topic = settings.topic(CREATOR_EVENTS)
+    max_bytes = settings.max_record_bytes
+    sender = BatchSender(app)
 
     async def emit(prompt: Prompt) -> None:
-        await ctx.topics.order_prompts.send(
-            key=prompt.user_id.encode(), value=prompt.to_json(), timestamp=prompt.like_ts / 1000
-        )
+        timestamp_s = prompt.like_ts / 1000
+        await sender.send(prompts_topic, prompt.user_id.encode(), prompt.to_json(), timestamp_s)
         # The creator's prompt count. A re-sent prompt has the same event_id, counted once.
-        await ctx.topics.creator_events.send(
-            key=prompt.creator_id.encode(),
-            value=CreatorEvent.for_prompt(prompt).to_json(),
-            timestamp=prompt.like_ts / 1000,
+        event = CreatorEvent.for_prompt(prompt)
+        await sender.send(creator_events_topic, prompt.creator_id.encode(), event.to_json(), timestamp_s)
+
+    async def handle(event: Any, to_serve: list[Prompt]) -> None:
+        """Decide one like; a prompt to send (new or re-sent) is appended to `to_serve`."""
+        message = event.message
+        like = decode_like(message.key, message.value, max_bytes)
+        if isinstance(like, Invalid):
+            await ctx.dead_letters.send(event, like)
+            return
+        if like.action == "unlike":
+            unlikes.inc()
+            return
+        # The join: a processing-time lookup in this worker's replica of `video-products`
+        # (like a Kafka Streams stream-GlobalKTable join). No mapping is the common case.
+        mapping = ctx.video_mappings.get(like.video_id)
+        if mapping is None:
+            unmapped.inc()
+            return
+        state = UserState.from_dict(table.get(like.user_id))
+        now_ms = int(time.time() * 1000)
+        decision = decide(
+            state,
+            like,
+            mapping,
+            creator_weight=ctx.creator_weight(mapping.creator_id),
+            now_ms=now_ms,
+            guards=ctx.guards,
+            ranking=ctx.ranking,
         )
+        if isinstance(decision, Duplicate):
+            metrics.duplicates.inc()
+            # Re-send the original prompt byte for byte: if the first send was lost in a crash
+            # before the producer flushed, this one delivers it.
+            if decision.prompt is not None:
+                to_serve.append(decision.prompt)
+            return
+        put_for_event(table, event, like.user_id, state.to_dict())
+        if isinstance(decision, Skip):
+            metrics.likes_skipped.labels(decision.reason.value).inc()
+            return
+        to_serve.append(decision.prompt)
+        metrics.prompts_emitted.inc()
+        metrics.like_to_prompt_latency.observe(max(0, now_ms - like.ts) / 1000)
 
     async def prompt_likes(stream: Any) -> None:
+        # Before the first like, this worker's mapping replica holds every mapping published
+        # before it started; otherwise a fresh worker would skip likes as "no_mapping".
+        await ctx.video_mappings.ready.wait()
         # take_events acks a batch only after this loop body finishes with it, so an offset is
-        # committed only once its prompt is queued to Kafka and written to Redis.
+        # committed only once its prompt is acknowledged by Kafka and written to Redis.
         async for events in stream.take_events(settings.batch_max, within=within_s):
             started = time.perf_counter()
             to_serve: list[Prompt] = []
             for event in events:
                 consumed.inc()
-                joined = orjson.loads(event.message.value)
-                like = Like.from_trusted(joined["like"])
-                state = UserState.from_dict(table.get(like.user_id))
-                now_ms = int(time.time() * 1000)
-                decision = decide(
-                    state,
-                    like,
-                    VideoMapping.from_trusted(joined["mapping"]),
-                    creator_weight=ctx.creator_weight(joined["mapping"]["creator_id"]),
-                    now_ms=now_ms,
-                    guards=ctx.guards,
-                    ranking=ctx.ranking,
-                )
-                if isinstance(decision, Duplicate):
-                    metrics.duplicates.inc()
-                    # Re-send the original prompt byte for byte: if the first send was lost in
-                    # a crash before the producer flushed, this one delivers it.
-                    if decision.prompt is not None:
-                        await emit(decision.prompt)
-                        to_serve.append(decision.prompt)
-                    continue
-                put_for_event(table, event, like.user_id, state.to_dict())
-                if isinstance(decision, Skip):
-                    metrics.likes_skipped.labels(decision.reason.value).inc()
-                    continue
-                await emit(decision.prompt)
-                to_serve.append(decision.prompt)
-                metrics.prompts_emitted.inc()
-                metrics.like_to_prompt_latency.observe(max(0, now_ms - like.ts) / 1000)
+                await handle(event, to_serve)
+            if to_serve:
+                # The user states that record these prompts reach their changelog *before* the
+                # prompts go out. After a crash the restored state then knows every prompt that
+                # may have been seen, and a redelivered like re-sends its exact bytes instead of
+                # deciding again (with a new emitted_ts).
+                await app.producer.flush()
+            for prompt in to_serve:
+                await emit(prompt)
+            await sender.delivered()
             await ctx.prompt_store.write(to_serve)
             batch_seconds.observe(time.perf_counter() - started)
 
-    return app.agent(ctx.topics.likes_joined, name="prompt_likes")(prompt_likes)
+    return app.agent(ctx.topics.likes, name="prompt_likes")(prompt_likes)

@@ -28,8 +28,8 @@ class Settings:
     app_id: str = "likeflow"
     # Prefix for every topic name, so several environments can share a cluster.
     topic_prefix: str = ""
-    # Partition count of every topic the job creates. The join needs `video-products` and
-    # `likes-by-video` to have the same count (Faust co-partitions them in one assignment).
+    # Partition count of every topic the job creates, and of `likes`: the user_state table is
+    # co-partitioned with `likes` (Faust assigns the same partition numbers to one worker).
     partitions: int = 4
     store: str = "memory://"
     data_dir: str = ".run/worker-data"

@@ -8,7 +8,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from config import Settings
-from streams.topics import LIKES_BY_VIDEO, TOPIC_SPECS, VIDEO_PRODUCTS
+from streams.topics import LIKES, TOPIC_SPECS
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,12 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
     finally:
         await admin.close()
     counts = {t["topic"]: len(t["partitions"]) for t in described}
-    joined = (settings.topic(VIDEO_PRODUCTS), settings.topic(LIKES_BY_VIDEO))
-    if counts.get(joined[0]) != counts.get(joined[1]):
+    likes = settings.topic(LIKES)
+    if counts.get(likes) != settings.partitions:
+        # The user_state table's changelog has LIKEFLOW_PARTITIONS partitions and must be
+        # co-partitioned with `likes`, so each user's likes and state live on one worker.
         raise TopicSetupError(
-            f"{joined[0]} has {counts.get(joined[0])} partitions but {joined[1]} has "
-            f"{counts.get(joined[1])}: the join needs them equal. Recreate {joined[1]} "
-            f"with {counts.get(joined[0])} partitions (LIKEFLOW_PARTITIONS)."
+            f"{likes} has {counts.get(likes)} partitions but LIKEFLOW_PARTITIONS is "
+            f"{settings.partitions}: set LIKEFLOW_PARTITIONS={counts.get(likes)}."
         )
     return counts

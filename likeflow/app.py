@@ -18,15 +18,13 @@ from likeflow.quality_view import creator_quality
 from likeflow.sinks.dead_letters import DeadLetterSink
 from likeflow.sinks.redis_prompts import RedisPromptStore
 from likeflow.sinks.redis_quality import RedisQualityStore
+from likeflow.video_mappings import VideoMappings
 from streams.topics import (
     CREATOR_EVENTS,
     CREATOR_QUALITY,
     CREATOR_WINDOWS,
     LIKES,
-    LIKES_BY_VIDEO,
-    LIKES_JOINED,
     PROMPT_FEEDBACK,
-    SPECS_BY_NAME,
     VIDEO_PRODUCTS,
     declare_topics,
 )
@@ -36,8 +34,6 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 SOURCE_TOPICS = (
     LIKES,
     VIDEO_PRODUCTS,
-    LIKES_BY_VIDEO,
-    LIKES_JOINED,
     PROMPT_FEEDBACK,
     CREATOR_EVENTS,
     CREATOR_WINDOWS,
@@ -76,6 +72,7 @@ def create_app(settings: Settings) -> faust.App:
     windows, judging = quality_policies_from(settings)
     redis_client = aioredis.from_url(settings.redis_url)
     weights = CreatorWeights()
+    mappings = VideoMappings(settings.max_record_bytes)
     store = RedisPromptStore(
         redis_client,
         prefix=settings.redis_prefix,
@@ -95,6 +92,7 @@ def create_app(settings: Settings) -> faust.App:
         quality_store=RedisQualityStore(redis_client, prefix=settings.redis_prefix, metrics=metrics),
         windows=windows,
         judging=judging,
+        video_mappings=mappings,
         creator_weight=weights,
     )
     register_agents(app, ctx)
@@ -110,19 +108,22 @@ def create_app(settings: Settings) -> faust.App:
 
     async def follow_creator_weights() -> None:
         """Keep this worker's copy of every creator's ranking weight current."""
-        await weights.follow(
-            settings.kafka_bootstrap,
-            settings.topic(CREATOR_QUALITY),
-            SPECS_BY_NAME[CREATOR_QUALITY].partition_count(settings),
-        )
+        await weights.follow(settings.kafka_bootstrap, settings.topic(CREATOR_QUALITY))
+
+    async def follow_video_mappings() -> None:
+        """Keep this worker's replica of every video's mapping current (the join side)."""
+        await mappings.follow(settings.kafka_bootstrap, settings.topic(VIDEO_PRODUCTS))
 
     app.task(follow_creator_weights)
+    app.task(follow_video_mappings)
 
-    _register_web(app, ctx, weights)
+    _register_web(app, ctx, weights, mappings)
     return app
 
 
-def _register_web(app: faust.App, ctx: PipelineContext, weights: CreatorWeights) -> None:
+def _register_web(
+    app: faust.App, ctx: PipelineContext, weights: CreatorWeights, mappings: VideoMappings
+) -> None:
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
         """Liveness and what this worker holds: assigned partitions and table sizes."""
@@ -133,8 +134,9 @@ def _register_web(app: faust.App, ctx: PipelineContext, weights: CreatorWeights)
                 "app_id": ctx.settings.app_id,
                 "assigned_partitions": len(assigned),
                 "rebalancing": bool(app.rebalancing),
+                "video_mappings": len(mappings),
+                "video_mappings_ready": mappings.ready.is_set(),
                 "tables": {
-                    "video_products": len(ctx.tables.video_products.data),
                     "user_state": len(ctx.tables.user_state.data),
                     "creator_counts": len(ctx.tables.creator_counts.data),
                     "creator_standing": len(ctx.tables.creator_standing.data),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
@@ -50,15 +50,6 @@ class Like:
     ts: int
     action: Action = "like"
 
-    def to_json(self) -> bytes:
-        """Compact orjson encoding, the form forwarded on internal topics."""
-        return orjson.dumps(self)
-
-    @classmethod
-    def from_trusted(cls, data: dict[str, Any]) -> Like:
-        """Rebuild from an internal topic, whose records were validated on the way in."""
-        return cls(**data)
-
 
 @dataclass(frozen=True, slots=True)
 class Product:
@@ -86,16 +77,6 @@ class VideoMapping:
     creator_id: str
     ts: int
     products: tuple[Product, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form used as the Faust table value."""
-        return asdict(self)
-
-    @classmethod
-    def from_trusted(cls, data: dict[str, Any]) -> VideoMapping:
-        """Rebuild from the table or an internal topic (already validated)."""
-        products = tuple(Product(**p) for p in data["products"])
-        return cls(data["video_id"], data["creator_id"], data["ts"], products)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,6 @@ LIKES = "likes"
 VIDEO_PRODUCTS = "video-products"
 ORDER_PROMPTS = "order-prompts"
 DEAD_LETTERS = "likeflow-dlq"
-# Internal hops. `likes-by-video` re-keys likes by video_id so each like meets its video's
-# mapping on the same partition (Faust has no stream-table join: the join is a table lookup on
-# a co-partitioned stream). `likes-joined` re-keys the joined like by user_id so that one
-# worker owns each user's guards and profile.
-LIKES_BY_VIDEO = "likes-by-video"
-LIKES_JOINED = "likes-joined"
 # Creator quality. Feedback and the job's own prompts meet on `creator-events` (key creator_id),
 # one totally ordered stream per partition, so lateness and counts replay identically. Closed
 # windows go to the single-partition `creator-windows`, where one judge sees every creator and
@@ -45,13 +39,13 @@ class TopicSpec:
 
 
 TOPIC_SPECS: tuple[TopicSpec, ...] = (
+    # The prompt agent's source. The user_state table is co-partitioned with it (a user's likes
+    # and state on one worker), so it must have LIKEFLOW_PARTITIONS partitions.
     TopicSpec(LIKES),
     # Compacted: the latest mapping per video is the state; a null value deletes it.
     TopicSpec(VIDEO_PRODUCTS, {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}),
     TopicSpec(ORDER_PROMPTS),
     TopicSpec(DEAD_LETTERS, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
-    TopicSpec(LIKES_BY_VIDEO, internal=True),
-    TopicSpec(LIKES_JOINED, internal=True),
     TopicSpec(PROMPT_FEEDBACK),
     TopicSpec(CREATOR_EVENTS, internal=True),
     TopicSpec(CREATOR_WINDOWS, internal=True, partitions=1),
@@ -68,8 +62,6 @@ class Topics:
     video_products: Any
     order_prompts: Any
     dead_letters: Any
-    likes_by_video: Any
-    likes_joined: Any
     prompt_feedback: Any
     creator_events: Any
     creator_windows: Any
@@ -96,8 +88,6 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         video_products=raw(VIDEO_PRODUCTS),
         order_prompts=raw(ORDER_PROMPTS),
         dead_letters=raw(DEAD_LETTERS),
-        likes_by_video=raw(LIKES_BY_VIDEO),
-        likes_joined=raw(LIKES_JOINED),
         prompt_feedback=raw(PROMPT_FEEDBACK),
         creator_events=raw(CREATOR_EVENTS),
         creator_windows=raw(CREATOR_WINDOWS),

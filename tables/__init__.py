@@ -1,4 +1,4 @@
-"""Faust table declarations: video mappings (join side) and per-user prompt state."""
+"""Faust table declarations: per-user prompt state and creator quality counts and standings."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import faust
 
 from config import Settings
 
-VIDEO_PRODUCTS_TABLE = "video_products"
 USER_STATE_TABLE = "user_state"
 CREATOR_COUNTS_TABLE = "creator_counts"
 CREATOR_STANDING_TABLE = "creator_standing"
@@ -19,14 +18,13 @@ CREATOR_STANDING_TABLE = "creator_standing"
 class Tables:
     """The Faust tables of one app (values are JSON-ready dicts; keys are str ids)."""
 
-    video_products: Any
     user_state: Any
     creator_counts: Any
     creator_standing: Any
 
 
 def declare_tables(app: faust.App, settings: Settings) -> Tables:
-    """Declare the changelog-backed tables; partitions follow the settings so joins co-partition."""
+    """Declare the changelog-backed tables; partitions follow the settings so sources co-partition."""
 
     def table(name: str, help_text: str, partitions: int | None = None) -> Any:
         return app.Table(
@@ -38,7 +36,6 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
         )
 
     return Tables(
-        video_products=table(VIDEO_PRODUCTS_TABLE, "video_id -> latest product mapping"),
         user_state=table(USER_STATE_TABLE, "user_id -> seen likes, recent prompts, affinity"),
         creator_counts=table(
             CREATOR_COUNTS_TABLE, "window rows, feedback dedupe entries and partition clocks"

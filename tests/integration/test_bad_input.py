@@ -146,7 +146,7 @@ async def test_bad_records_are_dead_lettered_and_valid_ones_still_prompt(
         worker,
     )
     await wait_until(
-        lambda: (worker.health() or {}).get("tables", {}).get("video_products", 0) >= 1,
+        lambda: (worker.health() or {}).get("video_mappings", 0) >= 1,
         30,
         "the good mapping",
         worker,

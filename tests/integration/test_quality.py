@@ -108,7 +108,7 @@ async def test_exact_windows_with_duplicates_out_of_order_and_late(
             )
         ],
     )
-    await wait_until(lambda: (worker.health() or {})["tables"]["video_products"] >= 1, 30, "mapping", worker)
+    await wait_until(lambda: (worker.health() or {})["video_mappings"] >= 1, 30, "mapping", worker)
     prompts_before = counted(worker, "prompt")
     await produce(
         settings,
@@ -288,9 +288,7 @@ async def test_bad_creator_is_demoted_ranks_lower_and_recovers(private: Settings
                 for c in ("good", "bad")
             ],
         )
-        await wait_until(
-            lambda: (worker.health() or {})["tables"]["video_products"] >= 2, 30, "mappings", worker
-        )
+        await wait_until(lambda: (worker.health() or {})["video_mappings"] >= 2, 30, "mappings", worker)
         n_users = 0
 
         async def run_window(k: int, bad_clicks: int) -> None:

@@ -72,9 +72,7 @@ async def test_redelivery_after_kill_9_changes_nothing(restart_settings: Setting
     first.start()
     try:
         await produce(settings, settings.topic(VIDEO_PRODUCTS), [MAPPING])
-        await wait_until(
-            lambda: (first.health() or {}).get("tables", {}).get("video_products") == 1, 30, "mapping", first
-        )
+        await wait_until(lambda: (first.health() or {}).get("video_mappings") == 1, 30, "mapping", first)
         await produce(settings, settings.topic(LIKES), likes("A", 1))
         before = await read_topic_until(
             settings, settings.topic(ORDER_PROMPTS), lambda rs: len(rs) >= len(USERS), 30, "batch A"

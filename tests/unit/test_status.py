@@ -8,7 +8,7 @@ from likeflow.status import parse, quantile, render, summarize
 
 BEFORE = """
 likeflow_records_consumed_total{topic="likes"} 100
-likeflow_records_consumed_total{topic="likes-by-video"} 90
+likeflow_records_consumed_total{topic="creator-events"} 90
 likeflow_prompts_emitted_total 50
 likeflow_like_to_prompt_latency_seconds_bucket{le="0.01"} 10
 likeflow_like_to_prompt_latency_seconds_bucket{le="0.1"} 40
@@ -18,7 +18,7 @@ likeflow_like_to_prompt_latency_seconds_sum 1.0
 """
 AFTER = """
 likeflow_records_consumed_total{topic="likes"} 300
-likeflow_records_consumed_total{topic="likes-by-video"} 280
+likeflow_records_consumed_total{topic="creator-events"} 280
 likeflow_prompts_emitted_total 150
 likeflow_like_to_prompt_latency_seconds_bucket{le="0.01"} 60
 likeflow_like_to_prompt_latency_seconds_bucket{le="0.1"} 140
@@ -36,7 +36,7 @@ likeflow_platform_rate_ratio{rate="ctr"} 0.125
 
 def test_rates_lag_and_bad_input() -> None:
     s = summarize(parse(BEFORE), parse(AFTER), 2.0)
-    assert s.likes_per_s == 100.0  # likes only, not likes-by-video
+    assert s.likes_per_s == 100.0  # likes only, not creator-events
     assert s.prompts_per_s == 50.0
     assert (s.lag_total, s.lag_max) == (12, 7)
     assert s.dead_letters == {"malformed_json": 3}
