@@ -34,6 +34,8 @@ class Settings:
     store: str = "memory://"
     data_dir: str = ".run/worker-data"
     log_level: str = "info"
+    # "uvloop" (libuv event loop: less per-callback overhead on the hot path) or "asyncio".
+    event_loop: str = "uvloop"
     # A worker that stops heartbeating (crash, kill -9, long GC) keeps its partitions this long
     # before the group coordinator rebalances them to the others (Kafka's default is 45 s).
     session_timeout_s: float = 45.0
@@ -91,6 +93,7 @@ class Settings:
         _check(6 <= self.session_timeout_s <= 300, "SESSION_TIMEOUT_S", "must be 6-300 s (broker limits)")
         _check(1 <= self.web_port <= 65535, "WEB_PORT", "must be a TCP port (1-65535)")
         _check(self.language in ("zh", "en"), "LANGUAGE", "must be 'zh' or 'en'")
+        _check(self.event_loop in ("uvloop", "asyncio"), "EVENT_LOOP", "must be 'uvloop' or 'asyncio'")
         _check(self.prompts_per_hour >= 0, "PROMPTS_PER_HOUR", "must be >= 0")
         _check(self.repeat_window_hours >= 0, "REPEAT_WINDOW_HOURS", "must be >= 0")
         _check(self.dedupe_horizon_hours >= 1, "DEDUPE_HORIZON_HOURS", "must be >= 1")

@@ -18,6 +18,11 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from likeflow.admin import ensure_topics
     from likeflow.app import create_app
 
+    if settings.event_loop == "uvloop":
+        import uvloop
+
+        # Before the first loop is created: Faust's worker and the topic check below use it.
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     # Faust creates its own changelog topics, but the contract's external topics must exist
     # (the broker does not auto-create) before the consumer subscribes.
     asyncio.run(ensure_topics(settings))
