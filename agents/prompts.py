@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -39,7 +40,7 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
         event = CreatorEvent.for_prompt(prompt)
         await sender.send(creator_events_topic, prompt.creator_id.encode(), event.to_json(), timestamp_s)
 
-    async def handle(event: Any, to_serve: list[Prompt]) -> None:
+    async def handle(event: Any, to_serve: list[Prompt], states_written: list[Any]) -> None:
         """Decide one like; a prompt to send (new or re-sent) is appended to `to_serve`."""
         message = event.message
         like = decode_like(message.key, message.value, max_bytes)
@@ -73,7 +74,7 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
             if decision.prompt is not None:
                 to_serve.append(decision.prompt)
             return
-        put_for_event(table, event, like.user_id, state.to_dict())
+        states_written.append(put_for_event(table, event, like.user_id, state.to_dict()))
         if isinstance(decision, Skip):
             metrics.likes_skipped.labels(decision.reason.value).inc()
             return
@@ -90,15 +91,16 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
         async for events in stream.take_events(settings.batch_max, within=within_s):
             started = time.perf_counter()
             to_serve: list[Prompt] = []
+            states_written: list[Any] = []
             for event in events:
                 consumed.inc()
-                await handle(event, to_serve)
+                await handle(event, to_serve, states_written)
             if to_serve:
-                # The user states that record these prompts reach their changelog *before* the
-                # prompts go out. After a crash the restored state then knows every prompt that
-                # may have been seen, and a redelivered like re-sends its exact bytes instead of
-                # deciding again (with a new emitted_ts).
-                await app.producer.flush()
+                # The user states that record these prompts are acknowledged on their changelog
+                # *before* the prompts go out. After a crash the restored state then knows every
+                # prompt that may have been seen, and a redelivered like re-sends its exact bytes
+                # instead of deciding again (with a new emitted_ts).
+                await asyncio.gather(*states_written)
             for prompt in to_serve:
                 await emit(prompt)
             await sender.delivered()

@@ -180,46 +180,51 @@ def metric(port: int, name: str) -> float:
     )
 
 
-def start_worker(prefix: str, app_id: str, port: int, workdir: Path) -> subprocess.Popen[bytes]:
+def start_worker(
+    prefix: str, app_id: str, port: int, workdir: Path, name: str = ""
+) -> subprocess.Popen[bytes]:
     env = {
         "LIKEFLOW_TOPIC_PREFIX": prefix,
         "LIKEFLOW_APP_ID": app_id,
         "LIKEFLOW_WEB_PORT": str(port),
         "LIKEFLOW_REDIS_PREFIX": app_id,
-        "LIKEFLOW_DATA_DIR": str(workdir / app_id),
+        "LIKEFLOW_DATA_DIR": str(workdir / (name or app_id)),
         "LIKEFLOW_LOG_LEVEL": "warning",
     }
     return subprocess.Popen(
         [str(ROOT / ".venv/bin/likeflow"), "worker", "--quiet"],
         env=child_env(env),
         cwd=ROOT,
-        stdout=(workdir / f"{app_id}.log").open("wb"),
+        stdout=(workdir / f"{name or app_id}.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
 
 
-async def likeflow_throughput(prefix: str, n: int, workdir: Path) -> dict[str, float]:
-    """All features on: join, guards, prompts, Redis serving, creator counters and judging."""
+async def likeflow_throughput(prefix: str, n: int, workdir: Path, workers: int = 1) -> dict[str, Any]:
+    """All features on: join, guards, prompts, Redis serving, creator counters and judging.
+
+    With `workers` > 1 the processes share one consumer group, so the partitions are spread
+    over them; the rate is the whole group's.
+    """
     env_prefix = prefix
     await _ensure_likeflow_topics(env_prefix)
-    port = 16066
+    ports = [16066 + 10 * i for i in range(workers)]
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
-    proc = start_worker(env_prefix, app_id, port, workdir)
+    procs = [start_worker(env_prefix, app_id, port, workdir, f"{app_id}-{port}") for port in ports]
+    likes_metric = 'likeflow_records_consumed_total{topic="' + env_prefix + 'likes"}'
+    accounted_metrics = (
+        "likeflow_prompts_emitted_total",
+        "likeflow_likes_skipped_total",
+        "likeflow_duplicate_likes_total",
+    )
     try:
         first = done = 0.0
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
             await asyncio.sleep(0.2)
             try:
-                consumed = metric(port, 'likeflow_records_consumed_total{topic="' + env_prefix + 'likes"}')
-                accounted = sum(
-                    metric(port, m)
-                    for m in (
-                        "likeflow_prompts_emitted_total",
-                        "likeflow_likes_skipped_total",
-                        "likeflow_duplicate_likes_total",
-                    )
-                )
+                consumed = sum(metric(port, likes_metric) for port in ports)
+                accounted = sum(metric(port, m) for port in ports for m in accounted_metrics)
             except OSError:
                 continue
             if consumed and not first:
@@ -227,21 +232,28 @@ async def likeflow_throughput(prefix: str, n: int, workdir: Path) -> dict[str, f
             if accounted >= n * 0.999:
                 done = time.perf_counter()
                 break
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited; see {workdir / (app_id + '.log')}")
-        prompts = metric(port, "likeflow_prompts_emitted_total")
-        health = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())  # noqa: S310
+            if any(proc.poll() is not None for proc in procs):
+                raise RuntimeError(f"a worker exited; see the logs in {workdir}")
+        prompts = sum(metric(port, "likeflow_prompts_emitted_total") for port in ports)
+        tables: dict[str, int] = {}
+        for port in ports:
+            health = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())  # noqa: S310
+            for name, size in health["tables"].items():
+                tables[name] = tables.get(name, 0) + size
         return {
             "likes": n,
+            "workers": workers,
             "seconds": done - first,
             "rate": n / (done - first),
             "prompts": prompts,
-            "peak_rss_mb": rss_peak_mb(proc.pid),
-            "tables": health["tables"],
+            "peak_rss_mb": max(rss_peak_mb(proc.pid) for proc in procs),
+            "tables": tables,
         }
     finally:
-        proc.terminate()
-        proc.wait(30)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
 
 
 async def _ensure_likeflow_topics(prefix: str) -> None:
@@ -377,7 +389,7 @@ def write_report(results: dict[str, Any], stamp: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2))
     t = results["throughput"]
-    lf = t["likeflow"]["rate"]
+    lf = next(r["rate"] for name, r in t.items() if name.startswith("likeflow"))
     rows = [f"| {name} | {r['rate']:,.0f} | {lf / r['rate']:.2f} |" for name, r in t.items()]
     md = [
         f"# Benchmark {stamp} ({results['mode']})",
@@ -430,7 +442,15 @@ def write_report(results: dict[str, Any], stamp: str) -> Path:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="50k likes, one latency rate: a few minutes")
+    parser.add_argument(
+        "--only-likeflow", action="store_true", help="skip the baselines (for iterating on the job)"
+    )
+    parser.add_argument(
+        "--workers", default="1", help="comma list of likeflow group sizes to measure, e.g. 1,2"
+    )
+    parser.add_argument("--no-latency", action="store_true", help="skip the fixed-rate latency runs")
     args = parser.parse_args()
+    sizes = [int(w) for w in args.workers.split(",")]
     ds = DataSet(likes=50_000, users=20_000, videos=5_000, creators=500) if args.quick else DataSet()
     rates = [1000] if args.quick else [1000, 5000, 20000]
     prefix = f"bench-{uuid.uuid4().hex[:6]}."
@@ -439,17 +459,21 @@ async def main() -> None:
     await create_topics(prefix, ["likes", "video-products"])
     n = await preproduce(prefix, ds)
     throughput: dict[str, Any] = {}
-    log("raw aiokafka consumer")
-    throughput["raw aiokafka"] = await raw_aiokafka(prefix, n)
-    log("raw confluent-kafka consumer")
-    throughput["raw confluent-kafka"] = raw_confluent(prefix, n)
-    log("Quix Streams peer pipeline")
-    throughput["quix streams peer"] = await quix_throughput(prefix, n, workdir)
-    log("likeflow worker (all features)")
-    throughput["likeflow"] = await likeflow_throughput(prefix, n, workdir)
+    if not args.only_likeflow:
+        log("raw aiokafka consumer")
+        throughput["raw aiokafka"] = await raw_aiokafka(prefix, n)
+        log("raw confluent-kafka consumer")
+        throughput["raw confluent-kafka"] = raw_confluent(prefix, n)
+        log("Quix Streams peer pipeline")
+        throughput["quix streams peer"] = await quix_throughput(prefix, n, workdir)
+    for size in sizes:
+        # Each group size reads the same pre-produced likes with its own consumer group.
+        name = "likeflow" if size == 1 else f"likeflow, {size} workers"
+        log(f"{name} (all features)")
+        throughput[name] = await likeflow_throughput(prefix, n, workdir, size)
     for name, r in throughput.items():
         log(f"{name}: {r['rate']:,.0f} likes/s")
-    latency = await likeflow_latency(rates, 10 if args.quick else 30, workdir)
+    latency = {} if args.no_latency else await likeflow_latency(rates, 10 if args.quick else 30, workdir)
     results = {
         "mode": "quick" if args.quick else "full",
         "machine": machine(),

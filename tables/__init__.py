@@ -47,16 +47,18 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
     )
 
 
-def put_for_event(table: Any, event: Any, key: str, value: Any) -> None:
+def put_for_event(table: Any, event: Any, key: str, value: Any) -> Any:
     """Set `table[key] = value`, logging the change to the partition `event` came from.
 
     `table[key] = value` takes the changelog partition from Faust's *current* event. Inside a
     `take_events()` batch that is the last event buffered, which may belong to another
     partition; writing with the event's own partition keeps each key's changelog on the
     partition its owner reads, so recovery after a rebalance restores it to the right worker.
+
+    Returns Faust's future for the changelog record: awaiting it waits for the broker's ack.
     """
     table.data[key] = value
-    table.send_changelog(event.message.partition, key, value)
+    return table.send_changelog(event.message.partition, key, value)
 
 
 def delete_for_event(table: Any, event: Any, key: str) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from likeflow.domain.affinity import Affinity
@@ -44,7 +44,7 @@ class UserState:
         """JSON-ready form for the table and its changelog."""
         return {
             "seen": self.seen,
-            "sent": [{"event_id": s.event_id, "prompt": asdict(s.prompt)} for s in self.sent],
+            "sent": [{"event_id": s.event_id, "prompt": s.prompt.to_dict()} for s in self.sent],
             "affinity": {c: [s, r] for c, (s, r) in self.affinity.items()},
             "high_ts": self.high_ts,
         }

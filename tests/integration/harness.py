@@ -63,6 +63,8 @@ class WorkerProcess:
             if "Worker ready" in self.log_path.read_text(errors="replace") and self.health():
                 return
             time.sleep(0.3)
+        # Never leave a half-started worker behind: the caller's cleanup does not know it.
+        self.stop(signal.SIGKILL)
         raise TimeoutError(f"worker not ready after {timeout_s} s:\n{self.tail()}")
 
     def alive(self) -> bool:

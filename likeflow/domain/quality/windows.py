@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from streams.events import CreatorEventKind
@@ -48,7 +48,7 @@ class Counts:
 
     def to_dict(self) -> dict[str, int]:
         """JSON-ready counts."""
-        return asdict(self)
+        return {name: getattr(self, name) for name in COUNT_FIELDS}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Counts:
