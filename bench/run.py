@@ -390,7 +390,7 @@ def write_report(results: dict[str, Any], stamp: str) -> Path:
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2))
     t = results["throughput"]
     lf = next(r["rate"] for name, r in t.items() if name.startswith("likeflow"))
-    rows = [f"| {name} | {r['rate']:,.0f} | {lf / r['rate']:.2f} |" for name, r in t.items()]
+    rows = [f"| {name} | {r['rate']:,.0f} | {lf / r['rate']:.3g} |" for name, r in t.items()]
     md = [
         f"# Benchmark {stamp} ({results['mode']})",
         "",
