@@ -9,12 +9,13 @@ RUN_DIR := .run
 WORKER_PID := $(RUN_DIR)/worker.pid
 WORKER_LOG := $(RUN_DIR)/worker.log
 
-.PHONY: help venv stack-up stack-down stack-clean stack-status topics worker worker-start \
+.PHONY: help chaos venv stack-up stack-down stack-clean stack-status topics worker worker-start \
         worker-stop demo run bench bench-quick test test-unit test-integration test-tools lint typecheck status clean
 
 help:
 	@echo "make run          stack up, topics, worker in the background, demo feed in the foreground"
 	@echo "make test         lint, type check, unit and integration tests (starts Kafka and Redis)"
+	@echo "make chaos        the long fault tests (kill -9, poison; minutes)"
 	@echo "make stack-up     start local Kafka (KRaft) and Redis;  make stack-down / stack-clean"
 	@echo "make worker-stop  stop the background worker started by make run"
 
@@ -90,6 +91,10 @@ test: venv stack-up test-tools
 	@$(BIN)/mypy
 	@echo "[test] unit and integration tests (real Kafka and Redis from 'make stack-up')"
 	@$(BIN)/pytest -m "not chaos"
+
+# The long fault tests (200k likes per case, kill -9, poison); the short variants run in `make test`.
+chaos: venv stack-up
+	@$(BIN)/pytest -m chaos -s -q
 
 BENCH_VENV := .venv-bench
 

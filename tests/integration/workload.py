@@ -1,0 +1,188 @@
+"""Seeded fault-test workload and its exact oracle: mappings, likes, feedback, duplicates, poison.
+
+The oracle recomputes every expected output from the input with the job's own pure functions
+(`decide`, the window math), in the order the worker must see the records: one producer, keyed
+records, so each user's likes and each creator's events keep their produce order.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from agents.context import policies_from
+from config import Settings
+from likeflow.domain.decide import Emit, decide
+from likeflow.domain.user_state import UserState
+from streams.events import Like, Product, VideoMapping
+from tests.integration.harness import Record
+
+HOUR_MS = 3_600_000
+COUNT_OF_KIND = {"click": "clicks", "order": "orders", "return": "returns", "complaint": "complaints"}
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a run is: CI uses the small one, `make chaos` the large one."""
+
+    likes: int
+    users: int
+    videos: int
+    creators: int
+    feedback_ratio: float = 0.5
+    duplicate_ratio: float = 0.05
+    poison_ratio: float = 0.0
+
+
+@dataclass
+class Workload:
+    """Records to produce and the exact expected outputs."""
+
+    mappings: list[Record] = field(default_factory=list)
+    likes: list[Record] = field(default_factory=list)
+    feedback: list[Record] = field(default_factory=list)
+    poison: list[Record] = field(default_factory=list)
+    expected_prompt_ids: set[str] = field(default_factory=set)
+    # creator -> window start -> counts, in the form GET /creators/{id}/quality serves.
+    expected_windows: dict[str, dict[int, dict[str, int]]] = field(default_factory=dict)
+
+    def served_form(self) -> dict[str, list[dict[str, int]]]:
+        """The expected `windows` list of every creator, oldest window first."""
+        return {c: [w[s] for s in sorted(w)] for c, w in self.expected_windows.items()}
+
+
+def _window(counts: dict[int, dict[str, int]], ts: int) -> dict[str, int]:
+    start = ts - ts % HOUR_MS
+    return counts.setdefault(
+        start,
+        {"start_ms": start, "end_ms": start + HOUR_MS, "prompts": 0, "clicks": 0, "orders": 0}
+        | {"returns": 0, "complaints": 0, "gmv_cents": 0},
+    )
+
+
+def _mapping(rng: random.Random, video: str, creator: str, ts: int) -> dict[str, Any]:
+    products = [
+        {
+            "product_id": f"{video}-p{j}",
+            "title": f"item {j} of {video}",
+            "category": rng.choice(["dress", "shoes", "bag", "coat"]),
+            "price_cents": rng.randint(990, 49_900),
+            "certified": rng.random() > 0.05,
+            "stock": rng.choice([0, 3, 20, 100]),
+        }
+        for j in range(rng.randint(1, 3))
+    ]
+    return {"video_id": video, "creator_id": creator, "ts": ts, "products": products}
+
+
+POISON_VALUES: tuple[bytes, ...] = (
+    b"\xff\xfe not utf-8",
+    b'{"event_id": "p", "user_id": "u", "video_id": "v", "ts": NaN}',
+    b'{"event_id": "p", "user_id": "u", "video_id": "v", "ts": ' + b"9" * 5000 + b"}",
+    b"[" * 10_000 + b"]" * 10_000,
+    b"{not json",
+    b'{"event_id": 1}',
+)
+
+
+def poison_record(rng: random.Random, i: int, max_bytes: int) -> Record:
+    """One record every decoder must dead-letter (never crash on)."""
+    if i % (len(POISON_VALUES) + 1) == 0:
+        big = orjson.dumps(
+            {"event_id": f"big{i}", "user_id": "u", "video_id": "v", "ts": 1, "pad": "x" * max_bytes}
+        )
+        return b"u", big, [("origin", b"chaos")]
+    return f"poison-{i}".encode(), rng.choice(POISON_VALUES), [("origin", b"chaos")]
+
+
+def build(settings: Settings, scale: Scale, seed: int, base_ts: int) -> Workload:
+    """Generate a workload over ~50 minutes of event time starting at `base_ts` (epoch ms).
+
+    The span stays under one window plus the grace period, so no window closes, no creator's
+    weight changes, and nothing is late: every expected value is exact and order-free.
+    """
+    rng = random.Random(seed)
+    guards, ranking = policies_from(settings)
+    wl = Workload()
+    creators = [f"c{i}" for i in range(scale.creators)]
+    videos: dict[str, VideoMapping] = {}
+    for v in range(scale.videos):
+        video = f"v{v}"
+        body = _mapping(rng, video, rng.choice(creators), base_ts - HOUR_MS)
+        wl.mappings.append((video.encode(), orjson.dumps(body), []))
+        products = tuple(Product(**p) for p in body["products"])
+        if products:
+            videos[video] = VideoMapping(video, body["creator_id"], body["ts"], products)
+    span_ms = 50 * 60_000
+    states: dict[str, UserState] = {}
+    emitted: list[tuple[str, str, int, str]] = []  # prompt_id, creator, like ts, user
+    video_names = list(videos) or ["v0"]
+    weights = [1.0 / (rank + 1) for rank in range(len(video_names))]
+    for i in range(scale.likes):
+        user = f"u{rng.randrange(scale.users)}"
+        video = rng.choices(video_names, weights)[0]
+        ts = base_ts + i * span_ms // max(1, scale.likes)
+        record: Record = (
+            user.encode(),
+            orjson.dumps({"event_id": f"l{i}", "user_id": user, "video_id": video, "ts": ts}),
+            [],
+        )
+        wl.likes.append(record)
+        if rng.random() < scale.duplicate_ratio:
+            wl.likes.append(record)  # an upstream retry: same bytes, changes nothing
+        mapping = videos.get(video)
+        if mapping is None:
+            continue
+        state = states.setdefault(user, UserState())
+        decision = decide(
+            state,
+            Like(f"l{i}", user, video, ts),
+            mapping,
+            creator_weight=1.0,
+            now_ms=ts,
+            guards=guards,
+            ranking=ranking,
+        )
+        if isinstance(decision, Emit):
+            prompt = decision.prompt
+            emitted.append((prompt.prompt_id, prompt.creator_id, ts, user))
+    wl.expected_prompt_ids = {p for p, _, _, _ in emitted}
+    for _, creator, ts, _ in emitted:
+        _window(wl.expected_windows.setdefault(creator, {}), ts)["prompts"] += 1
+    for j, (prompt_id, creator, ts, user) in enumerate(emitted):
+        if rng.random() >= scale.feedback_ratio:
+            continue
+        kind = rng.choice(["click", "click", "order", "return", "complaint"])
+        amount = rng.randint(100, 50_000) if kind == "order" else None
+        event: dict[str, Any] = {
+            "event_id": f"f{j}",
+            "prompt_id": prompt_id,
+            "creator_id": creator,
+            "product_id": "x",
+            "user_id": user,
+            "kind": kind,
+            "ts": ts + rng.randint(0, 60_000),
+        }
+        if amount is not None:
+            event["amount_cents"] = amount
+        row = _window(wl.expected_windows[creator], event["ts"])
+        row[COUNT_OF_KIND[kind]] += 1
+        row["gmv_cents"] += amount or 0
+        record = (creator.encode(), orjson.dumps(event), [])
+        wl.feedback.append(record)
+        if rng.random() < scale.duplicate_ratio:
+            wl.feedback.append(record)
+    poison_count = int(scale.likes * scale.poison_ratio)
+    wl.poison = [poison_record(rng, k, settings.max_record_bytes) for k in range(poison_count)]
+    return wl
+
+
+def interleave(rng: random.Random, good: list[Record], bad: list[Record]) -> list[Record]:
+    """`good` in its order with `bad` spread at random positions."""
+    out = list(good)
+    for record in bad:
+        out.insert(rng.randrange(len(out) + 1), record)
+    return out
