@@ -145,6 +145,18 @@ def _register_web(
             }
         )
 
+    @app.page("/ready")
+    async def ready(web: Any, request: Any) -> Any:
+        """Readiness for orchestrators: 200 once tables are recovered, the mapping replica has
+        caught up and no rebalance is in progress; 503 with the reasons otherwise."""
+        waiting = []
+        if app.rebalancing:
+            waiting.append("rebalancing or recovering tables")
+        if not mappings.ready.is_set():
+            waiting.append("video-products replica catching up")
+        body = {"ready": not waiting, "waiting_for": waiting}
+        return web.json(body, status=503 if waiting else 200)
+
     @app.page("/creators/{creator_id}/quality")
     async def quality(web: Any, request: Any, creator_id: str) -> Any:
         """A creator's window counts, rates, platform rates, score, weight and demotion state."""
