@@ -180,6 +180,24 @@ def metric(port: int, name: str) -> float:
     )
 
 
+def stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float = 60) -> None:
+    """SIGTERM each child, wait up to `grace_s` for all, then SIGKILL those still running.
+
+    A worker with large tables can take longer than a minute to shut down cleanly; the
+    measurement is already taken, so it must not fail the run.
+    """
+    for proc in procs:
+        proc.terminate()
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log(f"pid {proc.pid} did not stop within {grace_s:.0f} s of SIGTERM; killing it")
+            proc.kill()
+            proc.wait()
+
+
 def start_worker(
     prefix: str, app_id: str, port: int, workdir: Path, name: str = ""
 ) -> subprocess.Popen[bytes]:
@@ -250,10 +268,7 @@ async def likeflow_throughput(prefix: str, n: int, workdir: Path, workers: int =
             "tables": tables,
         }
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(30)
+        stop_all(procs)
 
 
 async def _ensure_likeflow_topics(prefix: str) -> None:
@@ -279,8 +294,7 @@ async def quix_throughput(prefix: str, n: int, workdir: Path) -> dict[str, float
     try:
         arrivals = await observe(prefix + "quix-prompts", until_quiet_s=15, expected=None, timeout_s=3600)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop_all([proc])
     if len(arrivals) < 2:
         raise RuntimeError(
             f"the Quix peer produced {len(arrivals)} prompts; see {workdir / (group + '.log')}"
@@ -346,8 +360,7 @@ async def likeflow_latency(rates: list[int], seconds: float, workdir: Path) -> d
             )
     finally:
         await producer.stop()
-        proc.terminate()
-        proc.wait(30)
+        stop_all([proc])
     return results
 
 
