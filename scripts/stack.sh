@@ -41,6 +41,13 @@ pid_alive() {
   tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qE -- "$marker"
 }
 
+# Liveness while waiting for a service we just started: the process exists. (Not pid_alive's
+# command-line check: redis rewrites its process title at startup, so for an instant its
+# /proc/PID/cmdline matches neither form and a healthy redis looked dead.)
+pid_running() {
+  [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null
+}
+
 stop_pid() {
   local name="$1" pidfile="$2" marker="$3" pid
   if ! pid_alive "$pidfile" "$marker"; then
@@ -124,13 +131,13 @@ tools() {
 wait_ready() {
   local deadline=$((SECONDS + ${LIKEFLOW_STACK_WAIT_S:-120}))
   until port_open "$REDIS_HOST" "$REDIS_PORT"; do
-    pid_alive "$STACK/redis.pid" "$REDIS_MARKER" || { tail -20 "$STACK/redis.log" >&2; die "redis exited; see ${STACK#$ROOT/}/redis.log"; }
+    pid_running "$STACK/redis.pid" || { tail -20 "$STACK/redis.log" >&2; die "redis exited; see ${STACK#$ROOT/}/redis.log"; }
     (( SECONDS < deadline )) || die "redis did not answer within the wait"
     sleep 0.2
   done
   say "redis is ready"
   until port_open "$KAFKA_HOST" "$KAFKA_PORT" && grep -q "Kafka Server started" "$STACK/kafka.log"; do
-    pid_alive "$STACK/kafka.pid" "$STACK/kafka/server.properties" || { tail -30 "$STACK/kafka.log" >&2; die "kafka exited; see ${STACK#$ROOT/}/kafka.log"; }
+    pid_running "$STACK/kafka.pid" || { tail -30 "$STACK/kafka.log" >&2; die "kafka exited; see ${STACK#$ROOT/}/kafka.log"; }
     (( SECONDS < deadline )) || die "kafka did not answer within the wait; see ${STACK#$ROOT/}/kafka.log"
     sleep 0.5
   done
