@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -19,10 +20,15 @@ class TopicSetupError(RuntimeError):
     """Topics exist with a layout the job cannot use; the message says what to do."""
 
 
+DESCRIBE_ATTEMPTS = 50
+DESCRIBE_RETRY_S = 0.2
+
+
 async def ensure_topics(settings: Settings) -> dict[str, int]:
     """Create missing topics with `settings.partitions`; return {topic: partition count}.
 
-    Raises TopicSetupError when the join's co-partitioned topics disagree on partition count.
+    Raises TopicSetupError when `likes` does not have the partition count of the tables that are
+    co-partitioned with it.
     """
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="likeflow-admin")
     await admin.start()
@@ -40,7 +46,14 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
                 if code and code != TOPIC_ALREADY_EXISTS:
                     raise for_code(code)(f"could not create topic {name}: {rest[:1]}")
                 log.info("created topic %s", name)
-        described = await admin.describe_topics([settings.topic(s.name) for s in TOPIC_SPECS])
+        names = [settings.topic(s.name) for s in TOPIC_SPECS]
+        # Right after CreateTopics the broker may describe a new topic with no partitions yet
+        # (metadata not propagated); ask again briefly until every topic shows its partitions.
+        for _ in range(DESCRIBE_ATTEMPTS):
+            described = await admin.describe_topics(names)
+            if all(t["partitions"] for t in described):
+                break
+            await asyncio.sleep(DESCRIBE_RETRY_S)
     except KafkaError as exc:
         raise TopicSetupError(
             f"Kafka at {settings.kafka_bootstrap} refused topic setup: {exc!r}. "
