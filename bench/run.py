@@ -343,6 +343,11 @@ async def likeflow_latency(rates: list[int], seconds: float, workdir: Path) -> d
                 for t, v in arrivals
                 if orjson.loads(v)["user_id"].startswith(f"l{rate}-")
             )
+            if not lat:
+                # The worker is still behind on the previous rate's backlog: nothing to measure.
+                log(f"latency at {rate}/s: no prompt arrived within the observation window")
+                results[str(rate)] = {"offered_per_s": rate, "prompts": 0}
+                continue
             q = (
                 statistics.quantiles(lat, n=1000)
                 if len(lat) >= 1000
@@ -425,6 +430,8 @@ def write_report(results: dict[str, Any], stamp: str) -> Path:
         ]
         md += [
             f"| {r['offered_per_s']} | {r['prompts']} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['p999_ms']:.1f} |"
+            if r["prompts"]
+            else f"| {r['offered_per_s']} | 0 | not observed | not observed | not observed |"
             for r in results["latency"].values()
         ]
     md += [
