@@ -15,15 +15,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 import pytest
 
 from config import Settings
 from likeflow.admin import ensure_topics
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings
-from tests.integration.harness import Consumed, WorkerProcess, produce, read_topic, wait_until
+from tests.integration.harness import WorkerProcess, produce, read_topic, wait_until
 from tests.integration.test_quality import get_json
+from tests.integration.test_restart import by_prompt_id
 from tests.integration.workload import Scale, Workload, build, interleave
 
 SMALL = Scale(likes=3_000, users=300, videos=120, creators=12)
@@ -51,14 +51,6 @@ CASES = [
 
 def served_windows(worker: WorkerProcess, creators: list[str]) -> dict[str, object]:
     return {c: get_json(worker, f"/creators/{c}/quality")[1].get("windows") for c in creators}
-
-
-def prompt_copies(records: list[Consumed]) -> dict[str, set[bytes]]:
-    copies: dict[str, set[bytes]] = {}
-    for r in records:
-        assert r.value is not None
-        copies.setdefault(orjson.loads(r.value)["prompt_id"], set()).add(r.value)
-    return copies
 
 
 def consumed_at_least(worker: WorkerProcess, n: int) -> Callable[[], bool]:
@@ -123,7 +115,7 @@ async def test_outputs_match_the_oracle_under_faults(
     finally:
         last.stop()
 
-    copies = prompt_copies(records)
+    copies = by_prompt_id(records)
     duplicates_differing = [p for p, c in copies.items() if len(c) > 1]
     missing = wl.expected_prompt_ids - copies.keys()
     unexpected = copies.keys() - wl.expected_prompt_ids
