@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 ENV_PREFIX = "LIKEFLOW_"
@@ -70,6 +70,21 @@ class Settings:
     redis_prompts_keep: int = 10
     redis_prompt_ttl_s: int = 86_400
 
+    # --- privacy (docs/privacy.md) ---
+    # The HMAC-SHA256 key that turns user ids into pseudonyms at the edge: LIKEFLOW_USER_KEY, or
+    # a file named by LIKEFLOW_USER_KEY_FILE (`make secrets` creates a local one).
+    user_key: str = field(default="", repr=False)
+    user_key_file: str = ".run/secrets/user-key"
+    # Written into every pseudonym ("v1." + hex); bump it together with a new key.
+    user_key_version: int = 1
+    # Per-user state is dropped this long (event time) after the user's last activity.
+    user_retention_days: int = 30
+    # Time-of-day campaign: the same discount for everyone in [start, end) local hours,
+    # never below a product's merchant floor (`min_price_cents`). 0 = no campaign.
+    campaign_discount_pct: int = 0
+    campaign_start_hour: int = 0
+    campaign_end_hour: int = 0
+
     # --- input limits and batching ---
     max_record_bytes: int = 65_536
     batch_max: int = 500
@@ -114,6 +129,11 @@ class Settings:
         _check(self.recover_after_windows >= 1, "RECOVER_AFTER_WINDOWS", "must be >= 1")
         _check(self.redis_prompts_keep >= 1, "REDIS_PROMPTS_KEEP", "must be >= 1")
         _check(self.redis_prompt_ttl_s >= 1, "REDIS_PROMPT_TTL_S", "must be >= 1 second")
+        _check(1 <= self.user_key_version <= 999, "USER_KEY_VERSION", "must be 1-999")
+        _check(self.user_retention_days >= 1, "USER_RETENTION_DAYS", "must be >= 1")
+        _check(0 <= self.campaign_discount_pct < 100, "CAMPAIGN_DISCOUNT_PCT", "must be 0-99")
+        for name in ("campaign_start_hour", "campaign_end_hour"):
+            _check(0 <= getattr(self, name) <= 24, name.upper(), "must be an hour 0-24")
         _check(self.max_record_bytes >= 1024, "MAX_RECORD_BYTES", "must be >= 1024")
         _check(self.batch_max >= 1, "BATCH_MAX", "must be >= 1")
         _check(self.batch_within_ms >= 1, "BATCH_WITHIN_MS", "must be >= 1 ms")
@@ -144,14 +164,14 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    for field in fields(Settings):
-        var = ENV_PREFIX + field.name.upper()
+    for spec in fields(Settings):
+        var = ENV_PREFIX + spec.name.upper()
         if var not in env:
             continue
-        parse = _PARSERS[str(field.type)]
+        parse = _PARSERS[str(spec.type)]
         try:
-            values[field.name] = parse(env[var])
+            values[spec.name] = parse(env[var])
         except ValueError as exc:
-            raise ConfigError(f"{var}={env[var]!r} is not a valid {field.type}: {exc}") from exc
+            raise ConfigError(f"{var}={env[var]!r} is not a valid {spec.type}: {exc}") from exc
     values.update(overrides)
     return Settings(**values)

@@ -21,6 +21,10 @@ PROMPT_FEEDBACK = "prompt-feedback"
 CREATOR_EVENTS = "creator-events"
 CREATOR_WINDOWS = "creator-windows"
 CREATOR_QUALITY = "creator-quality"
+# Privacy controls (docs/privacy.md), keyed by user_id like `likes` and co-partitioned with it,
+# so a user's controls are applied by the worker that holds the user's state.
+USER_CONSENT = "user-consent"
+USER_ERASURE = "user-erasure"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,8 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(CREATOR_EVENTS, internal=True),
     TopicSpec(CREATOR_WINDOWS, internal=True, partitions=1),
     TopicSpec(CREATOR_QUALITY, {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}),
+    TopicSpec(USER_CONSENT),
+    TopicSpec(USER_ERASURE),
 )
 SPECS_BY_NAME = {spec.name: spec for spec in TOPIC_SPECS}
 
@@ -66,6 +72,8 @@ class Topics:
     creator_events: Any
     creator_windows: Any
     creator_quality: Any
+    user_consent: Any
+    user_erasure: Any
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
@@ -92,4 +100,6 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         creator_events=raw(CREATOR_EVENTS),
         creator_windows=raw(CREATOR_WINDOWS),
         creator_quality=raw(CREATOR_QUALITY),
+        user_consent=raw(USER_CONSENT),
+        user_erasure=raw(USER_ERASURE),
     )
