@@ -12,6 +12,10 @@ ENV_PREFIX = "LIKEFLOW_"
 T = TypeVar("T")
 
 
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
 class ConfigError(ValueError):
     """A `LIKEFLOW_*` variable is set to a value likeflow cannot use; the message names it."""
 
@@ -39,6 +43,26 @@ class Settings:
     # A worker that stops heartbeating (crash, kill -9, long GC) keeps its partitions this long
     # before the group coordinator rebalances them to the others (Kafka's default is 45 s).
     session_timeout_s: float = 45.0
+
+    # --- security (docs/security.md) ---
+    # "PLAINTEXT" (the local stack), "SASL_SSL" (SCRAM over TLS) or "SSL" (TLS, optionally with
+    # a client certificate). Credentials never travel without TLS, so there is no SASL_PLAINTEXT.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = field(default="", repr=False)
+    kafka_sasl_password_file: str = ""
+    # PEM bundle of the CA that signed the brokers' certificates (empty: the system's CAs).
+    kafka_ssl_cafile: str = ""
+    # Client certificate and key (PEM) for brokers that require mutual TLS; both or neither.
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    # TLS to Redis is a `rediss://` LIKEFLOW_REDIS_URL; the ACL user and password are separate
+    # settings (a password inside the URL would be shown wherever the URL is).
+    redis_username: str = ""
+    redis_password: str = field(default="", repr=False)
+    redis_password_file: str = ""
+    redis_ssl_cafile: str = ""
 
     # --- prompts ---
     language: str = "zh"
@@ -107,6 +131,7 @@ class Settings:
         _check(self.partitions >= 1, "PARTITIONS", "must be at least 1")
         _check(6 <= self.session_timeout_s <= 300, "SESSION_TIMEOUT_S", "must be 6-300 s (broker limits)")
         _check(1 <= self.web_port <= 65535, "WEB_PORT", "must be a TCP port (1-65535)")
+        self._check_security()
         _check(self.language in ("zh", "en"), "LANGUAGE", "must be 'zh' or 'en'")
         _check(self.event_loop in ("uvloop", "asyncio"), "EVENT_LOOP", "must be 'uvloop' or 'asyncio'")
         _check(self.prompts_per_hour >= 0, "PROMPTS_PER_HOUR", "must be >= 0")
@@ -138,6 +163,69 @@ class Settings:
         _check(self.batch_max >= 1, "BATCH_MAX", "must be >= 1")
         _check(self.batch_within_ms >= 1, "BATCH_WITHIN_MS", "must be >= 1 ms")
         _check(bool(self.kafka_urls), "KAFKA_BOOTSTRAP", "must list at least one host:port")
+
+    def _check_security(self) -> None:
+        protocol = self.kafka_security_protocol
+        _check(
+            protocol in KAFKA_SECURITY_PROTOCOLS,
+            "KAFKA_SECURITY_PROTOCOL",
+            f"must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)} (credentials only travel over TLS)",
+        )
+        _check(
+            self.kafka_sasl_mechanism in KAFKA_SASL_MECHANISMS,
+            "KAFKA_SASL_MECHANISM",
+            f"must be one of {', '.join(KAFKA_SASL_MECHANISMS)}",
+        )
+        has_password = bool(self.kafka_sasl_password or self.kafka_sasl_password_file)
+        if protocol == "SASL_SSL":
+            _check(bool(self.kafka_sasl_username), "KAFKA_SASL_USERNAME", "must be set for SASL_SSL")
+            _check(
+                has_password,
+                "KAFKA_SASL_PASSWORD_FILE",
+                "(or LIKEFLOW_KAFKA_SASL_PASSWORD) must be set for SASL_SSL",
+            )
+        else:
+            _check(
+                not (self.kafka_sasl_username or has_password),
+                "KAFKA_SASL_USERNAME",
+                f"and the SASL password are only used with LIKEFLOW_KAFKA_SECURITY_PROTOCOL=SASL_SSL "
+                f"(it is {protocol})",
+            )
+        if protocol == "PLAINTEXT":
+            for name in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+                _check(
+                    not getattr(self, name),
+                    name.upper(),
+                    "is only used with LIKEFLOW_KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL (it is PLAINTEXT)",
+                )
+        _check(
+            bool(self.kafka_ssl_certfile) == bool(self.kafka_ssl_keyfile),
+            "KAFKA_SSL_CERTFILE",
+            "and LIKEFLOW_KAFKA_SSL_KEYFILE must be set together",
+        )
+        scheme, _, rest = self.redis_url.partition("://")
+        _check(
+            scheme in ("redis", "rediss") and bool(rest),
+            "REDIS_URL",
+            "must be redis://host:port/db or rediss://host:port/db (TLS)",
+        )
+        userinfo = rest.split("/", 1)[0].rpartition("@")[0]
+        _check(
+            ":" not in userinfo,
+            "REDIS_URL",
+            "must not contain a password: use LIKEFLOW_REDIS_PASSWORD_FILE (or LIKEFLOW_REDIS_PASSWORD)",
+        )
+        if scheme == "redis":
+            _check(
+                not (self.redis_password or self.redis_password_file),
+                "REDIS_PASSWORD",
+                "is only sent over TLS: make LIKEFLOW_REDIS_URL rediss://",
+            )
+            _check(
+                not self.redis_ssl_cafile,
+                "REDIS_SSL_CAFILE",
+                "is only used with a rediss:// LIKEFLOW_REDIS_URL",
+            )
 
 
 def _check(ok: bool, name: str, rule: str) -> None:

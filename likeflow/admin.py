@@ -9,6 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from config import Settings
+from likeflow.connections import kafka_client_kwargs
 from streams.topics import LIKES, TOPIC_SPECS
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
     Raises TopicSetupError when `likes` does not have the partition count of the tables that are
     co-partitioned with it.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, client_id="likeflow-admin")
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings), client_id="likeflow-admin")
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import faust
-import redis.asyncio as aioredis
 from prometheus_client import generate_latest
 
 from agents import register_agents
 from agents.context import PipelineContext, policies_from, quality_policies_from
 from config import Settings
+from likeflow import connections
 from likeflow.creator_weights import CreatorWeights
 from likeflow.metrics import Metrics
 from likeflow.monitor import Monitor
@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=settings.kafka_urls,
+        broker_credentials=connections.faust_broker_credentials(settings),
         store=settings.store,
         datadir=settings.data_dir,
         autodiscover=False,
@@ -70,7 +71,7 @@ def create_app(settings: Settings) -> faust.App:
     tables = declare_tables(app, settings)
     guards, ranking = policies_from(settings)
     windows, judging = quality_policies_from(settings)
-    redis_client = aioredis.from_url(settings.redis_url)
+    redis_client = connections.redis_client(settings)
     weights = CreatorWeights()
     mappings = VideoMappings(settings.max_record_bytes)
     store = RedisPromptStore(
@@ -99,7 +100,7 @@ def create_app(settings: Settings) -> faust.App:
     metrics.preinitialise([settings.topic(t) for t in SOURCE_TOPICS], list(BATCH_AGENTS))
     monitor = Monitor(
         app,
-        settings.kafka_bootstrap,
+        connections.kafka_client_kwargs(settings),
         metrics,
         {name: getattr(tables, name) for name in tables.__dataclass_fields__},
         [settings.topic(t) for t in SOURCE_TOPICS],
@@ -108,11 +109,11 @@ def create_app(settings: Settings) -> faust.App:
 
     async def follow_creator_weights() -> None:
         """Keep this worker's copy of every creator's ranking weight current."""
-        await weights.follow(settings.kafka_bootstrap, settings.topic(CREATOR_QUALITY))
+        await weights.follow(connections.kafka_client_kwargs(settings), settings.topic(CREATOR_QUALITY))
 
     async def follow_video_mappings() -> None:
         """Keep this worker's replica of every video's mapping current (the join side)."""
-        await mappings.follow(settings.kafka_bootstrap, settings.topic(VIDEO_PRODUCTS))
+        await mappings.follow(connections.kafka_client_kwargs(settings), settings.topic(VIDEO_PRODUCTS))
 
     app.task(follow_creator_weights)
     app.task(follow_video_mappings)

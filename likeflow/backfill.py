@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from config import Settings
+from likeflow.connections import kafka_client_kwargs
 from likeflow.domain.quality.counting import WindowPolicy, WindowRow
 from likeflow.domain.quality.engine import apply_event
 from likeflow.domain.quality.index import PartitionIndex
@@ -161,7 +162,7 @@ def file_events(paths: list[Path], max_bytes: int, invalid: list[str]) -> Iterat
 
 async def topic_events(settings: Settings, topic: str, invalid: list[str]) -> list[SourcedEvent]:
     """Every record of `topic` up to its current end, partition by partition, as creator events."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     out: list[SourcedEvent] = []
     keep_partition = any(topic == settings.topic(t) for t in SAME_PARTITIONING)

@@ -73,14 +73,14 @@ def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_creator(settings: Settings, args: argparse.Namespace) -> int:
     import orjson
-    import redis.asyncio as aioredis
 
+    from likeflow.connections import redis_client
     from likeflow.metrics import Metrics
     from likeflow.quality_view import creator_quality
     from likeflow.sinks.redis_quality import RedisQualityStore
 
     async def read() -> dict[str, object] | None:
-        client = aioredis.from_url(settings.redis_url)
+        client = redis_client(settings)
         try:
             store = RedisQualityStore(client, prefix=settings.redis_prefix, metrics=Metrics())
             return await creator_quality(store, args.creator_id)
@@ -176,8 +176,6 @@ def _cmd_reset_offsets(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import redis.asyncio as aioredis
-
     from agents.context import quality_policies_from
     from likeflow.backfill import (
         diff,
@@ -187,6 +185,7 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
         recompute,
         topic_events,
     )
+    from likeflow.connections import redis_client
     from likeflow.metrics import Metrics
     from likeflow.sinks.redis_quality import RedisQualityStore
 
@@ -211,7 +210,7 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
         )
         for problem in invalid[:20]:
             print(f"invalid: {problem}", file=sys.stderr)
-        client = aioredis.from_url(settings.redis_url)
+        client = redis_client(settings)
         try:
             store = RedisQualityStore(client, prefix=settings.redis_prefix, metrics=Metrics())
             creators = sorted(set(result.windows) | set(await store.creators()))
@@ -332,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         code: int = args.func(settings, args)
+    except ConfigError as exc:  # a secret file missing or unreadable, found when a client is built
+        print(f"likeflow: configuration error: {exc}", file=sys.stderr)
+        return 2
     except (TopicSetupError, ReplayError) as exc:
         print(f"likeflow: {exc}", file=sys.stderr)
         return 1

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -32,14 +34,16 @@ class CompactedFollower:
         """Apply one record (a null value is a tombstone)."""
         raise NotImplementedError
 
-    async def follow(self, bootstrap: str, topic: str) -> None:
-        """Read every partition of `topic` from the beginning and keep following it until cancelled."""
+    async def follow(self, kafka: Mapping[str, Any], topic: str) -> None:
+        """Read every partition of `topic` from the beginning and keep following it until cancelled.
+
+        `kafka` is the client arguments from `likeflow.connections.kafka_client_kwargs`."""
         while True:
             # No group: the consumer assigns itself every partition of the topic (and any added
             # later), starting at the earliest offset since nothing is ever committed.
             consumer = AIOKafkaConsumer(
                 topic,
-                bootstrap_servers=bootstrap,
+                **kafka,
                 group_id=None,
                 enable_auto_commit=False,
                 auto_offset_reset="earliest",

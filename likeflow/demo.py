@@ -14,6 +14,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from config import Settings
+from likeflow.connections import kafka_client_kwargs
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
 
 CATEGORIES = {
@@ -118,11 +119,11 @@ class LiveView:
 async def run_demo(settings: Settings, opts: DemoOptions) -> LiveView:
     """Publish the catalogue, then likes at `opts.rate`/s while showing prompts and dead letters."""
     view = LiveView(opts.show)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    producer = AIOKafkaProducer(**kafka_client_kwargs(settings), linger_ms=5)
     consumer = AIOKafkaConsumer(
         settings.topic(ORDER_PROMPTS),
         settings.topic(DEAD_LETTERS),
-        bootstrap_servers=settings.kafka_bootstrap,
+        **kafka_client_kwargs(settings),
         auto_offset_reset="latest",
         enable_auto_commit=False,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -19,10 +19,15 @@ class Monitor:
     """Refreshes the gauges that no agent sets as a side effect of its work."""
 
     def __init__(
-        self, app: Any, bootstrap: str, metrics: Metrics, tables: dict[str, Any], source_topics: Iterable[str]
+        self,
+        app: Any,
+        kafka: Mapping[str, Any],
+        metrics: Metrics,
+        tables: dict[str, Any],
+        source_topics: Iterable[str],
     ) -> None:
         self._app = app
-        self._bootstrap = bootstrap
+        self._kafka = kafka  # client arguments from likeflow.connections.kafka_client_kwargs
         self._metrics = metrics
         self._tables = tables
         self._sources = set(source_topics)
@@ -57,9 +62,9 @@ class Monitor:
         if not owned:
             return
         if self._clients is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+            admin = AIOKafkaAdminClient(**self._kafka)
             await admin.start()
-            offsets = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False)
+            offsets = AIOKafkaConsumer(**self._kafka, enable_auto_commit=False)
             await offsets.start()
             self._clients = (admin, offsets)
         admin, offsets = self._clients

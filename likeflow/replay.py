@@ -23,6 +23,7 @@ from aiokafka.protocol.api import Request
 from aiokafka.structs import OffsetAndMetadata
 
 from config import Settings
+from likeflow.connections import kafka_client_kwargs
 from likeflow.deadletter import dead_letter_headers
 from likeflow.progress import Progress
 from streams.events import Invalid
@@ -107,11 +108,7 @@ async def replay_files(
     result = FileReplayResult()
     total_bytes = sum(_uncompressed_size(p) for p in paths)
     progress = Progress(total_bytes, f"replay {topic}", progress_out)
-    producer = (
-        None
-        if dry_run
-        else AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
-    )
+    producer = None if dry_run else AIOKafkaProducer(**kafka_client_kwargs(settings), acks="all", linger_ms=5)
     if producer is not None:
         await producer.start()
     started = time.monotonic()
@@ -177,8 +174,8 @@ async def copy_topic_range(
     """
     if until_ms <= since_ms:
         raise ReplayError("--until must be after --since")
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+    consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), enable_auto_commit=False)
+    producer = AIOKafkaProducer(**kafka_client_kwargs(settings), acks="all", linger_ms=5)
     await consumer.start()
     await producer.start()
     copied: dict[int, int] = {}
@@ -242,7 +239,7 @@ async def reset_offsets(settings: Settings, to_ms: int, *, dry_run: bool = False
     with its next commit. Partitions with nothing at or after `to_ms` move to their end.
     """
     group = settings.app_id
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
     await admin.start()
     try:
         members = await live_members(admin, group)
@@ -252,7 +249,7 @@ async def reset_offsets(settings: Settings, to_ms: int, *, dry_run: bool = False
                 "(`make worker-stop`, or stop the deployment), then run reset-offsets again"
             )
         tps = []
-        consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+        consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), enable_auto_commit=False)
         await consumer.start()
         try:
             for name in INPUT_TOPICS:
@@ -279,7 +276,7 @@ async def reset_offsets(settings: Settings, to_ms: int, *, dry_run: bool = False
     if not dry_run:
         # A consumer with the group id but a manual assignment commits without joining the group.
         committer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+            **kafka_client_kwargs(settings), group_id=group, enable_auto_commit=False
         )
         await committer.start()
         try:

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings
+from likeflow.connections import kafka_client_kwargs
 
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
@@ -117,7 +118,7 @@ class WorkerProcess:
 
 async def produce(settings: Settings, topic: str, records: Iterable[Record]) -> int:
     """Send records in order (aiokafka's default murmur2 partitioner, as Faust uses); returns count."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**kafka_client_kwargs(settings), acks="all")
     await producer.start()
     n = 0
     try:
@@ -141,7 +142,7 @@ class Consumed:
 
 async def read_topic(settings: Settings, topic: str, timeout_s: float = 10) -> list[Consumed]:
     """Everything currently in `topic`, from the beginning to the end offsets read at the start."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
     out: list[Consumed] = []
     try:

@@ -1,0 +1,91 @@
+"""The one place Kafka and Redis clients get their address, TLS and credentials from settings.
+
+Every aiokafka producer, consumer and admin client is built with `kafka_client_kwargs`, the Faust
+app with `faust_broker_credentials`, and every Redis client is `redis_client` (docs/security.md).
+Passwords are read here, from the setting or its `_FILE`, when a client is built; they are never
+logged, and error messages name the variable, not the value.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from config import Settings
+from config.secrets import read_secret
+
+
+def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    """TLS context for the brokers (None for PLAINTEXT): verifies the broker's certificate and
+    host name against `kafka_ssl_cafile` (or the system's CAs), TLS 1.2 at least."""
+    if settings.kafka_security_protocol == "PLAINTEXT":
+        return None
+    context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.kafka_ssl_certfile:
+        context.load_cert_chain(settings.kafka_ssl_certfile, settings.kafka_ssl_keyfile)
+    return context
+
+
+def kafka_sasl_password(settings: Settings) -> str:
+    """The SASL password from LIKEFLOW_KAFKA_SASL_PASSWORD or the file LIKEFLOW_KAFKA_SASL_PASSWORD_FILE."""
+    return read_secret(settings.kafka_sasl_password, settings.kafka_sasl_password_file, "kafka_sasl_password")
+
+
+def kafka_security_kwargs(settings: Settings) -> dict[str, Any]:
+    """aiokafka's security arguments (`security_protocol`, SASL and `ssl_context`)."""
+    protocol = settings.kafka_security_protocol
+    kwargs: dict[str, Any] = {"security_protocol": protocol}
+    if protocol != "PLAINTEXT":
+        kwargs["ssl_context"] = kafka_ssl_context(settings)
+    if protocol == "SASL_SSL":
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
+        kwargs["sasl_plain_password"] = kafka_sasl_password(settings)
+    return kwargs
+
+
+def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Arguments for any aiokafka producer, consumer or admin client: brokers and security."""
+    return {"bootstrap_servers": settings.kafka_bootstrap, **kafka_security_kwargs(settings)}
+
+
+def faust_broker_credentials(settings: Settings) -> Any:
+    """`broker_credentials` for `faust.App` (None for PLAINTEXT)."""
+    import faust
+
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = kafka_ssl_context(settings)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    # SASLCredentials with an ssl_context is SASL_SSL; its repr shows the user name only.
+    return faust.SASLCredentials(
+        username=settings.kafka_sasl_username,
+        password=kafka_sasl_password(settings),
+        ssl_context=context,
+        mechanism=settings.kafka_sasl_mechanism,
+    )
+
+
+def redis_client(settings: Settings) -> aioredis.Redis:
+    """A Redis client for `redis_url`: TLS verified against `redis_ssl_cafile` for rediss://,
+    and the ACL user `redis_username` with its password when set."""
+    kwargs: dict[str, Any] = {}
+    if settings.redis_username:
+        kwargs["username"] = settings.redis_username
+    if settings.redis_password or settings.redis_password_file:
+        kwargs["password"] = read_secret(
+            settings.redis_password, settings.redis_password_file, "redis_password"
+        )
+    if settings.redis_url.startswith("rediss://"):
+        kwargs["ssl_cert_reqs"] = "required"
+        kwargs["ssl_check_hostname"] = True
+        kwargs["ssl_min_version"] = ssl.TLSVersion.TLSv1_2
+        if settings.redis_ssl_cafile:
+            kwargs["ssl_ca_certs"] = settings.redis_ssl_cafile
+    client: aioredis.Redis = aioredis.from_url(settings.redis_url, **kwargs)
+    return client
