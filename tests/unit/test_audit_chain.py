@@ -1,0 +1,231 @@
+"""The audit hash chain: an intact chain verifies; any alteration, deletion, swap or insertion is caught."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from likeflow.domain.audit import (
+    GENESIS,
+    GENESIS_HASH,
+    AuditError,
+    BreakReason,
+    Head,
+    extend,
+    head_of,
+    verify,
+)
+
+
+def prompt(i: int) -> bytes:
+    return orjson.dumps(
+        {"prompt_id": f"p{i}", "user_id": f"u{i % 3}", "price_cents": 100 + i, "score": i / 7}
+    )
+
+
+def feedback(i: int) -> bytes:
+    return orjson.dumps({"event_id": f"e{i}", "kind": "order", "amount_cents": 500 + i})
+
+
+def chain(n: int = 10) -> list[bytes]:
+    """Prompts and feedback appended in batches, as the agents do."""
+    entries, head = extend(GENESIS, "prompt", [prompt(i) for i in range(n // 2)])
+    more, head = extend(head, "feedback", [feedback(i) for i in range(n - n // 2)])
+    return entries + more
+
+
+def at(entries: list[bytes], base: int = 100) -> list[tuple[int, bytes]]:
+    return [(base + i, e) for i, e in enumerate(entries)]
+
+
+def test_intact_chain_verifies_with_count_and_head() -> None:
+    entries = chain()
+    result = verify(at(entries))
+    assert result.ok and result.count == 10
+    assert result.head == head_of(entries[-1])
+    assert result.head.seq == 9
+
+
+def test_entry_format() -> None:
+    entries, head = extend(GENESIS, "prompt", [b'{"b": 1, "a": [1.5, "x"]}'])
+    doc = orjson.loads(entries[0])
+    assert doc == {
+        "seq": 0,
+        "kind": "prompt",
+        "record": {"a": [1.5, "x"], "b": 1},
+        "prev": GENESIS_HASH,
+        "hash": head.hash,
+    }
+    assert entries[0].startswith(b'{"hash":')  # canonical: keys sorted, no whitespace
+
+
+def test_extend_continues_a_chain_like_one_batch() -> None:
+    one, head_one = extend(GENESIS, "prompt", [prompt(i) for i in range(4)])
+    first, mid = extend(GENESIS, "prompt", [prompt(i) for i in range(2)])
+    second, head_two = extend(mid, "prompt", [prompt(i) for i in range(2, 4)])
+    assert one == first + second and head_one == head_two
+
+
+def test_empty_chain_is_intact() -> None:
+    assert verify([]) == verify([], GENESIS)
+    assert verify([]).ok and verify([]).count == 0 and verify([]).head == GENESIS
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(AuditError):
+        extend(GENESIS, "prompt", [b"not json"])
+    with pytest.raises(AuditError):
+        extend(GENESIS, "click", [prompt(1)])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("index", [0, 3, 9])
+def test_altering_one_byte_of_a_record_is_caught_at_its_offset(index: int) -> None:
+    entries = chain()
+    # One byte inside the record: a user id or an event id.
+    entries[index] = (
+        entries[index].replace(b'"user_id":"u', b'"user_id":"v').replace(b'"event_id":"e', b'"event_id":"f')
+    )
+    result = verify(at(entries))
+    assert result.first_break is not None
+    assert result.first_break.offset == 100 + index
+    assert result.first_break.reason is BreakReason.BAD_HASH
+    assert result.count == index
+
+
+def test_every_single_byte_change_is_caught() -> None:
+    entries = chain(4)
+    target = entries[2]
+    for pos in range(len(target)):
+        for new in {target[pos] ^ 1, ord("E") if target[pos] == ord("e") else target[pos] ^ 2}:
+            tampered = [*entries[:2], target[:pos] + bytes([new]) + target[pos + 1 :], entries[3]]
+            result = verify(at(tampered))
+            assert result.first_break is not None and result.first_break.offset == 102, (pos, new)
+
+
+def test_content_preserving_rewrite_is_caught() -> None:
+    entries, _ = extend(GENESIS, "feedback", [b'{"x": 1e16}'])
+    assert b"1e16" in entries[0] or b"1e+16" in entries[0]
+    tampered = entries[0].replace(b"e16", b"E16").replace(b"e+16", b"E+16")
+    result = verify([(0, tampered)])
+    assert result.first_break is not None and result.first_break.reason is BreakReason.NOT_CANONICAL
+    spaced = verify([(0, entries[0].replace(b",", b", "))])
+    assert spaced.first_break is not None and spaced.first_break.reason is BreakReason.NOT_CANONICAL
+
+
+def test_changing_prev_is_caught() -> None:
+    entries = chain()
+    doc = orjson.loads(entries[4])
+    doc["prev"] = "f" * 64
+    entries[4] = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    result = verify(at(entries))
+    assert result.first_break is not None
+    assert (result.first_break.offset, result.first_break.reason) == (104, BreakReason.BAD_HASH)
+
+
+def test_forged_prev_with_recomputed_hash_is_a_prev_mismatch() -> None:
+    """A writer that extended another head (a forked chain) hashes correctly but does not link."""
+    entries = chain()
+    fork, _ = extend(Head(4, "a" * 64), "prompt", [prompt(99)])
+    entries[5] = fork[0]
+    result = verify(at(entries))
+    assert result.first_break is not None
+    assert (result.first_break.offset, result.first_break.reason) == (105, BreakReason.PREV_MISMATCH)
+
+
+def test_dropping_an_entry_is_caught_at_the_next_one() -> None:
+    entries = chain()
+    del entries[6]
+    result = verify(at(entries))
+    assert result.first_break is not None
+    assert (result.first_break.offset, result.first_break.reason) == (106, BreakReason.SEQ_GAP)
+    assert "seq 7, expected 6" in result.first_break.detail
+
+
+def test_dropping_the_genesis_entry_is_caught() -> None:
+    result = verify(at(chain()[1:]))
+    assert result.first_break is not None
+    assert (result.first_break.offset, result.first_break.reason) == (100, BreakReason.SEQ_GAP)
+
+
+def test_swapping_two_entries_is_caught_at_the_first() -> None:
+    entries = chain()
+    entries[2], entries[3] = entries[3], entries[2]
+    result = verify(at(entries))
+    assert result.first_break is not None
+    assert (result.first_break.offset, result.first_break.reason) == (102, BreakReason.SEQ_GAP)
+
+
+def test_inserting_a_well_formed_entry_is_caught() -> None:
+    entries = chain()
+    # The forger links the new entry correctly; the original that follows no longer fits.
+    inserted, _ = extend(head_of(entries[4]), "feedback", [feedback(77)])
+    entries.insert(5, inserted[0])
+    result = verify(at(entries))
+    assert result.first_break is not None
+    assert (result.first_break.offset, result.first_break.reason) == (106, BreakReason.SEQ_GAP)
+
+
+def test_duplicated_entry_is_caught() -> None:
+    entries = chain()
+    entries.insert(3, entries[3])
+    result = verify(at(entries))
+    assert result.first_break is not None and result.first_break.offset == 104
+
+
+@pytest.mark.parametrize("junk", [b"", b"null", b"{}", b"[1]", b'{"seq": 0}', b"\xff\xfe"])
+def test_undecodable_entry_is_caught(junk: bytes) -> None:
+    entries = chain(4)
+    entries[1] = junk
+    result = verify(at(entries))
+    assert result.first_break is not None
+    assert (result.first_break.offset, result.first_break.reason) == (101, BreakReason.UNDECODABLE)
+
+
+def test_head_of_refuses_a_damaged_entry() -> None:
+    entries = chain(2)
+    with pytest.raises(AuditError):
+        head_of(entries[1].replace(b'"event_id":"e', b'"event_id":"f'))
+
+
+def test_verify_from_a_known_head() -> None:
+    entries = chain()
+    result = verify(at(entries[5:]), start=head_of(entries[4]))
+    assert result.ok and result.count == 5 and result.head == head_of(entries[-1])
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    records=st.lists(json_values.map(lambda v: orjson.dumps({"v": v})), min_size=1, max_size=8),
+    data=st.data(),
+)
+def test_property_any_chain_verifies_and_any_byte_flip_is_caught(
+    records: list[bytes], data: st.DataObject
+) -> None:
+    entries, head = extend(GENESIS, "feedback", records)
+    result = verify(at(entries, 0))
+    assert result.ok and result.count == len(records) and result.head == head
+    index = data.draw(st.integers(0, len(entries) - 1))
+    pos = data.draw(st.integers(0, len(entries[index]) - 1))
+    bit = data.draw(st.integers(0, 7))
+    tampered = list(entries)
+    raw = bytearray(tampered[index])
+    raw[pos] ^= 1 << bit
+    tampered[index] = bytes(raw)
+    broken = verify(at(tampered, 0))
+    assert broken.first_break is not None and broken.first_break.offset == index
+    assert broken.count == index
