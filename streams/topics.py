@@ -25,6 +25,9 @@ CREATOR_QUALITY = "creator-quality"
 # so a user's controls are applied by the worker that holds the user's state.
 USER_CONSENT = "user-consent"
 USER_ERASURE = "user-erasure"
+# Tamper-evident trail (docs/audit.md): hash-chained copies of every emitted prompt and every
+# feedback record, one chain per partition, written by likeflow.audit_trail.AuditTrail.
+AUDIT_LOG = "audit-log"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,10 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     TopicSpec(CREATOR_QUALITY, {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}),
     TopicSpec(USER_CONSENT),
     TopicSpec(USER_ERASURE),
+    # Kept forever (retention.ms -1, never compacted): these are transaction records, which
+    # China's E-commerce Law (art. 31) requires to be kept at least 3 years after the transaction;
+    # a chain is verified from its genesis entry, so time-based deletion would break it.
+    TopicSpec(AUDIT_LOG, {"retention.ms": "-1", "cleanup.policy": "delete"}),
 )
 SPECS_BY_NAME = {spec.name: spec for spec in TOPIC_SPECS}
 
