@@ -9,7 +9,7 @@ RUN_DIR := .run
 WORKER_PID := $(RUN_DIR)/worker.pid
 WORKER_LOG := $(RUN_DIR)/worker.log
 
-.PHONY: help chaos venv stack-up stack-down stack-clean stack-status topics worker worker-start \
+.PHONY: help chaos secrets venv stack-up stack-down stack-clean stack-status topics worker worker-start \
         worker-stop demo run bench bench-quick test test-unit test-integration test-tools lint typecheck status clean
 
 help:
@@ -27,6 +27,16 @@ $(BIN)/likeflow: pyproject.toml constraints.txt
 
 venv: $(BIN)/likeflow
 
+# Local secrets (git-ignored, mode 600): the user-id pseudonym key. Production mounts its own
+# and points LIKEFLOW_USER_KEY_FILE at it (docs/privacy.md).
+USER_KEY := $(RUN_DIR)/secrets/user-key
+$(USER_KEY):
+	@mkdir -p $(RUN_DIR)/secrets && chmod 700 $(RUN_DIR)/secrets
+	@umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(48))" > $@
+	@echo "[secrets] created a local pseudonym key in $@"
+
+secrets: $(USER_KEY)
+
 stack-up:
 	@scripts/stack.sh up
 
@@ -43,10 +53,10 @@ stack-status:
 topics: venv stack-up
 	@$(BIN)/likeflow topics
 
-worker: venv stack-up
+worker: venv stack-up secrets
 	$(BIN)/likeflow worker
 
-worker-start: venv stack-up
+worker-start: venv stack-up secrets
 	@scripts/worker.sh start
 
 worker-stop:
@@ -58,7 +68,7 @@ demo: venv
 status: venv
 	@$(BIN)/likeflow status
 
-run: venv stack-up topics worker-start
+run: venv secrets stack-up topics worker-start
 	@echo
 	@echo "likeflow is running:"
 	@echo "  worker   pid $$(cat $(WORKER_PID)), log $(WORKER_LOG), health http://127.0.0.1:6066/health, metrics /metrics"
@@ -81,10 +91,10 @@ test-unit: venv
 test-tools:
 	@scripts/stack.sh tools
 
-test-integration: venv stack-up test-tools
+test-integration: venv secrets stack-up test-tools
 	@$(BIN)/pytest -m integration -q
 
-test: venv stack-up test-tools
+test: venv secrets stack-up test-tools
 	@echo "[test] lint and type check"
 	@$(BIN)/ruff check .
 	@$(BIN)/ruff format --check .
@@ -93,7 +103,7 @@ test: venv stack-up test-tools
 	@$(BIN)/pytest -m "not chaos"
 
 # The long fault tests (200k likes per case, kill -9, poison); the short variants run in `make test`.
-chaos: venv stack-up
+chaos: venv secrets stack-up
 	@$(BIN)/pytest -m chaos -s -q
 
 BENCH_VENV := .venv-bench
@@ -104,10 +114,10 @@ $(BENCH_VENV)/bin/python: bench/requirements.txt
 	@$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt
 	@touch $@
 
-bench: venv stack-up $(BENCH_VENV)/bin/python
+bench: venv secrets stack-up $(BENCH_VENV)/bin/python
 	@$(BENCH_VENV)/bin/python -m bench.run
 
-bench-quick: venv stack-up $(BENCH_VENV)/bin/python
+bench-quick: venv secrets stack-up $(BENCH_VENV)/bin/python
 	@$(BENCH_VENV)/bin/python -m bench.run --quick
 
 clean:

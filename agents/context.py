@@ -7,8 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from agents.retention import RetentionSweeper
 from config import Settings
 from likeflow.domain.decide import GuardPolicy
+from likeflow.domain.pricing import PricePolicy
 from likeflow.domain.quality.counting import WindowPolicy
 from likeflow.domain.quality.judging import JudgePolicy
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy
@@ -21,6 +23,8 @@ from streams.topics import Topics
 from tables import Tables
 
 CreatorWeight = Callable[[str], float]
+# Raw user id -> pseudonym (likeflow.domain.pseudonym.Pseudonymizer).
+Pseudonymize = Callable[[str], str]
 
 
 class MappingLookup(Protocol):
@@ -52,6 +56,9 @@ class PipelineContext:
     windows: WindowPolicy
     judging: JudgePolicy
     video_mappings: MappingLookup
+    pseudonymize: Pseudonymize
+    pricing: PricePolicy
+    retention: RetentionSweeper
     creator_weight: CreatorWeight = neutral_creator_weight
 
 
@@ -71,6 +78,16 @@ def policies_from(settings: Settings) -> tuple[GuardPolicy, RankingPolicy]:
         tz_offset_minutes=settings.tz_offset_minutes,
     )
     return guards, ranking
+
+
+def pricing_from(settings: Settings) -> PricePolicy:
+    """The campaign every user sees alike (docs/privacy.md, fair pricing)."""
+    return PricePolicy(
+        discount_pct=settings.campaign_discount_pct,
+        start_hour=settings.campaign_start_hour,
+        end_hour=settings.campaign_end_hour,
+        tz_offset_minutes=settings.tz_offset_minutes,
+    )
 
 
 def quality_policies_from(settings: Settings) -> tuple[WindowPolicy, JudgePolicy]:

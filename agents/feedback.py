@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import faust
@@ -17,7 +18,9 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
     topic_name = ctx.settings.topic(PROMPT_FEEDBACK)
 
     async def route_feedback(stream: Any) -> None:
-        async for _event, feedback in valid_events(stream, decode_feedback, ctx, topic_name):
+        async for _event, decoded in valid_events(stream, decode_feedback, ctx, topic_name):
+            # The edge for feedback: the app reports the raw user id; only its pseudonym goes on.
+            feedback = replace(decoded, user_id=ctx.pseudonymize(decoded.user_id))
             # Same key (creator_id) and partitioner: the creator's feedback and the job's prompt
             # counts meet on one partition of `creator-events`, in one order.
             await ctx.topics.creator_events.send(

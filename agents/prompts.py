@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from typing import Any
 
 import faust
 
 from agents.context import PipelineContext
+from agents.retention import state_record
 from likeflow.domain.decide import Duplicate, Skip, decide
 from likeflow.domain.user_state import UserState
 from likeflow.sinks.kafka_batch import BatchSender
@@ -32,6 +34,8 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
     creator_events_topic = settings.topic(CREATOR_EVENTS)
     max_bytes = settings.max_record_bytes
     sender = BatchSender(app)
+    pseudonymize = ctx.pseudonymize
+    retention = ctx.retention
 
     async def emit(prompt: Prompt) -> None:
         timestamp_s = prompt.like_ts / 1000
@@ -47,6 +51,9 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
         if isinstance(like, Invalid):
             await ctx.dead_letters.send(event, like)
             return
+        # The edge: from here on the user is a pseudonym, in state, counts, prompts and logs.
+        like = replace(like, user_id=pseudonymize(like.user_id))
+        retention.observe(message.partition, like.ts)
         if like.action == "unlike":
             unlikes.inc()
             return
@@ -66,6 +73,7 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
             now_ms=now_ms,
             guards=ctx.guards,
             ranking=ctx.ranking,
+            pricing=ctx.pricing,
         )
         if isinstance(decision, Duplicate):
             metrics.duplicates.inc()
@@ -74,13 +82,20 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
             if decision.prompt is not None:
                 to_serve.append(decision.prompt)
             return
-        states_written.append(put_for_event(table, event, like.user_id, state.to_dict()))
+        record = state_record(state, message.partition)
+        states_written.append(put_for_event(table, event, like.user_id, record))
         if isinstance(decision, Skip):
             metrics.likes_skipped.labels(decision.reason.value).inc()
             return
         to_serve.append(decision.prompt)
         metrics.prompts_emitted.inc()
         metrics.like_to_prompt_latency.observe(max(0, now_ms - like.ts) / 1000)
+
+    def erased_since(prompt: Prompt) -> bool:
+        # An erasure handled while this batch awaited Kafka has deleted the user's Redis key;
+        # writing the prompt now would bring it back.
+        stored = table.get(prompt.user_id)
+        return stored is not None and stored.get("erased_ts", 0) >= prompt.like_ts
 
     async def prompt_likes(stream: Any) -> None:
         # Before the first like, this worker's mapping replica holds every mapping published
@@ -104,7 +119,8 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
             for prompt in to_serve:
                 await emit(prompt)
             await sender.delivered()
-            await ctx.prompt_store.write(to_serve)
+            await ctx.prompt_store.write([p for p in to_serve if not erased_since(p)])
+            retention.sweep_due()
             batch_seconds.observe(time.perf_counter() - started)
 
     return app.agent(ctx.topics.likes, name="prompt_likes")(prompt_likes)

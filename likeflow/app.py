@@ -8,10 +8,14 @@ import faust
 from prometheus_client import generate_latest
 
 from agents import register_agents
-from agents.context import PipelineContext, policies_from, quality_policies_from
+from agents.context import PipelineContext, policies_from, pricing_from, quality_policies_from
+from agents.retention import RetentionSweeper
 from config import Settings
+from config.secrets import read_secret
 from likeflow import connections
 from likeflow.creator_weights import CreatorWeights
+from likeflow.domain.privacy import DAY_MS
+from likeflow.domain.pseudonym import MIN_KEY_CHARS, Pseudonymizer
 from likeflow.metrics import Metrics
 from likeflow.monitor import Monitor
 from likeflow.quality_view import creator_quality
@@ -94,6 +98,13 @@ def create_app(settings: Settings) -> faust.App:
         windows=windows,
         judging=judging,
         video_mappings=mappings,
+        pseudonymize=pseudonymizer(settings),
+        pricing=pricing_from(settings),
+        retention=RetentionSweeper(
+            tables.user_state,
+            settings.user_retention_days * DAY_MS,
+            on_expired=metrics.users_expired.inc,
+        ),
         creator_weight=weights,
     )
     register_agents(app, ctx)
@@ -120,6 +131,12 @@ def create_app(settings: Settings) -> faust.App:
 
     _register_web(app, ctx, weights, mappings)
     return app
+
+
+def pseudonymizer(settings: Settings) -> Pseudonymizer:
+    """The user-id pseudonymizer from the configured key (raises ConfigError saying what to set)."""
+    key = read_secret(settings.user_key, settings.user_key_file, "user_key", min_length=MIN_KEY_CHARS)
+    return Pseudonymizer(key.encode("utf-8"), settings.user_key_version)
 
 
 def _register_web(

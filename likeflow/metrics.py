@@ -39,6 +39,17 @@ class Metrics:
             "Redelivered likes (same event_id); their original prompt is re-sent unchanged.",
             registry=r,
         )
+        self.user_controls = Counter(
+            "likeflow_user_controls_total",
+            "Privacy controls applied from user-consent and user-erasure, by control.",
+            ["control"],
+            registry=r,
+        )
+        self.users_expired = Counter(
+            "likeflow_users_expired_total",
+            "User states dropped by retention (last activity older than the horizon).",
+            registry=r,
+        )
         self.mapping_updates = Counter(
             "likeflow_mapping_updates_total",
             "Video mapping records applied, by outcome (set, removed, stale).",
@@ -130,6 +141,8 @@ class Metrics:
             self.redis_write_errors.labels(outcome)
         for outcome in ("set", "removed", "stale"):
             self.mapping_updates.labels(outcome)
+        for control in ("consent", "erasure"):
+            self.user_controls.labels(control)
         for change in ("demoted", "recovered"):
             self.creator_changes.labels(change)
         for reason in SKIP_REASONS:

@@ -62,11 +62,18 @@ class Product:
     certified: bool
     stock: int
     offer: Offer = "order"
+    # The merchant's lowest acceptable price for campaigns; None: no discount allowed.
+    min_price_cents: int | None = None
 
     @property
     def eligible(self) -> bool:
         """Certified (brand-certified and quality-checked) and in stock: may be offered."""
         return self.certified and self.stock > 0
+
+    @property
+    def floor_price_cents(self) -> int:
+        """The lowest price a campaign may bring this product to (cents)."""
+        return self.price_cents if self.min_price_cents is None else self.min_price_cents
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +95,28 @@ class MappingRemoval:
 
     video_id: str
     ts: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class UserConsent:
+    """A user's choices as of `ts` (epoch ms): prompts at all, and prompts ranked on their profile."""
+
+    user_id: str
+    prompts: bool
+    personalized: bool
+    ts: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form kept in the user's state."""
+        return {"prompts": self.prompts, "personalized": self.personalized, "ts": self.ts}
+
+
+@dataclass(frozen=True, slots=True)
+class UserErasure:
+    """A request at `ts` (epoch ms) to erase everything the job holds about a user."""
+
+    user_id: str
+    ts: int
 
 
 @dataclass(frozen=True, slots=True)

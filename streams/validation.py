@@ -17,6 +17,8 @@ from streams.events import (
     Like,
     MappingRemoval,
     Product,
+    UserConsent,
+    UserErasure,
     VideoMapping,
 )
 
@@ -196,12 +198,22 @@ def _products(obj: dict[str, Any]) -> tuple[Product, ...]:
             certified=_bool(item, "certified", where=where),
             stock=_int(item, "stock", 0, where=where),
             offer=_enum(item, "offer", OFFERS, "order", where=where),
+            min_price_cents=_optional_floor(item, where),
         )
         if product.product_id in seen:
             raise _FieldError(R.INVALID_VALUE, f"{where}product_id appears twice")
         seen.add(product.product_id)
         products.append(product)
     return tuple(products)
+
+
+def _optional_floor(item: dict[str, Any], where: str) -> int | None:
+    if item.get("min_price_cents") is None:
+        return None
+    floor = _int(item, "min_price_cents", 1, where=where)
+    if floor > item["price_cents"]:
+        raise _FieldError(R.INVALID_VALUE, f"{where}min_price_cents must not exceed price_cents")
+    return floor
 
 
 def _check_key(key_text: str | None, expected: str, topic: str, field: str) -> None:
@@ -241,5 +253,38 @@ def decode_feedback(key: bytes | None, value: bytes | None, max_bytes: int) -> C
         )
         _check_key(_key_text(key), event.creator_id, "prompt-feedback", "creator_id")
         return event
+
+    return _decode(build)
+
+
+def decode_consent(key: bytes | None, value: bytes | None, max_bytes: int) -> UserConsent | Invalid:
+    """Validate a `user-consent` record (key: user_id); never raises on bad input."""
+
+    def build() -> UserConsent:
+        if value is None:
+            raise _FieldError(R.MISSING_FIELD, "record value is null; consent must be a JSON object")
+        obj = _load_object(value, max_bytes)
+        consent = UserConsent(
+            user_id=_str(obj, "user_id", MAX_ID_CHARS),
+            prompts=_bool(obj, "prompts"),
+            personalized=_bool(obj, "personalized"),
+            ts=_ts(obj),
+        )
+        _check_key(_key_text(key), consent.user_id, "user-consent", "user_id")
+        return consent
+
+    return _decode(build)
+
+
+def decode_erasure(key: bytes | None, value: bytes | None, max_bytes: int) -> UserErasure | Invalid:
+    """Validate a `user-erasure` record (key: user_id); never raises on bad input."""
+
+    def build() -> UserErasure:
+        if value is None:
+            raise _FieldError(R.MISSING_FIELD, "record value is null; an erasure must be a JSON object")
+        obj = _load_object(value, max_bytes)
+        erasure = UserErasure(user_id=_str(obj, "user_id", MAX_ID_CHARS), ts=_ts(obj))
+        _check_key(_key_text(key), erasure.user_id, "user-erasure", "user_id")
+        return erasure
 
     return _decode(build)

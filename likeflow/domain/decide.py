@@ -8,12 +8,14 @@ from enum import StrEnum
 
 from likeflow.domain.affinity import add_like
 from likeflow.domain.copy import offer_text
+from likeflow.domain.pricing import PricePolicy, offer_price
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy, rank
 from likeflow.domain.user_state import SentPrompt, UserState
 from streams.events import Like, Prompt, VideoMapping
 
 # Fixed namespace: prompt ids must stay the same across versions and replays.
 PROMPT_ID_NAMESPACE = uuid.UUID("6f1d3c5e-8a57-4b0e-9a7e-1f4c2b9d0a11")
+NO_CAMPAIGN = PricePolicy()
 
 
 class NoPromptReason(StrEnum):
@@ -23,6 +25,8 @@ class NoPromptReason(StrEnum):
     ALL_RECENTLY_OFFERED = "all_recently_offered"
     HOURLY_CAP = "hourly_cap"
     TOO_LATE = "too_late"
+    PROMPTS_OFF = "prompts_off"
+    ERASED = "erased"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,32 +77,43 @@ def decide(
     now_ms: int,
     guards: GuardPolicy,
     ranking: RankingPolicy,
+    pricing: PricePolicy = NO_CAMPAIGN,
 ) -> Decision:
     """Decide the prompt for `like` joined with `mapping`, updating `state` in place.
 
-    Dedupe first (by event_id, so redelivery is a no-op), then: eligible products (certified,
+    The user's controls first: a user who turned prompts off gets none and the like is not
+    recorded; a like from before the user's erasure request is ignored. Then dedupe (by
+    event_id, so redelivery is a no-op), then: eligible products (certified,
     in stock) ranked against the user's profile *before* this like; products offered to the user
     within `repeat_window_ms` of this like are passed over, so a repeat like falls through to the
     best product not yet offered; a like more than `dedupe_horizon_ms` behind the user's latest is
     refused as too late; at most `prompts_per_hour` per clock hour of like time. The like
-    then joins the profile. `now_ms` (wall clock) only stamps `emitted_ts`.
+    then joins the profile, unless the user refused personalisation: then products are ranked
+    on an empty profile and none is built. The price is `offer_price` (the same for everyone at
+    the like's ts). `now_ms` (wall clock) only stamps `emitted_ts`.
     """
+    if state.consent is not None and not state.consent.prompts:
+        return Skip(NoPromptReason.PROMPTS_OFF)
+    if like.ts <= state.erased_ts:
+        return Skip(NoPromptReason.ERASED)
     if like.event_id in state.seen:
         return Duplicate(state.prompt_for(like.event_id))
     if like.ts < state.high_ts - guards.dedupe_horizon_ms:
         # Older than the dedupe horizon: its event_id may have been pruned from `seen`, so it
         # could be a redelivery we can no longer recognise. Refusing it keeps dedupe exact.
         return Skip(NoPromptReason.TOO_LATE)
-    decision = _choose(state, like, mapping, creator_weight, now_ms, guards, ranking)
+    personalized = state.consent is None or state.consent.personalized
+    decision = _choose(state, like, mapping, creator_weight, now_ms, guards, ranking, pricing, personalized)
     state.seen[like.event_id] = like.ts
     if isinstance(decision, Emit):
         state.sent.append(SentPrompt(like.event_id, decision.prompt))
-    add_like(
-        state.affinity,
-        (p.category for p in mapping.products),
-        like.ts,
-        ranking.affinity_half_life_ms,
-    )
+    if personalized:
+        add_like(
+            state.affinity,
+            (p.category for p in mapping.products),
+            like.ts,
+            ranking.affinity_half_life_ms,
+        )
     state.high_ts = max(state.high_ts, like.ts)
     _prune(state, guards)
     return decision
@@ -112,6 +127,8 @@ def _choose(
     now_ms: int,
     guards: GuardPolicy,
     ranking: RankingPolicy,
+    pricing: PricePolicy,
+    personalized: bool,
 ) -> Decision:
     eligible = [p for p in mapping.products if p.eligible]
     if not eligible:
@@ -126,7 +143,9 @@ def _choose(
     hour = like.ts // HOUR_MS
     if sum(1 for s in state.sent if s.prompt.like_ts // HOUR_MS == hour) >= guards.prompts_per_hour:
         return Skip(NoPromptReason.HOURLY_CAP)
-    score, best = rank(candidates, state.affinity, like.ts, creator_weight, ranking)[0]
+    profile = state.affinity if personalized else {}
+    score, best = rank(candidates, profile, like.ts, creator_weight, ranking)[0]
+    price_cents = offer_price(best, like.ts, pricing)
     return Emit(
         Prompt(
             prompt_id=prompt_id_for(like.event_id, best.product_id),
@@ -135,10 +154,10 @@ def _choose(
             creator_id=mapping.creator_id,
             product_id=best.product_id,
             title=best.title,
-            price_cents=best.price_cents,
+            price_cents=price_cents,
             offer=best.offer,
             score=score,
-            text=offer_text(guards.language, best.offer, best.title, best.price_cents),
+            text=offer_text(guards.language, best.offer, best.title, price_cents),
             like_ts=like.ts,
             emitted_ts=now_ms,
         )

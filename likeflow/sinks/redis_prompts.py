@@ -108,6 +108,26 @@ class RedisPromptStore:
                 )
             await pipe.execute()
 
+    async def erase(self, user_id: str) -> None:
+        """Delete the user's served prompts (an erasure request).
+
+        Retries until Redis answers (backing off to 2 s between tries): the request's offset is
+        not committed meanwhile, so an erasure is never acknowledged half done, and the worker
+        does not crash while Redis is away.
+        """
+        key = prompts_key(self._prefix, user_id)
+        attempt = 0
+        while True:
+            try:
+                await self._client.delete(key)
+                return
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
+                attempt += 1
+                self._metrics.redis_write_errors.labels("retried").inc()
+                log.warning("redis erase failed (%s); retrying in %.2f s (attempt %d)", exc, delay, attempt)
+                await asyncio.sleep(delay)
+
     async def close(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()

@@ -11,14 +11,25 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from likeflow.backfill import events_from_line
-from streams.events import CreatorEvent, DeadLetterReason, Invalid, Like, MappingRemoval, VideoMapping
-from streams.validation import decode_feedback, decode_like, decode_mapping
+from streams.events import (
+    CreatorEvent,
+    DeadLetterReason,
+    Invalid,
+    Like,
+    MappingRemoval,
+    UserConsent,
+    UserErasure,
+    VideoMapping,
+)
+from streams.validation import decode_consent, decode_erasure, decode_feedback, decode_like, decode_mapping
 
 MAX = 65_536
 DECODERS: list[tuple[str, Callable[[bytes | None, bytes | None, int], Any], tuple[type, ...]]] = [
     ("like", decode_like, (Like,)),
     ("mapping", decode_mapping, (VideoMapping, MappingRemoval)),
     ("feedback", decode_feedback, (CreatorEvent,)),
+    ("consent", decode_consent, (UserConsent,)),
+    ("erasure", decode_erasure, (UserErasure,)),
 ]
 
 json_values = st.recursive(
@@ -47,6 +58,9 @@ FIELDS = [
     "title",
     "category",
     "price_cents",
+    "min_price_cents",
+    "prompts",
+    "personalized",
     "certified",
     "stock",
     "offer",
