@@ -1,4 +1,4 @@
-"""The `likeflow` console command: worker, topics, status, creator, replay, backfill, reset-offsets, demo."""
+"""The `likeflow` command: worker, topics, status, creator, replay, backfill, reset-offsets, audit, demo."""
 
 from __future__ import annotations
 
@@ -240,6 +240,26 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    from likeflow.audit_trail import verify_topic
+    from streams.topics import AUDIT_LOG
+
+    topic = args.topic or settings.topic(AUDIT_LOG)
+    results = asyncio.run(verify_topic(settings, topic))
+    for partition, result in results.items():
+        head = f"head seq {result.head.seq} {result.head.hash}" if result.count else "empty"
+        print(f"{topic}[{partition}]\t{result.count} entries verified\t{head}")
+    breaks = [(p, r.first_break) for p, r in results.items() if r.first_break is not None]
+    for partition, brk in breaks:
+        print(f"first break: {topic}[{partition}]@{brk.offset}: {brk.reason.value} ({brk.detail})")
+    total = sum(r.count for r in results.values())
+    if breaks:
+        print(f"BROKEN: {len(breaks)} of {len(results)} partition chains", file=sys.stderr)
+        return 1
+    print(f"intact: {total} entries in {len(results)} partition chains")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and --help docs)."""
     parser = argparse.ArgumentParser(
@@ -298,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--dry-run", action="store_true", help="print the moves, change nothing")
     reset.set_defaults(func=_cmd_reset_offsets)
 
+    audit = sub.add_parser("audit", help="the tamper-evident audit trail (docs/audit.md)")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    averify = audit_sub.add_parser("verify", help="re-walk every partition's hash chain; exit 1 at a break")
+    averify.add_argument("--topic", metavar="NAME", help="full topic name (default: the prefixed audit-log)")
+    averify.set_defaults(func=_cmd_audit_verify)
+
     creator = sub.add_parser("creator", help="print a creator's quality as JSON (from Redis)")
     creator.add_argument("creator_id")
     creator.set_defaults(func=_cmd_creator)
@@ -327,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     # aiokafka logs every metadata refresh at INFO; the worker shows Faust's own progress.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.root.level))
     from likeflow.admin import TopicSetupError
+    from likeflow.domain.audit import AuditError
     from likeflow.replay import ReplayError
 
     try:
@@ -334,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # a secret file missing or unreadable, found when a client is built
         print(f"likeflow: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (TopicSetupError, ReplayError) as exc:
+    except (TopicSetupError, ReplayError, AuditError) as exc:
         print(f"likeflow: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

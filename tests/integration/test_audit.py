@@ -1,0 +1,138 @@
+"""The audit trail on the real broker: chains survive a restart and a rebalance; tampering is caught."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from config import Settings
+from likeflow.admin import ensure_topics
+from likeflow.audit_trail import AuditTrail, verify_topic
+from likeflow.domain.audit import BreakReason, head_of
+from streams.topics import AUDIT_LOG
+from tests.integration.conftest import private_settings
+from tests.integration.harness import Consumed, read_topic, run_cli
+
+
+@pytest.fixture(scope="module")
+def audit_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    settings = private_settings(base_settings, tmp_path_factory)
+    asyncio.run(ensure_topics(settings))
+    return settings
+
+
+def records(tag: str, n: int) -> list[bytes]:
+    return [
+        orjson.dumps({"prompt_id": f"{tag}-{i}", "user_id": "v1.ab", "price_cents": 100 + i})
+        for i in range(n)
+    ]
+
+
+async def copy_topic(
+    settings: Settings, source: list[Consumed], dest: str, change: Callable[[Consumed], bytes | None]
+) -> None:
+    """Write `source` to a new topic `dest`, same partitions and order, through `change` (None drops)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(dest, settings.partitions, 1)])
+    finally:
+        await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        for record in sorted(source, key=lambda r: (r.partition, r.offset)):
+            value = change(record)
+            if value is not None:
+                await (await producer.send(dest, value, partition=record.partition))
+    finally:
+        await producer.stop()
+
+
+async def test_chains_continue_across_restart_and_rebalance_and_tampering_is_caught(
+    audit_settings: Settings,
+) -> None:
+    settings = audit_settings
+    topic = settings.topic(AUDIT_LOG)
+
+    first = AuditTrail(settings)
+    await first.start()
+    try:
+        # Appends to two partitions run concurrently; two batches of one partition queue up.
+        await asyncio.gather(
+            first.append(0, "prompt", records("a0", 4)),
+            first.append(1, "feedback", records("a1", 3)),
+            first.append(0, "feedback", records("b0", 2)),
+        )
+        await first.append(1, "prompt", [])  # nothing to do
+    finally:
+        await first.stop()
+
+    # A restarted worker (or the partition's next owner) reads each chain's tail and continues.
+    second = AuditTrail(settings)
+    third = AuditTrail(settings)
+    await second.start()
+    await third.start()
+    try:
+        await second.append(0, "prompt", records("c0", 3))
+        await second.append(1, "prompt", records("c1", 2))
+        # Rebalance: partition 0 moves to `third`, which extends it; back to `second`, which
+        # forgot its cached head on revoke and so continues after `third`'s entries.
+        second.forget([0])
+        await third.append(0, "feedback", records("d0", 2))
+        third.forget([0])
+        await second.append(0, "prompt", records("e0", 1))
+    finally:
+        await second.stop()
+        await third.stop()
+
+    log = await read_topic(settings, topic)
+    by_partition = {p: sorted((r for r in log if r.partition == p), key=lambda r: r.offset) for p in (0, 1)}
+    assert [orjson.loads(r.value)["seq"] for r in by_partition[0]] == list(range(12))
+    assert [orjson.loads(r.value)["seq"] for r in by_partition[1]] == list(range(5))
+    assert {r.partition for r in log} == {0, 1}
+
+    results = await verify_topic(settings)
+    assert all(r.ok for r in results.values())
+    assert {p: r.count for p, r in results.items() if r.count} == {0: 12, 1: 5}
+    assert results[0].head == head_of(by_partition[0][-1].value)
+
+    ok = await run_cli(settings, "audit", "verify")
+    assert ok.returncode == 0, ok.stderr.decode()
+    assert b"intact: 17 entries" in ok.stdout
+    assert f"{topic}[0]\t12 entries verified\thead seq 11 {results[0].head.hash}".encode() in ok.stdout
+
+    # Kafka records are immutable: a tampered copy of the log stands in for a rewritten one.
+    target = by_partition[1][3]
+    assert b'"prompt_id":"c1-0"' in target.value
+    tampered = settings.topic("audit-tampered")
+    await copy_topic(
+        settings,
+        log,
+        tampered,
+        lambda r: r.value.replace(b'"c1-0"', b'"c1-9"') if r is target else r.value,
+    )
+    bad = await run_cli(settings, "audit", "verify", "--topic", tampered)
+    assert bad.returncode == 1, bad.stdout.decode()
+    assert f"first break: {tampered}[1]@3: bad hash".encode() in bad.stdout
+    assert f"{tampered}[0]\t12 entries verified".encode() in bad.stdout
+    assert f"{tampered}[1]\t3 entries verified".encode() in bad.stdout
+
+    # Deleting one entry: the next one no longer follows.
+    dropped = by_partition[0][5]
+    deleted = settings.topic("audit-deleted")
+    await copy_topic(settings, log, deleted, lambda r: None if r is dropped else r.value)
+    results = await verify_topic(settings, deleted)
+    brk = results[0].first_break
+    assert brk is not None and (brk.offset, brk.reason) == (5, BreakReason.SEQ_GAP)
+    assert results[1].ok and results[1].count == 5
+    cli = await run_cli(settings, "audit", "verify", "--topic", deleted)
+    assert cli.returncode == 1
+    assert f"first break: {deleted}[0]@5: seq gap".encode() in cli.stdout
