@@ -32,8 +32,8 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
     co-partitioned with it.
     """
     admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings), client_id="likeflow-admin")
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [s for s in TOPIC_SPECS if settings.topic(s.name) not in existing]
         if missing:
@@ -58,7 +58,8 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
     except KafkaError as exc:
         raise TopicSetupError(
             f"Kafka at {settings.kafka_bootstrap} refused topic setup: {exc!r}. "
-            "Is the broker up? (`make stack-up`)"
+            "Is the broker up (`make stack-up`), and do LIKEFLOW_KAFKA_SECURITY_PROTOCOL and the "
+            "credentials match its listener (docs/security.md)?"
         ) from exc
     finally:
         await admin.close()
