@@ -324,6 +324,9 @@ async def likeflow_latency(rates: list[int], seconds: float, workdir: Path) -> d
                 observe(prefix + "order-prompts", until_quiet_s=3, expected=None, timeout_s=seconds + 30)
             )
             sent, started = 0, time.perf_counter()
+            # Prompts carry a pseudonym, not the user id: a step's prompts are told apart by
+            # their like ts (every like of this step is stamped after this moment).
+            step_start_ms = int(time.time() * 1000)
             while (elapsed := time.perf_counter() - started) < seconds:
                 due = int(elapsed * rate)
                 while sent < due:
@@ -341,7 +344,7 @@ async def likeflow_latency(rates: list[int], seconds: float, workdir: Path) -> d
             lat = sorted(
                 t - orjson.loads(v)["like_ts"] / 1000
                 for t, v in arrivals
-                if orjson.loads(v)["user_id"].startswith(f"l{rate}-")
+                if orjson.loads(v)["like_ts"] >= step_start_ms
             )
             if not lat:
                 # The worker is still behind on the previous rate's backlog: nothing to measure.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import redis.asyncio as aioredis
 
 from config import Settings, load_settings
 from likeflow.admin import ensure_topics
+from likeflow.domain.pseudonym import Pseudonymizer
 from tests.integration.harness import WorkerProcess, free_port, reachable
 
 
@@ -47,7 +49,14 @@ def private_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathF
         log_level="info",
         # A kill -9 test waits this long for the dead member's partitions.
         session_timeout_s=8.0,
+        # A key of the test's own, so tests can compute the pseudonyms the worker will use.
+        user_key=secrets.token_urlsafe(48),
     )
+
+
+def pseudonymizer_for(settings: Settings) -> Pseudonymizer:
+    """The pseudonyms the worker of `settings` gives to user ids."""
+    return Pseudonymizer(settings.user_key.encode(), settings.user_key_version)
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +73,12 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     proc.start()
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def pseudonym(settings: Settings) -> Pseudonymizer:
+    """Raw user id -> the pseudonym the session's worker stores and emits."""
+    return pseudonymizer_for(settings)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from collections import Counter
 import orjson
 
 from config import Settings
+from likeflow.domain.pseudonym import Pseudonymizer
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
 from tests.integration.harness import Consumed, Record, WorkerProcess, produce, read_topic_until, wait_until
 
@@ -126,7 +127,7 @@ def interleave(good: list[Record], bad: list[Record]) -> list[Record]:
 
 
 async def test_bad_records_are_dead_lettered_and_valid_ones_still_prompt(
-    worker: WorkerProcess, settings: Settings
+    worker: WorkerProcess, settings: Settings, pseudonym: Pseudonymizer
 ) -> None:
     pid_before = worker.proc.pid if worker.proc else None
     dlq_before = worker.metric_sum("likeflow_dead_letters_total")
@@ -161,7 +162,7 @@ async def test_bad_records_are_dead_lettered_and_valid_ones_still_prompt(
         worker,
     )
 
-    good_users = {f"bad-u{i}" for i in range(len(GOOD_LIKES))}
+    good_users = {pseudonym(f"bad-u{i}") for i in range(len(GOOD_LIKES))}
 
     def prompted(records: list[Consumed]) -> set[str]:
         return {orjson.loads(r.value)["user_id"] for r in records if r.value} & good_users

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from config import Settings
 from likeflow.domain.decide import prompt_id_for
+from likeflow.domain.pseudonym import Pseudonymizer
 from likeflow.sinks.redis_prompts import prompts_key
 from streams.topics import LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
 from tests.integration.harness import Consumed, WorkerProcess, produce, read_topic_until, wait_until
@@ -107,7 +108,7 @@ def outcomes(worker: WorkerProcess) -> float:
 
 
 async def test_likes_become_exactly_the_expected_prompts(
-    worker: WorkerProcess, settings: Settings, redis_client: aioredis.Redis
+    worker: WorkerProcess, settings: Settings, redis_client: aioredis.Redis, pseudonym: Pseudonymizer
 ) -> None:
     before = outcomes(worker)
     skipped_before = {r: worker.metric_sum("likeflow_likes_skipped_total", reason=r) for r in EXPECTED_SKIPS}
@@ -130,7 +131,8 @@ async def test_likes_become_exactly_the_expected_prompts(
         worker,
     )
 
-    users = {key for key, _, _ in LIKES_SENT}
+    # Prompts are keyed by the user's pseudonym (docs/privacy.md).
+    users = {pseudonym(key.decode()).encode() for key, _, _ in LIKES_SENT if key}
     # The session's worker serves other tests too: look only at this test's users.
     expected_records = len(EXACT) + 3 + 1  # distinct prompts, plus the re-sent copy for L9
 
@@ -200,9 +202,9 @@ async def test_likes_become_exactly_the_expected_prompts(
         )
         ttl = await redis_client.pttl(prompts_key(settings.redis_prefix, user))
         assert 0 < ttl <= settings.redis_prompt_ttl_s * 1000
-    assert Counter(p["user_id"] for p in prompts if p["user_id"] != "u4") == {
-        "u1": 1,
-        "u2": 2,
-        "u3": 3,
-        "u8": 1,
+    assert Counter(p["user_id"] for p in prompts if p["user_id"] != pseudonym("u4")) == {
+        pseudonym("u1"): 1,
+        pseudonym("u2"): 2,
+        pseudonym("u3"): 3,
+        pseudonym("u8"): 1,
     }

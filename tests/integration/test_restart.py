@@ -15,7 +15,7 @@ from config import Settings
 from likeflow.admin import ensure_topics
 from likeflow.sinks.redis_prompts import prompts_key
 from streams.topics import LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
-from tests.integration.conftest import private_settings
+from tests.integration.conftest import private_settings, pseudonymizer_for
 from tests.integration.harness import Consumed, Record, WorkerProcess, produce, read_topic_until, wait_until
 
 NOW = int(time.time() * 1000)
@@ -68,6 +68,7 @@ def by_prompt_id(records: list[Consumed]) -> dict[str, set[bytes]]:
 
 async def test_redelivery_after_kill_9_changes_nothing(restart_settings: Settings, tmp_path: Path) -> None:
     settings = restart_settings
+    pseudonym = pseudonymizer_for(settings)
     first = WorkerProcess(settings, tmp_path / "first.log")
     first.start()
     try:
@@ -118,7 +119,7 @@ async def test_redelivery_after_kill_9_changes_nothing(restart_settings: Setting
         client = aioredis.from_url(settings.redis_url)
         try:
             for user in USERS:
-                stored = await client.zrange(prompts_key(settings.redis_prefix, user), 0, -1)
+                stored = await client.zrange(prompts_key(settings.redis_prefix, pseudonym(user)), 0, -1)
                 assert len(stored) == 2 and {orjson.loads(s)["product_id"] for s in stored} == {
                     "r-p0",
                     "r-p1",

@@ -1,0 +1,218 @@
+"""Privacy on the real stack: pseudonyms everywhere, consent, erasure within a bound, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka.partitioner import DefaultPartitioner
+
+from config import Settings
+from likeflow.domain.privacy import DAY_MS
+from likeflow.domain.pseudonym import Pseudonymizer
+from likeflow.sinks.redis_prompts import prompts_key
+from streams.topics import CREATOR_EVENTS, LIKES, ORDER_PROMPTS, USER_CONSENT, USER_ERASURE, VIDEO_PRODUCTS
+from tests.integration.harness import (
+    Consumed,
+    Record,
+    WorkerProcess,
+    produce,
+    read_topic,
+    read_topic_until,
+    wait_until,
+)
+
+NOW = int(time.time() * 1000)
+RUN = uuid.uuid4().hex[:6]
+VIDEO = f"pv-{RUN}"
+
+
+def raw_user(name: str) -> str:
+    """A raw user id distinctive enough to be searched for in every store afterwards."""
+    return f"rawuser-{RUN}-{name}"
+
+
+def like(user: str, ts: int, video: str = VIDEO) -> Record:
+    # Event ids are opaque (docs/events.md): they must not embed the user id.
+    body = {"event_id": uuid.uuid4().hex, "user_id": user, "video_id": video, "ts": ts}
+    return user.encode(), orjson.dumps(body), []
+
+
+def control(user: str, **fields: Any) -> Record:
+    return user.encode(), orjson.dumps({"user_id": user, **fields}), []
+
+
+def changelog(settings: Settings) -> str:
+    return f"{settings.app_id}-user_state-changelog"
+
+
+def latest_state(records: list[Consumed], user: str) -> tuple[bool, dict[str, Any] | None]:
+    """(seen, latest value) of `user`'s key on the changelog; a tombstone reads as None."""
+    key = orjson.dumps(user)
+    found, value = False, None
+    for record in records:
+        if record.key == key:
+            found, value = True, (orjson.loads(record.value) if record.value else None)
+    return found, value
+
+
+async def publish_video(
+    settings: Settings, worker: WorkerProcess, video: str = VIDEO, certified: bool = True
+) -> None:
+    """A mapping; with `certified=False` nothing is eligible: likes update state, emit nothing."""
+    before = worker.metric_sum("likeflow_mapping_updates_total")
+    products = [
+        {"product_id": f"{video}-bag", "title": "bag", "category": "bag", "price_cents": 5000,
+         "certified": certified, "stock": 50},
+        {"product_id": f"{video}-dress", "title": "dress", "category": "dress", "price_cents": 7000,
+         "certified": certified, "stock": 50},
+    ]  # fmt: skip
+    body = {"video_id": video, "creator_id": f"pc-{RUN}", "ts": NOW - 60 * DAY_MS, "products": products}
+    await produce(settings, settings.topic(VIDEO_PRODUCTS), [(video.encode(), orjson.dumps(body), [])])
+    await wait_until(
+        lambda: worker.metric_sum("likeflow_mapping_updates_total") > before, 30, "the mapping", worker
+    )
+
+
+async def prompts_of(settings: Settings, users: set[str], count: int) -> list[dict[str, Any]]:
+    def mine(records: list[Consumed]) -> list[dict[str, Any]]:
+        values = (orjson.loads(r.value) for r in records if r.value)
+        return [p for p in values if p["user_id"] in users]
+
+    records = await read_topic_until(
+        settings, settings.topic(ORDER_PROMPTS), lambda rs: len(mine(rs)) >= count, 60, f"{count} prompts"
+    )
+    return mine(records)
+
+
+async def test_consent_erasure_and_no_raw_id_anywhere(
+    worker: WorkerProcess, settings: Settings, redis_client: aioredis.Redis, pseudonym: Pseudonymizer
+) -> None:
+    await publish_video(settings, worker)
+    plain, silent, neutral, erased = (raw_user(n) for n in ("plain", "silent", "neutral", "erased"))
+    await produce(
+        settings,
+        settings.topic(USER_CONSENT),
+        [
+            control(silent, prompts=False, personalized=True, ts=NOW - 10_000),
+            control(neutral, prompts=True, personalized=False, ts=NOW - 10_000),
+        ],
+    )
+    await wait_until(
+        lambda: worker.metric_sum("likeflow_user_controls_total", control="consent") >= 2,
+        30,
+        "consent",
+        worker,
+    )
+    off_before = worker.metric_sum("likeflow_likes_skipped_total", reason="prompts_off")
+    await produce(
+        settings, settings.topic(LIKES), [like(u, NOW - 5_000) for u in (plain, silent, neutral, erased)]
+    )
+    expected = {pseudonym(plain), pseudonym(neutral), pseudonym(erased)}
+    prompts = await prompts_of(settings, expected | {pseudonym(silent)}, 3)
+    assert {p["user_id"] for p in prompts} == expected, "the user who turned prompts off got none"
+    await wait_until(
+        lambda: worker.metric_sum("likeflow_likes_skipped_total", reason="prompts_off") > off_before,
+        30,
+        "the prompts_off skip",
+        worker,
+    )
+
+    # Erasure: state and serving gone within the bound, measured from the request.
+    erased_key = prompts_key(settings.redis_prefix, pseudonym(erased))
+    assert await redis_client.exists(erased_key)
+    requested = time.monotonic()
+    await produce(settings, settings.topic(USER_ERASURE), [control(erased, ts=NOW - 1_000)])
+    while await redis_client.exists(erased_key):
+        assert time.monotonic() - requested < 30, "erasure not applied to Redis within 30 s"
+        await asyncio.sleep(0.1)
+    records = await read_topic_until(
+        settings,
+        changelog(settings),
+        lambda rs: (latest_state(rs, pseudonym(erased))[1] or {}).get("erased_ts") == NOW - 1_000,
+        30,
+        "the erased state on the changelog",
+    )
+    print(f"erasure applied to Redis and the changelog in {time.monotonic() - requested:.2f} s")
+    state = latest_state(records, pseudonym(erased))[1]
+    assert state is not None and state["seen"] == {} and state["sent"] == [] and state["affinity"] == {}
+    # A like from before the request, arriving late, does not bring the user back.
+    erased_before = worker.metric_sum("likeflow_likes_skipped_total", reason="erased")
+    await produce(settings, settings.topic(LIKES), [like(erased, NOW - 2_000)])
+    await wait_until(
+        lambda: worker.metric_sum("likeflow_likes_skipped_total", reason="erased") > erased_before,
+        30,
+        "the late like to be ignored",
+        worker,
+    )
+
+    # The refused profile: the state holds the choice and no interest profile.
+    neutral_state = latest_state(records, pseudonym(neutral))[1]
+    assert neutral_state is not None and neutral_state["affinity"] == {}
+    assert neutral_state["consent"]["personalized"] is False
+
+    # No raw user id in any table, changelog, Redis key or value, output topic or log line.
+    raw_ids = [u.encode() for u in (plain, silent, neutral, erased)]
+    stores: dict[str, list[bytes]] = {}
+    for topic in (changelog(settings), settings.topic(ORDER_PROMPTS), settings.topic(CREATOR_EVENTS)):
+        stores[topic] = [b"%r %r" % (r.key, r.value) for r in await read_topic(settings, topic)]
+    redis_entries: list[bytes] = []
+    async for key in redis_client.scan_iter(match=f"{settings.redis_prefix}:*"):
+        redis_entries.append(key)
+        kind = await redis_client.type(key)
+        if kind == b"zset":
+            redis_entries.extend(await redis_client.zrange(key, 0, -1))
+        elif kind == b"string":
+            redis_entries.append(await redis_client.get(key) or b"")
+        elif kind == b"hash":
+            redis_entries.extend(b"%r" % (item,) for item in (await redis_client.hgetall(key)).items())
+    stores["redis"] = redis_entries
+    stores["worker log"] = [worker.log_path.read_bytes()]
+    leaks = {name: raw for name, blobs in stores.items() for raw in raw_ids if any(raw in b for b in blobs)}
+    assert not leaks, leaks
+    assert all(stores[name] for name in stores), "every store was actually read"
+
+
+async def test_retention_tombstones_users_idle_past_the_horizon(
+    worker: WorkerProcess, settings: Settings, pseudonym: Pseudonymizer
+) -> None:
+    """A user idle for more than 30 days of the partition's event time is deleted, with a tombstone.
+
+    The likes go to a video with no eligible product: they update user state but emit no prompt,
+    so no creator event far in the past or future disturbs the quality windows of other tests.
+    """
+    quiet = f"{VIDEO}-quiet"
+    await publish_video(settings, worker, quiet, certified=False)
+    partitioner = DefaultPartitioner()
+    partitions = list(range(settings.partitions))
+
+    def partition(user: str) -> int:
+        return partitioner(user.encode(), partitions, partitions)
+
+    idle = raw_user("idle")
+    # An active user on the same partition: their likes move that partition's event-time clock.
+    active = next(u for u in (raw_user(f"active{i}") for i in range(100)) if partition(u) == partition(idle))
+    expired_before = worker.metric_sum("likeflow_users_expired_total")
+    await produce(settings, settings.topic(LIKES), [like(idle, NOW - 40 * DAY_MS, quiet)])
+    await read_topic_until(
+        settings,
+        changelog(settings),
+        lambda rs: latest_state(rs, pseudonym(idle))[0],
+        60,
+        "the idle user's state",
+    )
+    await produce(settings, settings.topic(LIKES), [like(active, NOW + 2 * 3_600_000, quiet)])
+    records = await read_topic_until(
+        settings,
+        changelog(settings),
+        lambda rs: latest_state(rs, pseudonym(idle)) == (True, None),
+        60,
+        "the idle user's tombstone",
+    )
+    found, state = latest_state(records, pseudonym(active))
+    assert found and state is not None, "the active user is kept"
+    assert worker.metric_sum("likeflow_users_expired_total") > expired_before
