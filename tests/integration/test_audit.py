@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from config import Settings
 from likeflow.admin import ensure_topics
 from likeflow.audit_trail import AuditTrail, verify_topic
-from likeflow.domain.audit import BreakReason, head_of
+from likeflow.domain.audit import AuditError, BreakReason, head_of
 from streams.topics import AUDIT_LOG
 from tests.integration.conftest import private_settings
 from tests.integration.harness import Consumed, read_topic, run_cli
@@ -72,6 +72,8 @@ async def test_chains_continue_across_restart_and_rebalance_and_tampering_is_cau
             first.append(0, "feedback", records("b0", 2)),
         )
         await first.append(1, "prompt", [])  # nothing to do
+        with pytest.raises(AuditError):  # refused before anything of the batch is sent
+            await first.append(2, "prompt", [*records("x", 2), b"not json"])
     finally:
         await first.stop()
 
@@ -97,7 +99,7 @@ async def test_chains_continue_across_restart_and_rebalance_and_tampering_is_cau
     by_partition = {p: sorted((r for r in log if r.partition == p), key=lambda r: r.offset) for p in (0, 1)}
     assert [orjson.loads(r.value)["seq"] for r in by_partition[0]] == list(range(12))
     assert [orjson.loads(r.value)["seq"] for r in by_partition[1]] == list(range(5))
-    assert {r.partition for r in log} == {0, 1}
+    assert {r.partition for r in log} == {0, 1}  # nothing reached partition 2
 
     results = await verify_topic(settings)
     assert all(r.ok for r in results.values())
