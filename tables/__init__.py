@@ -12,6 +12,13 @@ from config import Settings
 USER_STATE_TABLE = "user_state"
 CREATOR_COUNTS_TABLE = "creator_counts"
 CREATOR_STANDING_TABLE = "creator_standing"
+# A compacted changelog keeps a user's overwritten and deleted states until the cleaner runs;
+# these bound it (docs/privacy.md): every record is compacted within a day (Kafka rolls the
+# active segment for it), and a tombstone itself is dropped a day after that.
+USER_STATE_CHANGELOG_CONFIGS = {
+    "max.compaction.lag.ms": str(24 * 3600 * 1000),
+    "delete.retention.ms": str(24 * 3600 * 1000),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,17 +33,24 @@ class Tables:
 def declare_tables(app: faust.App, settings: Settings) -> Tables:
     """Declare the changelog-backed tables; partitions follow the settings so sources co-partition."""
 
-    def table(name: str, help_text: str, partitions: int | None = None) -> Any:
+    def table(
+        name: str, help_text: str, partitions: int | None = None, configs: dict[str, str] | None = None
+    ) -> Any:
         return app.Table(
             name,
             default=None,
             schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
             partitions=partitions or settings.partitions,
             help=help_text,
+            extra_topic_configs=configs,
         )
 
     return Tables(
-        user_state=table(USER_STATE_TABLE, "user_id -> seen likes, recent prompts, affinity"),
+        user_state=table(
+            USER_STATE_TABLE,
+            "user pseudonym -> seen likes, recent prompts, affinity, consent",
+            configs=USER_STATE_CHANGELOG_CONFIGS,
+        ),
         creator_counts=table(
             CREATOR_COUNTS_TABLE, "window rows, feedback dedupe entries and partition clocks"
         ),

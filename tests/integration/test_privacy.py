@@ -9,13 +9,17 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import DefaultPartitioner
 
 from config import Settings
+from likeflow.connections import kafka_client_kwargs
 from likeflow.domain.privacy import DAY_MS
 from likeflow.domain.pseudonym import Pseudonymizer
 from likeflow.sinks.redis_prompts import prompts_key
 from streams.topics import CREATOR_EVENTS, LIKES, ORDER_PROMPTS, USER_CONSENT, USER_ERASURE, VIDEO_PRODUCTS
+from tables import USER_STATE_CHANGELOG_CONFIGS
 from tests.integration.harness import (
     Consumed,
     Record,
@@ -216,3 +220,15 @@ async def test_retention_tombstones_users_idle_past_the_horizon(
     found, state = latest_state(records, pseudonym(active))
     assert found and state is not None, "the active user is kept"
     assert worker.metric_sum("likeflow_users_expired_total") > expired_before
+    # The tombstoned history is compacted away within the configured bound.
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
+    await admin.start()
+    try:
+        described = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, changelog(settings))]
+        )
+    finally:
+        await admin.close()
+    configs = {name: value for name, value, *_ in described[0].resources[0][4]}
+    for name, value in USER_STATE_CHANGELOG_CONFIGS.items():
+        assert configs[name] == value, name
