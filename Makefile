@@ -10,7 +10,8 @@ WORKER_PID := $(RUN_DIR)/worker.pid
 WORKER_LOG := $(RUN_DIR)/worker.log
 
 .PHONY: help chaos secrets venv stack-up stack-down stack-clean stack-status topics worker worker-start \
-        worker-stop demo run bench bench-quick test test-unit test-integration test-tools lint typecheck status clean
+        worker-stop demo run bench bench-quick test test-unit test-integration test-tools lint typecheck status clean \
+        audit-deps
 
 help:
 	@echo "make run          stack up, topics, worker in the background, demo feed in the foreground"
@@ -18,6 +19,7 @@ help:
 	@echo "make chaos        the long fault tests (kill -9, poison; minutes)"
 	@echo "make stack-up     start local Kafka (KRaft) and Redis;  make stack-down / stack-clean"
 	@echo "make worker-stop  stop the background worker started by make run"
+	@echo "make audit-deps   pip-audit of the pinned dependencies (release step; needs its vulnerability service)"
 
 $(BIN)/likeflow: pyproject.toml constraints.txt
 	@test -d $(VENV) || { echo "[venv] creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
@@ -101,6 +103,12 @@ test: venv secrets stack-up test-tools
 	@$(BIN)/mypy
 	@echo "[test] unit and integration tests (real Kafka and Redis from 'make stack-up')"
 	@$(BIN)/pytest -m "not chaos"
+
+# Known vulnerabilities in the pinned dependencies (constraints.txt). Not part of `make test`: its
+# vulnerability service (PyPI's JSON API or OSV) does not answer everywhere; exit 2 says so.
+AUDIT_SERVICE ?= pypi
+audit-deps: venv
+	@scripts/audit-deps.sh $(AUDIT_SERVICE)
 
 # The long fault tests (200k likes per case, kill -9, poison); the short variants run in `make test`.
 chaos: venv secrets stack-up
