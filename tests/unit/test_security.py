@@ -1,4 +1,4 @@
-"""Security settings: validated with clear messages, secrets hidden, clients built with TLS and credentials."""
+"""Security settings: validated with clear messages, secrets hidden, clients built with TLS and auth."""
 
 from __future__ import annotations
 
@@ -111,7 +111,10 @@ def test_missing_password_file_names_the_variable(tmp_path: Path) -> None:
         ),
         ({"LIKEFLOW_KAFKA_SASL_MECHANISM": "SCRAM-SHA-1"}, "KAFKA_SASL_MECHANISM must be one of"),
         ({"LIKEFLOW_REDIS_URL": "http://127.0.0.1:6379"}, "REDIS_URL must be redis://"),
-        ({"LIKEFLOW_REDIS_URL": "rediss://u:hunter2@127.0.0.1:6379/0"}, "REDIS_URL must not contain a password"),
+        (
+            {"LIKEFLOW_REDIS_URL": "rediss://u:hunter2@127.0.0.1:6379/0"},
+            "REDIS_URL must not contain a password",
+        ),
         ({"LIKEFLOW_REDIS_PASSWORD": "hunter2"}, "REDIS_PASSWORD is only sent over TLS"),
         ({"LIKEFLOW_REDIS_SSL_CAFILE": "/ca.pem"}, "REDIS_SSL_CAFILE is only used with a rediss://"),
     ],
