@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from agents.retention import RetentionSweeper
 from config import Settings
@@ -25,6 +25,14 @@ from tables import Tables
 CreatorWeight = Callable[[str], float]
 # Raw user id -> pseudonym (likeflow.domain.pseudonym.Pseudonymizer).
 Pseudonymize = Callable[[str], str]
+
+
+class AuditAppender(Protocol):
+    """The hash-chained audit trail (likeflow.audit_trail.WorkerAudit)."""
+
+    async def append(
+        self, partition: int, kind: Literal["prompt", "feedback"], records: Sequence[bytes]
+    ) -> None: ...
 
 
 class MappingLookup(Protocol):
@@ -59,6 +67,7 @@ class PipelineContext:
     pseudonymize: Pseudonymize
     pricing: PricePolicy
     retention: RetentionSweeper
+    audit: AuditAppender
     creator_weight: CreatorWeight = neutral_creator_weight
 
 

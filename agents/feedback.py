@@ -1,4 +1,4 @@
-"""Agent `route_feedback`: validates `prompt-feedback` and forwards it to `creator-events`."""
+"""Agent `route_feedback`: validates `prompt-feedback`, audits it and forwards it to `creator-events`."""
 
 from __future__ import annotations
 
@@ -8,23 +8,41 @@ from typing import Any
 import faust
 
 from agents.context import PipelineContext
-from agents.decoding import valid_events
-from streams.topics import PROMPT_FEEDBACK
+from likeflow.sinks.kafka_batch import BatchSender
+from streams.events import Invalid
+from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK
 from streams.validation import decode_feedback
 
 
 def register(app: faust.App, ctx: PipelineContext) -> Any:
     """Register the agent on `app`; returns it (for tests)."""
-    topic_name = ctx.settings.topic(PROMPT_FEEDBACK)
+    settings = ctx.settings
+    consumed = ctx.metrics.records_consumed.labels(settings.topic(PROMPT_FEEDBACK))
+    creator_events = settings.topic(CREATOR_EVENTS)
+    max_bytes = settings.max_record_bytes
+    sender = BatchSender(app)
 
     async def route_feedback(stream: Any) -> None:
-        async for _event, decoded in valid_events(stream, decode_feedback, ctx, topic_name):
-            # The edge for feedback: the app reports the raw user id; only its pseudonym goes on.
-            feedback = replace(decoded, user_id=ctx.pseudonymize(decoded.user_id))
-            # Same key (creator_id) and partitioner: the creator's feedback and the job's prompt
-            # counts meet on one partition of `creator-events`, in one order.
-            await ctx.topics.creator_events.send(
-                key=feedback.creator_id.encode(), value=feedback.to_json(), timestamp=feedback.ts / 1000
-            )
+        # take_events acks a batch only after this loop body finishes with it: each record is
+        # forwarded and on its audit chain (or dead-lettered) before its offset is committed.
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_ms / 1000):
+            audit_records: dict[int, list[bytes]] = {}
+            for event in events:
+                consumed.inc()
+                message = event.message
+                decoded = decode_feedback(message.key, message.value, max_bytes)
+                if isinstance(decoded, Invalid):
+                    await ctx.dead_letters.send(event, decoded)
+                    continue
+                # The edge for feedback: the app reports the raw user id; only its pseudonym
+                # goes on. Same key (creator_id) and partitioner as the job's prompt counts, so
+                # both meet on one partition of `creator-events`, in one order.
+                feedback = replace(decoded, user_id=ctx.pseudonymize(decoded.user_id))
+                value = feedback.to_json()
+                await sender.send(creator_events, feedback.creator_id.encode(), value, feedback.ts / 1000)
+                audit_records.setdefault(message.partition, []).append(value)
+            await sender.delivered()
+            for partition, records in audit_records.items():
+                await ctx.audit.append(partition, "feedback", records)
 
     return app.agent(ctx.topics.prompt_feedback, name="route_feedback")(route_feedback)

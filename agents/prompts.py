@@ -44,8 +44,9 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
         event = CreatorEvent.for_prompt(prompt)
         await sender.send(creator_events_topic, prompt.creator_id.encode(), event.to_json(), timestamp_s)
 
-    async def handle(event: Any, to_serve: list[Prompt], states_written: list[Any]) -> None:
-        """Decide one like; a prompt to send (new or re-sent) is appended to `to_serve`."""
+    async def handle(event: Any, to_serve: list[tuple[int, Prompt]], states_written: list[Any]) -> None:
+        """Decide one like; a prompt to send (new or re-sent) is appended to `to_serve` with
+        the like's partition (the audit chain it belongs to)."""
         message = event.message
         like = decode_like(message.key, message.value, max_bytes)
         if isinstance(like, Invalid):
@@ -80,14 +81,14 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
             # Re-send the original prompt byte for byte: if the first send was lost in a crash
             # before the producer flushed, this one delivers it.
             if decision.prompt is not None:
-                to_serve.append(decision.prompt)
+                to_serve.append((message.partition, decision.prompt))
             return
         record = state_record(state, message.partition)
         states_written.append(put_for_event(table, event, like.user_id, record))
         if isinstance(decision, Skip):
             metrics.likes_skipped.labels(decision.reason.value).inc()
             return
-        to_serve.append(decision.prompt)
+        to_serve.append((message.partition, decision.prompt))
         metrics.prompts_emitted.inc()
         metrics.like_to_prompt_latency.observe(max(0, now_ms - like.ts) / 1000)
 
@@ -105,7 +106,7 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
         # committed only once its prompt is acknowledged by Kafka and written to Redis.
         async for events in stream.take_events(settings.batch_max, within=within_s):
             started = time.perf_counter()
-            to_serve: list[Prompt] = []
+            to_serve: list[tuple[int, Prompt]] = []
             states_written: list[Any] = []
             for event in events:
                 consumed.inc()
@@ -116,10 +117,15 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
                 # prompt that may have been seen, and a redelivered like re-sends its exact bytes
                 # instead of deciding again (with a new emitted_ts).
                 await asyncio.gather(*states_written)
-            for prompt in to_serve:
+            audit_records: dict[int, list[bytes]] = {}
+            for partition, prompt in to_serve:
                 await emit(prompt)
+                audit_records.setdefault(partition, []).append(prompt.to_json())
             await sender.delivered()
-            await ctx.prompt_store.write([p for p in to_serve if not erased_since(p)])
+            # Every emitted prompt (re-sends too) is on its partition's audit chain before the
+            # batch's offsets can be committed.
+            await asyncio.gather(*(ctx.audit.append(p, "prompt", rs) for p, rs in audit_records.items()))
+            await ctx.prompt_store.write([p for _, p in to_serve if not erased_since(p)])
             retention.sweep_due()
             batch_seconds.observe(time.perf_counter() - started)
 

@@ -13,6 +13,7 @@ from agents.retention import RetentionSweeper
 from config import Settings
 from config.secrets import read_secret
 from likeflow import connections
+from likeflow.audit_trail import WorkerAudit
 from likeflow.creator_weights import CreatorWeights
 from likeflow.domain.privacy import DAY_MS
 from likeflow.domain.pseudonym import MIN_KEY_CHARS, Pseudonymizer
@@ -85,6 +86,7 @@ def create_app(settings: Settings) -> faust.App:
         ttl_s=settings.redis_prompt_ttl_s,
         metrics=metrics,
     )
+    audit = WorkerAudit(settings)
     ctx = PipelineContext(
         settings=settings,
         topics=topics,
@@ -105,9 +107,11 @@ def create_app(settings: Settings) -> faust.App:
             settings.user_retention_days * DAY_MS,
             on_expired=metrics.users_expired.inc,
         ),
+        audit=audit,
         creator_weight=weights,
     )
     register_agents(app, ctx)
+    _connect_audit(app, audit)
     metrics.preinitialise([settings.topic(t) for t in SOURCE_TOPICS], list(BATCH_AGENTS))
     monitor = Monitor(
         app,
@@ -131,6 +135,20 @@ def create_app(settings: Settings) -> faust.App:
 
     _register_web(app, ctx, weights, mappings)
     return app
+
+
+def _connect_audit(app: faust.App, audit: WorkerAudit) -> None:
+    async def forget_chains(app: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # A revoked partition's chain may be extended by its next owner: re-read its head.
+        revoked: set[Any] = args[0]
+        audit.forget({tp.partition for tp in revoked})
+
+    async def stop_audit(app: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await audit.stop()
+
+    # mode types its signal handlers with a Protocol mypy cannot match to a plain coroutine.
+    app.on_partitions_revoked.connect(forget_chains)  # type: ignore[arg-type]
+    app.on_before_shutdown.connect(stop_audit)  # type: ignore[arg-type]
 
 
 def pseudonymizer(settings: Settings) -> Pseudonymizer:

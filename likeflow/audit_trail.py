@@ -168,6 +168,43 @@ class AuditTrail:
         return GENESIS
 
 
+class WorkerAudit:
+    """A worker's AuditTrail, started on its first append and stopped with the worker.
+
+    aiokafka clients must be created inside the running event loop, which a Faust app's
+    constructor is not; the agents call `append`, the app's revoke and shutdown signals call
+    `forget` and `stop`.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._trail: AuditTrail | None = None
+        self._starting = asyncio.Lock()
+
+    async def append(self, partition: int, kind: Kind, records: Sequence[bytes]) -> None:
+        """`AuditTrail.append`, starting the trail first if needed."""
+        if not records:
+            return
+        if self._trail is None:
+            async with self._starting:
+                if self._trail is None:
+                    trail = AuditTrail(self._settings)
+                    await trail.start()
+                    self._trail = trail
+        await self._trail.append(partition, kind, records)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """`AuditTrail.forget` (no-op before the first append)."""
+        if self._trail is not None:
+            self._trail.forget(partitions)
+
+    async def stop(self) -> None:
+        """Flush and close the trail's clients."""
+        if self._trail is not None:
+            trail, self._trail = self._trail, None
+            await trail.stop()
+
+
 async def _read_range(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int) -> list[Any]:
     """Records of `tp` with start <= offset < end (the consumer must have `tp` assigned)."""
     consumer.seek(tp, start)

@@ -128,7 +128,10 @@ async def test_consent_erasure_and_no_raw_id_anywhere(
 
     # Erasure: state and serving gone within the bound, measured from the request.
     erased_key = prompts_key(settings.redis_prefix, pseudonym(erased))
-    assert await redis_client.exists(erased_key)
+    deadline = time.monotonic() + 30
+    while not await redis_client.exists(erased_key):  # written just after the Kafka send
+        assert time.monotonic() < deadline, "the prompt never reached Redis"
+        await asyncio.sleep(0.1)
     requested = time.monotonic()
     await produce(settings, settings.topic(USER_ERASURE), [control(erased, ts=NOW - 1_000)])
     while await redis_client.exists(erased_key):

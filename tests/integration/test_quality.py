@@ -18,7 +18,7 @@ from config import Settings, load_settings
 from likeflow.admin import ensure_topics
 from likeflow.sinks.redis_quality import windows_key
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
-from tests.integration.conftest import private_settings
+from tests.integration.conftest import private_settings, pseudonymizer_for
 from tests.integration.harness import Record, WorkerProcess, produce, read_topic_until, run_cli, wait_until
 
 H = 3_600_000
@@ -322,15 +322,17 @@ async def test_bad_creator_is_demoted_ranks_lower_and_recovers(private: Settings
                 settings.topic(LIKES),
                 [like(f"d-{tag}-g", "d-vgood", ts), like(f"d-{tag}-b", "d-vbad", ts)],
             )
+            # Prompts are keyed by the user's pseudonym.
+            good, bad = (pseudonymizer_for(settings)(f"d-{tag}-{s}").encode() for s in "gb")
             records = await read_topic_until(
                 settings,
                 settings.topic(ORDER_PROMPTS),
-                lambda rs: sum(r.key in (f"d-{tag}-g".encode(), f"d-{tag}-b".encode()) for r in rs) >= 2,
+                lambda rs: sum(r.key in (good, bad) for r in rs) >= 2,
                 30,
                 "score probes",
             )
             scores = {r.key: orjson.loads(r.value)["score"] for r in records if r.value}
-            return scores[f"d-{tag}-g".encode()], scores[f"d-{tag}-b".encode()]
+            return scores[good], scores[bad]
 
         # Bad windows 0-4 (the first may be judged against a platform that has only seen the bad
         # creator so far, so it may not count); window 4's prompts close window 3.
