@@ -95,6 +95,15 @@ def _cmd_creator(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pseudonym(settings: Settings, args: argparse.Namespace) -> int:
+    from likeflow.app import pseudonymizer
+    from likeflow.sinks.redis_prompts import prompts_key
+
+    pseudonym = pseudonymizer(settings)(args.user_id)
+    print(f"{pseudonym}\t{prompts_key(settings.redis_prefix, pseudonym)}")
+    return 0
+
+
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
@@ -327,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     creator = sub.add_parser("creator", help="print a creator's quality as JSON (from Redis)")
     creator.add_argument("creator_id")
     creator.set_defaults(func=_cmd_creator)
+
+    pseudonym = sub.add_parser(
+        "pseudonym", help="print a user id's pseudonym and Redis key (needs the user key; for support)"
+    )
+    pseudonym.add_argument("user_id")
+    pseudonym.set_defaults(func=_cmd_pseudonym)
 
     demo = sub.add_parser("demo", help="publish a synthetic catalogue and like feed")
     demo.add_argument("--rate", type=float, default=20.0, help="likes per second (default 20)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import Callable
 
 import orjson
@@ -14,9 +16,20 @@ from config import Settings
 from likeflow.admin import ensure_topics
 from likeflow.audit_trail import AuditTrail, verify_topic
 from likeflow.domain.audit import AuditError, BreakReason, head_of
-from streams.topics import AUDIT_LOG
+from likeflow.domain.pseudonym import Pseudonymizer
+from streams.topics import AUDIT_LOG, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings
-from tests.integration.harness import Consumed, read_topic, run_cli
+from tests.integration.harness import (
+    Consumed,
+    WorkerProcess,
+    produce,
+    read_topic,
+    read_topic_until,
+    run_cli,
+    wait_until,
+)
+
+NOW = int(time.time() * 1000)
 
 
 @pytest.fixture(scope="module")
@@ -138,3 +151,72 @@ async def test_chains_continue_across_restart_and_rebalance_and_tampering_is_cau
     cli = await run_cli(settings, "audit", "verify", "--topic", deleted)
     assert cli.returncode == 1
     assert f"first break: {deleted}[0]@5: seq gap".encode() in cli.stdout
+
+
+async def test_the_worker_audits_every_prompt_and_feedback_record(
+    worker: WorkerProcess, settings: Settings, pseudonym: Pseudonymizer
+) -> None:
+    """The running job appends what it emits and consumes; the whole trail verifies intact."""
+    tag = uuid.uuid4().hex[:6]
+    video, creator = f"au-v-{tag}", f"au-c-{tag}"
+    item = {"product_id": f"au-p-{tag}", "title": "t", "category": "c", "price_cents": 990,
+            "certified": True, "stock": 9}  # fmt: skip
+    mapping = {"video_id": video, "creator_id": creator, "ts": NOW - 60_000, "products": [item]}
+    mappings_before = worker.metric_sum("likeflow_mapping_updates_total")
+    await produce(settings, settings.topic(VIDEO_PRODUCTS), [(video.encode(), orjson.dumps(mapping), [])])
+    await wait_until(
+        lambda: worker.metric_sum("likeflow_mapping_updates_total") > mappings_before, 30, "mapping", worker
+    )
+    users = [f"au-u{i}-{tag}" for i in range(3)]
+    likes = [
+        (
+            u.encode(),
+            orjson.dumps({"event_id": uuid.uuid4().hex, "user_id": u, "video_id": video, "ts": NOW}),
+            [],
+        )
+        for u in users
+    ]
+    await produce(settings, settings.topic(LIKES), likes)
+    mine = {pseudonym(u) for u in users}
+    prompts = await read_topic_until(
+        settings,
+        settings.topic(ORDER_PROMPTS),
+        lambda rs: len({orjson.loads(r.value)["user_id"] for r in rs if r.value} & mine) == 3,
+        60,
+        "the prompts",
+    )
+    prompt_ids = {
+        p["prompt_id"] for r in prompts if r.value and (p := orjson.loads(r.value))["user_id"] in mine
+    }
+    feedback = [
+        {"event_id": f"au-f{i}-{tag}", "prompt_id": pid, "creator_id": creator,
+         "product_id": item["product_id"], "user_id": users[0], "kind": "click", "ts": NOW + 1000}
+        for i, pid in enumerate(sorted(prompt_ids))
+    ]  # fmt: skip
+    await produce(
+        settings,
+        settings.topic(PROMPT_FEEDBACK),
+        [(creator.encode(), orjson.dumps(f), []) for f in feedback],
+    )
+
+    def audited(rs: list[Consumed]) -> tuple[set[str], set[str]]:
+        entries = [orjson.loads(r.value) for r in rs if r.value]
+        return (
+            {e["record"]["prompt_id"] for e in entries if e["kind"] == "prompt"} & prompt_ids,
+            {e["record"]["event_id"] for e in entries if e["kind"] == "feedback"}
+            & {f["event_id"] for f in feedback},
+        )
+
+    trail = await read_topic_until(
+        settings,
+        settings.topic(AUDIT_LOG),
+        lambda rs: audited(rs) == (prompt_ids, {f["event_id"] for f in feedback}),
+        60,
+        "every prompt and feedback record on the audit trail",
+    )
+    for record in trail:
+        entry = orjson.loads(record.value or b"{}")
+        if entry.get("kind") == "feedback" and entry["record"]["event_id"].endswith(tag):
+            assert entry["record"]["user_id"] == pseudonym(users[0]), "the trail holds pseudonyms only"
+    result = await run_cli(settings, "audit", "verify")
+    assert result.returncode == 0, result.stdout + result.stderr
