@@ -5,21 +5,26 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import redis.asyncio as aioredis
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import DefaultPartitioner
 
 from config import Settings
+from likeflow.admin import ensure_topics
 from likeflow.connections import kafka_client_kwargs
 from likeflow.domain.privacy import DAY_MS
 from likeflow.domain.pseudonym import Pseudonymizer
 from likeflow.sinks.redis_prompts import prompts_key
 from streams.topics import CREATOR_EVENTS, LIKES, ORDER_PROMPTS, USER_CONSENT, USER_ERASURE, VIDEO_PRODUCTS
 from tables import USER_STATE_CHANGELOG_CONFIGS
+from tests.integration.conftest import private_settings, pseudonymizer_for
 from tests.integration.harness import (
     Consumed,
     Record,
@@ -165,7 +170,13 @@ async def test_consent_erasure_and_no_raw_id_anywhere(
     # No raw user id in any table, changelog, Redis key or value, output topic or log line.
     raw_ids = [u.encode() for u in (plain, silent, neutral, erased)]
     stores: dict[str, list[bytes]] = {}
-    for topic in (changelog(settings), settings.topic(ORDER_PROMPTS), settings.topic(CREATOR_EVENTS)):
+    creator_counts = f"{settings.app_id}-creator_counts-changelog"
+    for topic in (
+        changelog(settings),
+        creator_counts,
+        settings.topic(ORDER_PROMPTS),
+        settings.topic(CREATOR_EVENTS),
+    ):
         stores[topic] = [b"%r %r" % (r.key, r.value) for r in await read_topic(settings, topic)]
     redis_entries: list[bytes] = []
     async for key in redis_client.scan_iter(match=f"{settings.redis_prefix}:*"):
@@ -235,3 +246,56 @@ async def test_retention_tombstones_users_idle_past_the_horizon(
     configs = {name: value for name, value, *_ in described[0].resources[0][4]}
     for name, value in USER_STATE_CHANGELOG_CONFIGS.items():
         assert configs[name] == value, name
+
+
+async def test_the_price_is_the_same_for_everyone_on_the_real_stack(
+    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """A worker running a 20% campaign all day: users with opposite histories liking the same
+    video at the same moment are offered products at the one campaign price, floor respected."""
+    settings = replace(
+        private_settings(base_settings, tmp_path_factory),
+        campaign_discount_pct=20,
+        campaign_start_hour=0,
+        campaign_end_hour=24,
+    )
+    await ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()
+    try:
+        pseudonym = pseudonymizer_for(settings)
+        # Histories: one user only ever liked bags, the other only dresses.
+        for video, category in (("fp-bags", "bag"), ("fp-dresses", "dress")):
+            body = {"video_id": video, "creator_id": "fp-c", "ts": NOW - DAY_MS, "products": [
+                {"product_id": f"{video}-1", "title": "t", "category": category, "price_cents": 1000,
+                 "certified": True, "stock": 50}]}  # fmt: skip
+            await produce(
+                settings, settings.topic(VIDEO_PRODUCTS), [(video.encode(), orjson.dumps(body), [])]
+            )
+        both = {"video_id": "fp-both", "creator_id": "fp-c", "ts": NOW - DAY_MS, "products": [
+            {"product_id": "bag", "title": "bag", "category": "bag", "price_cents": 10000,
+             "min_price_cents": 8500, "certified": True, "stock": 50},
+            {"product_id": "dress", "title": "dress", "category": "dress", "price_cents": 10000,
+             "min_price_cents": 7000, "certified": True, "stock": 50}]}  # fmt: skip
+        await produce(settings, settings.topic(VIDEO_PRODUCTS), [(b"fp-both", orjson.dumps(both), [])])
+        await wait_until(
+            lambda: worker.metric_sum("likeflow_mapping_updates_total") >= 3, 30, "the mappings", worker
+        )
+        bag_fan, dress_fan = raw_user("bags"), raw_user("dresses")
+        history = [like(bag_fan, NOW - 3 * 3_600_000 + i, "fp-bags") for i in range(3)]
+        history += [like(dress_fan, NOW - 3 * 3_600_000 + i, "fp-dresses") for i in range(3)]
+        await produce(settings, settings.topic(LIKES), history)
+        await prompts_of(settings, {pseudonym(bag_fan), pseudonym(dress_fan)}, 2)
+        await produce(
+            settings, settings.topic(LIKES), [like(u, NOW, "fp-both") for u in (bag_fan, dress_fan)]
+        )
+        prompts = [
+            p
+            for p in await prompts_of(settings, {pseudonym(bag_fan), pseudonym(dress_fan)}, 4)
+            if p["video_id"] == "fp-both"
+        ]
+        offered = {p["user_id"]: (p["product_id"], p["price_cents"]) for p in prompts}
+        # The ranking is personal (each gets their category); the price is the campaign's.
+        assert offered == {pseudonym(bag_fan): ("bag", 8500), pseudonym(dress_fan): ("dress", 8000)}
+    finally:
+        worker.stop()
