@@ -116,3 +116,12 @@ def test_grafana_is_provisioned_with_the_datasource_and_dashboard() -> None:
 def test_the_worker_image_serves_health_on_the_web_port() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "EXPOSE 6066" in dockerfile and "/health" in dockerfile
+
+
+def test_the_worker_reads_its_pseudonym_key_from_a_compose_secret() -> None:
+    doc = compose()
+    worker = doc["services"]["worker"]
+    assert worker["secrets"] == ["user_key"]
+    assert worker["environment"]["LIKEFLOW_USER_KEY_FILE"] == "/run/secrets/user_key"
+    assert "LIKEFLOW_USER_KEY" not in worker["environment"], "never the key itself in the file"
+    assert doc["secrets"]["user_key"]["file"] == "./.run/secrets/user-key"
