@@ -10,8 +10,8 @@ import faust
 import orjson
 
 from agents.context import PipelineContext
-from likeflow.domain.quality.judging import CreatorStanding, PlatformRates, apply_verdict, judge_window
-from likeflow.domain.quality.windows import Counts, total
+from likeflow.domain.quality.judging import CreatorStanding, apply_verdict, judge_window, platform_document
+from likeflow.domain.quality.windows import Counts
 from likeflow.sinks.redis_quality import platform_key, standing_key
 from streams.topics import CREATOR_WINDOWS
 from tables import put_for_event
@@ -49,18 +49,11 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
                 "last_offset": offset,
             }
             put_for_event(table, event, PLATFORM_KEY, platform)
-        platform_totals = total(Counts.from_dict(w) for w in platform["windows"].values())
-        rates = PlatformRates.of(platform_totals)
+        platform_doc, rates = platform_document(platform["windows"])
         for name, value in rates.to_dict().items():
             if value is not None:
                 metrics.platform_rate.labels(name).set(value)
-        docs.append(
-            (
-                platform_key(ctx.quality_store.prefix),
-                offset,
-                {"totals": platform_totals.to_dict(), "rates": rates.to_dict()},
-            )
-        )
+        docs.append((platform_key(ctx.quality_store.prefix), offset, platform_doc))
 
         row = table.get(creator_id) or {"standing": None, "last_offset": -1}
         if offset <= row["last_offset"]:
@@ -68,8 +61,12 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
         standing = CreatorStanding.from_dict(row["standing"])
         verdict = judge_window(start, counts, rates, ctx.judging)
         change = apply_verdict(standing, verdict, ctx.judging)
-        put_for_event(table, event, creator_id, {"standing": standing.to_dict(), "last_offset": offset})
         if not verdict.judged:
+            # The row keeps the document last served (if any): `likeflow rebuild-redis` writes
+            # it back at the version the judge used, so the rebuild and a live judge agree.
+            put_for_event(
+                table, event, creator_id, {**row, "standing": standing.to_dict(), "last_offset": offset}
+            )
             return
         record = {
             "creator_id": creator_id,
@@ -88,6 +85,13 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
             },
             "platform": rates.to_dict(),
         }
+        served = {"version": offset, "doc": record}
+        put_for_event(
+            table,
+            event,
+            creator_id,
+            {"standing": standing.to_dict(), "last_offset": offset, "served": served},
+        )
         # Compacted, keyed by creator: the latest verdict is every worker's ranking weight.
         await ctx.topics.creator_quality.send(key=creator_id.encode(), value=orjson.dumps(record))
         docs.append((standing_key(ctx.quality_store.prefix, creator_id), offset, record))

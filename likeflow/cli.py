@@ -249,6 +249,32 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _cmd_rebuild_redis(settings: Settings, args: argparse.Namespace) -> int:
+    from likeflow.progress import Progress
+    from likeflow.rebuild import rebuild_redis
+
+    bars: dict[str, Progress] = {}
+
+    def progress(what: str, done: int, total: int) -> None:
+        if what not in bars:
+            for bar in bars.values():
+                bar.finish()
+            bars.clear()
+            bars[what] = Progress(total, f"[rebuild-redis] {what}")
+        bars[what].update(done, done)
+
+    print(
+        f"[rebuild-redis] reading the {settings.app_id} table changelogs into Redis prefix "
+        f"{settings.redis_prefix!r}",
+        flush=True,
+    )
+    report = asyncio.run(rebuild_redis(settings, progress=progress))
+    for bar in bars.values():
+        bar.finish()
+    print(f"[rebuild-redis] {report.summary()}", flush=True)
+    return 0
+
+
 def _cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     from likeflow.audit_trail import verify_topic
     from streams.topics import AUDIT_LOG
@@ -333,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     averify.add_argument("--topic", metavar="NAME", help="full topic name (default: the prefixed audit-log)")
     averify.set_defaults(func=_cmd_audit_verify)
 
+    rebuild = sub.add_parser(
+        "rebuild-redis",
+        help="rewrite the served prompts and creator quality in Redis from the table changelogs",
+    )
+    rebuild.set_defaults(func=_cmd_rebuild_redis)
+
     creator = sub.add_parser("creator", help="print a creator's quality as JSON (from Redis)")
     creator.add_argument("creator_id")
     creator.set_defaults(func=_cmd_creator)
@@ -369,6 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.root.level))
     from likeflow.admin import TopicSetupError
     from likeflow.domain.audit import AuditError
+    from likeflow.rebuild import RebuildError
     from likeflow.replay import ReplayError
 
     try:
@@ -376,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:  # a secret file missing or unreadable, found when a client is built
         print(f"likeflow: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (TopicSetupError, ReplayError, AuditError) as exc:
+    except (TopicSetupError, ReplayError, AuditError, RebuildError) as exc:
         print(f"likeflow: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

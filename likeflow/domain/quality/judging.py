@@ -7,10 +7,11 @@ nor flap.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from likeflow.domain.quality.windows import Counts, ratio
+from likeflow.domain.quality.windows import Counts, ratio, total
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,17 @@ class PlatformRates:
             "return_rate": self.return_rate,
             "complaint_rate": self.complaint_rate,
         }
+
+
+def platform_document(windows: Mapping[str, dict[str, Any]]) -> tuple[dict[str, Any], PlatformRates]:
+    """The served platform document (totals and rates) over the judge's retained closed windows.
+
+    `windows` is the platform row's `windows` (window start -> summed counts). The judge writes
+    this document to Redis, and `likeflow rebuild-redis` derives it from the same row.
+    """
+    totals = total(Counts.from_dict(w) for w in windows.values())
+    rates = PlatformRates.of(totals)
+    return {"totals": totals.to_dict(), "rates": rates.to_dict()}, rates
 
 
 def smoothed(successes: int, trials: int, prior_rate: float, strength: float) -> float:

@@ -1,0 +1,386 @@
+"""`likeflow rebuild-redis`: serving in Redis rewritten from the job's table changelogs in Kafka.
+
+Redis is a cache of the job's state (docs/redis.md): every document it serves is derived from a
+Faust table, and every table is a compacted changelog topic. The rebuild reads those topics
+directly (no worker, no consumer group: it assigns itself every partition and reads from the
+beginning to the end offsets it saw when it started; the latest record per key wins and a null
+value is a tombstone), derives each document with the functions the agents use, and writes it
+through the agents' own sinks:
+
+- prompts: the prompts still in `sent` of each user's `user_state` value, through the same
+  idempotent Lua upsert (a prompt already stored is left alone), minus any prompt of a user's
+  erased past (like_ts <= erased_ts), which the worker would not have written either;
+- windows: each creator's `creator_counts` window rows, through the same version-guarded script,
+  at version = the highest source offset stamped on those rows;
+- standing: the document the judge last served, stored with its version in the creator's
+  `creator_standing` row (`served`);
+- platform: derived from the judge's platform row, at its `last_offset`.
+
+The versions are those the worker wrote (or lower), never higher than anything it writes later,
+so a rebuild can run next to a live worker: whichever writes last, Redis ends with the newer
+numbers. See docs/redis.md, "Rebuilding Redis".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from agents.judge import PLATFORM_KEY
+from config import Settings
+from likeflow.connections import kafka_client_kwargs, redis_client
+from likeflow.domain.quality.counting import WindowRow
+from likeflow.domain.quality.judging import platform_document
+from likeflow.domain.user_state import UserState
+from likeflow.metrics import Metrics
+from likeflow.sinks.redis_prompts import RedisPromptStore
+from likeflow.sinks.redis_quality import (
+    RedisQualityStore,
+    WindowsUpdate,
+    platform_key,
+    standing_key,
+    windows_key,
+)
+from streams.events import Prompt
+from tables import CREATOR_COUNTS_TABLE, CREATOR_STANDING_TABLE, USER_STATE_TABLE
+
+log = logging.getLogger(__name__)
+
+POLL_MS = 500
+READ_TIMEOUT_S = 300.0
+PROMPTS_PER_WRITE = 500  # prompts per pipelined round trip
+CREATORS_PER_WRITE = 200
+# An erasure handled while the rebuild writes may have deleted a key the rebuild then refilled;
+# the changelog's tail is re-read after the writes and erasures found there are applied again.
+MAX_TAIL_PASSES = 5
+
+Offsets = dict[int, int]
+ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
+
+
+class RebuildError(RuntimeError):
+    """The rebuild could not complete (Redis refused or failed a write, or Kafka did not answer)."""
+
+
+def changelog_topic(settings: Settings, table: str) -> str:
+    """Faust names a table's changelog `{app_id}-{table}-changelog` (no topic prefix)."""
+    return f"{settings.app_id}-{table}-changelog"
+
+
+def decode_key(raw: bytes | None) -> str | None:
+    """A table key from its changelog bytes: Faust JSON-encodes str keys (b'"v1.ab"')."""
+    if raw is None:
+        return None
+    try:
+        key = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode()
+    return key if isinstance(key, str) else raw.decode()
+
+
+@dataclass
+class Changelog:
+    """The latest value of every live key of one changelog, and where the read stopped."""
+
+    topic: str
+    values: dict[str, Any] = field(default_factory=dict)
+    ends: Offsets = field(default_factory=dict)
+    records: int = 0
+
+    def apply(self, key: bytes | None, value: bytes | None) -> None:
+        """Apply one record in offset order: the latest wins, a tombstone removes."""
+        self.records += 1
+        name = decode_key(key)
+        if name is None:
+            return
+        if value is None:
+            self.values.pop(name, None)
+        else:
+            self.values[name] = orjson.loads(value)
+
+
+async def read_changelog(
+    settings: Settings,
+    topic: str,
+    since: Offsets | None = None,
+    progress: ProgressFn | None = None,
+) -> Changelog:
+    """Read `topic` from `since` (default: the beginning) to the end offsets seen at the start.
+
+    Group-less: nothing is committed and no worker's group is touched. A topic that does not
+    exist (a table never written) reads as empty.
+    """
+    out = Changelog(topic)
+    consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        # topics() refreshes the cluster metadata, so the partitions are known afterwards.
+        ids = consumer.partitions_for_topic(topic) if topic in await consumer.topics() else None
+        if not ids:
+            return out
+        tps = [TopicPartition(topic, p) for p in sorted(ids)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        out.ends = {tp.partition: ends[tp] for tp in tps}
+        starts = since or {}
+        for tp in tps:
+            if tp.partition in starts:
+                consumer.seek(tp, starts[tp.partition])
+            else:
+                await consumer.seek_to_beginning(tp)
+        begin = {tp.partition: await consumer.position(tp) for tp in tps}
+        total = sum(max(0, out.ends[p] - begin[p]) for p in out.ends)
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        while remaining := [tp for tp in tps if await consumer.position(tp) < out.ends[tp.partition]]:
+            if time.monotonic() > deadline:
+                raise RebuildError(f"could not read {topic} to its end within {READ_TIMEOUT_S:.0f} s")
+            batch = await consumer.getmany(*remaining, timeout_ms=POLL_MS)
+            for tp, records in batch.items():
+                for record in records:
+                    # Past the end offset seen at the start: the next pass reads it.
+                    if record.offset < out.ends[tp.partition]:
+                        out.apply(record.key, record.value)
+            if progress is not None:
+                done = 0
+                for tp in tps:
+                    done += min(await consumer.position(tp), out.ends[tp.partition]) - begin[tp.partition]
+                progress(topic, done, total)
+    finally:
+        await consumer.stop()
+    return out
+
+
+# -- pure derivations: table values -> the documents the sinks write -----------------------------
+
+
+def served_prompts(state: Mapping[str, Any]) -> list[Prompt]:
+    """The prompts a user's `user_state` value says are served: those still in `sent`, except
+    any from before the user's latest erasure (the worker deletes those and never rewrites them)."""
+    user = UserState.from_dict(dict(state))
+    return [s.prompt for s in user.sent if s.prompt.like_ts > user.erased_ts]
+
+
+def windows_updates(counts: Mapping[str, Any]) -> dict[str, WindowsUpdate]:
+    """Every creator's windows from the `creator_counts` rows (keys `w|creator|start`).
+
+    The version is the highest source offset stamped on the creator's rows: the offset of the
+    last event that counted into them, which is the version the agent wrote with it. (When the
+    agent's last write for a creator was an expiry, it used that later offset; the rebuild's
+    lower version then loses to it, which is right: that write is newer.)
+    """
+    updates: dict[str, WindowsUpdate] = {}
+    for key, value in counts.items():
+        if not key.startswith("w|"):
+            continue
+        row = WindowRow.from_dict(value)
+        update = updates.setdefault(row.creator_id, WindowsUpdate(row.creator_id, row.last_offset))
+        update.version = max(update.version, row.last_offset)
+        update.written[row.start_ms] = row.counts.to_dict()
+    return updates
+
+
+def quality_documents(
+    prefix: str, standing: Mapping[str, Any]
+) -> tuple[list[tuple[str, int, dict[str, Any]]], int]:
+    """(key, version, doc) of the platform and of every creator's standing, from `creator_standing`;
+    and how many creator rows had no served document (not judged yet, or written before the
+    judge kept it in its row)."""
+    docs: list[tuple[str, int, dict[str, Any]]] = []
+    without = 0
+    for key, row in sorted(standing.items()):
+        if key == PLATFORM_KEY:
+            doc, _ = platform_document(row["windows"])
+            docs.append((platform_key(prefix), int(row["last_offset"]), doc))
+        elif row.get("served"):
+            served = row["served"]
+            docs.append((standing_key(prefix, key), int(served["version"]), served["doc"]))
+        else:
+            without += 1
+    return docs, without
+
+
+# -- the rebuild ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RebuildReport:
+    """What a rebuild read and wrote."""
+
+    records_read: int = 0
+    users: int = 0
+    prompt_keys: int = 0
+    prompts: int = 0
+    erased_users_skipped: int = 0
+    creators: int = 0
+    windows: int = 0
+    windows_accepted: int = 0
+    docs: int = 0
+    docs_accepted: int = 0
+    creators_without_doc: int = 0
+    tail_passes: int = 0
+    tail_erasures: int = 0
+    seconds: float = 0.0
+
+    @property
+    def keys(self) -> int:
+        """Redis keys rebuilt (prompt sets, windows hashes, standing and platform documents)."""
+        return self.prompt_keys + self.creators + self.docs
+
+    def summary(self) -> str:
+        """One line for the terminal."""
+        refused = (self.creators - self.windows_accepted) + (self.docs - self.docs_accepted)
+        return (
+            f"{self.keys} keys rebuilt in {self.seconds:.1f} s from {self.records_read} changelog records: "
+            f"{self.prompt_keys} prompt sets ({self.prompts} prompts, {self.users} users, "
+            f"{self.erased_users_skipped} erased users left empty), {self.creators} creator window hashes "
+            f"({self.windows} windows), {self.docs} standing/platform documents "
+            f"({self.creators_without_doc} creators without a served verdict); "
+            f"{refused} writes refused because Redis already held a newer version; "
+            f"{self.tail_erasures} erasures re-applied from the tail in {self.tail_passes} passes"
+        )
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def _gave_up(metrics: Metrics) -> float:
+    value = metrics.registry.get_sample_value("likeflow_redis_write_errors_total", {"outcome": "gave_up"})
+    return value or 0.0
+
+
+async def _write_prompts(store: RedisPromptStore, prompts: list[Prompt]) -> None:
+    for chunk in _chunks(prompts, PROMPTS_PER_WRITE):
+        if not await store.write(chunk):
+            raise RebuildError("Redis did not accept a prompt write (see the log); nothing is lost, re-run")
+
+
+async def _stale_fields(client: aioredis.Redis, prefix: str, update: WindowsUpdate) -> set[int]:
+    """Window fields in Redis that the table no longer has (expired while Redis was away)."""
+    fields = await client.hkeys(windows_key(prefix, update.creator_id))
+    stale = set()
+    for f in fields:
+        text = f.decode() if isinstance(f, bytes) else f
+        if text.startswith("w:") and int(text[2:]) not in update.written:
+            stale.add(int(text[2:]))
+    return stale
+
+
+async def rebuild_redis(
+    settings: Settings,
+    *,
+    progress: ProgressFn | None = None,
+    client: aioredis.Redis | None = None,
+) -> RebuildReport:
+    """Rewrite every served Redis document of the job from its table changelogs."""
+    from agents.context import quality_policies_from
+
+    started = time.monotonic()
+    report = RebuildReport()
+    window_policy, _ = quality_policies_from(settings)
+    own_client = client is None
+    redis = client or redis_client(settings)
+    metrics = Metrics()
+    prompt_store = RedisPromptStore(
+        redis,
+        prefix=settings.redis_prefix,
+        keep=settings.redis_prompts_keep,
+        ttl_s=settings.redis_prompt_ttl_s,
+        metrics=metrics,
+    )
+    quality_store = RedisQualityStore(redis, prefix=settings.redis_prefix, metrics=metrics)
+    try:
+        await redis.ping()
+        users = await read_changelog(settings, changelog_topic(settings, USER_STATE_TABLE), progress=progress)
+        counts = await read_changelog(
+            settings, changelog_topic(settings, CREATOR_COUNTS_TABLE), progress=progress
+        )
+        standing = await read_changelog(
+            settings, changelog_topic(settings, CREATOR_STANDING_TABLE), progress=progress
+        )
+        report.records_read = users.records + counts.records + standing.records
+
+        # Prompts, user by user, in the order each user's state holds them (the upsert's trim
+        # gives the same set whatever the order).
+        prompts: list[Prompt] = []
+        for state in users.values.values():
+            report.users += 1
+            mine = served_prompts(state)
+            if not mine:
+                if state.get("erased_ts"):
+                    report.erased_users_skipped += 1
+                continue
+            report.prompt_keys += 1
+            prompts += mine
+        report.prompts = len(prompts)
+        await _write_prompts(prompt_store, prompts)
+        if progress is not None and prompts:
+            progress("prompts", report.prompts, report.prompts)
+
+        updates = list(windows_updates(counts.values).values())
+        report.creators = len(updates)
+        report.windows = sum(len(u.written) for u in updates)
+        for chunk in _chunks(updates, CREATORS_PER_WRITE):
+            for update in chunk:
+                update.deleted = await _stale_fields(redis, settings.redis_prefix, update)
+            report.windows_accepted += await quality_store.write_windows(chunk, window_policy.size_ms)
+
+        docs, report.creators_without_doc = quality_documents(settings.redis_prefix, standing.values)
+        report.docs = len(docs)
+        for doc_chunk in _chunks(docs, CREATORS_PER_WRITE):
+            report.docs_accepted += await quality_store.write(doc_chunk)
+        if _gave_up(metrics):
+            raise RebuildError("Redis failed a quality write (see the log); nothing is lost, re-run")
+
+        await _reapply_tail_erasures(settings, users, prompt_store, report)
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise RebuildError(f"Redis did not answer ({exc}); nothing is lost, re-run when it is back") from None
+    finally:
+        if own_client:
+            await redis.aclose()
+    report.seconds = time.monotonic() - started
+    log.debug("rebuild-redis: %s", report.summary())
+    return report
+
+
+async def _reapply_tail_erasures(
+    settings: Settings, snapshot: Changelog, store: RedisPromptStore, report: RebuildReport
+) -> None:
+    """Honour erasures the worker applied while the rebuild was writing.
+
+    The worker writes the erased state to the changelog, then deletes the Redis key. If that
+    happened after the snapshot was read, the rebuild may have refilled the key with the user's
+    old prompts. The changelog's tail (from the snapshot's end offsets) is read until it shows
+    no further erasure: each user erased there loses the key again and gets back only prompts
+    liked after the erasure.
+    """
+    topic = snapshot.topic
+    known = {user: int(state.get("erased_ts", 0)) for user, state in snapshot.values.items()}
+    since = snapshot.ends
+    for _ in range(MAX_TAIL_PASSES):
+        tail = await read_changelog(settings, topic, since=since)
+        report.tail_passes += 1
+        erased = {
+            user: state
+            for user, state in tail.values.items()
+            if int(state.get("erased_ts", 0)) > known.get(user, 0)
+        }
+        if not erased:
+            return
+        for user, state in erased.items():
+            await store.erase(user)
+            await _write_prompts(store, served_prompts(state))
+            known[user] = int(state.get("erased_ts", 0))
+        report.tail_erasures += len(erased)
+        since = tail.ends
+    log.warning("rebuild-redis: erasures still arriving after %d passes; re-run to be sure", MAX_TAIL_PASSES)
