@@ -1,6 +1,6 @@
 """Fault tests: a seeded workload, injected faults, then every output compared with the oracle.
 
-T1 and T9 short variants run in CI (`make test`); `make chaos` runs the rest (marker `chaos`).
+T1, T8 and T9 short variants run in CI (`make test`); `make chaos` runs the rest (marker `chaos`).
 T2 is chaos-only for now: about one short run in four, a worker restarted under redelivery load
 stalls (its event loop idle, Faust's producer buffer full, no error logged) and the run times out;
 when it completes, every output is exact.
@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import pytest
 
 from config import Settings
@@ -37,14 +38,18 @@ class Fault:
     name: str
     kills: int = 0
     poison_ratio: float = 0.0
+    # T8: 5% out of order, 1% too late (likes and feedback), mapping updates racing likes.
+    disorder: bool = False
 
 
 CASES = [
     pytest.param(Fault("T1 no fault"), SMALL, id="T1-small"),
     pytest.param(Fault("T2 kill -9 x3", kills=3), SMALL, id="T2-small", marks=pytest.mark.chaos),
+    pytest.param(Fault("T8 disorder", disorder=True), SMALL, id="T8-small"),
     pytest.param(Fault("T9 1% poison", poison_ratio=0.01), SMALL, id="T9-small"),
     pytest.param(Fault("T1 no fault"), LARGE, id="T1-large", marks=pytest.mark.chaos),
     pytest.param(Fault("T2 kill -9 x3", kills=3), LARGE, id="T2-large", marks=pytest.mark.chaos),
+    pytest.param(Fault("T8 disorder", disorder=True), LARGE, id="T8-large", marks=pytest.mark.chaos),
     pytest.param(Fault("T9 1% poison", poison_ratio=0.01), LARGE, id="T9-large", marks=pytest.mark.chaos),
 ]
 
@@ -70,8 +75,9 @@ async def test_outputs_match_the_oracle_under_faults(
     rng = random.Random(seed)
     # Event time an hour-aligned day ago: inside retention, windows never close during the run.
     base_ts = (int(time.time() * 1000) // 3_600_000 - 24) * 3_600_000
+    disorder = {"out_of_order_ratio": 0.05, "late_ratio": 0.01, "raced_videos": 10} if fault.disorder else {}
     wl: Workload = build(
-        settings, Scale(**{**scale.__dict__, "poison_ratio": fault.poison_ratio}), seed, base_ts
+        settings, Scale(**{**scale.__dict__, "poison_ratio": fault.poison_ratio, **disorder}), seed, base_ts
     )
     await ensure_topics(settings)
     await produce(settings, settings.topic(VIDEO_PRODUCTS), wl.mappings)
@@ -82,8 +88,12 @@ async def test_outputs_match_the_oracle_under_faults(
     await wait_until(
         lambda: bool((workers[0].health() or {}).get("video_mappings_ready")), 60, "mappings", workers[0]
     )
-    await produce(settings, settings.topic(LIKES), interleave(rng, wl.likes, wl.poison))
-    await produce(settings, settings.topic(PROMPT_FEEDBACK), wl.feedback)
+    likes = interleave(rng, wl.likes, wl.poison + wl.raced_likes)
+    # Mapping updates race the likes: published halfway through them.
+    await produce(settings, settings.topic(LIKES), likes[: len(likes) // 2])
+    await produce(settings, settings.topic(VIDEO_PRODUCTS), wl.mapping_updates)
+    await produce(settings, settings.topic(LIKES), likes[len(likes) // 2 :])
+    await produce(settings, settings.topic(PROMPT_FEEDBACK), wl.feedback + wl.late_feedback)
 
     recovery_s: list[float] = []
     for k in range(fault.kills):
@@ -109,6 +119,8 @@ async def test_outputs_match_the_oracle_under_faults(
         except TimeoutError:
             pass  # the assertion below shows the difference
         final_windows = served_windows(last, creators)
+        raced_windows = served_windows(last, sorted(wl.raced_creators))
+        too_late = last.metric_sum("likeflow_likes_skipped_total", reason="too_late")
         ready_status, ready_body = get_json(last, "/ready")
         records = await read_topic(settings, settings.topic(ORDER_PROMPTS), timeout_s=60)
         dead = await read_topic(settings, settings.topic(DEAD_LETTERS), timeout_s=60)
@@ -117,14 +129,20 @@ async def test_outputs_match_the_oracle_under_faults(
 
     copies = by_prompt_id(records)
     duplicates_differing = [p for p, c in copies.items() if len(c) > 1]
+    raced_ids = {p for allowed in wl.raced.values() for p in allowed}
     missing = wl.expected_prompt_ids - copies.keys()
-    unexpected = copies.keys() - wl.expected_prompt_ids
+    unexpected = copies.keys() - wl.expected_prompt_ids - raced_ids
+    # A raced like has exactly one prompt, for its video's mapping before or after the update.
+    raced_wrong = {e: ids & copies.keys() for e, ids in wl.raced.items() if len(ids & copies.keys()) != 1}
+    raced_counted = sum(w["prompts"] for ws in raced_windows.values() for w in ws or [])  # type: ignore[attr-defined]
     poison_dead = [r for r in dead if dict(r.headers).get("origin") == b"chaos"]
+    late_dead = [r for r in dead if dict(r.headers).get("likeflow.dlq.reason") == b"late"]
     print(
         f"\n{fault.name} ({len(wl.likes)} likes, {len(wl.feedback)} feedback, {len(wl.poison)} poison): "
         f"{fault.kills} kills, prompts {len(copies)}/{len(wl.expected_prompt_ids)}, "
         f"missing {len(missing)}, unexpected {len(unexpected)}, differing duplicates "
-        f"{len(duplicates_differing)}, dead letters {len(dead)}, restart-to-ready s "
+        f"{len(duplicates_differing)}, dead letters {len(dead)} ({len(late_dead)} late), raced likes "
+        f"{len(wl.raced)} (wrong {len(raced_wrong)}), too-late likes {too_late:.0f}, restart-to-ready s "
         f"{[round(s, 1) for s in recovery_s]}, total {time.monotonic() - started:.0f} s"
     )
     assert ready_status == 200, ready_body
@@ -135,6 +153,14 @@ async def test_outputs_match_the_oracle_under_faults(
     # Every poison record is dead-lettered with its original bytes and headers, and nothing
     # else is; without kills exactly once (a redelivery after a kill may dead-letter it again).
     assert {r.value for r in poison_dead} == {value for _, value, _ in wl.poison}
-    assert len(dead) == len(poison_dead)
+    assert len(dead) == len(poison_dead) + len(late_dead)
+    assert not raced_wrong, list(raced_wrong.items())[:5]
+    assert raced_counted == len(wl.raced), "each raced prompt counted once for its creator"
     if fault.kills == 0:
         assert len(poison_dead) == len(wl.poison)
+        # Late feedback: dead-lettered as late, each once, never counted (the windows above).
+        assert {orjson.loads(r.value or b"{}")["event_id"] for r in late_dead} == {
+            orjson.loads(v)["event_id"] for _, v, _ in wl.late_feedback
+        }
+        assert len(late_dead) == len(wl.late_feedback)
+        assert too_late == wl.expected_skips.get("too_late", 0)

@@ -15,7 +15,7 @@ import orjson
 
 from agents.context import policies_from
 from config import Settings
-from likeflow.domain.decide import Emit, decide
+from likeflow.domain.decide import Emit, Skip, decide, prompt_id_for
 from likeflow.domain.user_state import UserState
 from streams.events import Like, Product, VideoMapping
 from tests.integration.harness import Record
@@ -35,6 +35,12 @@ class Scale:
     feedback_ratio: float = 0.5
     duplicate_ratio: float = 0.05
     poison_ratio: float = 0.0
+    # T8: likes whose ts goes back up to 30 min, likes older than the user's dedupe horizon
+    # (refused as too late), feedback for windows closed two days ago (dead-lettered as late),
+    # and videos whose mapping is replaced while their likes are in flight.
+    out_of_order_ratio: float = 0.0
+    late_ratio: float = 0.0
+    raced_videos: int = 0
 
 
 @dataclass
@@ -46,6 +52,15 @@ class Workload:
     feedback: list[Record] = field(default_factory=list)
     poison: list[Record] = field(default_factory=list)
     expected_prompt_ids: set[str] = field(default_factory=set)
+    # Likes of raced videos: like event_id -> the prompt ids it may produce (one product of the
+    # mapping before or after the update: the join is processing-time, docs/events.md).
+    raced: dict[str, set[str]] = field(default_factory=dict)
+    raced_creators: set[str] = field(default_factory=set)
+    late_feedback: list[Record] = field(default_factory=list)
+    mapping_updates: list[Record] = field(default_factory=list)
+    # Valid likes that produce no prompt, by reason (likeflow_likes_skipped_total{reason}).
+    expected_skips: dict[str, int] = field(default_factory=dict)
+    raced_likes: list[Record] = field(default_factory=list)
     # creator -> window start -> counts, in the form GET /creators/{id}/quality serves.
     expected_windows: dict[str, dict[int, dict[str, int]]] = field(default_factory=dict)
 
@@ -101,8 +116,10 @@ def poison_record(rng: random.Random, i: int, max_bytes: int) -> Record:
 def build(settings: Settings, scale: Scale, seed: int, base_ts: int) -> Workload:
     """Generate a workload over ~50 minutes of event time starting at `base_ts` (epoch ms).
 
-    The span stays under one window plus the grace period, so no window closes, no creator's
-    weight changes, and nothing is late: every expected value is exact and order-free.
+    The span stays under one window plus the grace period, so no window closes during the run and
+    no creator's weight changes: every expected value is exact and order-free. The T8 extras
+    (`Scale.out_of_order_ratio`, `late_ratio`, `raced_videos`) keep that: late feedback is two
+    days old (its window closed long ago), and raced videos have their own creators and users.
     """
     rng = random.Random(seed)
     guards, ranking = policies_from(settings)
@@ -125,14 +142,20 @@ def build(settings: Settings, scale: Scale, seed: int, base_ts: int) -> Workload
         user = f"u{rng.randrange(scale.users)}"
         video = rng.choices(video_names, weights)[0]
         ts = base_ts + i * span_ms // max(1, scale.likes)
+        if rng.random() < scale.out_of_order_ratio:
+            ts -= rng.randint(1, 30 * 60_000)
+        elif user in states and rng.random() < scale.late_ratio:
+            ts = base_ts - 2 * 24 * HOUR_MS  # behind the user's dedupe horizon: refused
         record: Record = (
             user.encode(),
             orjson.dumps({"event_id": f"l{i}", "user_id": user, "video_id": video, "ts": ts}),
             [],
         )
         wl.likes.append(record)
+        copies = 1
         if rng.random() < scale.duplicate_ratio:
             wl.likes.append(record)  # an upstream retry: same bytes, changes nothing
+            copies = 2
         mapping = videos.get(video)
         if mapping is None:
             continue
@@ -149,6 +172,11 @@ def build(settings: Settings, scale: Scale, seed: int, base_ts: int) -> Workload
         if isinstance(decision, Emit):
             prompt = decision.prompt
             emitted.append((prompt.prompt_id, prompt.creator_id, ts, user))
+        elif isinstance(decision, Skip):
+            reason = decision.reason.value
+            # A too-late like leaves no trace in the user's state, so its retry is refused again.
+            count = copies if reason == "too_late" else 1
+            wl.expected_skips[reason] = wl.expected_skips.get(reason, 0) + count
     wl.expected_prompt_ids = {p for p, _, _, _ in emitted}
     for _, creator, ts, _ in emitted:
         _window(wl.expected_windows.setdefault(creator, {}), ts)["prompts"] += 1
@@ -175,9 +203,50 @@ def build(settings: Settings, scale: Scale, seed: int, base_ts: int) -> Workload
         wl.feedback.append(record)
         if rng.random() < scale.duplicate_ratio:
             wl.feedback.append(record)
+    _late_feedback(rng, wl, scale, base_ts)
+    _raced(rng, wl, scale, base_ts, span_ms)
     poison_count = int(scale.likes * scale.poison_ratio)
     wl.poison = [poison_record(rng, k, settings.max_record_bytes) for k in range(poison_count)]
     return wl
+
+
+def _late_feedback(rng: random.Random, wl: Workload, scale: Scale, base_ts: int) -> None:
+    """Feedback two days old, after the normal feedback of the same creator: its window closed
+    long ago on that creator-events partition, so it must be dead-lettered as late, not counted."""
+    normal = list(wl.feedback)
+    for k in range(int(len(normal) * scale.late_ratio)):
+        key, value, _ = rng.choice(normal)
+        event = orjson.loads(value)
+        event.update(event_id=f"late{k}", ts=base_ts - 2 * 24 * HOUR_MS)
+        wl.late_feedback.append((key, orjson.dumps(event), []))
+
+
+def _raced(rng: random.Random, wl: Workload, scale: Scale, base_ts: int, span_ms: int) -> None:
+    """Videos of their own creators, each liked once by users of their own; the mapping is
+    replaced (newer ts, another product) in the middle of the likes. Each like must produce
+    exactly one prompt, for the product of either version."""
+    for r in range(scale.raced_videos):
+        video, creator = f"rv{r}", f"rc{r}"
+        wl.raced_creators.add(creator)
+        versions = []
+        for version in (0, 1):
+            product = {"product_id": f"{video}-p{version}", "title": "raced", "category": "dress",
+                       "price_cents": 1990, "certified": True, "stock": 50}  # fmt: skip
+            body = {
+                "video_id": video,
+                "creator_id": creator,
+                "ts": base_ts - HOUR_MS + version,
+                "products": [product],
+            }
+            versions.append((video.encode(), orjson.dumps(body), []))
+        wl.mappings.append(versions[0])
+        wl.mapping_updates.append(versions[1])
+        for n in range(4):
+            user, event_id = f"ru{r}-{n}", f"rl{r}-{n}"
+            ts = base_ts + rng.randrange(span_ms)
+            body = {"event_id": event_id, "user_id": user, "video_id": video, "ts": ts}
+            wl.raced_likes.append((user.encode(), orjson.dumps(body), []))
+            wl.raced[event_id] = {prompt_id_for(event_id, f"{video}-p{v}") for v in (0, 1)}
 
 
 def interleave(rng: random.Random, good: list[Record], bad: list[Record]) -> list[Record]:
