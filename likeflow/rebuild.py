@@ -42,6 +42,7 @@ from likeflow.domain.quality.counting import WindowRow
 from likeflow.domain.quality.judging import platform_document
 from likeflow.domain.user_state import UserState
 from likeflow.metrics import Metrics
+from likeflow.replay import topic_partitions
 from likeflow.sinks.redis_prompts import RedisPromptStore
 from likeflow.sinks.redis_quality import (
     RedisQualityStore,
@@ -123,11 +124,9 @@ async def read_changelog(
     consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=None, enable_auto_commit=False)
     await consumer.start()
     try:
-        # topics() refreshes the cluster metadata, so the partitions are known afterwards.
-        ids = consumer.partitions_for_topic(topic) if topic in await consumer.topics() else None
-        if not ids:
+        if topic not in await consumer.topics():
             return out
-        tps = [TopicPartition(topic, p) for p in sorted(ids)]
+        tps = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic)]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         out.ends = {tp.partition: ends[tp] for tp in tps}
