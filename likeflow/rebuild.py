@@ -121,7 +121,15 @@ async def read_changelog(
     exist (a table never written) reads as empty.
     """
     out = Changelog(topic)
-    consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=None, enable_auto_commit=False)
+    # `earliest`: assign() starts a position lookup in the background, and a `latest` one that
+    # lands after our seek would skip a whole partition (seen once). Reading from too early is
+    # harmless: records outside [start, end) are ignored.
+    consumer = AIOKafkaConsumer(
+        **kafka_client_kwargs(settings),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
         if topic not in await consumer.topics():
@@ -130,13 +138,10 @@ async def read_changelog(
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         out.ends = {tp.partition: ends[tp] for tp in tps}
-        starts = since or {}
+        firsts = await consumer.beginning_offsets(tps)
+        begin = {tp.partition: max(firsts[tp], (since or {}).get(tp.partition, 0)) for tp in tps}
         for tp in tps:
-            if tp.partition in starts:
-                consumer.seek(tp, starts[tp.partition])
-            else:
-                await consumer.seek_to_beginning(tp)
-        begin = {tp.partition: await consumer.position(tp) for tp in tps}
+            consumer.seek(tp, begin[tp.partition])
         total = sum(max(0, out.ends[p] - begin[p]) for p in out.ends)
         deadline = time.monotonic() + READ_TIMEOUT_S
         while remaining := [tp for tp in tps if await consumer.position(tp) < out.ends[tp.partition]]:
@@ -146,12 +151,14 @@ async def read_changelog(
             for tp, records in batch.items():
                 for record in records:
                     # Past the end offset seen at the start: the next pass reads it.
-                    if record.offset < out.ends[tp.partition]:
+                    if begin[tp.partition] <= record.offset < out.ends[tp.partition]:
                         out.apply(record.key, record.value)
             if progress is not None:
                 done = 0
                 for tp in tps:
-                    done += min(await consumer.position(tp), out.ends[tp.partition]) - begin[tp.partition]
+                    done += max(
+                        0, min(await consumer.position(tp), out.ends[tp.partition]) - begin[tp.partition]
+                    )
                 progress(topic, done, total)
     finally:
         await consumer.stop()

@@ -266,14 +266,14 @@ async def test_worker_survives_redis_kill_and_the_rebuild_restores_the_oracle(
         killed = time.monotonic()
         consumed_at_kill = worker.metric_sum("likeflow_records_consumed_total")
         await wait_until(
-            lambda: worker.metric_sum("likeflow_redis_write_errors_total", outcome="gave_up") > 0,
+            lambda: worker.metric_sum("likeflow_redis_write_errors_total", outcome="gave_up") >= 3,
             60,
             "a Redis write given up",
             worker,
         )
         # Still consuming and healthy while Redis is gone.
         await wait_until(
-            lambda: worker.metric_sum("likeflow_records_consumed_total") > consumed_at_kill + 100,
+            lambda: worker.metric_sum("likeflow_records_consumed_total") > consumed_at_kill + 500,
             60,
             "consumption to go on without Redis",
             worker,
@@ -324,8 +324,8 @@ async def test_worker_survives_redis_kill_and_the_rebuild_restores_the_oracle(
             f"rebuilt in {seconds:.1f} s:\n{result.stdout.decode().strip()}"
         )
         assert {orjson.loads(r.value or b"{}")["prompt_id"] for r in records} == wl.expected_prompt_ids
-        assert served_ids == wl.expected_prompt_ids
         assert prompt_sets == expected_sets, describe_difference(expected_sets, prompt_sets)
+        assert served_ids == wl.expected_prompt_ids
         assert final_windows == wl.served_form()
         assert worker.alive()
     finally:
