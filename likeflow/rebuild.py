@@ -23,6 +23,7 @@ numbers. See docs/redis.md, "Rebuilding Redis".
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -63,6 +64,9 @@ CREATORS_PER_WRITE = 200
 # An erasure handled while the rebuild writes may have deleted a key the rebuild then refilled;
 # the changelog's tail is re-read after the writes and erasures found there are applied again.
 MAX_TAIL_PASSES = 5
+# The worker deletes an erased user's key right after handing the erased state to its producer;
+# waiting this long before reading the tail lets that record reach the broker.
+TAIL_SETTLE_S = 1.0
 
 Offsets = dict[int, int]
 ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
@@ -374,6 +378,7 @@ async def _reapply_tail_erasures(
     known = {user: int(state.get("erased_ts", 0)) for user, state in snapshot.values.items()}
     since = snapshot.ends
     for _ in range(MAX_TAIL_PASSES):
+        await asyncio.sleep(TAIL_SETTLE_S)
         tail = await read_changelog(settings, topic, since=since)
         report.tail_passes += 1
         erased = {
