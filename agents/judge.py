@@ -10,7 +10,13 @@ import faust
 import orjson
 
 from agents.context import PipelineContext
-from likeflow.domain.quality.judging import CreatorStanding, apply_verdict, judge_window, platform_document
+from likeflow.domain.quality.judging import (
+    CreatorStanding,
+    apply_verdict,
+    judge_window,
+    platform_document,
+    window_applies,
+)
 from likeflow.domain.quality.windows import Counts
 from likeflow.sinks.redis_quality import platform_key, standing_key
 from streams.topics import CREATOR_WINDOWS
@@ -34,10 +40,10 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
         closed = orjson.loads(event.message.value)
         creator_id, start = closed["creator_id"], closed["start_ms"]
         counts = Counts.from_dict(closed)
-        # Both rows remember the last offset applied to them: the single-partition input is
-        # redelivered after a crash, and a window must count into the platform once.
+        row = table.get(creator_id) or {"standing": None, "last_offset": -1}
         platform = table.get(PLATFORM_KEY) or {"windows": {}, "last_offset": -1}
-        if offset > platform["last_offset"]:
+        to_platform, to_creator = window_applies(row, platform, offset, start)
+        if to_platform:
             windows = platform["windows"]
             key = str(start)
             merged = Counts.from_dict(windows.get(key, {}))
@@ -55,8 +61,7 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
                 metrics.platform_rate.labels(name).set(value)
         docs.append((platform_key(ctx.quality_store.prefix), offset, platform_doc))
 
-        row = table.get(creator_id) or {"standing": None, "last_offset": -1}
-        if offset <= row["last_offset"]:
+        if not to_creator:
             return
         standing = CreatorStanding.from_dict(row["standing"])
         verdict = judge_window(start, counts, rates, ctx.judging)
@@ -65,7 +70,10 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
             # The row keeps the document last served (if any): `likeflow rebuild-redis` writes
             # it back at the version the judge used, so the rebuild and a live judge agree.
             put_for_event(
-                table, event, creator_id, {**row, "standing": standing.to_dict(), "last_offset": offset}
+                table,
+                event,
+                creator_id,
+                {**row, "standing": standing.to_dict(), "last_offset": offset, "last_window": start},
             )
             return
         record = {
@@ -90,7 +98,7 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
             table,
             event,
             creator_id,
-            {"standing": standing.to_dict(), "last_offset": offset, "served": served},
+            {"standing": standing.to_dict(), "last_offset": offset, "last_window": start, "served": served},
         )
         # Compacted, keyed by creator: the latest verdict is every worker's ranking weight.
         await ctx.topics.creator_quality.send(key=creator_id.encode(), value=orjson.dumps(record))

@@ -9,6 +9,7 @@ from likeflow.domain.quality.judging import (
     apply_verdict,
     judge_window,
     smoothed,
+    window_applies,
 )
 from likeflow.domain.quality.windows import Counts
 
@@ -81,3 +82,16 @@ def test_standing_round_trips() -> None:
     standing = CreatorStanding()
     apply_verdict(standing, judge_window(5, bad(), PLATFORM, POLICY), POLICY)
     assert CreatorStanding.from_dict(standing.to_dict()) == standing
+
+
+def test_a_window_is_applied_once_whether_redelivered_or_sent_again() -> None:
+    hour = 3_600_000
+    assert window_applies(None, None, 0, 0) == (True, True), "the first window of a new creator"
+    creator = {"last_offset": 7, "last_window": 5 * hour}
+    platform = {"last_offset": 7}
+    assert window_applies(creator, platform, 7, 5 * hour) == (False, False), "redelivered"
+    assert window_applies(creator, platform, 9, 5 * hour) == (False, False), "re-sent at a new offset"
+    assert window_applies(creator, platform, 9, 4 * hour) == (False, False), "an older window"
+    assert window_applies(creator, platform, 9, 6 * hour) == (True, True)
+    # Crash between the platform write and the creator write: replaying the offset finishes it.
+    assert window_applies(creator, {"last_offset": 9}, 9, 6 * hour) == (False, True)

@@ -193,3 +193,23 @@ def apply_verdict(standing: CreatorStanding, verdict: Verdict, policy: JudgePoli
             change = "recovered"
     standing.weight = max(policy.min_weight, standing.score) if standing.demoted else 1.0
     return change
+
+
+def window_applies(
+    creator_row: Mapping[str, Any] | None, platform_row: Mapping[str, Any] | None, offset: int, start: int
+) -> tuple[bool, bool]:
+    """Whether a closed window read at `offset` of `creator-windows` still has to be applied:
+    (count it into the platform totals, judge it for the creator).
+
+    Two kinds of copies reach the judge: the same record redelivered after the judge crashed
+    (same offset: each row remembers the last offset applied to it), and the same window sent
+    again at a new offset by a counting agent that crashed after sending it but before its
+    partition clock reached the changelog. A creator's windows close oldest first, so a window
+    at or before the last one applied to the creator (`last_window`) is such a copy.
+    """
+    creator = creator_row or {}
+    platform = platform_row or {}
+    resent = start <= creator.get("last_window", -1)
+    to_platform = not resent and offset > platform.get("last_offset", -1)
+    to_creator = not resent and offset > creator.get("last_offset", -1)
+    return to_platform, to_creator
