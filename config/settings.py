@@ -93,6 +93,9 @@ class Settings:
     redis_prefix: str = "likeflow"
     redis_prompts_keep: int = 10
     redis_prompt_ttl_s: int = 86_400
+    # While Redis is unreachable a worker holds up to this many writes per store in memory and
+    # keeps consuming; above it the agent pauses until Redis answers (docs/redis.md).
+    redis_max_pending: int = 100_000
 
     # --- privacy (docs/privacy.md) ---
     # The HMAC-SHA256 key that turns user ids into pseudonyms at the edge: LIKEFLOW_USER_KEY, or
@@ -153,6 +156,7 @@ class Settings:
         _check(self.demote_after_windows >= 1, "DEMOTE_AFTER_WINDOWS", "must be >= 1")
         _check(self.recover_after_windows >= 1, "RECOVER_AFTER_WINDOWS", "must be >= 1")
         _check(self.redis_prompts_keep >= 1, "REDIS_PROMPTS_KEEP", "must be >= 1")
+        _check(self.redis_max_pending >= 0, "REDIS_MAX_PENDING", "must be >= 0")
         _check(self.redis_prompt_ttl_s >= 1, "REDIS_PROMPT_TTL_S", "must be >= 1 second")
         _check(1 <= self.user_key_version <= 999, "USER_KEY_VERSION", "must be 1-999")
         _check(self.user_retention_days >= 1, "USER_RETENTION_DAYS", "must be >= 1")

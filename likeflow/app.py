@@ -85,6 +85,7 @@ def create_app(settings: Settings) -> faust.App:
         keep=settings.redis_prompts_keep,
         ttl_s=settings.redis_prompt_ttl_s,
         metrics=metrics,
+        max_pending=settings.redis_max_pending,
     )
     audit = WorkerAudit(settings)
     ctx = PipelineContext(
@@ -96,7 +97,12 @@ def create_app(settings: Settings) -> faust.App:
         prompt_store=store,
         guards=guards,
         ranking=ranking,
-        quality_store=RedisQualityStore(redis_client, prefix=settings.redis_prefix, metrics=metrics),
+        quality_store=RedisQualityStore(
+            redis_client,
+            prefix=settings.redis_prefix,
+            metrics=metrics,
+            max_pending=settings.redis_max_pending,
+        ),
         windows=windows,
         judging=judging,
         video_mappings=mappings,

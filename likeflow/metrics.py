@@ -129,6 +129,13 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.redis_pending = Gauge(
+            "likeflow_redis_pending_writes",
+            "Writes held in memory while Redis is unreachable, by store (prompts, quality); "
+            "above LIKEFLOW_REDIS_MAX_PENDING the agent pauses until Redis answers.",
+            ["store"],
+            registry=r,
+        )
 
     def preinitialise(self, input_topics: list[str], agents: list[str]) -> None:
         """Create every bounded label combination at 0, so dashboards and alerts see series
@@ -139,6 +146,8 @@ class Metrics:
                 self.dead_letters.labels(topic, dead_letter_reason.value)
         for outcome in ("retried", "gave_up"):
             self.redis_write_errors.labels(outcome)
+        for store in ("prompts", "quality"):
+            self.redis_pending.labels(store)
         for outcome in ("set", "removed", "stale"):
             self.mapping_updates.labels(outcome)
         for control in ("consent", "erasure"):

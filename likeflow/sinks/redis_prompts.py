@@ -44,7 +44,13 @@ def prompts_key(prefix: str, user_id: str) -> str:
 
 
 class RedisPromptStore:
-    """Writes prompts to Redis in one pipelined round trip per batch, with bounded retries."""
+    """Writes prompts to Redis in one pipelined round trip per batch, with bounded retries.
+
+    While Redis is unreachable, prompts that could not be written are held (at most
+    `max_pending`) and written with the next batch; beyond that bound `write` does not return
+    until Redis answers, which pauses the agent (Kafka keeps the rest, uncommitted). With
+    `max_pending=0` a failed batch is given up (the rebuild path: it reports failures itself).
+    """
 
     def __init__(
         self,
@@ -54,6 +60,7 @@ class RedisPromptStore:
         keep: int,
         ttl_s: int,
         metrics: Metrics,
+        max_pending: int = 0,
     ) -> None:
         self._client = client
         self._prefix = prefix
@@ -61,13 +68,44 @@ class RedisPromptStore:
         self._ttl_ms = ttl_s * 1000
         self._metrics = metrics
         self._script = client.register_script(UPSERT_PROMPT_LUA)
+        self._max_pending = max_pending
+        self._pending: list[Prompt] = []
+        self._pending_gauge = metrics.redis_pending.labels("prompts")
 
     async def write(self, prompts: Sequence[Prompt]) -> bool:
-        """Upsert `prompts`; True when written. Retries connection errors ~4 s, then gives up.
+        """Upsert `prompts` (and any still pending); True when written.
 
-        Giving up does not stop the job: the prompt is already on `order-prompts` (the source
-        of truth) and in the user table, from which serving can be rebuilt.
+        Each attempt retries connection errors for ~4 s. A failed batch is held for the next
+        call while at most `max_pending` prompts wait; above that, this call keeps retrying
+        until Redis answers. The upsert is idempotent and first-copy-wins, so writing a held
+        prompt late, or twice, serves the same set.
         """
+        self._pending.extend(prompts)
+        while True:
+            # Re-read each round: an erasure may have discarded held prompts meanwhile.
+            batch = self._pending
+            if await self._write_with_retries(batch):
+                self._pending = []
+                self._pending_gauge.set(0)
+                return True
+            self._pending_gauge.set(len(batch))
+            if len(batch) <= self._max_pending:
+                return False
+            if not self._max_pending:
+                self._pending = []
+                return False
+            log.error(
+                "redis unreachable with %d prompts pending (limit %d): pausing until it answers",
+                len(batch),
+                self._max_pending,
+            )
+
+    def discard_pending(self, user_id: str) -> None:
+        """Forget held prompts of `user_id` (an erasure: they must not be written later)."""
+        self._pending = [p for p in self._pending if p.user_id != user_id]
+        self._pending_gauge.set(len(self._pending))
+
+    async def _write_with_retries(self, prompts: Sequence[Prompt]) -> bool:
         if not prompts:
             return True
         for attempt, delay in enumerate((*RETRY_DELAYS_S, None)):
@@ -78,7 +116,7 @@ class RedisPromptStore:
                 if delay is None:
                     self._metrics.redis_write_errors.labels("gave_up").inc()
                     log.error(
-                        "redis write of %d prompts failed after %d attempts, giving up: %s",
+                        "redis write of %d prompts failed after %d attempts: %s",
                         len(prompts),
                         attempt + 1,
                         exc,
@@ -115,6 +153,7 @@ class RedisPromptStore:
         not committed meanwhile, so an erasure is never acknowledged half done, and the worker
         does not crash while Redis is away.
         """
+        self.discard_pending(user_id)
         key = prompts_key(self._prefix, user_id)
         attempt = 0
         while True:

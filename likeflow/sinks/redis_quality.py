@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,10 @@ return changed
 """
 
 
+# While paused above the pending bound: how long between attempts (s).
+PAUSED_RETRY_S = 1.0
+
+
 def windows_key(prefix: str, creator_id: str, namespace: str = "") -> str:
     """Redis hash of a creator's windows (docs/redis.md); `namespace` selects a backfill shadow."""
     shadow = f"shadow:{namespace}:" if namespace else ""
@@ -104,34 +109,81 @@ def _window_value(start_ms: int, size_ms: int, counts: Mapping[str, int]) -> byt
 class RedisQualityStore:
     """Versioned writes of quality documents, one pipelined round trip per batch."""
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str, metrics: Metrics) -> None:
+    def __init__(
+        self, client: aioredis.Redis, *, prefix: str, metrics: Metrics, max_pending: int = 0
+    ) -> None:
         self._client = client
         self.prefix = prefix
         self._metrics = metrics
         self._doc_script = client.register_script(VERSIONED_DOC_LUA)
         self._windows_script = client.register_script(VERSIONED_WINDOWS_LUA)
         self._swap_script = client.register_script(SWAP_LUA)
+        # Writes that failed while Redis was unreachable, merged per key (the newest version
+        # wins, as in Redis): bounded by the number of creators, capped by `max_pending`.
+        self._max_pending = max_pending
+        self._pending_docs: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._pending_windows: dict[str, WindowsUpdate] = {}
+        self._pending_gauge = metrics.redis_pending.labels("quality")
+        self._size_ms = 0  # window size (ms), known from the first write_windows call
 
     async def write(self, docs: Sequence[tuple[str, int, dict[str, Any]]]) -> int:
         """Write (key, version, doc) triples; returns how many were accepted (newer or equal).
 
-        A Redis outage is logged and counted, not raised: the tables are the source of truth.
+        A Redis outage is logged and counted, not raised: the documents are held (see
+        `max_pending`) and written with the next call; the tables are the source of truth.
         """
-        calls = [(self._doc_script, [key], [version, orjson.dumps(doc)]) for key, version, doc in docs]
-        return await self._run(calls)
+        for key, version, doc in docs:
+            held = self._pending_docs.get(key)
+            if held is None or version >= held[0]:
+                self._pending_docs[key] = (version, doc)
+        return await self._flush()
 
     async def write_windows(self, updates: Sequence[WindowsUpdate], size_ms: int) -> int:
         """Apply window updates of several creators; returns how many were accepted."""
-        calls = []
+        self._size_ms = size_ms
         for u in updates:
-            args: list[Any] = [u.version, len(u.written)]
-            for start, counts in sorted(u.written.items()):
-                args += [window_field(start), _window_value(start, size_ms, counts)]
-            args += [window_field(gone) for gone in sorted(u.deleted)]
-            calls.append((self._windows_script, [windows_key(self.prefix, u.creator_id)], args))
-        return await self._run(calls)
+            held = self._pending_windows.get(u.creator_id)
+            if held is None:
+                self._pending_windows[u.creator_id] = WindowsUpdate(
+                    u.creator_id, u.version, dict(u.written), set(u.deleted)
+                )
+                continue
+            held.version = max(held.version, u.version)
+            held.written.update(u.written)
+            held.deleted = (held.deleted - u.written.keys()) | u.deleted
+            for gone in u.deleted:
+                held.written.pop(gone, None)
+        return await self._flush()
 
-    async def _run(self, calls: Sequence[tuple[Any, list[str], list[Any]]]) -> int:
+    async def _flush(self) -> int:
+        """Write everything held; on failure keep it (bounded) or, above the bound, retry until
+        Redis answers, which pauses the calling agent (its offsets stay uncommitted)."""
+        while True:
+            calls = [
+                (self._doc_script, [key], [version, orjson.dumps(doc)])
+                for key, (version, doc) in self._pending_docs.items()
+            ]
+            for u in self._pending_windows.values():
+                args: list[Any] = [u.version, len(u.written)]
+                for start, counts in sorted(u.written.items()):
+                    args += [window_field(start), _window_value(start, self._size_ms, counts)]
+                args += [window_field(gone) for gone in sorted(u.deleted)]
+                calls.append((self._windows_script, [windows_key(self.prefix, u.creator_id)], args))
+            accepted = await self._run(calls)
+            held = len(calls)
+            if accepted is not None or not self._max_pending:
+                self._pending_docs.clear()
+                self._pending_windows.clear()
+                self._pending_gauge.set(0)
+                return accepted or 0
+            self._pending_gauge.set(held)
+            if held <= self._max_pending:
+                return 0
+            log.error("redis unreachable with %d quality writes pending: pausing until it answers", held)
+            await asyncio.sleep(PAUSED_RETRY_S)
+
+    async def _run(self, calls: Sequence[tuple[Any, list[str], list[Any]]]) -> int | None:
+        """Run the script calls in one pipeline; the number accepted, or None if Redis failed."""
         if not calls:
             return 0
         try:
@@ -142,7 +194,7 @@ class RedisQualityStore:
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self._metrics.redis_write_errors.labels("gave_up").inc()
             log.error("redis write of %d quality documents failed: %s", len(calls), exc)
-            return 0
+            return None
         return sum(int(r) for r in results)
 
     async def read(self, key: str) -> dict[str, Any] | None:
