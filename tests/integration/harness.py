@@ -48,6 +48,12 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 90) -> None:
+        """Spawn the worker and wait until it is ready."""
+        self.spawn()
+        self.wait_ready(timeout_s)
+
+    def spawn(self) -> None:
+        """Start the process without waiting (a fault test may kill it during start-up)."""
         env = {**os.environ, **self.settings.to_env()}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -57,6 +63,10 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parents[2],
         )
+
+    def wait_ready(self, timeout_s: float = 90) -> None:
+        """Wait for Faust's "Worker ready" and /health; kill the process if it never gets there."""
+        assert self.proc is not None
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
