@@ -283,6 +283,12 @@ async def test_outputs_match_the_oracle_under_faults(
         final_windows = served_windows(last, creators)
         raced_windows = served_windows(last, sorted(wl.raced_creators))
         too_late = last.metric_sum("likeflow_likes_skipped_total", reason="too_late")
+        run.figures["last worker: likes consumed"] = last.metric_sum(
+            "likeflow_records_consumed_total", topic=settings.topic(LIKES)
+        )
+        run.figures["last worker: no_mapping"] = last.metric_sum(
+            "likeflow_likes_skipped_total", reason="no_mapping"
+        )
         ready_status, ready_body = get_json(last, "/ready")
         # Offsets are committed every few seconds (Faust's commit interval): allow for one.
         for _ in range(60):

@@ -11,9 +11,14 @@ from likeflow.domain.quality.counting import (
     WindowRow,
     advance,
     classify,
+    clock_key,
     expired_before,
+    seen_key,
 )
+from likeflow.domain.quality.engine import apply_event
+from likeflow.domain.quality.index import PartitionIndex
 from likeflow.domain.quality.windows import Counts, rates, total, window_start
+from streams.events import CreatorEvent
 
 H = 3_600_000
 T0 = 1_795_000_000_000 - 1_795_000_000_000 % H  # an hour boundary
@@ -86,3 +91,34 @@ def test_a_big_jump_closes_at_most_the_retained_windows(jump_days: int) -> None:
     closing = advance(clock, offset=1, ts=T0 + jump_days * 24 * H, policy=POLICY)
     assert len(closing) <= POLICY.retention_ms // H
     assert closing == sorted(closing)
+
+
+def test_a_copy_after_a_crash_that_lost_the_dedupe_entry_is_not_counted_again() -> None:
+    """Kill -9 after the row reached the changelog but before its dedupe entry and the clock did:
+    the redelivered event restores the entry, so a later copy of it is a duplicate."""
+
+    class DictStore(dict):  # type: ignore[type-arg]
+        def put(self, key: str, value: object) -> None:
+            self[key] = value
+
+        def delete(self, key: str) -> None:
+            self.pop(key, None)
+
+    hour = 3_600_000
+    policy = WindowPolicy(size_ms=hour, grace_ms=hour, retention_ms=168 * hour, dedupe_horizon_ms=24 * hour)
+    click = CreatorEvent("f1", "p1", "c1", "x", "v1.u", "click", 1_795_000_000_000)
+    store = DictStore()
+    assert (
+        apply_event(store, PartitionIndex(), partition=0, offset=5, event=click, policy=policy).outcome
+        is Outcome.COUNTED
+    )
+    # What survived the crash: the row only.
+    store.pop(seen_key("f1"))
+    store.pop(clock_key(0))
+    index = PartitionIndex.rebuild(list(store.items()), 0)
+    redelivered = apply_event(store, index, partition=0, offset=5, event=click, policy=policy)
+    assert redelivered.outcome is Outcome.REDELIVERED
+    copy = apply_event(store, index, partition=0, offset=9, event=click, policy=policy)
+    assert copy.outcome is Outcome.DUPLICATE
+    rows = [v for k, v in store.items() if isinstance(v, dict) and "counts" in v]
+    assert [r["counts"]["clicks"] for r in rows] == [1]

@@ -71,6 +71,13 @@ def apply_event(
         clock, row, seen["offset"] if seen else None, offset=offset, ts=event.ts, policy=policy
     )
     effects = Effects(outcome, clock)
+    if outcome is Outcome.REDELIVERED and seen is None and offset > clock.offset:
+        # Recognised by the row's offset stamp: the row reached the changelog with this event
+        # counted, but a crash lost the dedupe entry written after it. Restore the entry, or a
+        # later copy of the event (an upstream duplicate, or feedback forwarded again after the
+        # crash) would find no entry and be counted a second time.
+        store.put(seen_key(event.event_id), {"offset": offset, "ts": event.ts, "partition": partition})
+        index.add_seen(event.event_id, event.ts)
     if outcome is Outcome.COUNTED:
         row = row or WindowRow(event.creator_id, start)
         row.counts.add_event(event.kind, event.amount_cents)
