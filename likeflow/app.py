@@ -17,6 +17,7 @@ from likeflow.audit_trail import WorkerAudit
 from likeflow.creator_weights import CreatorWeights
 from likeflow.domain.privacy import DAY_MS
 from likeflow.domain.pseudonym import MIN_KEY_CHARS, Pseudonymizer
+from likeflow.faust_recovery import SeekFirstTableManager, install_fetch_snapshot
 from likeflow.metrics import Metrics
 from likeflow.monitor import Monitor
 from likeflow.quality_view import creator_quality
@@ -49,6 +50,7 @@ MONITOR_INTERVAL_S = 5.0
 
 def create_app(settings: Settings) -> faust.App:
     """A fully wired Faust app; nothing runs until a worker starts it."""
+    install_fetch_snapshot()
     app = faust.App(
         settings.app_id,
         broker=settings.kafka_urls,
@@ -70,6 +72,9 @@ def create_app(settings: Settings) -> faust.App:
         producer_acks=-1,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
+        # Faust's own recovery can drop input records fetched while it seeks to the committed
+        # offsets, which freezes that partition's commits (likeflow/faust_recovery.py).
+        TableManager=SeekFirstTableManager,
     )
     metrics = Metrics()
     topics = declare_topics(app, settings)
