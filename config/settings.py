@@ -43,6 +43,13 @@ class Settings:
     # A worker that stops heartbeating (crash, kill -9, long GC) keeps its partitions this long
     # before the group coordinator rebalances them to the others (Kafka's default is 45 s).
     session_timeout_s: float = 45.0
+    # A worker whose input partitions have lag but whose committed offsets have not moved for this
+    # long (outside rebalances and recovery) exits with code 75 so that its supervisor restarts
+    # it (likeflow/watchdog.py). 0 turns the watchdog off.
+    stall_timeout_s: float = 60.0
+    # SIGTERM: the worker finishes the batch in hand, commits and flushes, and exits within this
+    # bound; past it, it exits at once with code 124 (uncommitted records are redelivered).
+    shutdown_timeout_s: float = 30.0
 
     # --- security (docs/security.md) ---
     # "PLAINTEXT" (the local stack), "SASL_SSL" (SCRAM over TLS) or "SSL" (TLS, optionally with
@@ -133,6 +140,12 @@ class Settings:
     def __post_init__(self) -> None:
         _check(self.partitions >= 1, "PARTITIONS", "must be at least 1")
         _check(6 <= self.session_timeout_s <= 300, "SESSION_TIMEOUT_S", "must be 6-300 s (broker limits)")
+        _check(
+            self.stall_timeout_s == 0 or self.stall_timeout_s >= 10,
+            "STALL_TIMEOUT_S",
+            "must be 0 (off) or >= 10 s (offsets are sampled every 5 s)",
+        )
+        _check(self.shutdown_timeout_s >= 1, "SHUTDOWN_TIMEOUT_S", "must be >= 1 s")
         _check(1 <= self.web_port <= 65535, "WEB_PORT", "must be a TCP port (1-65535)")
         self._check_security()
         _check(self.language in ("zh", "en"), "LANGUAGE", "must be 'zh' or 'en'")

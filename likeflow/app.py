@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import faust
@@ -17,6 +18,7 @@ from likeflow.audit_trail import WorkerAudit
 from likeflow.creator_weights import CreatorWeights
 from likeflow.domain.privacy import DAY_MS
 from likeflow.domain.pseudonym import MIN_KEY_CHARS, Pseudonymizer
+from likeflow.domain.stall import StallDetector
 from likeflow.faust_recovery import SeekFirstTableManager, install_fetch_snapshot
 from likeflow.metrics import Metrics
 from likeflow.monitor import Monitor
@@ -25,6 +27,7 @@ from likeflow.sinks.dead_letters import DeadLetterSink
 from likeflow.sinks.redis_prompts import RedisPromptStore
 from likeflow.sinks.redis_quality import RedisQualityStore
 from likeflow.video_mappings import VideoMappings
+from likeflow.watchdog import StallWatchdog
 from streams.topics import (
     CREATOR_EVENTS,
     CREATOR_QUALITY,
@@ -132,6 +135,15 @@ def create_app(settings: Settings) -> faust.App:
         [settings.topic(t) for t in SOURCE_TOPICS],
     )
     app.timer(MONITOR_INTERVAL_S)(monitor.refresh)
+    if settings.stall_timeout_s:
+        watchdog = StallWatchdog(
+            StallDetector(settings.stall_timeout_s),
+            monitor,
+            metrics.seconds_since_progress,
+            excuse=_stall_excuse(app, mappings, metrics),
+            max_sample_age_s=3 * MONITOR_INTERVAL_S,
+        )
+        app.timer(MONITOR_INTERVAL_S)(watchdog.check)
 
     async def follow_creator_weights() -> None:
         """Keep this worker's copy of every creator's ranking weight current."""
@@ -146,6 +158,22 @@ def create_app(settings: Settings) -> faust.App:
 
     _register_web(app, ctx, weights, mappings)
     return app
+
+
+def _stall_excuse(app: faust.App, mappings: VideoMappings, metrics: Metrics) -> Callable[[], str | None]:
+    """Why no progress is expected right now (the watchdog waits), or None."""
+
+    def excuse() -> str | None:
+        if app.rebalancing:
+            return "rebalancing or recovering tables"
+        if not mappings.ready.is_set():
+            return "video-products replica catching up"  # prompt_likes waits for it
+        for store in ("prompts", "quality"):
+            if metrics.registry.get_sample_value("likeflow_redis_pending_writes", {"store": store}):
+                return "Redis writes held"  # the sinks retry; a restart would not help
+        return None
+
+    return excuse
 
 
 def _connect_audit(app: faust.App, audit: WorkerAudit) -> None:

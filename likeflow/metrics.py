@@ -92,6 +92,13 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.seconds_since_progress = Gauge(
+            "likeflow_seconds_since_progress",
+            "Longest time an owned input partition with lag has gone without its committed offset "
+            "moving (0 when none is behind or during a rebalance); the stall watchdog restarts "
+            "the worker at LIKEFLOW_STALL_TIMEOUT_S.",
+            registry=r,
+        )
         self.table_keys = Gauge(
             "likeflow_table_keys", "Keys held by this worker, by table.", ["table"], registry=r
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -32,6 +33,10 @@ class Monitor:
         self._tables = tables
         self._sources = set(source_topics)
         self._clients: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None
+        # The last lag sample, (topic, partition) -> (committed, end), and when it was taken
+        # (time.monotonic()): the stall watchdog judges progress from it.
+        self.offsets: dict[tuple[str, int], tuple[int, int]] = {}
+        self.offsets_at = 0.0
 
     async def refresh(self) -> None:
         """One refresh; Kafka errors are logged and retried next time, never raised."""
@@ -60,6 +65,7 @@ class Monitor:
             if tp.topic in self._sources
         ]
         if not owned:
+            self.offsets, self.offsets_at = {}, time.monotonic()
             return
         if self._clients is None:
             admin = AIOKafkaAdminClient(**self._kafka)
@@ -70,10 +76,13 @@ class Monitor:
         admin, offsets = self._clients
         committed = await admin.list_consumer_group_offsets(self._app.conf.id, partitions=owned)
         ends = await offsets.end_offsets(owned)
+        sample: dict[tuple[str, int], tuple[int, int]] = {}
         for tp in owned:
             meta = committed.get(tp)
             position = meta.offset if meta is not None and meta.offset >= 0 else 0
             self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, ends[tp] - position))
+            sample[(tp.topic, tp.partition)] = (position, ends[tp])
+        self.offsets, self.offsets_at = sample, time.monotonic()
 
     async def close(self) -> None:
         """Close the Kafka clients."""
