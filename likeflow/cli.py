@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import Any
 
 from config import ConfigError, Settings, load_settings
 
@@ -17,6 +18,7 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
     from likeflow.admin import ensure_topics
     from likeflow.app import create_app
+    from likeflow.shutdown import arm_hard_exit
 
     if settings.event_loop == "uvloop":
         import uvloop
@@ -34,6 +36,12 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             # record; every debug call on the hot path then builds a LogRecord (~4% of CPU).
             self.spinner = None
             super().on_setup_root_logger(logger, level)
+
+        def _schedule_shutdown(self, signal: Any) -> None:
+            # SIGTERM and SIGINT: Faust's graceful stop, bounded (likeflow/shutdown.py).
+            if not self._signal_stop_time:
+                arm_hard_exit(settings.shutdown_timeout_s)
+            super()._schedule_shutdown(signal)
 
     worker = Worker(app, loglevel=settings.log_level.upper(), quiet=args.quiet)
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT; never returns normally

@@ -1,0 +1,26 @@
+"""The graceful-shutdown bound: the timer exits with its code after the timeout, never before."""
+
+from __future__ import annotations
+
+import threading
+
+from likeflow.shutdown import SHUTDOWN_TIMEOUT_EXIT_CODE, arm_hard_exit
+
+
+def test_the_hard_exit_fires_after_the_timeout_and_not_when_cancelled() -> None:
+    fired = threading.Event()
+    codes: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        codes.append(code)
+        fired.set()
+
+    timer = arm_hard_exit(0.05, exit_process=fake_exit)
+    assert timer.daemon
+    assert fired.wait(2)
+    assert codes == [SHUTDOWN_TIMEOUT_EXIT_CODE]
+
+    cancelled = arm_hard_exit(0.2, exit_process=fake_exit)
+    cancelled.cancel()
+    cancelled.join(1)
+    assert codes == [SHUTDOWN_TIMEOUT_EXIT_CODE]
