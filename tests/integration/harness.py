@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings
 from likeflow.connections import kafka_client_kwargs
+from likeflow.watchdog import STALL_EXIT_CODE
 
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
@@ -46,6 +47,7 @@ class WorkerProcess:
         self.settings = settings
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self.watchdog_restarts = 0
 
     def start(self, timeout_s: float = 90) -> None:
         """Spawn the worker and wait until it is ready."""
@@ -80,6 +82,15 @@ class WorkerProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def supervise(self) -> bool:
+        """Do what a supervisor (systemd, Kubernetes, docker) does: restart the worker when its
+        stall watchdog ended it. Returns whether it restarted it."""
+        if self.proc is None or self.proc.poll() != STALL_EXIT_CODE:
+            return False
+        self.watchdog_restarts += 1
+        self.start()
+        return True
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30) -> None:
         if not self.alive():
@@ -192,9 +203,21 @@ async def read_topic_until(
         await asyncio.sleep(0.5)
 
 
+def _checked(check: Callable[[], bool], worker: WorkerProcess) -> bool:
+    try:
+        return check()
+    except OSError:
+        # The worker's web port went away: it is exiting (its watchdog, say); look again later.
+        time.sleep(0.5)
+        if worker.alive():
+            raise
+        return False
+
+
 async def wait_until(check: Callable[[], bool], timeout_s: float, what: str, worker: WorkerProcess) -> None:
     deadline = time.monotonic() + timeout_s
-    while not check():
+    while not _checked(check, worker):
+        worker.supervise()
         if not worker.alive():
             raise RuntimeError(f"worker died while waiting for {what}:\n{worker.tail()}")
         if time.monotonic() > deadline:

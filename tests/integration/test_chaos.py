@@ -316,6 +316,8 @@ async def test_outputs_match_the_oracle_under_faults(
     poison_dead = [r for r in dead if dict(r.headers).get("origin") == b"chaos"]
     late_dead = [r for r in dead if dict(r.headers).get("likeflow.dlq.reason") == b"late"]
     wrong = {c: (final_windows.get(c), expected[c]) for c in creators if final_windows.get(c) != expected[c]}
+    # Restarts after the stall watchdog ended a worker (the harness acts as its supervisor).
+    run.figures["watchdog restarts"] = sum(w.watchdog_restarts for w in run.workers)
     print(
         f"\n{fault.name} ({len(wl.likes)} likes, {len(wl.feedback)} feedback, {len(wl.poison)} poison): "
         f"workers {len(run.workers)}, prompts {len(copies)}/{len(wl.expected_prompt_ids) + len(wl.raced)}, "
