@@ -16,7 +16,7 @@ WORKER_LOG := $(RUN_DIR)/worker.log
 help:
 	@echo "make run          stack up, topics, worker in the background, demo feed in the foreground"
 	@echo "make test         lint, type check, unit and integration tests (starts Kafka and Redis)"
-	@echo "make chaos        the long fault tests (kill -9, poison; minutes)"
+	@echo "make chaos        the long fault tests (kill -9, storms, zombies, broker and Redis loss; ~1 h)"
 	@echo "make stack-up     start local Kafka (KRaft) and Redis;  make stack-down / stack-clean"
 	@echo "make worker-stop  stop the background worker started by make run"
 	@echo "make audit-deps   pip-audit of the pinned dependencies (release step; needs its vulnerability service)"
