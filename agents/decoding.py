@@ -21,12 +21,18 @@ async def valid_events(
     only after its dead letter is on its way: nothing acknowledged is lost.
     """
     consumed = ctx.metrics.records_consumed.labels(topic_name)
-    max_bytes = ctx.settings.max_record_bytes
     async for event in stream.events():
         consumed.inc()
-        message = event.message
-        result = decode(message.key, message.value, max_bytes)
-        if isinstance(result, Invalid):
-            await ctx.dead_letters.send(event, result)
-            continue
-        yield event, result
+        result = await decode_or_dead_letter(event, decode, ctx)
+        if result is not None:
+            yield event, result
+
+
+async def decode_or_dead_letter(event: Any, decode: Decoder[T], ctx: PipelineContext) -> T | None:
+    """The event's record decoded, or None once it is queued for the dead-letter topic."""
+    message = event.message
+    result = decode(message.key, message.value, ctx.settings.max_record_bytes)
+    if isinstance(result, Invalid):
+        await ctx.dead_letters.send(event, result)
+        return None
+    return result

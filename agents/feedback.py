@@ -8,8 +8,8 @@ from typing import Any
 import faust
 
 from agents.context import PipelineContext
+from agents.decoding import decode_or_dead_letter
 from likeflow.sinks.kafka_batch import BatchSender
-from streams.events import Invalid
 from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK
 from streams.validation import decode_feedback
 
@@ -19,7 +19,6 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
     settings = ctx.settings
     consumed = ctx.metrics.records_consumed.labels(settings.topic(PROMPT_FEEDBACK))
     creator_events = settings.topic(CREATOR_EVENTS)
-    max_bytes = settings.max_record_bytes
     sender = BatchSender(app)
 
     async def route_feedback(stream: Any) -> None:
@@ -29,10 +28,8 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
             audit_records: dict[int, list[bytes]] = {}
             for event in events:
                 consumed.inc()
-                message = event.message
-                decoded = decode_feedback(message.key, message.value, max_bytes)
-                if isinstance(decoded, Invalid):
-                    await ctx.dead_letters.send(event, decoded)
+                decoded = await decode_or_dead_letter(event, decode_feedback, ctx)
+                if decoded is None:
                     continue
                 # The edge for feedback: the app reports the raw user id; only its pseudonym
                 # goes on. Same key (creator_id) and partitioner as the job's prompt counts, so
@@ -40,7 +37,7 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
                 feedback = replace(decoded, user_id=ctx.pseudonymize(decoded.user_id))
                 value = feedback.to_json()
                 await sender.send(creator_events, feedback.creator_id.encode(), value, feedback.ts / 1000)
-                audit_records.setdefault(message.partition, []).append(value)
+                audit_records.setdefault(event.message.partition, []).append(value)
             await sender.delivered()
             for partition, records in audit_records.items():
                 await ctx.audit.append(partition, "feedback", records)

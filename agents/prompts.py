@@ -10,11 +10,12 @@ from typing import Any
 import faust
 
 from agents.context import PipelineContext
+from agents.decoding import decode_or_dead_letter
 from agents.retention import state_record
 from likeflow.domain.decide import Duplicate, Skip, decide
 from likeflow.domain.user_state import UserState
 from likeflow.sinks.kafka_batch import BatchSender
-from streams.events import CreatorEvent, Invalid, Prompt
+from streams.events import CreatorEvent, Prompt
 from streams.topics import CREATOR_EVENTS, LIKES, ORDER_PROMPTS
 from streams.validation import decode_like
 from tables import put_for_event
@@ -32,7 +33,6 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
     batch_seconds = metrics.batch_duration.labels("prompt_likes")
     prompts_topic = settings.topic(ORDER_PROMPTS)
     creator_events_topic = settings.topic(CREATOR_EVENTS)
-    max_bytes = settings.max_record_bytes
     sender = BatchSender(app)
     pseudonymize = ctx.pseudonymize
     retention = ctx.retention
@@ -48,12 +48,11 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
         """Decide one like; a prompt to send (new or re-sent) is appended to `to_serve` with
         the like's partition (the audit chain it belongs to)."""
         message = event.message
-        like = decode_like(message.key, message.value, max_bytes)
-        if isinstance(like, Invalid):
-            await ctx.dead_letters.send(event, like)
+        decoded = await decode_or_dead_letter(event, decode_like, ctx)
+        if decoded is None:
             return
         # The edge: from here on the user is a pseudonym, in state, counts, prompts and logs.
-        like = replace(like, user_id=pseudonymize(like.user_id))
+        like = replace(decoded, user_id=pseudonymize(decoded.user_id))
         retention.observe(message.partition, like.ts)
         if like.action == "unlike":
             unlikes.inc()
