@@ -50,7 +50,8 @@ def private_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathF
         # A kill -9 test waits this long for the dead member's partitions.
         session_timeout_s=8.0,
         # A stalled worker exits (code 75) this soon; the harness restarts it like a supervisor.
-        stall_timeout_s=30.0,
+        # Shorter than production's 300 s, long enough for the 200k-like backlogs of `make chaos`.
+        stall_timeout_s=120.0,
         # A key of the test's own, so tests can compute the pseudonyms the worker will use.
         user_key=secrets.token_urlsafe(48),
     )
