@@ -14,9 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.integration.harness import free_port
-from tests.integration.secure_stack import ROOT, Service, _cluster_id, _kafka_libs, _run, _wait_ready
+from tests.integration.secure_stack import (
+    ROOT,
+    SINGLE_NODE_PROPERTIES,
+    Service,
+    _cluster_id,
+    _kafka_libs,
+    _run,
+    _wait_ready,
+)
 
-PROPERTIES = """\
+PROPERTIES = (
+    """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
@@ -25,15 +34,9 @@ advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
-log.dirs={data}
-num.partitions=4
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=false
 """
+    + SINGLE_NODE_PROPERTIES
+)
 
 
 @dataclass

@@ -142,7 +142,20 @@ def _kafka_libs() -> Path:
     return libs
 
 
-BROKER_PROPERTIES = """\
+# The single-node settings every test broker shares (appended to its listener settings).
+SINGLE_NODE_PROPERTIES = """\
+log.dirs={data}
+num.partitions=4
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+"""
+
+BROKER_PROPERTIES = (
+    """\
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller_port}
@@ -164,15 +177,9 @@ ssl.truststore.type=PEM
 ssl.truststore.location={ca}
 ssl.client.auth=none
 ssl.enabled.protocols=TLSv1.3,TLSv1.2
-log.dirs={data}
-num.partitions=4
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=4
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=false
 """
+    + SINGLE_NODE_PROPERTIES
+)
 
 
 @dataclass
