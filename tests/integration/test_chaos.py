@@ -81,6 +81,12 @@ def served_windows(worker: WorkerProcess, creators: list[str]) -> dict[str, Any]
     return {c: get_json(worker, f"/creators/{c}/quality")[1].get("windows") for c in creators}
 
 
+def raced_prompts_counted(worker: WorkerProcess, wl: Workload) -> int:
+    """Prompts served in the windows of the raced videos' creators (T8)."""
+    served = served_windows(worker, sorted(wl.raced_creators))
+    return sum(w["prompts"] for ws in served.values() for w in ws or [])
+
+
 def consumed_at_least(worker: WorkerProcess, n: int) -> Callable[[], bool]:
     return lambda: worker.metric_sum("likeflow_records_consumed_total") >= n
 
@@ -275,12 +281,18 @@ async def test_outputs_match_the_oracle_under_faults(
         last = run.live()
         try:
             await wait_until(
-                lambda: served_windows(last, creators) == expected, 120 + len(wl.likes) / 200, "windows", last
+                lambda: (
+                    served_windows(last, creators) == expected
+                    and raced_prompts_counted(last, wl) == len(wl.raced)
+                ),
+                120 + len(wl.likes) / 200,
+                "windows",
+                last,
             )
         except TimeoutError:
             pass  # the assertions below show the difference
         final_windows = served_windows(last, creators)
-        raced_windows = served_windows(last, sorted(wl.raced_creators))
+        raced_counted = raced_prompts_counted(last, wl)
         too_late = last.metric_sum("likeflow_likes_skipped_total", reason="too_late")
         run.figures["last worker: likes consumed"] = last.metric_sum(
             "likeflow_records_consumed_total", topic=settings.topic(LIKES)
@@ -311,7 +323,6 @@ async def test_outputs_match_the_oracle_under_faults(
     unexpected = copies.keys() - wl.expected_prompt_ids - raced_ids
     # A raced like has exactly one prompt, for its video's mapping before or after the update.
     raced_wrong = {e: ids & copies.keys() for e, ids in wl.raced.items() if len(ids & copies.keys()) != 1}
-    raced_counted = sum(w["prompts"] for ws in raced_windows.values() for w in ws or [])
     poison_dead = [r for r in dead if dict(r.headers).get("origin") == b"chaos"]
     late_dead = [r for r in dead if dict(r.headers).get("likeflow.dlq.reason") == b"late"]
     wrong = {c: (final_windows.get(c), expected[c]) for c in creators if final_windows.get(c) != expected[c]}
