@@ -136,9 +136,19 @@ wait_ready() {
     sleep 0.2
   done
   say "redis is ready"
+  # A broker holding many partition logs (old test topics, or an unclean stop) loads them one by
+  # one before it listens; while that count keeps moving we show it and keep waiting.
+  local loaded last_loaded="" last_said=0
   until port_open "$KAFKA_HOST" "$KAFKA_PORT" && grep -q "Kafka Server started" "$STACK/kafka.log"; do
     pid_running "$STACK/kafka.pid" || { tail -30 "$STACK/kafka.log" >&2; die "kafka exited; see ${STACK#$ROOT/}/kafka.log"; }
-    (( SECONDS < deadline )) || die "kafka did not answer within the wait; see ${STACK#$ROOT/}/kafka.log"
+    loaded="$(grep -o '([0-9]*/[0-9]* completed in' "$STACK/kafka.log" | tail -1 | tr -d "(" | cut -d" " -f1 || true)"
+    if [[ -n "$loaded" && "$loaded" != "$last_loaded" ]]; then
+      last_loaded="$loaded"
+      deadline=$((SECONDS + ${LIKEFLOW_STACK_WAIT_S:-120}))
+      (( SECONDS - last_said < 5 )) || { say "kafka is loading its partition logs: $loaded"; last_said=$SECONDS; }
+    fi
+    (( SECONDS < deadline )) || die "kafka did not answer within the wait; see ${STACK#$ROOT/}/kafka.log \
+(if it is still loading thousands of old test topics, \`make stack-clean\` wipes the local data)"
     sleep 0.5
   done
   say "kafka is ready"

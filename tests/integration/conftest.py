@@ -14,7 +14,11 @@ import redis.asyncio as aioredis
 from config import Settings, load_settings
 from likeflow.admin import ensure_topics
 from likeflow.domain.pseudonym import Pseudonymizer
+from tests.integration.cleanup import drop_namespaces
 from tests.integration.harness import WorkerProcess, free_port, reachable
+
+# Every namespace `private_settings` hands out this session, dropped from the stack at its end.
+SESSION_NAMESPACES: list[str] = []
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -36,9 +40,28 @@ def base_settings() -> Settings:
     return settings
 
 
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Drop this session's topics and Redis keys (after every fixture, so no worker still uses them).
+
+    Without this the local broker keeps ~50 topics per namespace and grows by thousands of
+    partition logs a day, which it must load one by one at each start.
+    """
+    if not SESSION_NAMESPACES or session.config.getoption("--keep-test-data"):
+        return
+    settings = load_settings()
+    try:
+        topics, keys = asyncio.run(drop_namespaces(settings, SESSION_NAMESPACES))
+    except Exception as exc:  # noqa: BLE001 - cleanup must not turn a green run red; it says what was left
+        print(f"\n[cleanup] could not drop the test namespaces ({exc!r}); `make stack-clean` wipes them")
+        return
+    count = len(SESSION_NAMESPACES)
+    print(f"\n[cleanup] dropped {topics} topics and {keys} Redis keys of {count} test namespaces")
+
+
 def private_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """A private namespace: topics, consumer group, Redis keys, web port, state directory."""
     ns = f"it-{uuid.uuid4().hex[:8]}"
+    SESSION_NAMESPACES.append(ns)
     return load_settings(
         base_settings.to_env(),
         topic_prefix=f"{ns}.",
