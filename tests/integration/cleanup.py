@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -10,10 +9,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from config import Settings
 from likeflow.connections import kafka_client_kwargs, redis_client
 
-log = logging.getLogger(__name__)
-
-# Topics per DeleteTopics request: a session leaves ~50 per namespace, and one request for
-# thousands of topics can outlast the broker's request timeout.
+# Topics per DeleteTopics request: a session leaves ~15 per namespace (~50 partition logs), and
+# one request for thousands of topics can outlast the broker's request timeout.
 DELETE_BATCH = 200
 REDIS_SCAN_COUNT = 1000
 
@@ -25,15 +22,22 @@ def namespace_topics(all_topics: Iterable[str], namespaces: Iterable[str]) -> li
 
 
 async def drop_namespaces(settings: Settings, namespaces: Iterable[str]) -> tuple[int, int]:
-    """Delete the namespaces' topics on `settings`' broker and their Redis keys; return (topics, keys)."""
+    """Delete the namespaces' topics on `settings`' broker and their Redis keys; return (topics, keys).
+
+    Raises RuntimeError naming the topics the broker refused to delete.
+    """
     namespaces = list(namespaces)
     admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings), client_id="likeflow-test-cleanup")
     await admin.start()
     try:
         topics = namespace_topics(await admin.list_topics(), namespaces)
+        refused: list[tuple[str, int]] = []
         for start in range(0, len(topics), DELETE_BATCH):
             # Deletion is asynchronous on the broker: the topics disappear shortly after it answers.
-            await admin.delete_topics(topics[start : start + DELETE_BATCH], timeout_ms=60_000)
+            response = await admin.delete_topics(topics[start : start + DELETE_BATCH], timeout_ms=60_000)
+            refused += [(name, code) for name, code in response.topic_error_codes if code]
+        if refused:
+            raise RuntimeError(f"the broker refused to delete {len(refused)} topics, e.g. {refused[:3]}")
     finally:
         await admin.close()
     keys = 0
