@@ -1,14 +1,19 @@
-"""The Faust agents: thin loops that decode, call pure functions and hand results to sinks."""
+"""The agents: Faust agents for the low-volume topics, batch handlers for the hot ones."""
 
 from __future__ import annotations
 
 import faust
 
-from agents import counting, feedback, judge, mappings, prompts, user_controls
+from agents import judge, mappings, user_controls
 from agents.context import PipelineContext
 
 
 def register_agents(app: faust.App, ctx: PipelineContext) -> None:
-    """Register every agent of the pipeline on `app` (explicitly: no import side effects)."""
-    for module in (mappings, prompts, user_controls, feedback, counting, judge):
+    """Register the Faust agents of the pipeline on `app` (explicitly: no import side effects).
+
+    The hot topics (`likes`, `prompt-feedback`, `creator-events`) are not Faust agents: their
+    batch handlers (`agents.prompt_likes`, `agents.route_feedback`,
+    `agents.count_creator_events`) are registered by `likeflow.app` on the batch router.
+    """
+    for module in (mappings, user_controls, judge):
         module.register(app, ctx)

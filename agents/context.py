@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from aiokafka import AIOKafkaProducer
+
 from agents.retention import RetentionSweeper
 from config import Settings
 from likeflow.domain.decide import GuardPolicy
@@ -14,13 +16,15 @@ from likeflow.domain.pricing import PricePolicy
 from likeflow.domain.quality.counting import WindowPolicy
 from likeflow.domain.quality.judging import JudgePolicy
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy
+from likeflow.domain.user_state import UserState
 from likeflow.metrics import Metrics
 from likeflow.sinks.dead_letters import DeadLetterSink
 from likeflow.sinks.redis_prompts import RedisPromptStore
 from likeflow.sinks.redis_quality import RedisQualityStore
-from streams.events import VideoMapping
+from streams.events import FEEDBACK_SOURCE, LIKES_SOURCE, VideoMapping, source_name
 from streams.topics import Topics
 from tables import Tables
+from tables.state_store import ChangelogStore
 
 CreatorWeight = Callable[[str], float]
 # Raw user id -> pseudonym (likeflow.domain.pseudonym.Pseudonymizer).
@@ -68,6 +72,9 @@ class PipelineContext:
     pricing: PricePolicy
     retention: RetentionSweeper
     audit: AuditAppender
+    # The aiokafka producer of the app (started with it): every output goes through it.
+    producer: Callable[[], AIOKafkaProducer]
+    user_states: ChangelogStore[UserState]
     creator_weight: CreatorWeight = neutral_creator_weight
 
 
@@ -99,6 +106,12 @@ def pricing_from(settings: Settings) -> PricePolicy:
     )
 
 
+def count_sources(partitions: int) -> tuple[str, ...]:
+    """Every input of the creator counters: each `likes` partition (the job's own prompts) and
+    each `prompt-feedback` partition; a window closes once all of them have passed it."""
+    return tuple(source_name(t, p) for t in (LIKES_SOURCE, FEEDBACK_SOURCE) for p in range(partitions))
+
+
 def quality_policies_from(settings: Settings) -> tuple[WindowPolicy, JudgePolicy]:
     """Window and judging policies from settings (minutes and hours converted to ms)."""
     windows = WindowPolicy(
@@ -106,9 +119,11 @@ def quality_policies_from(settings: Settings) -> tuple[WindowPolicy, JudgePolicy
         grace_ms=settings.quality_grace_minutes * 60_000,
         retention_ms=settings.quality_retention_hours * HOUR_MS,
         dedupe_horizon_ms=settings.feedback_dedupe_hours * HOUR_MS,
+        sources=count_sources(settings.partitions),
     )
     judging = JudgePolicy(
         prior_strength=settings.quality_prior_strength,
+        horizon_ms=settings.quality_horizon_hours * HOUR_MS,
         margin=settings.demotion_margin,
         min_prompts=settings.demotion_min_prompts,
         min_orders=settings.demotion_min_orders,

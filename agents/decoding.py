@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from agents.context import PipelineContext
+from likeflow.sinks.kafka_batch import OutputBatch
 from streams.events import Invalid
 
 T = TypeVar("T")
@@ -15,24 +16,26 @@ Decoder = Callable[[bytes | None, bytes | None, int], T | Invalid]
 async def valid_events(
     stream: Any, decode: Decoder[T], ctx: PipelineContext, topic_name: str
 ) -> AsyncIterator[tuple[Any, T]]:
-    """(event, decoded value) for each valid record; an invalid one goes to the dead-letter topic.
+    """(event, decoded value) for each valid record of a Faust stream; an invalid one goes to the
+    dead-letter topic.
 
-    The dead letter is queued before the loop moves on, so the record's offset is committed
-    only after its dead letter is on its way: nothing acknowledged is lost.
+    The dead letter is acknowledged by Kafka before the loop moves on, so the record's offset is
+    committed only after its dead letter is stored: nothing acknowledged is lost.
     """
     consumed = ctx.metrics.records_consumed.labels(topic_name)
     async for event in stream.events():
         consumed.inc()
-        result = await decode_or_dead_letter(event, decode, ctx)
-        if result is not None:
-            yield event, result
+        message = event.message
+        result = decode(message.key, message.value, ctx.settings.max_record_bytes)
+        if isinstance(result, Invalid):
+            await dead_letter_now(ctx, message, result)
+            continue
+        yield event, result
 
 
-async def decode_or_dead_letter(event: Any, decode: Decoder[T], ctx: PipelineContext) -> T | None:
-    """The event's record decoded, or None once it is queued for the dead-letter topic."""
-    message = event.message
-    result = decode(message.key, message.value, ctx.settings.max_record_bytes)
-    if isinstance(result, Invalid):
-        await ctx.dead_letters.send(event, result)
-        return None
-    return result
+async def dead_letter_now(ctx: PipelineContext, message: Any, invalid: Invalid) -> None:
+    """Send one dead letter and wait for its acknowledgement (the low-volume agents' path)."""
+    outputs = OutputBatch(ctx.producer())
+    ctx.dead_letters.add(outputs, message, invalid)
+    await outputs.send()
+    await outputs.delivered()

@@ -1,4 +1,4 @@
-"""Agent `judge_creators`: platform totals, smoothed creator rates and demotion, per closed window."""
+"""Agent `judge_creators`: each creator judged over the trailing horizon of closed windows."""
 
 from __future__ import annotations
 
@@ -10,82 +10,98 @@ import faust
 import orjson
 
 from agents.context import PipelineContext
-from likeflow.domain.quality.judging import (
-    CreatorStanding,
-    apply_verdict,
-    judge_window,
-    platform_document,
-    window_applies,
-)
-from likeflow.domain.quality.windows import Counts
+from likeflow.domain.quality.horizon import PlatformHorizon, apply_window, creator_totals
+from likeflow.domain.quality.judging import CreatorStanding, apply_verdict, judge_horizon, platform_document
 from likeflow.sinks.redis_quality import platform_key, standing_key
 from streams.topics import CREATOR_WINDOWS
 from tables import put_for_event
 
 log = logging.getLogger(__name__)
 
-PLATFORM_KEY = "__platform__"
-
 
 def register(app: faust.App, ctx: PipelineContext) -> Any:
     """Register the agent on `app`; returns it (for tests)."""
     table = ctx.tables.creator_standing
     metrics = ctx.metrics
-    retention_ms = ctx.windows.retention_ms
+    policy = ctx.judging
     consumed = metrics.records_consumed.labels(ctx.settings.topic(CREATOR_WINDOWS))
     batch_seconds = metrics.batch_duration.labels("judge_creators")
+    # The platform's sums are derived from the creators' rows: rebuilt after every rebalance
+    # (the table was just recovered), then kept up to date window by window.
+    horizon: list[PlatformHorizon] = []
+
+    def forget_platform(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        horizon.clear()
+
+    app.on_partitions_assigned.connect(forget_platform)  # type: ignore[arg-type]  # mode's stub is stricter than its runtime
+
+    def platform() -> PlatformHorizon:
+        if not horizon:
+            rows = [v for v in list(table.data.values()) if isinstance(v, dict)]
+            horizon.append(PlatformHorizon.rebuild(policy.horizon_ms, rows))
+        return horizon[0]
 
     async def judge(event: Any, docs: list[tuple[str, int, dict[str, Any]]]) -> None:
         offset = event.message.offset
         closed = orjson.loads(event.message.value)
-        creator_id, start = closed["creator_id"], closed["start_ms"]
-        counts = Counts.from_dict(closed)
-        row = table.get(creator_id) or {"standing": None, "last_offset": -1}
-        platform = table.get(PLATFORM_KEY) or {"windows": {}, "last_offset": -1}
-        to_platform, to_creator = window_applies(row, platform, offset, start)
-        if to_platform:
-            windows = platform["windows"]
-            key = str(start)
-            merged = Counts.from_dict(windows.get(key, {}))
-            merged.add(counts)
-            windows[key] = merged.to_dict()
-            newest = max(int(k) for k in windows)
-            platform = {
-                "windows": {k: v for k, v in windows.items() if int(k) > newest - retention_ms},
-                "last_offset": offset,
-            }
-            put_for_event(table, event, PLATFORM_KEY, platform)
-        platform_doc, rates = platform_document(platform["windows"])
-        for name, value in rates.to_dict().items():
+        creator_id = closed["creator_id"]
+        row = table.get(creator_id) or {}
+        windows = dict(row.get("windows") or {})
+        platform_now = platform()
+        applied = apply_window(
+            windows,
+            platform_now,
+            start_ms=closed["start_ms"],
+            end_ms=closed["end_ms"],
+            counts=closed,
+            revision=int(closed.get("revision", 1)),
+        )
+        if not applied:
+            # A redelivered or re-sent revision (or a window already outside the horizon). If it
+            # is a redelivery after a crash, the row may have reached the changelog while what was
+            # derived from it did not: serve the row's last verdict again (idempotent).
+            served = row.get("served")
+            if served:
+                await ctx.topics.creator_quality.send(
+                    key=creator_id.encode(), value=orjson.dumps(served["doc"])
+                )
+                docs.append(
+                    (standing_key(ctx.quality_store.prefix, creator_id), served["version"], served["doc"])
+                )
+            return
+        platform_doc, platform_rates = platform_document(platform_now.totals())
+        for name, value in platform_rates.to_dict().items():
             if value is not None:
                 metrics.platform_rate.labels(name).set(value)
         docs.append((platform_key(ctx.quality_store.prefix), offset, platform_doc))
 
-        if not to_creator:
-            return
-        standing = CreatorStanding.from_dict(row["standing"])
-        verdict = judge_window(start, counts, rates, ctx.judging)
-        change = apply_verdict(standing, verdict, ctx.judging)
+        # The creator is judged on the horizon that ends with this window, against the platform
+        # over the same span: each window closing is one judgment, in the creator's own order.
+        end = int(closed["end_ms"])
+        _, rates = platform_document(platform_now.totals(end))
+        standing = CreatorStanding.from_dict(row.get("standing"))
+        mine = creator_totals(windows, end, policy.horizon_ms)
+        verdict = judge_horizon(end, mine, rates, policy)
+        change = apply_verdict(standing, verdict, policy)
+        # `last_offset`: the platform document's version when this row last changed it.
+        new_row: dict[str, Any] = {"windows": windows, "standing": standing.to_dict(), "last_offset": offset}
         if not verdict.judged:
             # The row keeps the document last served (if any): `likeflow rebuild-redis` writes
             # it back at the version the judge used, so the rebuild and a live judge agree.
-            put_for_event(
-                table,
-                event,
-                creator_id,
-                {**row, "standing": standing.to_dict(), "last_offset": offset, "last_window": start},
-            )
+            if row.get("served"):
+                new_row["served"] = row["served"]
+            put_for_event(table, event, creator_id, new_row)
             return
         record = {
             "creator_id": creator_id,
-            "window_start": start,
-            "window_end": closed["end_ms"],
+            "horizon_start": end - policy.horizon_ms,
+            "horizon_end": end,
             "change": change,
             "demoted": standing.demoted,
             "weight": standing.weight,
             "score": standing.score,
             "reasons": list(verdict.reasons),
-            "window": counts.to_dict(),
+            "horizon": mine.to_dict(),
             "smoothed": {
                 "ctr": verdict.ctr,
                 "return_rate": verdict.return_rate,
@@ -93,23 +109,18 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
             },
             "platform": rates.to_dict(),
         }
-        served = {"version": offset, "doc": record}
-        put_for_event(
-            table,
-            event,
-            creator_id,
-            {"standing": standing.to_dict(), "last_offset": offset, "last_window": start, "served": served},
-        )
+        new_row["served"] = {"version": offset, "doc": record}
+        put_for_event(table, event, creator_id, new_row)
         # Compacted, keyed by creator: the latest verdict is every worker's ranking weight.
         await ctx.topics.creator_quality.send(key=creator_id.encode(), value=orjson.dumps(record))
         docs.append((standing_key(ctx.quality_store.prefix, creator_id), offset, record))
         if change is not None:
             metrics.creator_changes.labels(change).inc()
             log.info(
-                "creator %s %s after window %d (score %.3f, weight %.3f, reasons %s)",
+                "creator %s %s at horizon end %d (score %.3f, weight %.3f, reasons %s)",
                 creator_id,
                 change,
-                start,
+                end,
                 standing.score,
                 standing.weight,
                 ",".join(verdict.reasons) or "-",

@@ -1,26 +1,13 @@
-"""Retention of per-user state: each table entry records its partition; expired users get tombstones."""
+"""Retention of per-user state: users idle past the horizon (event time) are deleted with a tombstone."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from likeflow.domain.privacy import is_expired
 from likeflow.domain.ranking import HOUR_MS
 from likeflow.domain.user_state import UserState
-
-PARTITION_FIELD = "partition"
-
-
-def state_record(state: UserState, partition: int) -> dict[str, Any]:
-    """The table value of `state`: its dict plus the partition whose changelog holds it.
-
-    Keys are pseudonyms, which cannot be hashed back to the `likes` partition of the raw user
-    id; remembering the partition lets a sweep write each tombstone to the right changelog
-    partition (the one the key's owner restores from).
-    """
-    record = state.to_dict()
-    record[PARTITION_FIELD] = partition
-    return record
+from tables.state_store import ChangelogStore
 
 
 class RetentionSweeper:
@@ -30,26 +17,46 @@ class RetentionSweeper:
     that partition runs when its clock has advanced `every_ms` since the last one (and once on
     the first event after start). Event time, not the wall clock: a replay of last month expires
     exactly what the live run expired. A partition is only swept right after this worker
-    processed one of its events, so it owns that partition's changelog at that moment.
+    processed one of its records, so it owns that partition's changelog at that moment; the
+    tombstones go out with the partition's next flush.
+
+    The last activity of every user of a partition is indexed in memory (filled from the store
+    on the partition's first sweep, then kept up to date by `touch`), so a sweep decodes no state.
     """
 
-    def __init__(self, table: Any, retention_ms: int, on_expired: Any, every_ms: int = HOUR_MS) -> None:
-        self._table = table
+    def __init__(
+        self,
+        store: ChangelogStore[UserState],
+        retention_ms: int,
+        on_expired: Callable[[int], None],
+        every_ms: int = HOUR_MS,
+    ) -> None:
+        self._store = store
         self._retention_ms = retention_ms
         self._on_expired = on_expired
         self._every_ms = every_ms
         self._clock: dict[int, int] = {}
         self._next_sweep: dict[int, int] = {}
+        self._last_active: dict[int, dict[str, int]] = {}
 
     def observe(self, partition: int, ts: int) -> None:
         """Advance `partition`'s clock to epoch-ms `ts` if later."""
         if ts > self._clock.get(partition, 0):
             self._clock[partition] = ts
 
-    def sweep_due(self) -> int:
-        """Sweep every partition whose clock passed its next sweep point; returns users dropped."""
+    def touch(self, partition: int, user: str, state: UserState) -> None:
+        """Note `user`'s state as just written."""
+        index = self._last_active.get(partition)
+        if index is not None:
+            index[user] = state.last_active_ts
+
+    def sweep_due(self, partitions: set[int] | None = None) -> int:
+        """Sweep every partition (of `partitions`, default all observed) whose clock passed its
+        next sweep point; returns users dropped."""
         dropped = 0
         for partition, clock in self._clock.items():
+            if partitions is not None and partition not in partitions:
+                continue
             if clock >= self._next_sweep.get(partition, 0):
                 dropped += self.sweep(partition, clock)
                 self._next_sweep[partition] = clock + self._every_ms
@@ -61,17 +68,23 @@ class RetentionSweeper:
         Each deletion writes a tombstone to the changelog, so compaction removes the user's
         history from Kafka too and a restore after a crash does not bring them back.
         """
-        data = self._table.data
-        expired = [
-            key
-            for key, value in data.items()
-            if value
-            and value.get(PARTITION_FIELD) == partition
-            and is_expired(UserState.last_active_of(value), clock_ms, self._retention_ms)
-        ]
-        for key in expired:
-            data.pop(key, None)
-            self._table.send_changelog(partition, key, None, value_serializer="raw")
+        index = self._last_active.get(partition)
+        if index is None:
+            index = self._last_active[partition] = {}
+            for user in self._store.keys(partition):
+                state = self._store.get(partition, user)
+                if state is not None:
+                    index[user] = state.last_active_ts
+        expired = [u for u, ts in index.items() if is_expired(ts, clock_ms, self._retention_ms)]
+        for user in expired:
+            self._store.delete(partition, user)
+            del index[user]
         if expired:
             self._on_expired(len(expired))
         return len(expired)
+
+    def forget(self) -> None:
+        """After a rebalance: partitions may have moved; clocks and indexes start afresh."""
+        self._clock.clear()
+        self._next_sweep.clear()
+        self._last_active.clear()

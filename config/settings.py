@@ -89,6 +89,11 @@ class Settings:
     quality_window_minutes: int = 60
     quality_retention_hours: int = 168
     quality_grace_minutes: int = 60
+    # Creators are judged on their closed windows of this trailing span (docs/quality.md).
+    quality_horizon_hours: int = 168
+    # An input partition of the counters that is caught up and has received nothing for this
+    # long stops holding windows open until its next record (docs/quality.md, idle sources).
+    quality_idle_after_s: float = 60.0
     feedback_dedupe_hours: int = 24
     quality_prior_strength: float = 20.0
     demotion_margin: float = 0.2
@@ -123,8 +128,15 @@ class Settings:
 
     # --- input limits and batching ---
     max_record_bytes: int = 65_536
-    batch_max: int = 500
+    # Records per fetch (all partitions together) for the batch handlers, and per batch of the
+    # low-volume agents.
+    batch_max: int = 2000
     batch_within_ms: int = 10
+    # How long the broker may hold a fetch that finds no new records (ms): the worst wait a
+    # like can add before the worker sees it.
+    fetch_max_wait_ms: int = 20
+    # Batches of one topic whose outputs may be in flight while the next batch is processed.
+    max_batches_in_flight: int = 4
 
     def topic(self, name: str) -> str:
         """Full topic name for a contract name such as `likes`."""
@@ -165,6 +177,12 @@ class Settings:
             "must cover at least one window",
         )
         _check(self.quality_grace_minutes >= 0, "QUALITY_GRACE_MINUTES", "must be >= 0")
+        _check(
+            self.quality_horizon_hours * 60 >= self.quality_window_minutes,
+            "QUALITY_HORIZON_HOURS",
+            "must cover at least one window",
+        )
+        _check(self.quality_idle_after_s >= 1, "QUALITY_IDLE_AFTER_S", "must be >= 1 s")
         _check(self.feedback_dedupe_hours >= 1, "FEEDBACK_DEDUPE_HOURS", "must be >= 1")
         _check(0 < self.demotion_margin < 1, "DEMOTION_MARGIN", "must be between 0 and 1")
         _check(0 < self.demoted_min_weight <= 1, "DEMOTED_MIN_WEIGHT", "must be in (0, 1]")
@@ -181,6 +199,8 @@ class Settings:
         _check(self.max_record_bytes >= 1024, "MAX_RECORD_BYTES", "must be >= 1024")
         _check(self.batch_max >= 1, "BATCH_MAX", "must be >= 1")
         _check(self.batch_within_ms >= 1, "BATCH_WITHIN_MS", "must be >= 1 ms")
+        _check(1 <= self.fetch_max_wait_ms <= 1500, "FETCH_MAX_WAIT_MS", "must be 1-1500 ms")
+        _check(1 <= self.max_batches_in_flight <= 64, "MAX_BATCHES_IN_FLIGHT", "must be 1-64")
         _check(bool(self.kafka_urls), "KAFKA_BOOTSTRAP", "must list at least one host:port")
 
     def _check_security(self) -> None:

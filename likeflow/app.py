@@ -6,11 +6,16 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaProducer
 from prometheus_client import generate_latest
 
 from agents import register_agents
 from agents.context import PipelineContext, policies_from, pricing_from, quality_policies_from
+from agents.count_creator_events import CountCreatorEvents
+from agents.idle_sources import IdleSources
+from agents.prompt_likes import PromptLikes
 from agents.retention import RetentionSweeper
+from agents.route_feedback import RouteFeedback
 from config import Settings
 from config.secrets import read_secret
 from likeflow import connections
@@ -18,26 +23,33 @@ from likeflow.audit_trail import WorkerAudit
 from likeflow.creator_weights import CreatorWeights
 from likeflow.domain.privacy import DAY_MS
 from likeflow.domain.pseudonym import MIN_KEY_CHARS, Pseudonymizer
+from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.stall import StallDetector
+from likeflow.faust_batch import BatchRouter, install_batch_transport, kafka_producer
 from likeflow.faust_recovery import SeekFirstTableManager, install_fetch_snapshot
 from likeflow.metrics import Metrics
 from likeflow.monitor import Monitor
 from likeflow.quality_view import creator_quality
 from likeflow.sinks.dead_letters import DeadLetterSink
+from likeflow.sinks.kafka_batch import KeyPartitioner
 from likeflow.sinks.redis_prompts import RedisPromptStore
 from likeflow.sinks.redis_quality import RedisQualityStore
 from likeflow.video_mappings import VideoMappings
 from likeflow.watchdog import StallWatchdog
+from streams.events import FEEDBACK_SOURCE, LIKES_SOURCE
 from streams.topics import (
     CREATOR_EVENTS,
     CREATOR_QUALITY,
     CREATOR_WINDOWS,
+    DEAD_LETTERS,
     LIKES,
     PROMPT_FEEDBACK,
     VIDEO_PRODUCTS,
     declare_topics,
 )
 from tables import declare_tables
+from tables.codecs import CreatorCountsCodec, UserStateCodec
+from tables.state_store import ChangelogStore
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 SOURCE_TOPICS = (
@@ -47,13 +59,19 @@ SOURCE_TOPICS = (
     CREATOR_EVENTS,
     CREATOR_WINDOWS,
 )
-BATCH_AGENTS = ("prompt_likes", "count_creator_events", "judge_creators")
+BATCH_AGENTS = ("prompt_likes", "route_feedback", "count_creator_events", "judge_creators")
 MONITOR_INTERVAL_S = 5.0
+IDLE_CHECK_INTERVAL_S = 1.0
+# Record batches of up to this many bytes per produce (Faust's default is 16 KiB: ~40 prompts).
+PRODUCER_MAX_BATCH_BYTES = 512 * 1024
 
 
 def create_app(settings: Settings) -> faust.App:
     """A fully wired Faust app; nothing runs until a worker starts it."""
     install_fetch_snapshot()
+    router = BatchRouter(
+        max_in_flight=settings.max_batches_in_flight, fetch_max_wait_ms=settings.fetch_max_wait_ms
+    )
     app = faust.App(
         settings.app_id,
         broker=settings.kafka_urls,
@@ -73,12 +91,16 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.web_port,
         web_bind=settings.web_host,
         producer_acks=-1,
+        producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
+        broker_max_poll_records=settings.batch_max,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         # Faust's own recovery can drop input records fetched while it seeks to the committed
         # offsets, which freezes that partition's commits (likeflow/faust_recovery.py).
         TableManager=SeekFirstTableManager,
     )
+    # The hot topics reach their handlers as fetched batches, not as Faust events.
+    install_batch_transport(app, router)
     metrics = Metrics()
     topics = declare_topics(app, settings)
     tables = declare_tables(app, settings)
@@ -87,6 +109,12 @@ def create_app(settings: Settings) -> faust.App:
     redis_client = connections.redis_client(settings)
     weights = CreatorWeights()
     mappings = VideoMappings(settings.max_record_bytes)
+
+    def producer() -> AIOKafkaProducer:
+        return kafka_producer(app)
+
+    user_states = ChangelogStore(tables.user_state, UserStateCodec(), producer)
+    creator_counts = ChangelogStore(tables.creator_counts, CreatorCountsCodec(), producer)
     store = RedisPromptStore(
         redis_client,
         prefix=settings.redis_prefix,
@@ -96,12 +124,17 @@ def create_app(settings: Settings) -> faust.App:
         max_pending=settings.redis_max_pending,
     )
     audit = WorkerAudit(settings)
+    retention = RetentionSweeper(
+        user_states, settings.user_retention_days * DAY_MS, on_expired=metrics.users_expired.inc
+    )
     ctx = PipelineContext(
         settings=settings,
         topics=topics,
         tables=tables,
         metrics=metrics,
-        dead_letters=DeadLetterSink(topics.dead_letters, metrics),
+        dead_letters=DeadLetterSink(
+            settings.topic(DEAD_LETTERS), KeyPartitioner(settings.partitions), metrics
+        ),
         prompt_store=store,
         guards=guards,
         ranking=ranking,
@@ -116,22 +149,27 @@ def create_app(settings: Settings) -> faust.App:
         video_mappings=mappings,
         pseudonymize=pseudonymizer(settings),
         pricing=pricing_from(settings),
-        retention=RetentionSweeper(
-            tables.user_state,
-            settings.user_retention_days * DAY_MS,
-            on_expired=metrics.users_expired.inc,
-        ),
+        retention=retention,
         audit=audit,
+        producer=producer,
+        user_states=user_states,
         creator_weight=weights,
     )
     register_agents(app, ctx)
+    _register_batch_handlers(app, ctx, router, creator_counts)
     _connect_audit(app, audit)
-    metrics.preinitialise([settings.topic(t) for t in SOURCE_TOPICS], list(BATCH_AGENTS))
+    metrics.preinitialise(
+        [settings.topic(t) for t in SOURCE_TOPICS], list(BATCH_AGENTS), list(windows.sources)
+    )
     monitor = Monitor(
         app,
         connections.kafka_client_kwargs(settings),
         metrics,
-        {name: getattr(tables, name) for name in tables.__dataclass_fields__},
+        {
+            "user_state": user_states,
+            "creator_counts": creator_counts,
+            "creator_standing": tables.creator_standing.data,
+        },
         [settings.topic(t) for t in SOURCE_TOPICS],
     )
     app.timer(MONITOR_INTERVAL_S)(monitor.refresh)
@@ -156,8 +194,54 @@ def create_app(settings: Settings) -> faust.App:
     app.task(follow_creator_weights)
     app.task(follow_video_mappings)
 
-    _register_web(app, ctx, weights, mappings)
+    _register_web(app, ctx, weights, mappings, creator_counts)
     return app
+
+
+def _register_batch_handlers(
+    app: faust.App, ctx: PipelineContext, router: BatchRouter, creator_counts: ChangelogStore[Any]
+) -> None:
+    """The hot topics' batch handlers, their subscriptions, and what a rebalance resets."""
+    settings = ctx.settings
+    creator_partition = KeyPartitioner(settings.partitions)
+
+    def counting_partition(creator_id: str) -> int:
+        # Feedback is keyed by creator_id with Kafka's default partitioner: the count records of
+        # one creator land on the partition its feedback would.
+        return creator_partition(creator_id.encode())
+
+    like_sources = SourceReports(LIKES_SOURCE, settings.partitions, counting_partition)
+    feedback_sources = SourceReports(FEEDBACK_SOURCE, settings.partitions, counting_partition)
+    counting = CountCreatorEvents(ctx, creator_counts)
+    handlers = (
+        (ctx.topics.likes, PromptLikes(ctx, ctx.user_states, like_sources)),
+        (ctx.topics.prompt_feedback, RouteFeedback(ctx, feedback_sources)),
+        (ctx.topics.creator_events, counting),
+    )
+    for topic, handler in handlers:
+        router.register(topic.get_topic_name(), handler)
+        app.topics.add(topic)  # subscribed (and co-partitioned by Faust's assignor) like an agent's
+
+    async def forget_partitions(app: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Sent after every batch in flight finished and its offsets were committed: another
+        # worker may own these partitions next, and what this one holds in memory is re-read.
+        for held in (
+            ctx.user_states,
+            creator_counts,
+            like_sources,
+            feedback_sources,
+            ctx.retention,
+            counting,
+        ):
+            held.forget()
+
+    app.on_partitions_revoked.connect(forget_partitions)  # type: ignore[arg-type]
+    idle = IdleSources(
+        ctx,
+        lambda: app.consumer if app.consumer else None,
+        {settings.topic(LIKES): like_sources, settings.topic(PROMPT_FEEDBACK): feedback_sources},
+    )
+    app.timer(IDLE_CHECK_INTERVAL_S)(idle.check)
 
 
 def _stall_excuse(app: faust.App, mappings: VideoMappings, metrics: Metrics) -> Callable[[], str | None]:
@@ -197,7 +281,11 @@ def pseudonymizer(settings: Settings) -> Pseudonymizer:
 
 
 def _register_web(
-    app: faust.App, ctx: PipelineContext, weights: CreatorWeights, mappings: VideoMappings
+    app: faust.App,
+    ctx: PipelineContext,
+    weights: CreatorWeights,
+    mappings: VideoMappings,
+    creator_counts: ChangelogStore[Any],
 ) -> None:
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:
@@ -212,8 +300,8 @@ def _register_web(
                 "video_mappings": len(mappings),
                 "video_mappings_ready": mappings.ready.is_set(),
                 "tables": {
-                    "user_state": len(ctx.tables.user_state.data),
-                    "creator_counts": len(ctx.tables.creator_counts.data),
+                    "user_state": len(ctx.user_states),
+                    "creator_counts": len(creator_counts),
                     "creator_standing": len(ctx.tables.creator_standing.data),
                 },
                 "creator_weights": len(weights),

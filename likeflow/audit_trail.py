@@ -72,7 +72,12 @@ class AuditTrail:
         # (producer id + sequence number) and batches of one partition are never reordered, so
         # retries cannot duplicate or swap entries of a chain.
         self._producer = AIOKafkaProducer(
-            **kwargs, client_id=client_id, enable_idempotence=True, acks="all", linger_ms=5
+            **kwargs,
+            client_id=client_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=512 * 1024,
         )
         # Group-less (no group_id, nothing committed): reads the last entry of a partition to
         # learn its chain head.
@@ -115,7 +120,7 @@ class AuditTrail:
             if head is None:
                 head = await self._load_head(partition)
             entries, new_head = extend(head, kind, records)
-            futures = [await self._producer.send(self.topic, entry, partition=partition) for entry in entries]
+            futures = await self._send(partition, entries)
             results = await asyncio.gather(*futures, return_exceptions=True)
             failed = [r for r in results if isinstance(r, BaseException)]
             if failed:
@@ -134,6 +139,18 @@ class AuditTrail:
                 raise failed[0]
             if self._epochs.get(partition, 0) == epoch:
                 self._heads[partition] = new_head
+
+    async def _send(self, partition: int, entries: Sequence[bytes]) -> list[asyncio.Future[Any]]:
+        """Produce `entries` to `partition` in order, as record batches (one request per batch)."""
+        futures = []
+        builder = self._producer.create_batch()
+        for entry in entries:
+            if builder.append(key=None, value=entry, timestamp=None) is None:
+                futures.append(await self._producer.send_batch(builder, self.topic, partition=partition))
+                builder = self._producer.create_batch()
+                builder.append(key=None, value=entry, timestamp=None)
+        futures.append(await self._producer.send_batch(builder, self.topic, partition=partition))
+        return futures
 
     async def _load_head(self, partition: int) -> Head:
         """The head of the chain in `partition`: its last entry, or genesis when it is empty."""

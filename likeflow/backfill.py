@@ -15,13 +15,13 @@ from aiokafka.partitioner import murmur2
 
 from config import Settings
 from likeflow.connections import kafka_client_kwargs
-from likeflow.domain.quality.counting import WindowPolicy, WindowRow
-from likeflow.domain.quality.engine import apply_event
+from likeflow.domain.quality.counting import PartitionClock, WindowPolicy, WindowRow
+from likeflow.domain.quality.engine import Effects, StoredValue, apply_record
 from likeflow.domain.quality.index import PartitionIndex
 from likeflow.domain.quality.windows import COUNT_FIELDS
 from likeflow.replay import archive_lines, topic_partitions
 from likeflow.sinks.redis_quality import RedisQualityStore
-from streams.events import CreatorEvent, DeadLetterReason, Invalid
+from streams.events import CountRecord, CreatorEvent, DeadLetterReason, Invalid
 from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK
 from streams.validation import decode_feedback
 
@@ -29,15 +29,28 @@ Windows = dict[str, dict[int, dict[str, int]]]  # creator -> window start -> cou
 
 # Topics whose partitions are the creator-events partitions the live job counted from (same key
 # and partition count), so their per-partition order is what the live job saw.
-SAME_PARTITIONING = (CREATOR_EVENTS, PROMPT_FEEDBACK)
+SAME_PARTITIONING = (PROMPT_FEEDBACK,)
 
 
 @dataclass(slots=True)
 class SourcedEvent:
-    """A creator event with the partition and offset the engine should treat it as coming from."""
+    """A creator event, the source (input partition) it came from, and where it is counted.
+
+    `partition` None: derive the counting partition from creator_id like the live producers do.
+    """
 
     event: CreatorEvent
-    partition: int | None  # None: derive from creator_id like the live producers do
+    partition: int | None
+    source: str = "archive"
+
+
+@dataclass(slots=True)
+class SourcedRecord:
+    """A count record as read from `creator-events`, at its partition and offset."""
+
+    record: CountRecord
+    partition: int
+    offset: int
 
 
 @dataclass(slots=True)
@@ -55,15 +68,15 @@ class DictStore:
     """The engine's Store over a plain dict."""
 
     def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
+        self.data: dict[str, StoredValue] = {}
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str) -> StoredValue | None:
         return self.data.get(key)
 
-    def put(self, key: str, value: Any) -> None:
+    def put(self, key: str, value: StoredValue, order: int) -> None:
         self.data[key] = value
 
-    def delete(self, key: str) -> None:
+    def delete(self, key: str, order: int) -> None:
         self.data.pop(key, None)
 
 
@@ -106,7 +119,7 @@ def _prompt_event(obj: dict[str, Any]) -> CreatorEvent | Invalid:
 
 
 def recompute(
-    events: Iterable[SourcedEvent],
+    events: Iterable[SourcedEvent | SourcedRecord],
     *,
     partitions: int,
     since_ms: int,
@@ -114,8 +127,14 @@ def recompute(
     policy: WindowPolicy,
     namespace: str,
 ) -> BackfillResult:
-    """Run the live engine over `events` (in order), keeping windows that start in [since, until)."""
+    """Run the live engine over `events` (in order), keeping windows that start in [since, until).
+
+    Records read from `creator-events` are applied as the live job applied them (same
+    partitions, offsets and source clocks); loose events (feedback, archives) each become a
+    count record of their source, with the source's clock advanced event by event.
+    """
     # Keep every window of the range: a backfill longer than the retention must not expire them.
+    # Only the sources present in the input are waited for.
     policy = WindowPolicy(
         policy.size_ms,
         policy.grace_ms,
@@ -124,29 +143,45 @@ def recompute(
     )
     stores: dict[int, DictStore] = defaultdict(DictStore)
     indexes: dict[int, PartitionIndex] = defaultdict(PartitionIndex)
+    clocks: dict[int, PartitionClock] = defaultdict(PartitionClock)
     offsets: Counter[int] = Counter()
+    source_clocks: Counter[str] = Counter()
     result = BackfillResult(namespace, {})
-    for sourced in events:
-        event = sourced.event
-        if not since_ms <= event.ts < until_ms:
-            result.out_of_range += 1
-            continue
-        p = (
-            sourced.partition
-            if sourced.partition is not None
-            else partition_for(event.creator_id, partitions)
+    for item in events:
+        if isinstance(item, SourcedRecord):
+            p, offset, record = item.partition, item.offset, item.record
+            kept = [i for i, e in enumerate(record.events) if since_ms <= e.ts < until_ms]
+            result.out_of_range += len(record.events) - len(kept)
+        else:
+            event = item.event
+            if not since_ms <= event.ts < until_ms:
+                result.out_of_range += 1
+                continue
+            p = item.partition if item.partition is not None else partition_for(event.creator_id, partitions)
+            source_clocks[item.source] = max(source_clocks[item.source], event.ts)
+            clock = source_clocks[item.source]
+            record = CountRecord(item.source, clock, [event], [clock])
+            offset = offsets[p]
+            offsets[p] += 1
+        effects = Effects()
+        apply_record(
+            stores[p],
+            indexes[p],
+            clocks[p],
+            partition=p,
+            offset=offset,
+            record=record,
+            policy=policy,
+            effects=effects,
         )
-        effects = apply_event(
-            stores[p], indexes[p], partition=p, offset=offsets[p], event=event, policy=policy
-        )
-        offsets[p] += 1
-        result.outcomes[effects.outcome.value] += 1
+        for event, outcome in effects.outcomes:
+            if since_ms <= event.ts < until_ms:
+                result.outcomes[outcome.value] += 1
     for store in stores.values():
         for key, value in store.data.items():
-            if key.startswith("w|"):
-                row = WindowRow.from_dict(value)
-                if since_ms <= row.start_ms < until_ms:
-                    result.windows.setdefault(row.creator_id, {})[row.start_ms] = row.counts.to_dict()
+            if key.startswith("w|") and isinstance(value, WindowRow):
+                if since_ms <= value.start_ms < until_ms:
+                    result.windows.setdefault(value.creator_id, {})[value.start_ms] = value.counts.to_dict()
     return result
 
 
@@ -160,11 +195,15 @@ def file_events(paths: list[Path], max_bytes: int, invalid: list[str]) -> Iterat
         yield SourcedEvent(event, None)
 
 
-async def topic_events(settings: Settings, topic: str, invalid: list[str]) -> list[SourcedEvent]:
-    """Every record of `topic` up to its current end, partition by partition, as creator events."""
+async def topic_events(
+    settings: Settings, topic: str, invalid: list[str]
+) -> list[SourcedEvent | SourcedRecord]:
+    """Every record of `topic` up to its current end, partition by partition: the count records
+    of `creator-events` as they are, feedback (or prompt) records as events of their partition."""
     consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
-    out: list[SourcedEvent] = []
+    out: list[SourcedEvent | SourcedRecord] = []
+    counts_topic = topic == settings.topic(CREATOR_EVENTS)
     keep_partition = any(topic == settings.topic(t) for t in SAME_PARTITIONING)
     try:
         tps = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic)]
@@ -177,16 +216,23 @@ async def topic_events(settings: Settings, topic: str, invalid: list[str]) -> li
                 for record in batch.get(tp, []):
                     if record.offset >= ends[tp] or record.value is None:
                         continue
-                    if topic == settings.topic(CREATOR_EVENTS):
-                        event: CreatorEvent | Invalid = CreatorEvent.from_trusted(orjson.loads(record.value))
-                    else:
-                        event = events_from_line(record.value, settings.max_record_bytes)
-                    if isinstance(event, Invalid):
-                        invalid.append(
-                            f"{topic}[{tp.partition}]@{record.offset}: {event.reason.value}: {event.error}"
-                        )
+                    where = f"{topic}[{tp.partition}]@{record.offset}"
+                    if counts_topic:
+                        try:
+                            out.append(
+                                SourcedRecord(
+                                    CountRecord.from_json(record.value), tp.partition, record.offset
+                                )
+                            )
+                        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                            invalid.append(f"{where}: not a count record: {exc}")
                         continue
-                    out.append(SourcedEvent(event, tp.partition if keep_partition else None))
+                    event = events_from_line(record.value, settings.max_record_bytes)
+                    if isinstance(event, Invalid):
+                        invalid.append(f"{where}: {event.reason.value}: {event.error}")
+                        continue
+                    source = f"{topic}/{tp.partition}"
+                    out.append(SourcedEvent(event, tp.partition if keep_partition else None, source))
     finally:
         await consumer.stop()
     return out

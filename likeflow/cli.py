@@ -195,6 +195,8 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
     from agents.context import quality_policies_from
     from likeflow.backfill import (
+        SourcedEvent,
+        SourcedRecord,
         diff,
         file_events,
         live_windows,
@@ -212,6 +214,7 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run() -> int:
         invalid: list[str] = []
+        events: list[SourcedEvent | SourcedRecord]
         if args.from_files:
             events = list(file_events([Path(p) for p in args.from_files], settings.max_record_bytes, invalid))
         else:

@@ -65,7 +65,9 @@ class Metrics:
         )
         self.late_records = Counter(
             "likeflow_late_records_total",
-            "Records for an already closed window, dead-lettered with reason late.",
+            "Creator events for a window already closed for their own source (or expired), "
+            "dead-lettered with reason late, by source (input topic/partition).",
+            ["source"],
             registry=r,
         )
         self.windows_closed = Counter(
@@ -102,10 +104,25 @@ class Metrics:
         self.table_keys = Gauge(
             "likeflow_table_keys", "Keys held by this worker, by table.", ["table"], registry=r
         )
-        self.watermark_delay = Gauge(
-            "likeflow_watermark_delay_seconds",
-            "Wall clock minus the event-time watermark of a creator-events partition, seconds.",
+        self.partition_watermark = Gauge(
+            "likeflow_watermark_timestamp_seconds",
+            "Event-time watermark of a creator-events partition (the lowest clock of its non-idle "
+            "sources minus the grace), as Unix time in seconds; `time() - this` is its age.",
             ["partition"],
+            registry=r,
+        )
+        self.source_clock = Gauge(
+            "likeflow_source_clock_timestamp_seconds",
+            "Event-time clock of one input of the creator counters (likes/N, prompt-feedback/N): "
+            "the highest ts it has reported to this worker's counting partitions, Unix seconds.",
+            ["source"],
+            registry=r,
+        )
+        self.source_idle = Gauge(
+            "likeflow_source_idle",
+            "1 while an input of the creator counters is idle (caught up and quiet: it does not "
+            "hold windows open), else 0.",
+            ["source"],
             registry=r,
         )
         self.creators_demoted = Gauge(
@@ -144,9 +161,11 @@ class Metrics:
             registry=r,
         )
 
-    def preinitialise(self, input_topics: list[str], agents: list[str]) -> None:
+    def preinitialise(self, input_topics: list[str], agents: list[str], count_sources: list[str]) -> None:
         """Create every bounded label combination at 0, so dashboards and alerts see series
         (a `rate()` over a counter that was never incremented would otherwise be empty)."""
+        for source in count_sources:
+            self.late_records.labels(source)
         for topic in input_topics:
             self.records_consumed.labels(topic)
             for dead_letter_reason in DeadLetterReason:

@@ -24,7 +24,7 @@ class Monitor:
         app: Any,
         kafka: Mapping[str, Any],
         metrics: Metrics,
-        tables: dict[str, Any],
+        tables: dict[str, Any],  # name -> something with len() (and .values() for standings)
         source_topics: Iterable[str],
     ) -> None:
         self._app = app
@@ -41,12 +41,12 @@ class Monitor:
     async def refresh(self) -> None:
         """One refresh; Kafka errors are logged and retried next time, never raised."""
         for name, table in self._tables.items():
-            self._metrics.table_keys.labels(name).set(len(table.data))
+            self._metrics.table_keys.labels(name).set(len(table))
         standing = self._tables.get("creator_standing")
         if standing is not None:
             demoted = sum(
                 1
-                for value in list(standing.data.values())
+                for value in list(standing.values())
                 if isinstance(value, dict) and (value.get("standing") or {}).get("demoted")
             )
             self._metrics.creators_demoted.set(demoted)

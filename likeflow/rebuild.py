@@ -36,10 +36,10 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from agents.judge import PLATFORM_KEY
 from config import Settings
 from likeflow.connections import kafka_client_kwargs, redis_client
 from likeflow.domain.quality.counting import WindowRow
+from likeflow.domain.quality.horizon import PlatformHorizon
 from likeflow.domain.quality.judging import platform_document
 from likeflow.domain.user_state import UserState
 from likeflow.metrics import Metrics
@@ -199,18 +199,23 @@ def windows_updates(counts: Mapping[str, Any]) -> dict[str, WindowsUpdate]:
 
 
 def quality_documents(
-    prefix: str, standing: Mapping[str, Any]
+    prefix: str, standing: Mapping[str, Any], horizon_ms: int
 ) -> tuple[list[tuple[str, int, dict[str, Any]]], int]:
     """(key, version, doc) of the platform and of every creator's standing, from `creator_standing`;
-    and how many creator rows had no served document (not judged yet, or written before the
-    judge kept it in its row)."""
+    and how many creator rows had no served document (not judged yet).
+
+    The platform document is derived from every creator's horizon windows, as the judge derives
+    it, at the version the judge last changed it (the highest `last_offset` of the rows).
+    """
     docs: list[tuple[str, int, dict[str, Any]]] = []
     without = 0
+    rows = [row for row in standing.values() if isinstance(row, dict)]
+    if rows:
+        platform = PlatformHorizon.rebuild(horizon_ms, rows)
+        doc, _ = platform_document(platform.totals())
+        docs.append((platform_key(prefix), max(int(r.get("last_offset", -1)) for r in rows), doc))
     for key, row in sorted(standing.items()):
-        if key == PLATFORM_KEY:
-            doc, _ = platform_document(row["windows"])
-            docs.append((platform_key(prefix), int(row["last_offset"]), doc))
-        elif row.get("served"):
+        if row.get("served"):
             served = row["served"]
             docs.append((standing_key(prefix, key), int(served["version"]), served["doc"]))
         else:
@@ -297,7 +302,7 @@ async def rebuild_redis(
 
     started = time.monotonic()
     report = RebuildReport()
-    window_policy, _ = quality_policies_from(settings)
+    window_policy, judge_policy = quality_policies_from(settings)
     own_client = client is None
     redis = client or redis_client(settings)
     metrics = Metrics()
@@ -345,7 +350,9 @@ async def rebuild_redis(
                 update.deleted = await _stale_fields(redis, settings.redis_prefix, update)
             report.windows_accepted += await quality_store.write_windows(chunk, window_policy.size_ms)
 
-        docs, report.creators_without_doc = quality_documents(settings.redis_prefix, standing.values)
+        docs, report.creators_without_doc = quality_documents(
+            settings.redis_prefix, standing.values, judge_policy.horizon_ms
+        )
         report.docs = len(docs)
         for doc_chunk in _chunks(docs, CREATORS_PER_WRITE):
             report.docs_accepted += await quality_store.write(doc_chunk)
@@ -389,7 +396,7 @@ async def _reapply_tail_erasures(
         if not erased:
             return
         for user, state in erased.items():
-            await store.erase(user)
+            await store.erase(user, int(state.get("erased_ts", 0)))
             await _write_prompts(store, served_prompts(state))
             known[user] = int(state.get("erased_ts", 0))
         report.tail_erasures += len(erased)

@@ -189,3 +189,48 @@ class CreatorEvent:
     ) -> CreatorEvent:
         """A prompt as a creator event: event_id "prompt:<prompt_id>", so re-sends count once."""
         return cls(f"prompt:{prompt_id}", prompt_id, creator_id, product_id, user_id, "prompt", like_ts)
+
+
+LIKES_SOURCE = "likes"
+FEEDBACK_SOURCE = "prompt-feedback"
+
+
+def source_name(topic: str, partition: int) -> str:
+    """The event-time source of a count record: an input partition, e.g. `likes/3`."""
+    return f"{topic}/{partition}"
+
+
+@dataclass(slots=True)
+class CountRecord:
+    """One record of the internal `creator-events` topic: what one input partition (the
+    `source`) reports to one counting partition for one of its batches.
+
+    `events` are the creator events of the batch that belong to this counting partition, in the
+    source's order; `clocks[i]` is the source's event-time clock at `events[i]` (the highest
+    `ts` of every record the source processed up to and including that one, whether or not it
+    produced an event); `clock` is the source's clock at the end of the batch. `idle` says the
+    source has caught up and received nothing for a while: until its next record it does not
+    hold windows open (docs/quality.md).
+    """
+
+    source: str
+    clock: int
+    events: list[CreatorEvent]
+    clocks: list[int]
+    idle: bool = False
+
+    def to_json(self) -> bytes:
+        """Compact orjson encoding (events as objects in the `prompt-feedback` shape)."""
+        return orjson.dumps(self)
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> CountRecord:
+        """Decode a record the job wrote itself (trusted: no validation beyond the shape)."""
+        data = orjson.loads(raw)
+        return cls(
+            data["source"],
+            data["clock"],
+            [CreatorEvent(**e) for e in data["events"]],
+            data["clocks"],
+            data.get("idle", False),
+        )

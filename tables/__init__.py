@@ -34,12 +34,25 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
     """Declare the changelog-backed tables; partitions follow the settings so sources co-partition."""
 
     def table(
-        name: str, help_text: str, partitions: int | None = None, configs: dict[str, str] | None = None
+        name: str,
+        help_text: str,
+        partitions: int | None = None,
+        configs: dict[str, str] | None = None,
+        raw: bool = False,
     ) -> Any:
+        # Raw tables hold the bytes a `ChangelogStore` writes (tables/state_store.py): Faust's
+        # recovery and standbys copy their changelog records into storage as they are.
+        schema: Any = (
+            faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+            if raw
+            else faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+        )
         return app.Table(
             name,
             default=None,
-            schema=faust.Schema(key_type=str, key_serializer="raw", value_serializer="json"),
+            key_type=bytes if raw else str,
+            value_type=bytes if raw else None,
+            schema=schema,
             partitions=partitions or settings.partitions,
             help=help_text,
             extra_topic_configs=configs,
@@ -50,13 +63,16 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
             USER_STATE_TABLE,
             "user pseudonym -> seen likes, recent prompts, affinity, consent",
             configs=USER_STATE_CHANGELOG_CONFIGS,
+            raw=True,
         ),
         creator_counts=table(
-            CREATOR_COUNTS_TABLE, "window rows, feedback dedupe entries and partition clocks"
+            CREATOR_COUNTS_TABLE, "window rows, dedupe entries and partition clocks", raw=True
         ),
         # Co-partitioned with the single-partition `creator-windows` topic.
         creator_standing=table(
-            CREATOR_STANDING_TABLE, "creator_id -> demotion state; platform totals", partitions=1
+            CREATOR_STANDING_TABLE,
+            "creator_id -> horizon windows, demotion state, served verdict",
+            partitions=1,
         ),
     )
 
@@ -73,9 +89,3 @@ def put_for_event(table: Any, event: Any, key: str, value: Any) -> Any:
     """
     table.data[key] = value
     return table.send_changelog(event.message.partition, key, value)
-
-
-def delete_for_event(table: Any, event: Any, key: str) -> None:
-    """Delete `table[key]`, logging the tombstone to the partition `event` came from."""
-    table.data.pop(key, None)
-    table.send_changelog(event.message.partition, key, None, value_serializer="raw")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
 from enum import StrEnum
@@ -63,9 +64,23 @@ class Skip:
 Decision = Emit | Duplicate | Skip
 
 
+_NAMESPACE_BYTES = PROMPT_ID_NAMESPACE.bytes
+
+
 def prompt_id_for(event_id: str, product_id: str) -> str:
-    """Deterministic prompt id: a redelivered like gets the same id (UUIDv5 hex)."""
-    return uuid.uuid5(PROMPT_ID_NAMESPACE, f"{event_id}\x1f{product_id}").hex
+    """Deterministic prompt id: a redelivered like gets the same id (UUIDv5 hex).
+
+    RFC 4122 name-based UUID (SHA-1) built directly, without `uuid.UUID` objects: the same value
+    as `uuid.uuid5(PROMPT_ID_NAMESPACE, f"{event_id}\x1f{product_id}").hex`.
+    """
+    digest = bytearray(
+        hashlib.sha1(
+            _NAMESPACE_BYTES + f"{event_id}\x1f{product_id}".encode(), usedforsecurity=False
+        ).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest.hex()
 
 
 def decide(

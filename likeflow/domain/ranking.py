@@ -66,7 +66,23 @@ def rank(
     creator_weight: float,
     policy: RankingPolicy,
 ) -> list[tuple[float, Product]]:
-    """Products best first; ties go to the lower price, then the smaller product_id."""
-    scored = [(score_product(p, affinity, ts, creator_weight, policy), p) for p in products]
-    scored.sort(key=lambda sp: (-sp[0], sp[1].price_cents, sp[1].product_id))
+    """Products best first; ties go to the lower price, then the smaller product_id.
+
+    The same scores as `score_product` for each (the profile's total and the time-of-day factor
+    depend only on the like, so they are computed once).
+    """
+    half_life = policy.affinity_half_life_ms
+    denominator = 1.0 + total_at(affinity, ts, half_life)
+    time_factor = time_of_day_factor(ts, policy)
+    scored = []
+    for p in products:
+        share = score_at(affinity, p.category, ts, half_life) / denominator
+        raw = creator_weight * (1.0 + 2.0 * share) * stock_factor(p.stock) * time_factor
+        scored.append((round(raw, 6), p))
+    if len(scored) > 1:
+        scored.sort(key=_rank_key)
     return scored
+
+
+def _rank_key(scored: tuple[float, Product]) -> tuple[float, int, str]:
+    return (-scored[0], scored[1].price_cents, scored[1].product_id)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from likeflow.deadletter import dead_letter_headers
 from likeflow.metrics import Metrics
+from likeflow.sinks.kafka_batch import OutputBatch
 from streams.events import Invalid
 
 log = logging.getLogger(__name__)
@@ -15,35 +17,62 @@ log = logging.getLogger(__name__)
 LOG_EVERY_S = 1.0
 
 
-class DeadLetterSink:
-    """Dead-letters one Faust event; logs at most one line per reason per second."""
+class SourceRecord(Protocol):
+    """A consumed record: aiokafka's ConsumerRecord and Faust's Message both fit."""
 
-    def __init__(self, topic: Any, metrics: Metrics) -> None:
-        self._topic = topic
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
+
+
+class DeadLetterSink:
+    """Queues dead letters on a batch's outputs; logs at most one line per reason per second."""
+
+    def __init__(self, topic: str, partition_of: Any, metrics: Metrics) -> None:
+        self.topic = topic
+        self._partition_of = partition_of  # key bytes -> partition of the dead-letter topic
         self._metrics = metrics
         self._last_logged: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
-    async def send(self, event: Any, invalid: Invalid) -> None:
-        """Forward `event`'s original record with `likeflow.dlq.*` headers; never raises on content."""
-        message = event.message
+    def add(
+        self,
+        outputs: OutputBatch,
+        record: SourceRecord,
+        invalid: Invalid,
+        value: bytes | None = None,
+    ) -> None:
+        """Queue `record`'s original key, value and headers (or `value` instead of the original
+        one) with `likeflow.dlq.*` headers on `outputs`; never raises on content."""
         reason = invalid.reason.value
-        await self._topic.send(
-            key=message.key,
-            value=message.value,
-            headers=dead_letter_headers(
-                message.headers,
-                reason=reason,
-                error=invalid.error,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
-            ),
+        headers = dead_letter_headers(
+            record.headers,
+            reason=reason,
+            error=invalid.error,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
         )
-        self._metrics.dead_letters.labels(message.topic, reason).inc()
-        self._log(message, reason, invalid.error)
+        outputs.add(
+            self.topic,
+            self._partition_of(record.key or b""),
+            record.key,
+            record.value if value is None else value,
+            None,
+            headers,
+        )
+        self._metrics.dead_letters.labels(record.topic, reason).inc()
+        self._log(record, reason, invalid.error)
 
-    def _log(self, message: Any, reason: str, error: str) -> None:
+    def add_all(self, outputs: OutputBatch, invalid: Sequence[tuple[SourceRecord, Invalid]]) -> None:
+        """`add` for each (record, why) pair."""
+        for record, why in invalid:
+            self.add(outputs, record, why)
+
+    def _log(self, record: SourceRecord, reason: str, error: str) -> None:
         now = time.monotonic()
         if now - self._last_logged.get(reason, 0.0) < LOG_EVERY_S:
             self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
@@ -51,9 +80,9 @@ class DeadLetterSink:
         self._last_logged[reason] = now
         log.warning(
             "dead letter %s[%d]@%d reason=%s: %s (%d more with this reason not logged)",
-            message.topic,
-            message.partition,
-            message.offset,
+            record.topic,
+            record.partition,
+            record.offset,
             reason,
             error,
             self._suppressed.pop(reason, 0),

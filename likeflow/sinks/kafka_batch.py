@@ -1,10 +1,13 @@
-"""Queues a batch's output records on the producer at once and confirms their delivery together."""
+"""Output records of one batch, grouped by topic partition and sent as one produce request each."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Sequence
 from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 
 class DeliveryError(Exception):
@@ -17,28 +20,75 @@ class DeliveryError(Exception):
     retriable = True
 
 
-class BatchSender:
-    """Sends raw records through the Faust app's producer without a round trip per record.
+class KeyPartitioner:
+    """The partition Kafka's default partitioner gives a key (murmur2, as aiokafka and the Java
+    client do), cached: a key is hashed once per worker (~3 µs in pure Python)."""
 
-    `Topic.send` builds a Faust message future per record; going to the producer directly halves
-    the per-record cost (bench/README.md). `delivered()` waits for every record queued since the
-    last call, once per batch, before the batch's offsets may be committed.
-    """
+    def __init__(self, partitions: int, max_keys: int = 500_000) -> None:
+        self.partitions = partitions
+        self._cache: dict[bytes, int] = {}
+        self._max_keys = max_keys
 
-    def __init__(self, app: Any) -> None:
-        self._app = app
-        self._pending: list[Awaitable[Any]] = []
+    def __call__(self, key: bytes) -> int:
+        partition = self._cache.get(key)
+        if partition is None:
+            partition = (murmur2(key) & 0x7FFFFFFF) % self.partitions
+            if len(self._cache) >= self._max_keys:
+                self._cache.clear()
+            self._cache[key] = partition
+        return partition
 
-    async def send(self, topic: str, key: bytes, value: bytes, timestamp_s: float | None) -> None:
-        """Queue one record (timestamp in seconds since the epoch, Faust's unit)."""
-        future = await self._app.producer.send(topic, key, value, None, timestamp_s, None)
-        self._pending.append(future)
+
+class OutputBatch:
+    """Collects a batch's output records per (topic, partition); `send` produces each group as
+    one record batch (aiokafka's batch builder: ~3-5 µs per record instead of 20-50 µs for a
+    `send` each) and returns once they are queued; `delivered` once they are acknowledged."""
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._groups: dict[
+            tuple[str, int], list[tuple[bytes | None, bytes | None, int | None, Sequence[Any]]]
+        ] = {}
+        self._futures: list[asyncio.Future[Any]] = []
+        self.records = 0
+
+    def add(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        timestamp_ms: int | None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Queue one record (timestamp in epoch ms; None: the producer's clock)."""
+        group = self._groups.get((topic, partition))
+        if group is None:
+            group = self._groups[(topic, partition)] = []
+        group.append((key, value, timestamp_ms, list(headers) if headers else []))
+        self.records += 1
+
+    async def send(self) -> None:
+        """Hand every queued record to the producer, in `add` order within each partition."""
+        producer = self._producer
+        groups, self._groups = self._groups, {}
+        for (topic, partition), records in groups.items():
+            builder = producer.create_batch()
+            for key, value, timestamp_ms, headers in records:
+                if builder.append(key=key, value=value, timestamp=timestamp_ms, headers=headers) is None:
+                    self._futures.append(await producer.send_batch(builder, topic, partition=partition))
+                    builder = producer.create_batch()
+                    builder.append(key=key, value=value, timestamp=timestamp_ms, headers=headers)
+            self._futures.append(await producer.send_batch(builder, topic, partition=partition))
 
     async def delivered(self) -> int:
-        """Wait until every queued record is acknowledged; returns how many were. Raises DeliveryError."""
-        pending, self._pending = self._pending, []
-        results = await asyncio.gather(*pending, return_exceptions=True)
+        """Wait until every record sent is acknowledged; returns how many. Raises DeliveryError."""
+        futures, self._futures = self._futures, []
+        results = await asyncio.gather(*futures, return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
-            raise DeliveryError(f"{len(errors)} of {len(results)} records not delivered: {errors[0]!r}")
-        return len(results)
+            raise DeliveryError(
+                f"{len(errors)} of {len(results)} record batches not delivered: {errors[0]!r}"
+            )
+        sent, self.records = self.records, 0
+        return sent

@@ -16,11 +16,15 @@ from streams.events import Prompt
 
 log = logging.getLogger(__name__)
 
-# KEYS[1] = the user's prompt set; ARGV = like_ts (score), payload, prompt-id marker, keep, ttl ms.
-# Idempotent: a prompt already present (same prompt_id) is left as it is, so a redelivered like
-# never duplicates an entry and the first copy always wins. Entries older than the TTL, in like
-# time, relative to the newest entry, are dropped, then the set is trimmed to `keep`.
+# KEYS[1] = the user's prompt set, KEYS[2] = the user's erasure marker; ARGV = like_ts (score),
+# payload, prompt-id marker, keep, ttl ms. Idempotent: a prompt already present (same prompt_id)
+# is left as it is, so a redelivered like never duplicates an entry and the first copy always
+# wins. A prompt liked at or before the user's erasure is refused, whatever order the erasure
+# and the write arrive in. Entries older than the TTL, in like time, relative to the newest
+# entry, are dropped, then the set is trimmed to `keep`.
 UPSERT_PROMPT_LUA = """
+local erased = redis.call('GET', KEYS[2])
+if erased and tonumber(erased) >= tonumber(ARGV[1]) then return 0 end
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 for i = 1, #members do
   if string.find(members[i], ARGV[3], 1, true) then return 0 end
@@ -35,12 +39,28 @@ redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
 
+# KEYS[1] = the prompt set, KEYS[2] = the erasure marker; ARGV = erasure ts, ttl ms. The marker
+# outlives every prompt it could refuse (prompts expire after the same TTL in like time).
+ERASE_LUA = """
+local held = redis.call('GET', KEYS[2])
+if not held or tonumber(held) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
 RETRY_DELAYS_S = (0.05, 0.2, 0.5, 1.0, 2.0)
 
 
 def prompts_key(prefix: str, user_id: str) -> str:
     """Redis key of a user's prompts: `{prefix}:v1:prompts:{user_id}` (docs/redis.md)."""
     return f"{prefix}:v1:prompts:{user_id}"
+
+
+def erased_key(prefix: str, user_id: str) -> str:
+    """Redis key of a user's erasure marker (the ts of their latest erasure request)."""
+    return f"{prefix}:v1:erased:{user_id}"
 
 
 class RedisPromptStore:
@@ -68,6 +88,7 @@ class RedisPromptStore:
         self._ttl_ms = ttl_s * 1000
         self._metrics = metrics
         self._script = client.register_script(UPSERT_PROMPT_LUA)
+        self._erase_script = client.register_script(ERASE_LUA)
         self._max_pending = max_pending
         self._pending: list[Prompt] = []
         self._pending_gauge = metrics.redis_pending.labels("prompts")
@@ -134,7 +155,10 @@ class RedisPromptStore:
         async with self._client.pipeline(transaction=False) as pipe:
             for prompt in prompts:
                 await self._script(
-                    keys=[prompts_key(self._prefix, prompt.user_id)],
+                    keys=[
+                        prompts_key(self._prefix, prompt.user_id),
+                        erased_key(self._prefix, prompt.user_id),
+                    ],
                     args=[
                         prompt.like_ts,
                         prompt.to_json(),
@@ -146,19 +170,21 @@ class RedisPromptStore:
                 )
             await pipe.execute()
 
-    async def erase(self, user_id: str) -> None:
-        """Delete the user's served prompts (an erasure request).
+    async def erase(self, user_id: str, erased_ts: int) -> None:
+        """Delete the user's served prompts (an erasure request at epoch-ms `erased_ts`) and leave
+        a marker that refuses any prompt liked at or before it, so a write retried or still in
+        flight cannot bring one back.
 
         Retries until Redis answers (backing off to 2 s between tries): the request's offset is
         not committed meanwhile, so an erasure is never acknowledged half done, and the worker
         does not crash while Redis is away.
         """
         self.discard_pending(user_id)
-        key = prompts_key(self._prefix, user_id)
+        keys = [prompts_key(self._prefix, user_id), erased_key(self._prefix, user_id)]
         attempt = 0
         while True:
             try:
-                await self._client.delete(key)
+                await self._erase_script(keys=keys, args=[erased_ts, self._ttl_ms])
                 return
             except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
                 delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]

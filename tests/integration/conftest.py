@@ -75,6 +75,9 @@ def private_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathF
         # A stalled worker exits (code 75) this soon; the harness restarts it like a supervisor.
         # Shorter than production's 300 s, long enough for the 200k-like backlogs of `make chaos`.
         stall_timeout_s=120.0,
+        # An input of the creator counters that is caught up and quiet stops holding windows
+        # open after this long (production: 60 s); the tests' inputs go quiet at once.
+        quality_idle_after_s=3.0,
         # A key of the test's own, so tests can compute the pseudonyms the worker will use.
         user_key=secrets.token_urlsafe(48),
     )

@@ -60,8 +60,9 @@ def changelog(settings: Settings) -> str:
 
 
 def latest_state(records: list[Consumed], user: str) -> tuple[bool, dict[str, Any] | None]:
-    """(seen, latest value) of `user`'s key on the changelog; a tombstone reads as None."""
-    key = orjson.dumps(user)
+    """(seen, latest value) of `user`'s key on the changelog (raw UTF-8 keys); a tombstone reads
+    as None."""
+    key = user.encode()
     found, value = False, None
     for record in records:
         if record.key == key:

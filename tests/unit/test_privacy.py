@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.retention import RetentionSweeper, state_record
+from agents.retention import RetentionSweeper
 from likeflow.domain.decide import NO_CAMPAIGN, Emit, GuardPolicy, NoPromptReason, Skip, decide
 from likeflow.domain.pricing import PricePolicy, offer_price
 from likeflow.domain.privacy import DAY_MS, apply_consent, apply_erasure, is_expired
@@ -18,7 +18,10 @@ from likeflow.domain.ranking import HOUR_MS, RankingPolicy, local_hour
 from likeflow.domain.user_state import UserState
 from streams.events import Like, UserConsent, UserErasure, VideoMapping
 from streams.validation import decode_consent, decode_erasure, decode_mapping
+from tables.codecs import UserStateCodec
+from tables.state_store import ChangelogStore
 from tests.factories import BASE_TS, like, mapping, mapping_json, product
+from tests.unit.fakes import FakeTable
 
 KEY = b"k" * 32
 GUARDS = GuardPolicy()
@@ -112,33 +115,36 @@ def test_expiry_follows_the_latest_activity() -> None:
     assert UserState.last_active_of(state.to_dict()) == BASE_TS + DAY_MS
 
 
-class FakeTable:
-    """The two members of a Faust table the sweeper uses."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-        self.changelog: list[tuple[int, str, Any]] = []
-
-    def send_changelog(self, partition: int, key: str, value: Any, value_serializer: str = "") -> None:
-        self.changelog.append((partition, key, value))
-
-
 def test_sweeper_tombstones_expired_users_of_the_partition_only() -> None:
     table = FakeTable()
+    store = ChangelogStore(table, UserStateCodec(), producer=table.producer)
     for user, partition, ts in (
         ("old0", 0, BASE_TS),
         ("new0", 0, BASE_TS + 40 * DAY_MS),
         ("old1", 1, BASE_TS),
     ):
-        table.data[user] = state_record(UserState(high_ts=ts), partition)
+        store.put(partition, user, UserState(high_ts=ts))
     expired: list[int] = []
-    sweeper = RetentionSweeper(table, 30 * DAY_MS, on_expired=expired.append)
+    sweeper = RetentionSweeper(store, 30 * DAY_MS, on_expired=expired.append)
     sweeper.observe(0, BASE_TS + 41 * DAY_MS)
     assert sweeper.sweep_due() == 1
-    assert set(table.data) == {"new0", "old1"}, "partition 1 has no clock here: not ours to sweep"
-    assert table.changelog == [(0, "old0", None)] and expired == [1]
+    assert store.keys(0) == {"new0"} and store.keys(1) == {"old1"}, "partition 1 has no clock: not swept"
+    assert expired == [1]
     sweeper.observe(0, BASE_TS + 41 * DAY_MS + 1)
-    assert sweeper.sweep_due() == 0 and len(table.changelog) == 1, "next sweep an hour later"
+    assert sweeper.sweep_due() == 0, "next sweep an hour later"
+
+
+async def test_a_sweep_writes_a_tombstone_with_the_next_flush() -> None:
+    table = FakeTable()
+    store = ChangelogStore(table, UserStateCodec(), producer=table.producer)
+    store.put(0, "old0", UserState(high_ts=BASE_TS))
+    await (await store.flush(0))
+    sweeper = RetentionSweeper(store, 30 * DAY_MS, on_expired=lambda n: None)
+    sweeper.observe(0, BASE_TS + 41 * DAY_MS)
+    sweeper.sweep_due()
+    await (await store.flush(0))
+    assert [(p, k, v) for p, k, v in table.sent][-1] == (0, b"old0", None)
+    assert table.data.data == {}
 
 
 # --- fair pricing ---

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from likeflow.domain.quality.horizon import PlatformHorizon, apply_window, creator_totals
 from likeflow.domain.quality.judging import (
     CreatorStanding,
     JudgePolicy,
     PlatformRates,
     apply_verdict,
-    judge_window,
+    judge_horizon,
     smoothed,
-    window_applies,
 )
 from likeflow.domain.quality.windows import Counts
 
@@ -32,31 +32,31 @@ def test_smoothing_pulls_small_samples_to_the_prior() -> None:
 
 
 def test_small_windows_are_not_judged() -> None:
-    verdict = judge_window(0, Counts(prompts=10, clicks=0), PLATFORM, POLICY)
+    verdict = judge_horizon(0, Counts(prompts=10, clicks=0), PLATFORM, POLICY)
     assert not verdict.judged and not verdict.bad
 
 
 def test_low_ctr_high_returns_and_complaints_are_bad() -> None:
-    assert judge_window(0, bad(), PLATFORM, POLICY).reasons == ("low_ctr",)
+    assert judge_horizon(0, bad(), PLATFORM, POLICY).reasons == ("low_ctr",)
     returns = Counts(prompts=200, clicks=24, orders=40, returns=10)
-    assert judge_window(0, returns, PLATFORM, POLICY).reasons == ("high_return_rate",)
+    assert judge_horizon(0, returns, PLATFORM, POLICY).reasons == ("high_return_rate",)
     complaints = Counts(prompts=10, clicks=2, orders=40, complaints=5)
-    assert judge_window(0, complaints, PLATFORM, POLICY).reasons == ("high_complaint_rate",)
-    assert not judge_window(0, good(), PLATFORM, POLICY).bad
+    assert judge_horizon(0, complaints, PLATFORM, POLICY).reasons == ("high_complaint_rate",)
+    assert not judge_horizon(0, good(), PLATFORM, POLICY).bad
 
 
 def test_score_is_in_zero_one() -> None:
-    assert judge_window(0, good(), PLATFORM, POLICY).score == 1.0
-    assert 0 < judge_window(0, bad(), PLATFORM, POLICY).score < 1
+    assert judge_horizon(0, good(), PLATFORM, POLICY).score == 1.0
+    assert 0 < judge_horizon(0, bad(), PLATFORM, POLICY).score < 1
 
 
 def test_three_bad_windows_demote_and_three_good_ones_recover() -> None:
     standing = CreatorStanding()
-    changes = [apply_verdict(standing, judge_window(i, bad(), PLATFORM, POLICY), POLICY) for i in range(3)]
+    changes = [apply_verdict(standing, judge_horizon(i, bad(), PLATFORM, POLICY), POLICY) for i in range(3)]
     assert changes == [None, None, "demoted"]
     assert standing.demoted and POLICY.min_weight <= standing.weight < 1.0
     changes = [
-        apply_verdict(standing, judge_window(10 + i, good(), PLATFORM, POLICY), POLICY) for i in range(3)
+        apply_verdict(standing, judge_horizon(10 + i, good(), PLATFORM, POLICY), POLICY) for i in range(3)
     ]
     assert changes == [None, None, "recovered"]
     assert not standing.demoted and standing.weight == 1.0
@@ -65,33 +65,88 @@ def test_three_bad_windows_demote_and_three_good_ones_recover() -> None:
 def test_a_good_window_breaks_a_bad_streak_and_thin_windows_do_not() -> None:
     standing = CreatorStanding()
     for i, counts in enumerate([bad(), bad(), Counts(prompts=5), good(), bad(), bad()]):
-        apply_verdict(standing, judge_window(i, counts, PLATFORM, POLICY), POLICY)
+        apply_verdict(standing, judge_horizon(i, counts, PLATFORM, POLICY), POLICY)
     assert not standing.demoted and standing.bad_streak == 2
-    apply_verdict(standing, judge_window(6, Counts(prompts=3), PLATFORM, POLICY), POLICY)
-    assert apply_verdict(standing, judge_window(7, bad(), PLATFORM, POLICY), POLICY) == "demoted"
+    apply_verdict(standing, judge_horizon(6, Counts(prompts=3), PLATFORM, POLICY), POLICY)
+    assert apply_verdict(standing, judge_horizon(7, bad(), PLATFORM, POLICY), POLICY) == "demoted"
 
 
 def test_a_window_is_judged_once() -> None:
     standing = CreatorStanding()
-    apply_verdict(standing, judge_window(5, bad(), PLATFORM, POLICY), POLICY)
-    assert apply_verdict(standing, judge_window(5, bad(), PLATFORM, POLICY), POLICY) is None
+    apply_verdict(standing, judge_horizon(5, bad(), PLATFORM, POLICY), POLICY)
+    assert apply_verdict(standing, judge_horizon(5, bad(), PLATFORM, POLICY), POLICY) is None
     assert standing.bad_streak == 1
 
 
 def test_standing_round_trips() -> None:
     standing = CreatorStanding()
-    apply_verdict(standing, judge_window(5, bad(), PLATFORM, POLICY), POLICY)
+    apply_verdict(standing, judge_horizon(5, bad(), PLATFORM, POLICY), POLICY)
     assert CreatorStanding.from_dict(standing.to_dict()) == standing
 
 
-def test_a_window_is_applied_once_whether_redelivered_or_sent_again() -> None:
-    hour = 3_600_000
-    assert window_applies(None, None, 0, 0) == (True, True), "the first window of a new creator"
-    creator = {"last_offset": 7, "last_window": 5 * hour}
-    platform = {"last_offset": 7}
-    assert window_applies(creator, platform, 7, 5 * hour) == (False, False), "redelivered"
-    assert window_applies(creator, platform, 9, 5 * hour) == (False, False), "re-sent at a new offset"
-    assert window_applies(creator, platform, 9, 4 * hour) == (False, False), "an older window"
-    assert window_applies(creator, platform, 9, 6 * hour) == (True, True)
-    # Crash between the platform write and the creator write: replaying the offset finishes it.
-    assert window_applies(creator, {"last_offset": 9}, 9, 6 * hour) == (False, True)
+H = 3_600_000
+
+
+def test_a_revision_replaces_the_window_and_a_copy_changes_nothing() -> None:
+    platform = PlatformHorizon(horizon_ms=24 * H)
+    mine: dict[str, dict[str, int]] = {}
+    assert apply_window(mine, platform, start_ms=0, end_ms=H, counts={"prompts": 10, "clicks": 1}, revision=1)
+    assert not apply_window(
+        mine, platform, start_ms=0, end_ms=H, counts={"prompts": 10, "clicks": 1}, revision=1
+    )
+    assert apply_window(mine, platform, start_ms=0, end_ms=H, counts={"prompts": 10, "clicks": 3}, revision=2)
+    assert not apply_window(mine, platform, start_ms=0, end_ms=H, counts={"prompts": 99}, revision=1), "stale"
+    assert creator_totals(mine, platform.clock, platform.horizon_ms).clicks == 3
+    assert platform.totals().clicks == 3 and platform.totals().prompts == 10
+
+
+def test_the_horizon_slides_and_the_platform_is_derived_from_the_creators() -> None:
+    platform = PlatformHorizon(horizon_ms=3 * H)
+    rows: dict[str, dict[str, dict[str, int]]] = {"a": {}, "b": {}}
+    for hour in range(5):
+        for creator in rows:
+            apply_window(
+                rows[creator],
+                platform,
+                start_ms=hour * H,
+                end_ms=(hour + 1) * H,
+                counts={"prompts": 1},
+                revision=1,
+            )
+    assert platform.totals().prompts == 6, "three windows of two creators"
+    assert sorted(int(s) for s in rows["a"]) == [2 * H, 3 * H, 4 * H]
+    rebuilt = PlatformHorizon.rebuild(3 * H, [{"windows": w} for w in rows.values()])
+    assert rebuilt.totals() == platform.totals() and rebuilt.clock == platform.clock
+    assert not apply_window(rows["a"], platform, start_ms=0, end_ms=H, counts={"prompts": 5}, revision=2), (
+        "left the horizon"
+    )
+
+
+def test_one_noisy_hour_in_a_long_good_horizon_is_not_bad() -> None:
+    long_good = Counts(prompts=2000, clicks=240, orders=300, returns=10)
+    noisy_hour = Counts(prompts=200, clicks=0)
+    merged = Counts()
+    merged.add(long_good)
+    merged.add(noisy_hour)
+    assert judge_horizon(0, noisy_hour, PLATFORM, POLICY).bad
+    assert not judge_horizon(0, merged, PLATFORM, POLICY).bad
+
+
+def test_a_creator_whose_partition_lags_is_judged_on_its_own_horizon() -> None:
+    """The other partitions have closed later windows (up to two horizons ahead): this creator's
+    first windows still count, against the platform of their own horizon."""
+    platform = PlatformHorizon(horizon_ms=2 * H)
+    ahead: dict[str, dict[str, int]] = {}
+    for hour in range(4):
+        apply_window(
+            ahead,
+            platform,
+            start_ms=hour * H,
+            end_ms=(hour + 1) * H,
+            counts={"prompts": 10, "clicks": 5},
+            revision=1,
+        )
+    behind: dict[str, dict[str, int]] = {}
+    assert apply_window(behind, platform, start_ms=0, end_ms=H, counts={"prompts": 10}, revision=1)
+    assert platform.totals(H).prompts == 20, "the platform over the horizon ending with that window"
+    assert creator_totals(behind, H, platform.horizon_ms).prompts == 10

@@ -6,15 +6,15 @@ from typing import Any
 
 import orjson
 
-from agents.judge import PLATFORM_KEY
-from agents.retention import state_record
 from likeflow.domain.decide import Emit, GuardPolicy, decide
 from likeflow.domain.privacy import apply_erasure
 from likeflow.domain.quality.judging import platform_document
+from likeflow.domain.quality.windows import Counts
 from likeflow.domain.ranking import RankingPolicy
 from likeflow.domain.user_state import UserState
 from likeflow.rebuild import Changelog, decode_key, quality_documents, served_prompts, windows_updates
 from streams.events import UserErasure
+from tables.codecs import UserStateCodec
 from tests.factories import BASE_TS, like, mapping, product
 
 
@@ -51,13 +51,15 @@ def test_served_prompts_are_the_sent_ones_and_never_an_erased_past() -> None:
     state = UserState()
     emit(state, "e1", BASE_TS)
     emit(state, "e2", BASE_TS + 1000)
-    stored = orjson.loads(orjson.dumps(state_record(state, 3)))  # as read from the changelog
+    stored = orjson.loads(UserStateCodec().encode(state))  # as read from the changelog
     assert [p.to_json() for p in served_prompts(stored)] == [s.prompt.to_json() for s in state.sent]
 
     erased = apply_erasure(state, UserErasure("u1", BASE_TS + 2000))
-    assert served_prompts(state_record(erased, 3)) == []
+    assert served_prompts(orjson.loads(UserStateCodec().encode(erased))) == []
     emit(erased, "e3", BASE_TS + 3000)  # a like after the erasure is served again
-    assert [p.like_ts for p in served_prompts(state_record(erased, 3))] == [BASE_TS + 3000]
+    assert [p.like_ts for p in served_prompts(orjson.loads(UserStateCodec().encode(erased)))] == [
+        BASE_TS + 3000
+    ]
 
 
 def row(creator: str, start: int, last_offset: int, prompts: int) -> dict[str, Any]:
@@ -86,16 +88,27 @@ def test_windows_version_is_the_highest_offset_stamped_on_the_creators_rows() ->
 
 
 def test_quality_documents_come_from_the_judges_rows_at_its_versions() -> None:
-    windows = {"0": {"prompts": 10, "clicks": 2, "orders": 1, "returns": 0, "complaints": 0, "gmv_cents": 5}}
+    window = {"prompts": 10, "clicks": 2, "orders": 1, "returns": 0, "complaints": 0, "gmv_cents": 5}
     doc = {"creator_id": "c1", "weight": 1.0}
     standing = {
-        PLATFORM_KEY: {"windows": windows, "last_offset": 41},
-        "c1": {"standing": {}, "last_offset": 40, "served": {"version": 38, "doc": doc}},
-        "c2": {"standing": {}, "last_offset": 39},  # never judged: nothing served
+        "c1": {
+            "windows": {"0": {**window, "end_ms": 3_600_000, "revision": 1}},
+            "standing": {},
+            "last_offset": 40,
+            "served": {"version": 38, "doc": doc},
+        },
+        # Never judged (too few prompts): nothing served, but its window is in the platform's sums.
+        "c2": {
+            "windows": {"0": {**window, "end_ms": 3_600_000, "revision": 2}},
+            "standing": {},
+            "last_offset": 41,
+        },
     }
-    docs, without = quality_documents("pre", standing)
+    docs, without = quality_documents("pre", standing, 7 * 24 * 3_600_000)
+    platform = Counts.from_dict(window)
+    platform.add(Counts.from_dict(window))
     assert docs == [
-        ("pre:v1:platform", 41, platform_document(windows)[0]),
+        ("pre:v1:platform", 41, platform_document(platform)[0]),
         ("pre:v1:creator:c1:standing", 38, doc),
     ]
     assert without == 1

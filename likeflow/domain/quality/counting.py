@@ -1,10 +1,26 @@
-"""Exact, idempotent counting of creator events per source partition, in event time.
+"""Exact, idempotent counting of creator events in event-time windows, with a clock per source.
 
-Every table write of one source partition goes to the same changelog partition, in order, and
-Kafka keeps that order: after a crash the restored state is the state after some prefix of the
-writes. Each event writes its window row (stamped with the event's offset), then its dedupe
-entry, then the partition clock (stamped with the offset) -- so a redelivered event is
-recognised whichever of its writes survived, and nothing is counted twice or lost.
+Each counting partition (a partition of `creator-events`) receives count records from several
+sources: every `likes` partition (the job's own prompts) and every `prompt-feedback` partition.
+Each source has its own event-time clock, so an input that lags behind the others (feedback
+hours behind the likes, a replay of likes before feedback) decides nothing for them:
+
+- a record is **late** only against its own source: when its window ended at or before the
+  source's watermark (the source's clock minus the grace);
+- a window **closes** (its counts go to the judge) when every source that is not idle has
+  passed it: the partition's watermark is the minimum over those sources;
+- an **idle** source (caught up and quiet, `CountRecord.idle`) is left out of that minimum until
+  its next record. A record from it that is not late against its own clock still counts, even
+  into a window that has closed meanwhile; the window is then sent to the judge again with a
+  higher revision. Counts therefore depend only on each source's own order, never on how the
+  sources interleave or on idleness: a replay gives the same windows.
+
+Every state write of one counting partition goes to the same changelog partition, in order, and
+each flush writes window rows, then dedupe entries, then the partition clock. After a crash the
+restored state is the state after some prefix of those writes; each row and dedupe entry is
+stamped with the (offset, index) of the event that last wrote it, and the clock with the offset
+of the last record fully applied, so a redelivered event is recognised whichever of its writes
+survived, and nothing is counted twice or lost.
 """
 
 from __future__ import annotations
@@ -15,47 +31,95 @@ from typing import Any
 
 from likeflow.domain.quality.windows import Counts, window_start
 
+# Write order within one flush (tables.state_store.ChangelogStore): rows, dedupe entries, clock.
+ROW_ORDER, SEEN_ORDER, CLOCK_ORDER = 0, 1, 2
+
 
 @dataclass(frozen=True, slots=True)
 class WindowPolicy:
-    """Window size, lateness grace, retention and the dedupe horizon, all in ms of event time."""
+    """Window size, lateness grace, retention and the dedupe horizon, all in ms of event time;
+    `sources` are the inputs every counting partition waits for before it closes a window."""
 
     size_ms: int = 3_600_000
     grace_ms: int = 3_600_000
     retention_ms: int = 7 * 24 * 3_600_000
     dedupe_horizon_ms: int = 24 * 3_600_000
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class SourceClock:
+    """What one source has reported to this partition: its clock (epoch ms) and whether it is idle."""
+
+    clock: int = 0
+    idle: bool = False
 
 
 @dataclass(slots=True)
 class PartitionClock:
-    """Event-time progress of one source partition.
+    """Event-time progress of one counting partition.
 
-    `offset` is the last source offset fully processed; `high_ts` the highest event ts seen;
-    windows ending at or before `closed_until` are closed (the watermark is high_ts - grace).
+    `offset` is the last `creator-events` offset fully applied; `sources` every source's clock;
+    windows ending at or before `closed_until` have been closed (sent to the judge).
     """
 
     offset: int = -1
-    high_ts: int = 0
+    sources: dict[str, SourceClock] = field(default_factory=dict)
     closed_until: int = 0
 
-    def to_dict(self) -> dict[str, int]:
+    def source(self, name: str) -> SourceClock:
+        """The clock of source `name` (a fresh one for a source not heard from yet)."""
+        clock = self.sources.get(name)
+        if clock is None:
+            clock = self.sources[name] = SourceClock()
+        return clock
+
+    def watermark(self, policy: WindowPolicy) -> int | None:
+        """The partition's watermark: the lowest clock of the expected sources that are not idle,
+        minus the grace (epoch ms); None while every expected source is idle."""
+        lowest: int | None = None
+        for name in policy.sources or tuple(self.sources):
+            clock = self.sources.get(name)
+            if clock is None:
+                return -policy.grace_ms  # not heard from yet: it holds every window open
+            if not clock.idle and (lowest is None or clock.clock < lowest):
+                lowest = clock.clock
+        return None if lowest is None else lowest - policy.grace_ms
+
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the table."""
-        return {"offset": self.offset, "high_ts": self.high_ts, "closed_until": self.closed_until}
+        return {
+            "offset": self.offset,
+            "sources": {n: [s.clock, s.idle] for n, s in self.sources.items()},
+            "closed_until": self.closed_until,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> PartitionClock:
         """Rebuild; None gives a fresh clock."""
-        return cls(**data) if data else cls()
+        if not data:
+            return cls()
+        sources = {n: SourceClock(int(c), bool(i)) for n, (c, i) in data.get("sources", {}).items()}
+        return cls(int(data["offset"]), sources, int(data["closed_until"]))
 
 
 @dataclass(slots=True)
 class WindowRow:
-    """One creator's counts in one window, with the offset of the last event applied to it."""
+    """One creator's counts in one window, stamped with the event that last counted into it.
+
+    `revision` is how many times the window has been sent to the judge (0: not yet closed).
+    """
 
     creator_id: str
     start_ms: int
     counts: Counts = field(default_factory=Counts)
     last_offset: int = -1
+    last_index: int = -1
+    revision: int = 0
+
+    def stamped_at_or_after(self, offset: int, index: int) -> bool:
+        """Whether the event at (`offset`, `index`) already counted into this row."""
+        return (self.last_offset, self.last_index) >= (offset, index)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the table."""
@@ -64,23 +128,49 @@ class WindowRow:
             "start_ms": self.start_ms,
             "counts": self.counts.to_dict(),
             "last_offset": self.last_offset,
+            "last_index": self.last_index,
+            "revision": self.revision,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WindowRow:
         """Rebuild from the table."""
         return cls(
-            data["creator_id"], data["start_ms"], Counts.from_dict(data["counts"]), data["last_offset"]
+            data["creator_id"],
+            data["start_ms"],
+            Counts.from_dict(data["counts"]),
+            data["last_offset"],
+            data.get("last_index", -1),
+            data.get("revision", 0),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """The dedupe entry of an event id: where it was counted, its ts and its source."""
+
+    offset: int
+    index: int
+    ts: int
+    source: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the table."""
+        return {"offset": self.offset, "index": self.index, "ts": self.ts, "source": self.source}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Seen:
+        """Rebuild from the table."""
+        return cls(data["offset"], data.get("index", 0), data["ts"], data.get("source", ""))
 
 
 class Outcome(StrEnum):
     """What happened to one creator event."""
 
     COUNTED = "counted"
-    REDELIVERED = "redelivered"  # this very record was applied before a crash
-    DUPLICATE = "duplicate"  # another record with the same event_id was counted
-    LATE = "late"  # its window had closed
+    REDELIVERED = "redelivered"  # this very event was applied before a crash
+    DUPLICATE = "duplicate"  # another event with the same event_id was counted
+    LATE = "late"  # its window had closed for its source (or expired)
 
 
 def window_key(creator_id: str, start_ms: int) -> str:
@@ -101,43 +191,60 @@ def clock_key(partition: int) -> str:
 def classify(
     clock: PartitionClock,
     row: WindowRow | None,
-    seen_offset: int | None,
+    seen: Seen | None,
     *,
     offset: int,
+    index: int,
     ts: int,
+    source_clock: int,
     policy: WindowPolicy,
 ) -> Outcome:
-    """Decide what one event at source `offset` with event time `ts` does, before any write.
+    """Decide what the event at (`offset`, `index`) with event time `ts` does, before any write.
 
-    `row` is the window row it would count into, `seen_offset` the source offset recorded with
-    its event_id if that was seen within the dedupe horizon.
+    `row` is the window row it would count into, `seen` its event_id's dedupe entry (if seen
+    within the horizon), `source_clock` its source's clock at this event.
     """
-    if offset <= clock.offset or (row is not None and row.last_offset >= offset):
+    if offset <= clock.offset or (row is not None and row.stamped_at_or_after(offset, index)):
         return Outcome.REDELIVERED
-    if seen_offset is not None:
-        return Outcome.REDELIVERED if seen_offset == offset else Outcome.DUPLICATE
-    if window_start(ts, policy.size_ms) + policy.size_ms <= clock.closed_until:
+    if seen is not None:
+        return Outcome.REDELIVERED if (seen.offset, seen.index) == (offset, index) else Outcome.DUPLICATE
+    end = window_start(ts, policy.size_ms) + policy.size_ms
+    if end <= closed_until(source_clock - policy.grace_ms, policy.size_ms):
         return Outcome.LATE
+    if end <= clock.closed_until - policy.retention_ms:
+        return Outcome.LATE  # the window is gone (its source was idle longer than the retention)
     return Outcome.COUNTED
 
 
-def advance(clock: PartitionClock, *, offset: int, ts: int, policy: WindowPolicy) -> list[int]:
-    """Move the clock past this event; returns the starts of windows that close now, oldest first.
+def closed_until(watermark: int, size_ms: int) -> int:
+    """End of the last window a watermark (epoch ms) has passed: windows ending at or before it
+    are closed."""
+    return window_start(watermark, size_ms) if watermark > 0 else 0
 
-    A window [s, s + size) closes once the watermark (highest ts - grace) reaches its end.
-    """
-    clock.offset = max(clock.offset, offset)
-    clock.high_ts = max(clock.high_ts, ts)
-    watermark = clock.high_ts - policy.grace_ms
-    new_closed = window_start(watermark, policy.size_ms) if watermark > 0 else 0
+
+def closing(clock: PartitionClock, policy: WindowPolicy, earliest: int | None = None) -> list[int]:
+    """Move `closed_until` to the partition's watermark; the starts of the windows that close now,
+    oldest first (at most the retention's worth). `earliest` is the start of the oldest window
+    held: the first closing starts there."""
+    watermark = clock.watermark(policy)
+    if watermark is None:
+        return []
+    new_closed = closed_until(watermark, policy.size_ms)
     if new_closed <= clock.closed_until:
         return []
-    first = clock.closed_until if clock.closed_until else new_closed - policy.size_ms
-    closing = list(range(max(first, new_closed - policy.retention_ms), new_closed, policy.size_ms))
+    if clock.closed_until:
+        first = clock.closed_until
+    else:
+        first = (
+            min(earliest, new_closed - policy.size_ms)
+            if earliest is not None
+            else new_closed - policy.size_ms
+        )
+    starts = list(range(max(first, new_closed - policy.retention_ms), new_closed, policy.size_ms))
     clock.closed_until = new_closed
-    return closing
+    return starts
 
 
-def expired_before(clock: PartitionClock, policy: WindowPolicy) -> tuple[int, int]:
-    """(window starts below this are expired, dedupe entries with ts below this are expired)."""
-    return clock.closed_until - policy.retention_ms, clock.high_ts - policy.dedupe_horizon_ms
+def expired_before(clock: PartitionClock, policy: WindowPolicy) -> int:
+    """Window rows that start before this (epoch ms) are expired."""
+    return clock.closed_until - policy.retention_ms

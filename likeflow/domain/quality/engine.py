@@ -1,129 +1,215 @@
-"""Applies one creator event to key-value state: the single implementation of the counter logic.
+"""Applies one count record to key-value state: the single implementation of the counter logic.
 
-The live agent runs it over its Faust table; `likeflow backfill` runs it over a dict. Both get
-the same counts from the same events in the same order.
+The live handler runs it over a `tables.state_store.ChangelogStore`; `likeflow backfill` runs it
+over a dict. Both get the same counts from the same records in the same order
+(likeflow/domain/quality/counting.py explains the rules and why they are exact).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from likeflow.domain.quality.counting import (
+    CLOCK_ORDER,
+    ROW_ORDER,
+    SEEN_ORDER,
     Outcome,
     PartitionClock,
+    Seen,
     WindowPolicy,
     WindowRow,
-    advance,
     classify,
     clock_key,
+    closing,
     expired_before,
     seen_key,
     window_key,
 )
 from likeflow.domain.quality.index import SEEN_BUCKET_MS, PartitionIndex
 from likeflow.domain.quality.windows import window_start
-from streams.events import CreatorEvent
+from streams.events import CountRecord, CreatorEvent
+
+StoredValue = WindowRow | Seen | PartitionClock
 
 
 class Store(Protocol):
-    """Key-value state of one partition's counters."""
+    """Key-value state of one counting partition (values are the counting dataclasses)."""
 
-    def get(self, key: str) -> Any: ...
+    def get(self, key: str) -> StoredValue | None: ...
 
-    def put(self, key: str, value: Any) -> None: ...
+    def put(self, key: str, value: StoredValue, order: int) -> None: ...
 
-    def delete(self, key: str) -> None: ...
+    def delete(self, key: str, order: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedWindow:
+    """A creator's window as sent to the judge: its counts at `revision` (1 on first closing)."""
+
+    creator_id: str
+    start_ms: int
+    end_ms: int
+    counts: dict[str, int]
+    revision: int
+    source_partition: int
+
+    def to_dict(self) -> dict[str, object]:
+        """The `creator-windows` record (docs/events.md)."""
+        return {
+            "creator_id": self.creator_id,
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
+            **self.counts,
+            "revision": self.revision,
+            "source_partition": self.source_partition,
+        }
 
 
 @dataclass(slots=True)
 class Effects:
-    """What applying one event changed, for the caller's sinks."""
+    """What applying records changed, for the caller's sinks (accumulates over a batch)."""
 
-    outcome: Outcome
-    clock: PartitionClock
-    closed: list[dict[str, Any]] = field(default_factory=list)  # final window records, for the judge
-    changed: dict[str, set[int]] = field(default_factory=dict)  # creator -> window starts written
+    outcomes: list[tuple[CreatorEvent, Outcome]] = field(default_factory=list)
+    late: list[tuple[CreatorEvent, str, str]] = field(default_factory=list)  # (event, why, source)
+    closed: list[ClosedWindow] = field(default_factory=list)
+    changed: dict[str, dict[int, WindowRow]] = field(default_factory=dict)  # creator -> start -> row
     removed: dict[str, set[int]] = field(default_factory=dict)  # creator -> window starts expired
 
 
-def apply_event(
+def load_clock(store: Store, partition: int) -> PartitionClock:
+    """The partition's clock from `store` (a fresh one if none)."""
+    value = store.get(clock_key(partition))
+    return value if isinstance(value, PartitionClock) else PartitionClock()
+
+
+def apply_record(
     store: Store,
     index: PartitionIndex,
+    clock: PartitionClock,
     *,
     partition: int,
     offset: int,
-    event: CreatorEvent,
+    record: CountRecord,
     policy: WindowPolicy,
-) -> Effects:
-    """Count `event` (read at `offset` of `partition`) exactly once, close and expire windows.
+    effects: Effects,
+) -> None:
+    """Apply the count record read at `offset` of counting partition `partition`.
 
-    Write order (row, dedupe entry, clock) is what makes redelivery after a crash safe; see
-    likeflow/domain/quality/counting.py.
+    Counts each of its events exactly once (or not at all when late), advances the source's
+    clock, closes the windows the partition's watermark passed and expires old state. `clock`
+    is the partition's clock, updated in place and written to `store` last.
     """
-    clock = PartitionClock.from_dict(store.get(clock_key(partition)))
-    start = window_start(event.ts, policy.size_ms)
-    row_key = window_key(event.creator_id, start)
-    row_data = store.get(row_key)
-    row = WindowRow.from_dict(row_data) if row_data else None
-    seen = store.get(seen_key(event.event_id))
-    outcome = classify(
-        clock, row, seen["offset"] if seen else None, offset=offset, ts=event.ts, policy=policy
-    )
-    effects = Effects(outcome, clock)
-    if outcome is Outcome.REDELIVERED and seen is None and offset > clock.offset:
-        # Recognised by the row's offset stamp: the row reached the changelog with this event
-        # counted, but a crash lost the dedupe entry written after it. Restore the entry, or a
-        # later copy of the event (an upstream duplicate, or feedback forwarded again after the
-        # crash) would find no entry and be counted a second time.
-        store.put(seen_key(event.event_id), {"offset": offset, "ts": event.ts, "partition": partition})
-        index.add_seen(event.event_id, event.ts)
-    if outcome is Outcome.COUNTED:
-        row = row or WindowRow(event.creator_id, start)
-        row.counts.add_event(event.kind, event.amount_cents)
-        row.last_offset = offset
-        store.put(row_key, {**row.to_dict(), "partition": partition})
-        store.put(seen_key(event.event_id), {"offset": offset, "ts": event.ts, "partition": partition})
-        index.add_window(event.creator_id, start)
-        index.add_seen(event.event_id, event.ts)
-        effects.changed.setdefault(event.creator_id, set()).add(start)
-    closing = advance(clock, offset=offset, ts=event.ts, policy=policy)
-    store.put(clock_key(partition), clock.to_dict())
-    if closing:
-        effects.closed = _closed_windows(store, index, closing, partition, policy)
-        _expire(store, index, clock, policy, effects)
-    return effects
-
-
-def _closed_windows(
-    store: Store, index: PartitionIndex, starts: list[int], partition: int, policy: WindowPolicy
-) -> list[dict[str, Any]]:
-    closed = []
+    source = clock.source(record.source)
+    revised: set[tuple[str, int]] = set()
+    for i, event in enumerate(record.events):
+        event_clock = max(source.clock, record.clocks[i] if i < len(record.clocks) else event.ts)
+        start = window_start(event.ts, policy.size_ms)
+        row_key = window_key(event.creator_id, start)
+        row = store.get(row_key)
+        row = row if isinstance(row, WindowRow) else None
+        seen = store.get(seen_key(event.event_id))
+        seen = seen if isinstance(seen, Seen) else None
+        outcome = classify(
+            clock,
+            row,
+            seen,
+            offset=offset,
+            index=i,
+            ts=event.ts,
+            source_clock=event_clock,
+            policy=policy,
+        )
+        source.clock = event_clock
+        effects.outcomes.append((event, outcome))
+        if outcome is Outcome.REDELIVERED:
+            if seen is None and offset > clock.offset:
+                # Recognised by the row's stamp: the row reached the changelog with this event
+                # counted, but a crash lost the dedupe entry written after it. Restore the entry,
+                # or a later copy of the event would find none and be counted a second time.
+                _remember(store, index, event, offset, i, record.source)
+            if row is not None:
+                # Serve the row again: what was derived from it before the crash may not have
+                # been written (the writes are absolute and versioned, so this is idempotent).
+                effects.changed.setdefault(event.creator_id, {})[start] = row
+        elif outcome is Outcome.LATE:
+            effects.late.append((event, _why_late(event, source.clock, clock, policy), record.source))
+        elif outcome is Outcome.COUNTED:
+            row = row or WindowRow(event.creator_id, start)
+            row.counts.add_event(event.kind, event.amount_cents)
+            row.last_offset, row.last_index = offset, i
+            store.put(row_key, row, ROW_ORDER)
+            _remember(store, index, event, offset, i, record.source)
+            index.add_window(event.creator_id, start)
+            effects.changed.setdefault(event.creator_id, {})[start] = row
+            if start < clock.closed_until:
+                revised.add((event.creator_id, start))  # a closed window counted more: send it again
+    source.clock = max(source.clock, record.clock)
+    source.idle = record.idle
+    starts = closing(clock, policy, min(index.windows, default=None))
     for start in starts:
         for creator_id in sorted(index.windows.get(start, ())):
-            row = store.get(window_key(creator_id, start))
-            if row is not None:
-                closed.append(
-                    {
-                        "creator_id": creator_id,
-                        "start_ms": start,
-                        "end_ms": start + policy.size_ms,
-                        **row["counts"],
-                        "source_partition": partition,
-                    }
-                )
-    return closed
+            revised.add((creator_id, start))
+    for creator_id, start in sorted(revised, key=lambda cs: (cs[1], cs[0])):
+        _close(store, creator_id, start, partition, policy, effects)
+    if starts:
+        _expire(store, index, clock, policy, effects)
+    _expire_seen(store, index, clock, record.source, policy)
+    clock.offset = max(clock.offset, offset)
+    store.put(clock_key(partition), clock, CLOCK_ORDER)
+
+
+def _remember(
+    store: Store, index: PartitionIndex, event: CreatorEvent, offset: int, i: int, source: str
+) -> None:
+    store.put(seen_key(event.event_id), Seen(offset, i, event.ts, source), SEEN_ORDER)
+    index.add_seen(source, event.event_id, event.ts)
+
+
+def _why_late(event: CreatorEvent, source_clock: int, clock: PartitionClock, policy: WindowPolicy) -> str:
+    start = window_start(event.ts, policy.size_ms)
+    if start + policy.size_ms <= clock.closed_until - policy.retention_ms:
+        return f"ts={event.ts} is in a window expired before {clock.closed_until - policy.retention_ms}"
+    return (
+        f"ts={event.ts} is in a window its source closed (source clock {source_clock}, "
+        f"grace {policy.grace_ms} ms)"
+    )
+
+
+def _close(
+    store: Store, creator_id: str, start: int, partition: int, policy: WindowPolicy, effects: Effects
+) -> None:
+    row = store.get(window_key(creator_id, start))
+    if not isinstance(row, WindowRow):
+        return
+    row.revision += 1
+    store.put(window_key(creator_id, start), row, ROW_ORDER)
+    effects.closed.append(
+        ClosedWindow(creator_id, start, start + policy.size_ms, row.counts.to_dict(), row.revision, partition)
+    )
 
 
 def _expire(
     store: Store, index: PartitionIndex, clock: PartitionClock, policy: WindowPolicy, effects: Effects
 ) -> None:
-    windows_below, seen_below = expired_before(clock, policy)
+    windows_below = expired_before(clock, policy)
     for start in [s for s in index.windows if s < windows_below]:
         for creator_id in index.windows.pop(start):
-            store.delete(window_key(creator_id, start))
+            store.delete(window_key(creator_id, start), ROW_ORDER)
             index.drop_window(creator_id, start)
             effects.removed.setdefault(creator_id, set()).add(start)
-    for bucket in [b for b in index.seen if b + SEEN_BUCKET_MS <= seen_below]:
-        for event_id in index.seen.pop(bucket):
-            store.delete(seen_key(event_id))
+            effects.changed.get(creator_id, {}).pop(start, None)
+
+
+def _expire_seen(
+    store: Store, index: PartitionIndex, clock: PartitionClock, source: str, policy: WindowPolicy
+) -> None:
+    # Dedupe entries follow their own source's clock: a duplicate comes from the same source
+    # (same key, same input partition), so it cannot arrive once that clock is a horizon past it.
+    below = clock.source(source).clock - policy.dedupe_horizon_ms
+    buckets = index.seen.get(source)
+    if not buckets:
+        return
+    for bucket in [b for b in buckets if b + SEEN_BUCKET_MS <= below]:
+        for event_id in buckets.pop(bucket):
+            store.delete(seen_key(event_id), SEEN_ORDER)

@@ -7,11 +7,10 @@ nor flap.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from likeflow.domain.quality.windows import Counts, ratio, total
+from likeflow.domain.quality.windows import Counts, ratio
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +18,8 @@ class JudgePolicy:
     """Thresholds of the demotion loop."""
 
     prior_strength: float = 20.0
+    # Creators are judged on their closed windows of this trailing span (ms of event time).
+    horizon_ms: int = 7 * 24 * 3_600_000
     margin: float = 0.2
     min_prompts: int = 50
     min_orders: int = 20
@@ -56,13 +57,11 @@ class PlatformRates:
         }
 
 
-def platform_document(windows: Mapping[str, dict[str, Any]]) -> tuple[dict[str, Any], PlatformRates]:
-    """The served platform document (totals and rates) over the judge's retained closed windows.
+def platform_document(totals: Counts) -> tuple[dict[str, Any], PlatformRates]:
+    """The served platform document (totals and rates over the judge's horizon).
 
-    `windows` is the platform row's `windows` (window start -> summed counts). The judge writes
-    this document to Redis, and `likeflow rebuild-redis` derives it from the same row.
+    The judge writes it to Redis, and `likeflow rebuild-redis` derives it from the same rows.
     """
-    totals = total(Counts.from_dict(w) for w in windows.values())
     rates = PlatformRates.of(totals)
     return {"totals": totals.to_dict(), "rates": rates.to_dict()}, rates
 
@@ -74,9 +73,9 @@ def smoothed(successes: int, trials: int, prior_rate: float, strength: float) ->
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """One closed window of one creator, judged: smoothed rates and whether it was good or bad."""
+    """A creator judged over the horizon ending at `horizon_end`: smoothed rates, good or bad."""
 
-    window_start: int
+    horizon_end: int
     ctr: float | None
     return_rate: float | None
     complaint_rate: float | None
@@ -86,12 +85,14 @@ class Verdict:
     score: float
 
 
-def judge_window(start_ms: int, c: Counts, platform: PlatformRates, policy: JudgePolicy) -> Verdict:
-    """Judge one creator window against the platform rates.
+def judge_horizon(horizon_end: int, c: Counts, platform: PlatformRates, policy: JudgePolicy) -> Verdict:
+    """Judge a creator's counts over the horizon ending at `horizon_end` (epoch ms) against the
+    platform's rates over the same horizon.
 
     Bad when the smoothed CTR is below platform x (1 - margin), or the smoothed return or
-    complaint rate is above platform x (1 + margin). CTR is judged from `min_prompts` prompts,
-    return and complaint rates from `min_orders` orders; a window with neither is not judged.
+    complaint rate is above platform x (1 + margin). CTR is judged from `min_prompts` prompts
+    in the horizon, return and complaint rates from `min_orders` orders; with neither the
+    creator is not judged.
     """
     k = policy.prior_strength
     ctr = smoothed(c.clicks, c.prompts, platform.ctr, k) if platform.ctr is not None else None
@@ -118,7 +119,7 @@ def judge_window(start_ms: int, c: Counts, platform: PlatformRates, policy: Judg
             if cmp_ > platform.complaint_rate * (1 + policy.margin):
                 reasons.append("high_complaint_rate")
     score = _score(ctr, ret, cmp_, platform)
-    return Verdict(start_ms, ctr, ret, cmp_, judged, bool(reasons), tuple(reasons), score)
+    return Verdict(horizon_end, ctr, ret, cmp_, judged, bool(reasons), tuple(reasons), score)
 
 
 def _score(ctr: float | None, ret: float | None, cmp_: float | None, platform: PlatformRates) -> float:
@@ -134,7 +135,10 @@ def _score(ctr: float | None, ret: float | None, cmp_: float | None, platform: P
 
 @dataclass(slots=True)
 class CreatorStanding:
-    """A creator's demotion state, advanced one closed window at a time."""
+    """A creator's demotion state, advanced one judgment (one horizon end) at a time.
+
+    `last_window` is the end of the last horizon judged (epoch ms).
+    """
 
     demoted: bool = False
     bad_streak: int = 0
@@ -167,12 +171,14 @@ class CreatorStanding:
 def apply_verdict(standing: CreatorStanding, verdict: Verdict, policy: JudgePolicy) -> str | None:
     """Advance the state machine; returns "demoted" or "recovered" when the state flips.
 
-    Windows that were not judged (small samples) neither extend nor break a streak. The weight
-    is 1.0 while not demoted and max(min_weight, score) while demoted.
+    A streak counts judgments at distinct horizon ends (a creator judged twice at the same end,
+    say for a revised window, counts once). Judgments with too small a sample neither extend
+    nor break a streak. The weight is 1.0 while not demoted and max(min_weight, score) while
+    demoted.
     """
-    if verdict.window_start <= standing.last_window:
-        return None  # windows are judged once, in order
-    standing.last_window = verdict.window_start
+    if verdict.horizon_end <= standing.last_window:
+        return None  # this horizon end was judged already
+    standing.last_window = verdict.horizon_end
     if not verdict.judged:
         return None
     standing.score = verdict.score
@@ -193,23 +199,3 @@ def apply_verdict(standing: CreatorStanding, verdict: Verdict, policy: JudgePoli
             change = "recovered"
     standing.weight = max(policy.min_weight, standing.score) if standing.demoted else 1.0
     return change
-
-
-def window_applies(
-    creator_row: Mapping[str, Any] | None, platform_row: Mapping[str, Any] | None, offset: int, start: int
-) -> tuple[bool, bool]:
-    """Whether a closed window read at `offset` of `creator-windows` still has to be applied:
-    (count it into the platform totals, judge it for the creator).
-
-    Two kinds of copies reach the judge: the same record redelivered after the judge crashed
-    (same offset: each row remembers the last offset applied to it), and the same window sent
-    again at a new offset by a counting agent that crashed after sending it but before its
-    partition clock reached the changelog. A creator's windows close oldest first, so a window
-    at or before the last one applied to the creator (`last_window`) is such a copy.
-    """
-    creator = creator_row or {}
-    platform = platform_row or {}
-    resent = start <= creator.get("last_window", -1)
-    to_platform = not resent and offset > platform.get("last_offset", -1)
-    to_creator = not resent and offset > creator.get("last_offset", -1)
-    return to_platform, to_creator

@@ -1,0 +1,191 @@
+"""Batch handler `prompt_likes`: likes → join → guards and ranking → prompts to Kafka and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from agents.context import PipelineContext
+from likeflow.domain.decide import Duplicate, Skip, decide
+from likeflow.domain.quality.sources import SourceReports
+from likeflow.domain.user_state import UserState
+from likeflow.faust_batch import Completion, Records
+from likeflow.sinks.kafka_batch import KeyPartitioner, OutputBatch
+from streams.events import CreatorEvent, Invalid, Like, Prompt
+from streams.topics import CREATOR_EVENTS, LIKES, ORDER_PROMPTS
+from streams.validation import decode_like
+from tables.state_store import ChangelogStore
+
+
+class PromptLikes:
+    """Turns each fetched batch of `likes` into prompts, count records and user-state changes.
+
+    The batch's CPU work happens in `process`, in the fetch loop (one batch at a time, so the
+    user states in memory are never shared between two batches); the user states it changed go
+    to their changelog before `process` returns. The completion then waits for those changelog
+    acknowledgements *before* the prompts and count records go out: after a crash the restored
+    state knows every prompt that may have been seen, and a redelivered like re-sends its exact
+    bytes instead of deciding again. Prompts, count records, dead letters, the audit trail and
+    Redis are written concurrently; the batch's offsets are committable once all are done.
+    """
+
+    def __init__(
+        self, ctx: PipelineContext, states: ChangelogStore[UserState], reports: SourceReports
+    ) -> None:
+        settings = ctx.settings
+        self._ctx = ctx
+        self._states = states
+        self._reports = reports
+        self._prompts_topic = settings.topic(ORDER_PROMPTS)
+        self._counts_topic = settings.topic(CREATOR_EVENTS)
+        self._prompt_partition = KeyPartitioner(settings.partitions)
+        self._max_bytes = settings.max_record_bytes
+        metrics = ctx.metrics
+        self._consumed = metrics.records_consumed.labels(settings.topic(LIKES))
+        self._latency = metrics.like_to_prompt_latency
+        self._skipped = metrics.likes_skipped
+        self._batch_seconds = metrics.batch_duration.labels("prompt_likes")
+
+    async def process(self, batch: Records) -> Completion:
+        """Decide every like of the batch (see the class doc)."""
+        ctx = self._ctx
+        # Before the first like, this worker's mapping replica holds every mapping published
+        # before it started; otherwise a fresh worker would skip likes as "no_mapping". (This
+        # holds the fetch loop, and so every topic, for the seconds the replica needs at start.)
+        await ctx.video_mappings.ready.wait()
+        started = time.perf_counter()
+        now_ms = int(time.time() * 1000)
+        prompts: list[tuple[int, Prompt]] = []
+        invalid: list[tuple[Any, Invalid]] = []
+        outcomes: Counter[str] = Counter()
+        for tp, records in batch.items():
+            partition = tp.partition
+            for record in records:
+                outcome = self._one(partition, record, now_ms, prompts)
+                if isinstance(outcome, Invalid):
+                    invalid.append((record, outcome))
+                else:
+                    outcomes[outcome] += 1
+            ctx.retention.observe(partition, self._reports.clocks.get(partition, 0))
+        ctx.retention.sweep_due({tp.partition for tp in batch})
+        flushed = [await self._states.flush(tp.partition) for tp in batch]
+        count_records = self._reports.records({tp.partition for tp in batch})
+        self._account(batch, prompts, outcomes, now_ms)
+        self._batch_seconds.observe(time.perf_counter() - started)
+
+        async def complete() -> None:
+            await _all(flushed)  # the user states that record these prompts are on the changelog
+            await self._emit(prompts, count_records, invalid)
+
+        return complete
+
+    def _one(
+        self, partition: int, record: Any, now_ms: int, prompts: list[tuple[int, Prompt]]
+    ) -> str | Invalid:
+        """Decide one like; returns why it is invalid, or PROMPTED, DUPLICATE or a skip reason."""
+        ctx = self._ctx
+        decoded = decode_like(record.key, record.value, self._max_bytes)
+        if isinstance(decoded, Invalid):
+            return decoded
+        self._reports.observe(partition, decoded.ts)
+        if decoded.action == "unlike":
+            return "unlike"
+        # The join: a processing-time lookup in this worker's replica of `video-products`
+        # (like a Kafka Streams stream-GlobalKTable join). No mapping is the common case.
+        mapping = ctx.video_mappings.get(decoded.video_id)
+        if mapping is None:
+            return "no_mapping"
+        # The edge: from here on the user is a pseudonym, in state, counts, prompts and logs.
+        user = ctx.pseudonymize(decoded.user_id)
+        like = Like(decoded.event_id, user, decoded.video_id, decoded.ts, decoded.action)
+        state = self._states.get(partition, user)
+        if state is None:
+            state = UserState()
+        decision = decide(
+            state,
+            like,
+            mapping,
+            creator_weight=ctx.creator_weight(mapping.creator_id),
+            now_ms=now_ms,
+            guards=ctx.guards,
+            ranking=ctx.ranking,
+            pricing=ctx.pricing,
+        )
+        if isinstance(decision, Duplicate):
+            # Re-send the original prompt byte for byte: if the first send was lost in a crash
+            # before the producer flushed, this one delivers it.
+            if decision.prompt is not None:
+                prompts.append((partition, decision.prompt))
+                self._reports.add(partition, CreatorEvent.for_prompt(decision.prompt))
+            return DUPLICATE
+        self._states.put(partition, user, state)
+        ctx.retention.touch(partition, user, state)
+        if isinstance(decision, Skip):
+            return decision.reason.value
+        prompts.append((partition, decision.prompt))
+        # The creator's prompt count. A re-sent prompt has the same event_id, counted once.
+        self._reports.add(partition, CreatorEvent.for_prompt(decision.prompt))
+        return PROMPTED
+
+    def _account(
+        self, batch: Records, prompts: list[tuple[int, Prompt]], outcomes: Counter[str], now_ms: int
+    ) -> None:
+        metrics = self._ctx.metrics
+        self._consumed.inc(sum(len(r) for r in batch.values()))
+        for outcome, n in outcomes.items():
+            if outcome == PROMPTED:
+                metrics.prompts_emitted.inc(n)
+            elif outcome == DUPLICATE:
+                metrics.duplicates.inc(n)
+            else:
+                self._skipped.labels(outcome).inc(n)
+        for _, prompt in prompts:
+            if prompt.emitted_ts == now_ms:  # emitted now (not a re-sent one)
+                self._latency.observe(max(0, now_ms - prompt.like_ts) / 1000)
+
+    async def _emit(
+        self,
+        prompts: Sequence[tuple[int, Prompt]],
+        count_records: Sequence[tuple[int, Any]],
+        invalid: Sequence[tuple[Any, Invalid]],
+    ) -> None:
+        ctx = self._ctx
+        outputs = OutputBatch(ctx.producer())
+        audit: dict[int, list[bytes]] = {}
+        served: list[Prompt] = []
+        for partition, prompt in prompts:
+            value = prompt.to_json()
+            key = prompt.user_id.encode()
+            outputs.add(self._prompts_topic, self._prompt_partition(key), key, value, prompt.like_ts)
+            audit.setdefault(partition, []).append(value)
+            if not self._erased_since(partition, prompt):
+                served.append(prompt)
+        for k, count in count_records:
+            outputs.add(self._counts_topic, k, count.source.encode(), count.to_json(), count.clock or None)
+        ctx.dead_letters.add_all(outputs, invalid)
+        await outputs.send()
+        # Every emitted prompt (re-sends too) is on its partition's audit chain, and in Redis,
+        # before the batch's offsets can be committed; the three go out together.
+        await asyncio.gather(
+            outputs.delivered(),
+            *(ctx.audit.append(p, "prompt", values) for p, values in audit.items()),
+            ctx.prompt_store.write(served),
+        )
+
+    def _erased_since(self, partition: int, prompt: Prompt) -> bool:
+        # An erasure applied since the batch was decided has deleted the user's Redis key;
+        # writing the prompt now would bring it back (Redis refuses it too: docs/redis.md).
+        state = self._states.get(partition, prompt.user_id)
+        return state is not None and state.erased_ts >= prompt.like_ts
+
+
+PROMPTED = "prompted"
+DUPLICATE = "duplicate"
+
+
+async def _all(futures: Sequence[asyncio.Future[Any]]) -> None:
+    for future in futures:
+        await future

@@ -1,0 +1,74 @@
+"""Batch handler `route_feedback`: validates `prompt-feedback`, audits it and reports it to the counters."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from typing import Any
+
+from agents.context import PipelineContext
+from likeflow.domain.quality.sources import SourceReports
+from likeflow.faust_batch import Completion, Records
+from likeflow.sinks.kafka_batch import OutputBatch
+from streams.events import Invalid
+from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK
+from streams.validation import decode_feedback
+
+
+class RouteFeedback:
+    """Each fetched batch of feedback becomes count records (one per counting partition that
+    has events from it or has to hear the source's clock) and audit entries.
+
+    Feedback is keyed by creator like the counting partitions, but it is reported with its
+    source partition's clock: the counters judge lateness per source (docs/quality.md).
+    """
+
+    def __init__(self, ctx: PipelineContext, reports: SourceReports) -> None:
+        settings = ctx.settings
+        self._ctx = ctx
+        self._reports = reports
+        self._counts_topic = settings.topic(CREATOR_EVENTS)
+        self._max_bytes = settings.max_record_bytes
+        self._consumed = ctx.metrics.records_consumed.labels(settings.topic(PROMPT_FEEDBACK))
+        self._batch_seconds = ctx.metrics.batch_duration.labels("route_feedback")
+
+    async def process(self, batch: Records) -> Completion:
+        """Validate and pseudonymise the batch; the completion sends, audits and returns."""
+        ctx = self._ctx
+        started = time.perf_counter()
+        invalid: list[tuple[Any, Invalid]] = []
+        audit: dict[int, list[bytes]] = {}
+        for tp, records in batch.items():
+            partition = tp.partition
+            for record in records:
+                decoded = decode_feedback(record.key, record.value, self._max_bytes)
+                if isinstance(decoded, Invalid):
+                    invalid.append((record, decoded))
+                    continue
+                # The edge for feedback: the app reports the raw user id; only its pseudonym
+                # goes on.
+                feedback = replace(decoded, user_id=ctx.pseudonymize(decoded.user_id))
+                self._reports.observe(partition, feedback.ts)
+                self._reports.add(partition, feedback)
+                audit.setdefault(partition, []).append(feedback.to_json())
+        count_records = self._reports.records({tp.partition for tp in batch})
+        self._consumed.inc(sum(len(r) for r in batch.values()))
+        self._batch_seconds.observe(time.perf_counter() - started)
+
+        async def complete() -> None:
+            outputs = OutputBatch(ctx.producer())
+            for k, count in count_records:
+                outputs.add(
+                    self._counts_topic, k, count.source.encode(), count.to_json(), count.clock or None
+                )
+            ctx.dead_letters.add_all(outputs, invalid)
+            await outputs.send()
+            # Each record is forwarded and on its audit chain (or dead-lettered) before the
+            # batch's offsets can be committed.
+            await asyncio.gather(
+                outputs.delivered(),
+                *(ctx.audit.append(p, "feedback", values) for p, values in audit.items()),
+            )
+
+        return complete
