@@ -14,6 +14,7 @@ from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.user_state import UserState
 from likeflow.faust_batch import Completion, Records
 from likeflow.sinks.kafka_batch import KeyPartitioner, OutputBatch
+from likeflow.sinks.redis_prompts import ServedPrompt
 from streams.events import CreatorEvent, Invalid, Like, Prompt
 from streams.topics import CREATOR_EVENTS, LIKES, ORDER_PROMPTS
 from streams.validation import decode_like
@@ -58,7 +59,7 @@ class PromptLikes:
         await ctx.video_mappings.ready.wait()
         started = time.perf_counter()
         now_ms = int(time.time() * 1000)
-        prompts: list[tuple[int, Prompt]] = []
+        prompts: list[tuple[int, Prompt, bytes]] = []
         invalid: list[tuple[Any, Invalid]] = []
         outcomes: Counter[str] = Counter()
         for tp, records in batch.items():
@@ -83,7 +84,7 @@ class PromptLikes:
         return complete
 
     def _one(
-        self, partition: int, record: Any, now_ms: int, prompts: list[tuple[int, Prompt]]
+        self, partition: int, record: Any, now_ms: int, prompts: list[tuple[int, Prompt, bytes]]
     ) -> str | Invalid:
         """Decide one like; returns why it is invalid, or PROMPTED, DUPLICATE or a skip reason."""
         ctx = self._ctx
@@ -117,21 +118,22 @@ class PromptLikes:
         if isinstance(decision, Duplicate):
             # Re-send the original prompt byte for byte: if the first send was lost in a crash
             # before the producer flushed, this one delivers it.
-            if decision.prompt is not None:
-                prompts.append((partition, decision.prompt))
-                self._reports.add(partition, CreatorEvent.for_prompt(decision.prompt))
+            if decision.sent is not None:
+                original = decision.sent.prompt
+                prompts.append((partition, original, decision.sent.raw))
+                self._reports.add(partition, CreatorEvent.for_prompt(original))
             return DUPLICATE
         self._states.put(partition, user, state)
         ctx.retention.touch(partition, user, state)
         if isinstance(decision, Skip):
             return decision.reason.value
-        prompts.append((partition, decision.prompt))
+        prompts.append((partition, decision.prompt, decision.raw))
         # The creator's prompt count. A re-sent prompt has the same event_id, counted once.
         self._reports.add(partition, CreatorEvent.for_prompt(decision.prompt))
         return PROMPTED
 
     def _account(
-        self, batch: Records, prompts: list[tuple[int, Prompt]], outcomes: Counter[str], now_ms: int
+        self, batch: Records, prompts: list[tuple[int, Prompt, bytes]], outcomes: Counter[str], now_ms: int
     ) -> None:
         metrics = self._ctx.metrics
         self._consumed.inc(sum(len(r) for r in batch.values()))
@@ -142,27 +144,26 @@ class PromptLikes:
                 metrics.duplicates.inc(n)
             else:
                 self._skipped.labels(outcome).inc(n)
-        for _, prompt in prompts:
+        for _, prompt, _ in prompts:
             if prompt.emitted_ts == now_ms:  # emitted now (not a re-sent one)
                 self._latency.observe(max(0, now_ms - prompt.like_ts) / 1000)
 
     async def _emit(
         self,
-        prompts: Sequence[tuple[int, Prompt]],
+        prompts: Sequence[tuple[int, Prompt, bytes]],
         count_records: Sequence[tuple[int, Any]],
         invalid: Sequence[tuple[Any, Invalid]],
     ) -> None:
         ctx = self._ctx
         outputs = OutputBatch(ctx.producer())
         audit: dict[int, list[bytes]] = {}
-        served: list[Prompt] = []
-        for partition, prompt in prompts:
-            value = prompt.to_json()
+        served: list[ServedPrompt] = []
+        for partition, prompt, value in prompts:
             key = prompt.user_id.encode()
             outputs.add(self._prompts_topic, self._prompt_partition(key), key, value, prompt.like_ts)
             audit.setdefault(partition, []).append(value)
             if not self._erased_since(partition, prompt):
-                served.append(prompt)
+                served.append(ServedPrompt(prompt.user_id, prompt.like_ts, prompt.prompt_id, value))
         for k, count in count_records:
             outputs.add(self._counts_topic, k, count.source.encode(), count.to_json(), count.clock or None)
         ctx.dead_letters.add_all(outputs, invalid)

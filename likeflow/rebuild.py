@@ -44,7 +44,7 @@ from likeflow.domain.quality.judging import platform_document
 from likeflow.domain.user_state import UserState
 from likeflow.metrics import Metrics
 from likeflow.replay import topic_partitions
-from likeflow.sinks.redis_prompts import RedisPromptStore
+from likeflow.sinks.redis_prompts import RedisPromptStore, ServedPrompt
 from likeflow.sinks.redis_quality import (
     RedisQualityStore,
     WindowsUpdate,
@@ -276,7 +276,7 @@ def _gave_up(metrics: Metrics) -> float:
 
 async def _write_prompts(store: RedisPromptStore, prompts: list[Prompt]) -> None:
     for chunk in _chunks(prompts, PROMPTS_PER_WRITE):
-        if not await store.write(chunk):
+        if not await store.write([ServedPrompt.of(p) for p in chunk]):
             raise RebuildError("Redis did not accept a prompt write (see the log); nothing is lost, re-run")
 
 

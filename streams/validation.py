@@ -133,7 +133,48 @@ def _decode(build: Callable[[], T]) -> T | Invalid:
 
 
 def decode_like(key: bytes | None, value: bytes | None, max_bytes: int) -> Like | Invalid:
-    """Validate a `likes` record (key: user_id); never raises on bad input."""
+    """Validate a `likes` record (key: user_id); never raises on bad input.
+
+    The common well-formed like is accepted by a single pass of inline checks (the hot path of
+    every worker); anything that fails one goes through `decode_like_checked`, which finds the
+    reason. Both accept exactly the same records (tests/unit/test_validation.py).
+    """
+    if value is not None and key is not None and len(value) <= max_bytes:
+        try:
+            obj = orjson.loads(value)
+        except (orjson.JSONDecodeError, RecursionError):
+            obj = None
+        if type(obj) is dict:
+            event_id, user_id, video_id = obj.get("event_id"), obj.get("user_id"), obj.get("video_id")
+            ts, action = obj.get("ts"), obj.get("action")
+            if (
+                type(event_id) is str
+                and type(user_id) is str
+                and type(video_id) is str
+                and type(ts) is int
+                and MIN_TS_MS <= ts <= MAX_TS_MS
+                and (action is None or (type(action) is str and action in ACTIONS))
+                and 0 < len(event_id) <= MAX_ID_CHARS
+                and 0 < len(user_id) <= MAX_ID_CHARS
+                and 0 < len(video_id) <= MAX_ID_CHARS
+                and event_id.strip()
+                and user_id.strip()
+                and video_id.strip()
+                and _key_equals(key, user_id)
+            ):
+                return Like(event_id, user_id, video_id, ts, action or "like")
+    return decode_like_checked(key, value, max_bytes)
+
+
+def _key_equals(key: bytes, text: str) -> bool:
+    try:
+        return key.decode("utf-8") == text
+    except UnicodeDecodeError:
+        return False
+
+
+def decode_like_checked(key: bytes | None, value: bytes | None, max_bytes: int) -> Like | Invalid:
+    """`decode_like` field by field: the first rule a record breaks is its dead-letter reason."""
 
     def build() -> Like:
         if value is None:

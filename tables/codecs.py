@@ -15,8 +15,7 @@ class UserStateCodec:
     """`user_state` values: `UserState` as JSON (the shape `UserState.from_dict` reads)."""
 
     def encode(self, value: UserState) -> bytes:
-        # orjson serialises the (slotted) dataclasses natively, nested prompts included.
-        return orjson.dumps(value)
+        return value.to_json()
 
     def decode(self, raw: bytes) -> UserState:
         return UserState.from_dict(orjson.loads(raw))

@@ -42,16 +42,22 @@ class GuardPolicy:
 
 @dataclass(frozen=True, slots=True)
 class Emit:
-    """A new prompt to emit."""
+    """A new prompt to emit, and its exact bytes (also kept in the user's state)."""
 
     prompt: Prompt
+    raw: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class Duplicate:
-    """The like was processed before: state unchanged; `prompt` is what it produced then, if any."""
+    """The like was processed before: state unchanged; `sent` is what it produced then, if any."""
 
-    prompt: Prompt | None
+    sent: SentPrompt | None
+
+    @property
+    def prompt(self) -> Prompt | None:
+        """The prompt the like produced then, decoded."""
+        return None if self.sent is None else self.sent.prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +118,7 @@ def decide(
     if like.ts <= state.erased_ts:
         return Skip(NoPromptReason.ERASED)
     if like.event_id in state.seen:
-        return Duplicate(state.prompt_for(like.event_id))
+        return Duplicate(state.sent_for(like.event_id))
     if like.ts < state.high_ts - guards.dedupe_horizon_ms:
         # Older than the dedupe horizon: its event_id may have been pruned from `seen`, so it
         # could be a redelivery we can no longer recognise. Refusing it keeps dedupe exact.
@@ -121,7 +127,7 @@ def decide(
     decision = _choose(state, like, mapping, creator_weight, now_ms, guards, ranking, pricing, personalized)
     state.seen[like.event_id] = like.ts
     if isinstance(decision, Emit):
-        state.sent.append(SentPrompt(like.event_id, decision.prompt))
+        state.sent.append(SentPrompt(like.event_id, decision.prompt.product_id, like.ts, decision.raw))
     if personalized:
         add_like(
             state.affinity,
@@ -149,34 +155,31 @@ def _choose(
     if not eligible:
         return Skip(NoPromptReason.NO_ELIGIBLE_PRODUCT)
     # Event time, both directions: an out-of-order like is guarded like an in-order one.
-    recent = {
-        s.prompt.product_id for s in state.sent if abs(s.prompt.like_ts - like.ts) < guards.repeat_window_ms
-    }
+    recent = {s.product_id for s in state.sent if abs(s.like_ts - like.ts) < guards.repeat_window_ms}
     candidates = [p for p in eligible if p.product_id not in recent]
     if not candidates:
         return Skip(NoPromptReason.ALL_RECENTLY_OFFERED)
     hour = like.ts // HOUR_MS
-    if sum(1 for s in state.sent if s.prompt.like_ts // HOUR_MS == hour) >= guards.prompts_per_hour:
+    if sum(1 for s in state.sent if s.like_ts // HOUR_MS == hour) >= guards.prompts_per_hour:
         return Skip(NoPromptReason.HOURLY_CAP)
     profile = state.affinity if personalized else {}
     score, best = rank(candidates, profile, like.ts, creator_weight, ranking)[0]
     price_cents = offer_price(best, like.ts, pricing)
-    return Emit(
-        Prompt(
-            prompt_id=prompt_id_for(like.event_id, best.product_id),
-            user_id=like.user_id,
-            video_id=like.video_id,
-            creator_id=mapping.creator_id,
-            product_id=best.product_id,
-            title=best.title,
-            price_cents=price_cents,
-            offer=best.offer,
-            score=score,
-            text=offer_text(guards.language, best.offer, best.title, price_cents),
-            like_ts=like.ts,
-            emitted_ts=now_ms,
-        )
+    prompt = Prompt(
+        prompt_id=prompt_id_for(like.event_id, best.product_id),
+        user_id=like.user_id,
+        video_id=like.video_id,
+        creator_id=mapping.creator_id,
+        product_id=best.product_id,
+        title=best.title,
+        price_cents=price_cents,
+        offer=best.offer,
+        score=score,
+        text=offer_text(guards.language, best.offer, best.title, price_cents),
+        like_ts=like.ts,
+        emitted_ts=now_ms,
     )
+    return Emit(prompt, prompt.to_json())
 
 
 def _prune(state: UserState, guards: GuardPolicy) -> None:
@@ -187,4 +190,5 @@ def _prune(state: UserState, guards: GuardPolicy) -> None:
         state.seen = {e: ts for e, ts in state.seen.items() if ts >= seen_floor}
     keep_ms = max(guards.repeat_window_ms, guards.dedupe_horizon_ms, HOUR_MS)
     sent_floor = state.high_ts - keep_ms
-    state.sent = [s for s in state.sent if s.prompt.like_ts >= sent_floor]
+    if any(s.like_ts < sent_floor for s in state.sent):
+        state.sent = [s for s in state.sent if s.like_ts >= sent_floor]

@@ -21,18 +21,30 @@ class Pseudonymizer:
     which key made it, so a key rotation shows in the data instead of silently splitting users.
     """
 
-    __slots__ = ("_key", "version", "_prefix")
+    __slots__ = ("_keyed", "version", "_prefix", "_recent", "_max_recent")
 
-    def __init__(self, key: bytes, version: int) -> None:
+    def __init__(self, key: bytes, version: int, max_recent: int = 100_000) -> None:
         if len(key) < MIN_KEY_CHARS:
             raise ValueError(f"the pseudonym key must be at least {MIN_KEY_CHARS} bytes")
-        self._key = key
+        # The keyed HMAC state, copied per id: the key schedule is computed once, not per call.
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
         self.version = version
         self._prefix = f"v{version}."
+        # Recently seen ids (an active user likes again within minutes): at most `max_recent`,
+        # forgotten all at once when full. Held in memory only, like the records themselves.
+        self._recent: dict[str, str] = {}
+        self._max_recent = max_recent
 
     def __call__(self, user_id: str) -> str:
-        digest = hmac.new(self._key, user_id.encode("utf-8"), hashlib.sha256).hexdigest()
-        return self._prefix + digest[:DIGEST_HEX_CHARS]
+        pseudonym = self._recent.get(user_id)
+        if pseudonym is None:
+            keyed = self._keyed.copy()
+            keyed.update(user_id.encode("utf-8"))
+            pseudonym = self._prefix + keyed.hexdigest()[:DIGEST_HEX_CHARS]
+            if len(self._recent) >= self._max_recent:
+                self._recent.clear()
+            self._recent[user_id] = pseudonym
+        return pseudonym
 
     def __repr__(self) -> str:
         return f"Pseudonymizer(version={self.version}, key=<hidden>)"

@@ -1,20 +1,39 @@
-"""Per-user state kept in a Faust table: processed likes, recent prompts and the interest profile."""
+"""Per-user state kept in a table: processed likes, recent prompts and the interest profile."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from likeflow.domain.affinity import Affinity
 from streams.events import Prompt
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SentPrompt:
-    """A prompt the job emitted, with the like event that caused it."""
+    """A prompt the job emitted, with the like event that caused it.
+
+    `raw` is the prompt's exact JSON as it was sent: a redelivered like re-sends these bytes,
+    and the state's changelog embeds them as they are. The guards read `product_id` and
+    `like_ts`; the full `Prompt` is decoded only when needed.
+    """
 
     event_id: str
-    prompt: Prompt
+    product_id: str
+    like_ts: int
+    raw: bytes
+
+    @classmethod
+    def of(cls, event_id: str, prompt: Prompt, raw: bytes | None = None) -> SentPrompt:
+        """`prompt`, emitted for the like `event_id` (`raw`: its JSON, if already encoded)."""
+        return cls(event_id, prompt.product_id, prompt.like_ts, raw if raw is not None else prompt.to_json())
+
+    @property
+    def prompt(self) -> Prompt:
+        """The prompt decoded from `raw`."""
+        return Prompt.from_trusted(orjson.loads(self.raw))
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,12 +65,17 @@ class UserState:
     consent: ConsentState | None = None
     erased_ts: int = 0
 
-    def prompt_for(self, event_id: str) -> Prompt | None:
+    def sent_for(self, event_id: str) -> SentPrompt | None:
         """The prompt that the like `event_id` produced, if it produced one still held."""
         for sent in self.sent:
             if sent.event_id == event_id:
-                return sent.prompt
+                return sent
         return None
+
+    def prompt_for(self, event_id: str) -> Prompt | None:
+        """`sent_for(event_id)`'s prompt, decoded."""
+        sent = self.sent_for(event_id)
+        return None if sent is None else sent.prompt
 
     @property
     def last_active_ts(self) -> int:
@@ -66,19 +90,25 @@ class UserState:
         consent_ts = int(consent["ts"]) if consent else 0
         return max(int(data.get("high_ts", 0)), consent_ts, int(data.get("erased_ts", 0)))
 
+    def to_json(self) -> bytes:
+        """The table's (and its changelog's) bytes: the `to_dict` shape, prompts as sent."""
+        consent = self.consent
+        return orjson.dumps(
+            {
+                "seen": self.seen,
+                "sent": [{"event_id": s.event_id, "prompt": orjson.Fragment(s.raw)} for s in self.sent],
+                "affinity": self.affinity,
+                "high_ts": self.high_ts,
+                "consent": None
+                if consent is None
+                else {"prompts": consent.prompts, "personalized": consent.personalized, "ts": consent.ts},
+                "erased_ts": self.erased_ts,
+            }
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form for the table and its changelog."""
-        data: dict[str, Any] = {
-            "seen": self.seen,
-            "sent": [{"event_id": s.event_id, "prompt": s.prompt.to_dict()} for s in self.sent],
-            "affinity": {c: [s, r] for c, (s, r) in self.affinity.items()},
-            "high_ts": self.high_ts,
-        }
-        if self.consent is not None:
-            c = self.consent
-            data["consent"] = {"prompts": c.prompts, "personalized": c.personalized, "ts": c.ts}
-        if self.erased_ts:
-            data["erased_ts"] = self.erased_ts
+        """JSON-ready form (what `to_json` encodes)."""
+        data: dict[str, Any] = orjson.loads(self.to_json())
         return data
 
     @classmethod
@@ -86,11 +116,18 @@ class UserState:
         """Rebuild from the table; None (a user never seen) gives an empty state."""
         if not data:
             return cls()
+        consent = data.get("consent")
         return cls(
             seen=dict(data["seen"]),
-            sent=[SentPrompt(s["event_id"], Prompt.from_trusted(s["prompt"])) for s in data["sent"]],
+            sent=[_sent(s) for s in data["sent"]],
             affinity={c: (float(s), int(r)) for c, (s, r) in data["affinity"].items()},
             high_ts=int(data["high_ts"]),
-            consent=ConsentState(**data["consent"]) if data.get("consent") else None,
+            consent=ConsentState(**consent) if consent else None,
             erased_ts=int(data.get("erased_ts", 0)),
         )
+
+
+def _sent(stored: dict[str, Any]) -> SentPrompt:
+    prompt = stored["prompt"]
+    # orjson re-encodes a decoded prompt to the same bytes (field order and float text are kept).
+    return SentPrompt(stored["event_id"], prompt["product_id"], int(prompt["like_ts"]), orjson.dumps(prompt))

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -63,6 +64,22 @@ def erased_key(prefix: str, user_id: str) -> str:
     return f"{prefix}:v1:erased:{user_id}"
 
 
+class ServedPrompt(NamedTuple):
+    """A prompt as Redis serves it: its user, like ts (the score), id, and exact JSON bytes."""
+
+    user_id: str
+    like_ts: int
+    prompt_id: str
+    raw: bytes
+
+    @classmethod
+    def of(cls, prompt: Prompt, raw: bytes | None = None) -> ServedPrompt:
+        """`prompt` to serve (`raw`: its JSON, if already encoded)."""
+        return cls(
+            prompt.user_id, prompt.like_ts, prompt.prompt_id, raw if raw is not None else prompt.to_json()
+        )
+
+
 class RedisPromptStore:
     """Writes prompts to Redis in one pipelined round trip per batch, with bounded retries.
 
@@ -90,10 +107,10 @@ class RedisPromptStore:
         self._script = client.register_script(UPSERT_PROMPT_LUA)
         self._erase_script = client.register_script(ERASE_LUA)
         self._max_pending = max_pending
-        self._pending: list[Prompt] = []
+        self._pending: list[ServedPrompt] = []
         self._pending_gauge = metrics.redis_pending.labels("prompts")
 
-    async def write(self, prompts: Sequence[Prompt]) -> bool:
+    async def write(self, prompts: Sequence[ServedPrompt]) -> bool:
         """Upsert `prompts` (and any still pending); True when written.
 
         Each attempt retries connection errors for ~4 s. A failed batch is held for the next
@@ -126,7 +143,7 @@ class RedisPromptStore:
         self._pending = [p for p in self._pending if p.user_id != user_id]
         self._pending_gauge.set(len(self._pending))
 
-    async def _write_with_retries(self, prompts: Sequence[Prompt]) -> bool:
+    async def _write_with_retries(self, prompts: Sequence[ServedPrompt]) -> bool:
         if not prompts:
             return True
         for attempt, delay in enumerate((*RETRY_DELAYS_S, None)):
@@ -151,21 +168,13 @@ class RedisPromptStore:
                 return True
         return False  # unreachable: the last delay is None
 
-    async def _write_once(self, prompts: Sequence[Prompt]) -> None:
+    async def _write_once(self, prompts: Sequence[ServedPrompt]) -> None:
+        prefix, keep, ttl_ms, script = self._prefix, self._keep, self._ttl_ms, self._script
         async with self._client.pipeline(transaction=False) as pipe:
-            for prompt in prompts:
-                await self._script(
-                    keys=[
-                        prompts_key(self._prefix, prompt.user_id),
-                        erased_key(self._prefix, prompt.user_id),
-                    ],
-                    args=[
-                        prompt.like_ts,
-                        prompt.to_json(),
-                        f'"prompt_id":"{prompt.prompt_id}"',
-                        self._keep,
-                        self._ttl_ms,
-                    ],
+            for user_id, like_ts, prompt_id, raw in prompts:
+                await script(
+                    keys=[prompts_key(prefix, user_id), erased_key(prefix, user_id)],
+                    args=[like_ts, raw, f'"prompt_id":"{prompt_id}"', keep, ttl_ms],
                     client=pipe,
                 )
             await pipe.execute()

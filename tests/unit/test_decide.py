@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import replace
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from likeflow.domain.decide import (
+    PROMPT_ID_NAMESPACE,
     Duplicate,
     Emit,
     GuardPolicy,
@@ -121,9 +125,10 @@ def test_redelivered_like_returns_the_original_prompt_and_changes_nothing() -> N
         guards=GUARDS,
         ranking=RANKING,
     )
-    assert again == Duplicate(first)
+    assert isinstance(again, Duplicate) and again.sent is not None
+    assert again.sent.raw == first.to_json(), "the original bytes, not a new decision"
     assert orjson.dumps(state.to_dict()) == before
-    assert again.prompt is not None and again.prompt.to_json() == first.to_json()
+    assert again.prompt == first
 
 
 def test_redelivered_like_that_gave_no_prompt_stays_without_one() -> None:
@@ -201,3 +206,16 @@ def test_state_round_trips_through_json() -> None:
 def test_copy_language_follows_the_policy(language: str, text: str) -> None:
     prompt = emitted(run(UserState(), like(), mapping("v1", product("a")), GuardPolicy(language=language)))
     assert prompt.text == text
+
+
+@given(event_id=st.text(min_size=1, max_size=40), product_id=st.text(min_size=1, max_size=40))
+def test_prompt_ids_are_rfc_4122_uuid5(event_id: str, product_id: str) -> None:
+    expected = uuid.uuid5(PROMPT_ID_NAMESPACE, f"{event_id}\x1f{product_id}").hex
+    assert prompt_id_for(event_id, product_id) == expected
+
+
+def test_a_state_round_trips_through_its_changelog_bytes_with_the_prompts_as_sent() -> None:
+    state = UserState()
+    first = emitted(run(state, like("e1"), mapping("v1", product("a"), product("b"))))
+    restored = UserState.from_dict(orjson.loads(state.to_json()))
+    assert restored.sent[0].raw == first.to_json() and restored.to_json() == state.to_json()

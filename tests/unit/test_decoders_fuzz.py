@@ -21,7 +21,14 @@ from streams.events import (
     UserErasure,
     VideoMapping,
 )
-from streams.validation import decode_consent, decode_erasure, decode_feedback, decode_like, decode_mapping
+from streams.validation import (
+    decode_consent,
+    decode_erasure,
+    decode_feedback,
+    decode_like,
+    decode_like_checked,
+    decode_mapping,
+)
 
 MAX = 65_536
 DECODERS: list[tuple[str, Callable[[bytes | None, bytes | None, int], Any], tuple[type, ...]]] = [
@@ -124,3 +131,24 @@ def test_backfill_lines(obj: Any) -> None:
 def test_hostile_inputs(value: bytes) -> None:
     for _, decode, ok in DECODERS:
         check(decode, ok, b"k", value)
+
+
+likes_near_valid = st.fixed_dictionaries(
+    {},
+    optional={
+        "event_id": st.text(max_size=130) | json_values,
+        "user_id": st.sampled_from(["u1", " ", "", "u" * 129]) | json_values,
+        "video_id": st.text(max_size=5) | json_values,
+        "ts": st.integers(10**10, 3 * 10**14) | st.booleans() | json_values,
+        "action": st.sampled_from(["like", "unlike", "LIKE", None]) | json_values,
+    },
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(obj=likes_near_valid, key=st.sampled_from([b"u1", b"", b"\xff", None, " ".encode()]))
+def test_the_like_fast_path_accepts_exactly_what_the_checked_path_accepts(
+    obj: Any, key: bytes | None
+) -> None:
+    value = orjson.dumps(obj)
+    assert decode_like(key, value, MAX) == decode_like_checked(key, value, MAX)

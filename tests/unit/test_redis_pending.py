@@ -11,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from likeflow.domain.user_state import UserState
 from likeflow.metrics import Metrics
 from likeflow.sinks import redis_prompts, redis_quality
-from likeflow.sinks.redis_prompts import RedisPromptStore
+from likeflow.sinks.redis_prompts import RedisPromptStore, ServedPrompt
 from likeflow.sinks.redis_quality import RedisQualityStore, WindowsUpdate
 from tests.factories import BASE_TS, like, mapping
 from tests.unit.test_privacy import emitted, run
@@ -59,7 +59,9 @@ def no_retry_delays(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def prompt(n: int) -> Any:
-    return emitted(run(UserState(), like(f"e{n}", user_id=f"u{n}", ts=BASE_TS + n), mapping()))
+    return ServedPrompt.of(
+        emitted(run(UserState(), like(f"e{n}", user_id=f"u{n}", ts=BASE_TS + n), mapping()))
+    )
 
 
 async def test_prompts_are_held_while_redis_is_down_and_written_when_it_returns() -> None:
