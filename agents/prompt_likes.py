@@ -114,6 +114,7 @@ class PromptLikes:
             guards=ctx.guards,
             ranking=ctx.ranking,
             pricing=ctx.pricing,
+            offset=record.offset,
         )
         if isinstance(decision, Duplicate):
             # Re-send the original prompt byte for byte: if the first send was lost in a crash
@@ -121,7 +122,9 @@ class PromptLikes:
             if decision.sent is not None:
                 original = decision.sent.prompt
                 prompts.append((partition, original, decision.sent.raw))
-                self._reports.add(partition, CreatorEvent.for_prompt(original))
+                # Counted at the like that first produced it: the counters count each like of a
+                # source once (by offset), so a re-send counts only if the first never arrived.
+                self._reports.add(partition, CreatorEvent.for_prompt(original), decision.sent.offset)
             return DUPLICATE
         self._states.put(partition, user, state)
         ctx.retention.touch(partition, user, state)
@@ -129,7 +132,7 @@ class PromptLikes:
             return decision.reason.value
         prompts.append((partition, decision.prompt, decision.raw))
         # The creator's prompt count. A re-sent prompt has the same event_id, counted once.
-        self._reports.add(partition, CreatorEvent.for_prompt(decision.prompt))
+        self._reports.add(partition, CreatorEvent.for_prompt(decision.prompt), record.offset)
         return PROMPTED
 
     def _account(

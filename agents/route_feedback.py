@@ -50,7 +50,7 @@ class RouteFeedback:
                 # goes on.
                 feedback = replace(decoded, user_id=ctx.pseudonymize(decoded.user_id))
                 self._reports.observe(partition, feedback.ts)
-                self._reports.add(partition, feedback)
+                self._reports.add(partition, feedback, record.offset)
                 audit.setdefault(partition, []).append(feedback.to_json())
         count_records = self._reports.records({tp.partition for tp in batch})
         self._consumed.inc(sum(len(r) for r in batch.values()))

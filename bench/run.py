@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from bench.generate import DataSet, likes, mappings
 from config import child_env  # stdlib only: importable from the bench virtualenv too
@@ -35,6 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 BOOTSTRAP = "127.0.0.1:9092"
 PARTITIONS = 4
+# Name prefixes of everything a run creates (topics, consumer groups, Redis keys): dropped at the
+# end, so the local stack does not grow from run to run (a broker with thousands of partition
+# logs and a Redis with millions of keys would slow the next run down).
+CREATED: list[str] = []
 
 
 def log(msg: str) -> None:
@@ -207,7 +212,7 @@ def start_worker(
         "LIKEFLOW_WEB_PORT": str(port),
         "LIKEFLOW_REDIS_PREFIX": app_id,
         "LIKEFLOW_DATA_DIR": str(workdir / (name or app_id)),
-        "LIKEFLOW_LOG_LEVEL": "warning",
+        "LIKEFLOW_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
     }
     return subprocess.Popen(
         [str(ROOT / ".venv/bin/likeflow"), "worker", "--quiet"],
@@ -228,6 +233,7 @@ async def likeflow_throughput(prefix: str, n: int, workdir: Path, workers: int =
     await _ensure_likeflow_topics(env_prefix)
     ports = [16066 + 10 * i for i in range(workers)]
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
+    CREATED.append(app_id)
     procs = [start_worker(env_prefix, app_id, port, workdir, f"{app_id}-{port}") for port in ports]
     likes_metric = 'likeflow_records_consumed_total{topic="' + env_prefix + 'likes"}'
     accounted_metrics = (
@@ -239,7 +245,8 @@ async def likeflow_throughput(prefix: str, n: int, workdir: Path, workers: int =
         first = done = 0.0
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+            # Twice a second: each scrape costs the worker a full /metrics exposition.
+            await asyncio.sleep(0.5)
             try:
                 consumed = sum(metric(port, likes_metric) for port in ports)
                 accounted = sum(metric(port, m) for port in ports for m in accounted_metrics)
@@ -285,6 +292,7 @@ async def _ensure_likeflow_topics(prefix: str) -> None:
 async def quix_throughput(prefix: str, n: int, workdir: Path) -> dict[str, float]:
     await create_topics(prefix, ["quix-prompts"])
     group = f"quix-{uuid.uuid4().hex[:6]}"
+    CREATED.append(group)
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.quix_peer", BOOTSTRAP, prefix, group, str(workdir / group)],
         cwd=ROOT,
@@ -306,6 +314,7 @@ async def quix_throughput(prefix: str, n: int, workdir: Path) -> dict[str, float
 async def likeflow_latency(rates: list[int], seconds: float, workdir: Path) -> dict[str, dict[str, float]]:
     """p50/p99/p999 like ts -> prompt arrival at fixed offered rates, on a fresh namespace."""
     prefix = f"lat-{uuid.uuid4().hex[:6]}."
+    CREATED.append(prefix)
     ds = DataSet(likes=0, users=200_000, videos=5_000, creators=500)
     await _ensure_likeflow_topics(prefix)
     producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=1, acks=1)
@@ -315,6 +324,7 @@ async def likeflow_latency(rates: list[int], seconds: float, workdir: Path) -> d
         await producer.send(prefix + "video-products", orjson.dumps(video), key=video["video_id"].encode())
     await producer.flush()
     port, app_id = 16067, f"bench-lat-{uuid.uuid4().hex[:6]}"
+    CREATED.append(app_id)
     proc = start_worker(prefix, app_id, port, workdir)
     results: dict[str, dict[str, float]] = {}
     try:
@@ -464,7 +474,7 @@ def write_report(results: dict[str, Any], stamp: str) -> Path:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="50k likes, one latency rate: a few minutes")
+    parser.add_argument("--quick", action="store_true", help="200k likes, one latency rate: a few minutes")
     parser.add_argument(
         "--only-likeflow", action="store_true", help="skip the baselines (for iterating on the job)"
     )
@@ -474,9 +484,12 @@ async def main() -> None:
     parser.add_argument("--no-latency", action="store_true", help="skip the fixed-rate latency runs")
     args = parser.parse_args()
     sizes = [int(w) for w in args.workers.split(",")]
-    ds = DataSet(likes=50_000, users=20_000, videos=5_000, creators=500) if args.quick else DataSet()
+    # Quick: 200k likes, so one worker runs for tens of seconds (a steady state, and the
+    # twice-a-second sampling of its progress is a small part of the measurement).
+    ds = DataSet(likes=200_000, users=80_000, videos=5_000, creators=500) if args.quick else DataSet()
     rates = [1000] if args.quick else [1000, 5000, 20000]
     prefix = f"bench-{uuid.uuid4().hex[:6]}."
+    CREATED.append(prefix)
     workdir = Path(tempfile.mkdtemp(prefix="likeflow-bench-"))
     log(f"data: {ds}; topics {prefix}*; logs in {workdir}")
     await create_topics(prefix, ["likes", "video-products"])
@@ -508,6 +521,33 @@ async def main() -> None:
     path = write_report(results, time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else ""))
     log(f"report: {path}")
     print(path.read_text())
+    await drop_created()
+
+
+async def drop_created() -> None:
+    """Delete the run's topics and Redis keys (CREATED); a failure is reported, not raised."""
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        await admin.start()
+        try:
+            topics = [t for t in await admin.list_topics() if any(p in t for p in CREATED)]
+            for start in range(0, len(topics), 200):
+                await admin.delete_topics(topics[start : start + 200], timeout_ms=60_000)
+        finally:
+            await admin.close()
+        keys = 0
+        for name in CREATED:
+            found = subprocess.run(
+                ["redis-cli", "--scan", "--pattern", f"{name}*"], capture_output=True, text=True, check=True
+            ).stdout.split()
+            for start in range(0, len(found), 1000):
+                subprocess.run(
+                    ["redis-cli", "unlink", *found[start : start + 1000]], capture_output=True, check=True
+                )
+            keys += len(found)
+        log(f"dropped {len(topics)} topics and {keys} Redis keys of this run")
+    except (OSError, subprocess.CalledProcessError, KafkaError) as exc:
+        log(f"could not drop this run's topics and keys ({exc!r}); `make stack-clean` wipes them")
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import AIOKafkaProducer
 
+from streams.events import kept
+
 V = TypeVar("V")
 
 
@@ -169,7 +171,7 @@ class ChangelogStore(Generic[V]):
         records: list[tuple[bytes, bytes | None]] = []
         for key in keys:
             value = cache.get(key)
-            raw = None if value is None else encode(value)
+            raw = None if value is None else kept(encode(value))
             key_bytes = key.encode()
             if raw is not None:
                 storage.set(partition, key_bytes, raw)

@@ -35,19 +35,49 @@ def total_at(affinity: Affinity, ts: int, half_life_ms: float) -> float:
     return sum(decayed(score, ref, ts, half_life_ms) for score, ref in affinity.values())
 
 
-def add_like(affinity: Affinity, categories: Iterable[str], ts: int, half_life_ms: float) -> None:
-    """Count one like at `ts` (epoch ms) for each distinct category, in place."""
-    for category in set(categories):
-        score, ref = affinity.get(category, (0.0, ts))
-        if ts >= ref:
-            affinity[category] = (decayed(score, ref, ts, half_life_ms) + 1.0, ts)
+def scores_at(affinity: Affinity, ts: int, half_life_ms: float) -> dict[str, float]:
+    """Every category's score at `ts` (epoch ms), in the profile's order: what `score_at`,
+    `total_at` (summed in this order) and `add_like` compute, decayed once per like."""
+    out = {}
+    for category, (score, ref) in affinity.items():
+        age = ts - ref
+        out[category] = score if age <= 0 else score * 2.0 ** (-age / half_life_ms)
+    return out
+
+
+def add_like(
+    affinity: Affinity,
+    categories: Iterable[str],
+    ts: int,
+    half_life_ms: float,
+    current: dict[str, float] | None = None,
+) -> None:
+    """Count one like at `ts` (epoch ms) for each distinct category, in place.
+
+    `categories` are taken in their order, once each (a video lists its products' categories
+    in a fixed order, so the profile's order, and every float summed over it, is the same on
+    every worker and every replay). `current` is `scores_at(affinity, ts, half_life_ms)` if
+    the caller has it.
+    """
+    if current is None:
+        current = scores_at(affinity, ts, half_life_ms)
+    else:
+        current = dict(current)
+    for category in dict.fromkeys(categories):
+        held = affinity.get(category)
+        if held is None:
+            affinity[category] = (1.0, ts)
+            current[category] = 1.0
+        elif ts >= held[1]:
+            affinity[category] = entry = (current[category] + 1.0, ts)
+            current[category] = entry[0]
         else:  # an out-of-order like: decay its contribution to the stored reference time
-            affinity[category] = (score + decayed(1.0, ts, ref, half_life_ms), ref)
-    _forget(affinity, ts, half_life_ms)
+            affinity[category] = entry = (held[0] + decayed(1.0, ts, held[1], half_life_ms), held[1])
+            current[category] = decayed(entry[0], entry[1], ts, half_life_ms)
+    _forget(affinity, current)
 
 
-def _forget(affinity: Affinity, now_ts: int, half_life_ms: float) -> None:
-    current = {c: decayed(s, r, now_ts, half_life_ms) for c, (s, r) in affinity.items()}
+def _forget(affinity: Affinity, current: dict[str, float]) -> None:
     for category, value in current.items():
         if value < FORGET_BELOW:
             del affinity[category]

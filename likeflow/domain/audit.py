@@ -114,15 +114,26 @@ def encode_entry(entry: Entry) -> bytes:
 
 
 def extend(head: Head, kind: Kind, records: Iterable[bytes]) -> tuple[list[bytes], Head]:
-    """Entries appending `records` (JSON bytes each) to the chain ending at `head`, and the new head."""
+    """Entries appending `records` (JSON bytes each) to the chain ending at `head`, and the new head.
+
+    The same bytes as `encode_entry` of each `Entry` and the same hashes as `entry_hash`
+    (tests/unit/test_audit_chain.py), assembled around the record's canonical JSON, which is
+    encoded once.
+    """
     if kind not in KINDS:
         raise AuditError(f"kind must be one of {sorted(KINDS)}, not {kind!r}")
     out: list[bytes] = []
+    kind_json = orjson.dumps(kind)
     for raw in records:
-        record = canonical_record(raw)
+        record = orjson.dumps(canonical_record(raw), option=_CANONICAL)
         seq = head.next_seq
-        digest = entry_hash(head.hash, seq, kind, record)
-        out.append(encode_entry(Entry(seq, kind, record, head.hash, digest)))
+        seq_json = str(seq).encode()
+        prev = head.hash.encode("ascii")
+        digest = hashlib.sha256(prev + b"[" + seq_json + b"," + kind_json + b"," + record + b"]").hexdigest()
+        out.append(
+            b'{"hash":"' + digest.encode() + b'","kind":' + kind_json + b',"prev":"' + prev
+            + b'","record":' + record + b',"seq":' + seq_json + b"}"
+        )  # fmt: skip
         head = Head(seq, digest)
     return out, head
 

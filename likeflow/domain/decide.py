@@ -7,12 +7,12 @@ import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
-from likeflow.domain.affinity import add_like
+from likeflow.domain.affinity import add_like, scores_at
 from likeflow.domain.copy import offer_text
 from likeflow.domain.pricing import PricePolicy, offer_price
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy, rank
 from likeflow.domain.user_state import SentPrompt, UserState
-from streams.events import Like, Prompt, VideoMapping
+from streams.events import Like, Prompt, VideoMapping, kept
 
 # Fixed namespace: prompt ids must stay the same across versions and replays.
 PROMPT_ID_NAMESPACE = uuid.UUID("6f1d3c5e-8a57-4b0e-9a7e-1f4c2b9d0a11")
@@ -99,8 +99,11 @@ def decide(
     guards: GuardPolicy,
     ranking: RankingPolicy,
     pricing: PricePolicy = NO_CAMPAIGN,
+    offset: int = -1,
 ) -> Decision:
     """Decide the prompt for `like` joined with `mapping`, updating `state` in place.
+
+    `offset` is the like's position in its input partition, kept with the prompt it produces.
 
     The user's controls first: a user who turned prompts off gets none and the like is not
     recorded; a like from before the user's erasure request is ignored. Then dedupe (by
@@ -124,17 +127,16 @@ def decide(
         # could be a redelivery we can no longer recognise. Refusing it keeps dedupe exact.
         return Skip(NoPromptReason.TOO_LATE)
     personalized = state.consent is None or state.consent.personalized
-    decision = _choose(state, like, mapping, creator_weight, now_ms, guards, ranking, pricing, personalized)
+    # The profile's scores at the like, decayed once: ranked on, then updated with the like.
+    current = scores_at(state.affinity, like.ts, ranking.affinity_half_life_ms) if personalized else {}
+    decision = _choose(state, like, mapping, creator_weight, now_ms, guards, ranking, pricing, current)
     state.seen[like.event_id] = like.ts
     if isinstance(decision, Emit):
-        state.sent.append(SentPrompt(like.event_id, decision.prompt.product_id, like.ts, decision.raw))
-    if personalized:
-        add_like(
-            state.affinity,
-            (p.category for p in mapping.products),
-            like.ts,
-            ranking.affinity_half_life_ms,
+        state.sent.append(
+            SentPrompt(like.event_id, decision.prompt.product_id, like.ts, decision.raw, offset)
         )
+    if personalized:
+        add_like(state.affinity, mapping.categories, like.ts, ranking.affinity_half_life_ms, current)
     state.high_ts = max(state.high_ts, like.ts)
     _prune(state, guards)
     return decision
@@ -149,9 +151,9 @@ def _choose(
     guards: GuardPolicy,
     ranking: RankingPolicy,
     pricing: PricePolicy,
-    personalized: bool,
+    current: dict[str, float],
 ) -> Decision:
-    eligible = [p for p in mapping.products if p.eligible]
+    eligible = mapping.eligible
     if not eligible:
         return Skip(NoPromptReason.NO_ELIGIBLE_PRODUCT)
     # Event time, both directions: an out-of-order like is guarded like an in-order one.
@@ -162,8 +164,7 @@ def _choose(
     hour = like.ts // HOUR_MS
     if sum(1 for s in state.sent if s.like_ts // HOUR_MS == hour) >= guards.prompts_per_hour:
         return Skip(NoPromptReason.HOURLY_CAP)
-    profile = state.affinity if personalized else {}
-    score, best = rank(candidates, profile, like.ts, creator_weight, ranking)[0]
+    score, best = rank(candidates, state.affinity, like.ts, creator_weight, ranking, current)[0]
     price_cents = offer_price(best, like.ts, pricing)
     prompt = Prompt(
         prompt_id=prompt_id_for(like.event_id, best.product_id),
@@ -179,16 +180,16 @@ def _choose(
         like_ts=like.ts,
         emitted_ts=now_ms,
     )
-    return Emit(prompt, prompt.to_json())
+    return Emit(prompt, kept(prompt.to_json()))
 
 
 def _prune(state: UserState, guards: GuardPolicy) -> None:
     # Pruning follows the user's own event-time clock (high_ts), never the wall clock, so a
     # replay of the same likes leaves the same state behind.
     seen_floor = state.high_ts - guards.dedupe_horizon_ms
-    if any(ts < seen_floor for ts in state.seen.values()):
+    if state.seen and min(state.seen.values()) < seen_floor:
         state.seen = {e: ts for e, ts in state.seen.items() if ts >= seen_floor}
     keep_ms = max(guards.repeat_window_ms, guards.dedupe_horizon_ms, HOUR_MS)
     sent_floor = state.high_ts - keep_ms
-    if any(s.like_ts < sent_floor for s in state.sent):
+    if state.sent and min(s.like_ts for s in state.sent) < sent_floor:
         state.sent = [s for s in state.sent if s.like_ts >= sent_floor]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from likeflow.domain.affinity import Affinity, score_at, total_at
+from likeflow.domain.affinity import Affinity, score_at, scores_at, total_at
 from streams.events import Product
 
 HOUR_MS = 3_600_000
@@ -65,18 +65,21 @@ def rank(
     ts: int,
     creator_weight: float,
     policy: RankingPolicy,
+    current: dict[str, float] | None = None,
 ) -> list[tuple[float, Product]]:
     """Products best first; ties go to the lower price, then the smaller product_id.
 
-    The same scores as `score_product` for each (the profile's total and the time-of-day factor
-    depend only on the like, so they are computed once).
+    The same scores as `score_product` for each: the profile's scores at `ts` (`current`, from
+    `affinity.scores_at`, if the caller has them), their total and the time-of-day factor depend
+    only on the like, so they are computed once.
     """
-    half_life = policy.affinity_half_life_ms
-    denominator = 1.0 + total_at(affinity, ts, half_life)
+    if current is None:
+        current = scores_at(affinity, ts, policy.affinity_half_life_ms)
+    denominator = 1.0 + sum(current.values())
     time_factor = time_of_day_factor(ts, policy)
     scored = []
     for p in products:
-        share = score_at(affinity, p.category, ts, half_life) / denominator
+        share = current.get(p.category, 0.0) / denominator
         raw = creator_weight * (1.0 + 2.0 * share) * stock_factor(p.stock) * time_factor
         scored.append((round(raw, 6), p))
     if len(scored) > 1:

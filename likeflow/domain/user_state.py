@@ -24,11 +24,16 @@ class SentPrompt:
     product_id: str
     like_ts: int
     raw: bytes
+    # The offset of the like in its `likes` partition (-1: unknown): a re-sent prompt is
+    # reported to the counters at the like that first produced it (docs/quality.md).
+    offset: int = -1
 
     @classmethod
-    def of(cls, event_id: str, prompt: Prompt, raw: bytes | None = None) -> SentPrompt:
+    def of(cls, event_id: str, prompt: Prompt, raw: bytes | None = None, offset: int = -1) -> SentPrompt:
         """`prompt`, emitted for the like `event_id` (`raw`: its JSON, if already encoded)."""
-        return cls(event_id, prompt.product_id, prompt.like_ts, raw if raw is not None else prompt.to_json())
+        return cls(
+            event_id, prompt.product_id, prompt.like_ts, raw if raw is not None else prompt.to_json(), offset
+        )
 
     @property
     def prompt(self) -> Prompt:
@@ -96,7 +101,10 @@ class UserState:
         return orjson.dumps(
             {
                 "seen": self.seen,
-                "sent": [{"event_id": s.event_id, "prompt": orjson.Fragment(s.raw)} for s in self.sent],
+                "sent": [
+                    {"event_id": s.event_id, "offset": s.offset, "prompt": orjson.Fragment(s.raw)}
+                    for s in self.sent
+                ],
                 "affinity": self.affinity,
                 "high_ts": self.high_ts,
                 "consent": None
@@ -130,4 +138,10 @@ class UserState:
 def _sent(stored: dict[str, Any]) -> SentPrompt:
     prompt = stored["prompt"]
     # orjson re-encodes a decoded prompt to the same bytes (field order and float text are kept).
-    return SentPrompt(stored["event_id"], prompt["product_id"], int(prompt["like_ts"]), orjson.dumps(prompt))
+    return SentPrompt(
+        stored["event_id"],
+        prompt["product_id"],
+        int(prompt["like_ts"]),
+        orjson.dumps(prompt),
+        stored.get("offset", -1),
+    )

@@ -6,9 +6,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -39,6 +40,38 @@ if n > keep then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - keep - 1) end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 return 1
 """
+
+# The same upsert for many users in one call (a single Redis node: all keys are local): KEYS =
+# (prompt set, erasure marker) per prompt; ARGV = keep, ttl ms, then (like_ts, payload,
+# prompt-id marker) per prompt. One command per batch instead of one per prompt.
+UPSERT_PROMPTS_LUA = """
+local keep, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local written = 0
+for p = 0, #KEYS / 2 - 1 do
+  local key, marker = KEYS[2 * p + 1], KEYS[2 * p + 2]
+  local score, payload, id = ARGV[3 + 3 * p], ARGV[4 + 3 * p], ARGV[5 + 3 * p]
+  local erased = redis.call('GET', marker)
+  local fresh = not (erased and tonumber(erased) >= tonumber(score))
+  if fresh then
+    local members = redis.call('ZRANGE', key, 0, -1)
+    for i = 1, #members do
+      if string.find(members[i], id, 1, true) then fresh = false; break end
+    end
+  end
+  if fresh then
+    redis.call('ZADD', key, score, payload)
+    local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', '(' .. (tonumber(newest[2]) - ttl))
+    local n = redis.call('ZCARD', key)
+    if n > keep then redis.call('ZREMRANGEBYRANK', key, 0, n - keep - 1) end
+    redis.call('PEXPIRE', key, ttl)
+    written = written + 1
+  end
+end
+return written
+"""
+# Prompts per batched call: a call blocks Redis while it runs (~5 µs a prompt).
+PROMPTS_PER_CALL = 1000
 
 # KEYS[1] = the prompt set, KEYS[2] = the erasure marker; ARGV = erasure ts, ttl ms. The marker
 # outlives every prompt it could refuse (prompts expire after the same TTL in like time).
@@ -105,6 +138,9 @@ class RedisPromptStore:
         self._ttl_ms = ttl_s * 1000
         self._metrics = metrics
         self._script = client.register_script(UPSERT_PROMPT_LUA)
+        self._batch_script = client.register_script(UPSERT_PROMPTS_LUA)
+        # Redis Cluster refuses a script whose keys are in different slots: one call per prompt.
+        self._one_node = not isinstance(client, RedisCluster)
         self._erase_script = client.register_script(ERASE_LUA)
         self._max_pending = max_pending
         self._pending: list[ServedPrompt] = []
@@ -169,14 +205,23 @@ class RedisPromptStore:
         return False  # unreachable: the last delay is None
 
     async def _write_once(self, prompts: Sequence[ServedPrompt]) -> None:
-        prefix, keep, ttl_ms, script = self._prefix, self._keep, self._ttl_ms, self._script
+        prefix, keep, ttl_ms = self._prefix, self._keep, self._ttl_ms
         async with self._client.pipeline(transaction=False) as pipe:
-            for user_id, like_ts, prompt_id, raw in prompts:
-                await script(
-                    keys=[prompts_key(prefix, user_id), erased_key(prefix, user_id)],
-                    args=[like_ts, raw, f'"prompt_id":"{prompt_id}"', keep, ttl_ms],
-                    client=pipe,
-                )
+            if self._one_node:
+                for start in range(0, len(prompts), PROMPTS_PER_CALL):
+                    keys: list[str] = []
+                    args: list[Any] = [keep, ttl_ms]
+                    for user_id, like_ts, prompt_id, raw in prompts[start : start + PROMPTS_PER_CALL]:
+                        keys += (prompts_key(prefix, user_id), erased_key(prefix, user_id))
+                        args += (like_ts, raw, f'"prompt_id":"{prompt_id}"')
+                    await self._batch_script(keys=keys, args=args, client=pipe)
+            else:
+                for user_id, like_ts, prompt_id, raw in prompts:
+                    await self._script(
+                        keys=[prompts_key(prefix, user_id), erased_key(prefix, user_id)],
+                        args=[like_ts, raw, f'"prompt_id":"{prompt_id}"', keep, ttl_ms],
+                        client=pipe,
+                    )
             await pipe.execute()
 
     async def erase(self, user_id: str, erased_ts: int) -> None:

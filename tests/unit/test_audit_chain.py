@@ -12,7 +12,10 @@ from likeflow.domain.audit import (
     GENESIS_HASH,
     AuditError,
     BreakReason,
+    Entry,
     Head,
+    encode_entry,
+    entry_hash,
     extend,
     head_of,
     verify,
@@ -229,3 +232,29 @@ def test_property_any_chain_verifies_and_any_byte_flip_is_caught(
     broken = verify(at(tampered, 0))
     assert broken.first_break is not None and broken.first_break.offset == index
     assert broken.count == index
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    records=st.lists(
+        st.dictionaries(
+            st.text(max_size=8),
+            st.integers(-(2**63), 2**63 - 1)
+            | st.text(max_size=10)
+            | st.floats(allow_nan=False, allow_infinity=False),
+            max_size=5,
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    kind=st.sampled_from(["prompt", "feedback"]),
+)
+def test_extend_builds_exactly_the_canonical_entries(records: list[dict[str, object]], kind: str) -> None:
+    """extend assembles entry bytes by hand: they must equal encode_entry of the same entries."""
+    head = GENESIS
+    entries, _ = extend(head, kind, [orjson.dumps(r) for r in records])  # type: ignore[arg-type]
+    for raw, data in zip(records, entries, strict=True):
+        seq = head.next_seq
+        digest = entry_hash(head.hash, seq, kind, raw)
+        assert data == encode_entry(Entry(seq, kind, raw, head.hash, digest))
+        head = Head(seq, digest)

@@ -242,29 +242,58 @@ def test_a_copy_after_a_crash_that_lost_the_dedupe_entry_is_not_counted_again() 
 
 
 def workload(seed: int) -> list[CountRecord]:
-    """Records of two sources over a few hours: duplicates, disorder, late events, idle markers."""
+    """Records of two sources over a few hours: duplicates, disorder, late events, idle markers.
+
+    The likes source reports offsets (prompts of a like are de-duplicated by them), re-sending
+    a prompt with the offset of the like that first produced it; feedback is de-duplicated by id.
+    """
     rng = random.Random(seed)
     out: list[CountRecord] = []
     clocks = {s: T0 for s in SOURCES}
+    like_offset = 0
+    sent: list[tuple[CreatorEvent, int]] = []  # prompts of the likes source, with their like offset
     for n in range(40):
         source = rng.choice(SOURCES)
         if rng.random() < 0.1:
             out.append(CountRecord(source, clocks[source], [], [], idle=True))
             continue
-        events, cl = [], []
+        events, cl, offsets = [], [], []
         for i in range(rng.randint(0, 4)):
             ts = clocks[source] + rng.randint(-2 * H, 20 * 60_000)  # out of order, sometimes late
             clocks[source] = max(clocks[source], ts)
-            kind = "prompt" if source.startswith("likes") else rng.choice(["click", "order", "return"])
-            eid = (
-                f"{source}-{n}-{i}"
-                if rng.random() > 0.15 or not out
-                else rng.choice(out[-1].events or [event("z", "click", ts)]).event_id
-            )
-            events.append(event(eid, kind, ts, rng.choice(["c1", "c2"])))
+            if source.startswith("likes"):
+                like_offset += 1
+                if sent and rng.random() < 0.15:  # a duplicate like: its prompt re-sent as it was
+                    again, first_offset = rng.choice(sent)
+                    events.append(again)
+                    offsets.append(first_offset)
+                else:
+                    prompt = event(f"prompt:{n}-{i}", "prompt", ts, rng.choice(["c1", "c2"]))
+                    sent.append((prompt, like_offset))
+                    events.append(prompt)
+                    offsets.append(like_offset)
+            else:
+                eid = (
+                    f"{source}-{n}-{i}"
+                    if rng.random() > 0.15 or not out
+                    else rng.choice(out[-1].events or [event("z", "click", ts)]).event_id
+                )
+                events.append(
+                    event(eid, rng.choice(["click", "order", "return"]), ts, rng.choice(["c1", "c2"]))
+                )
+                offsets.append(-1)
             cl.append(clocks[source])
-        out.append(CountRecord(source, clocks[source], events, cl))
+        out.append(CountRecord(source, clocks[source], events, cl, False, offsets))
     return out
+
+
+def test_a_prompt_re_sent_for_a_duplicate_like_counts_once() -> None:
+    first = CountRecord("likes/0", T0, [event("prompt:a", "prompt", T0)], [T0], False, [7])
+    again = CountRecord("likes/0", T0 + 5, [event("prompt:a", "prompt", T0)], [T0 + 5], False, [7])
+    store, effects = run([first, again])
+    assert [o for _, o in effects.outcomes] == [Outcome.COUNTED, Outcome.DUPLICATE]
+    assert windows(store)[("c1", T0)]["prompts"] == 1
+    assert not any(k.startswith("s|") for k in store.values), "no dedupe entry for prompts"
 
 
 @settings(max_examples=120, deadline=None)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from likeflow.domain.affinity import Affinity, add_like, score_at
 from likeflow.domain.copy import format_price, offer_text
@@ -13,6 +15,7 @@ from likeflow.domain.ranking import (
     RankingPolicy,
     local_hour,
     rank,
+    score_product,
     stock_factor,
     time_of_day_factor,
 )
@@ -92,3 +95,29 @@ def test_prices_are_formatted_in_yuan() -> None:
     assert format_price(12900) == "129.00"
     assert format_price(5) == "0.05"
     assert offer_text("en", "booking", "Spa", 19990) == "Book Spa for ¥199.90 in one tap"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    profile=st.dictionaries(
+        st.sampled_from(["dress", "bag", "shoe", "hat", "toy"]),
+        st.tuples(st.floats(0.01, 50), st.integers(BASE_TS - 30 * 24 * 3_600_000, BASE_TS + 3_600_000)),
+        max_size=5,
+    ),
+    stocks=st.lists(st.integers(0, 30), min_size=1, max_size=5),
+    weight=st.floats(0.2, 1.0),
+)
+def test_rank_scores_are_exactly_score_product(
+    profile: dict[str, tuple[float, int]], stocks: list[int], weight: float
+) -> None:
+    """rank decays the profile once per like; the scores must be those of the documented formula."""
+    products = [
+        product(f"p{i}", category=["dress", "bag", "shoe"][i % 3], stock=s) for i, s in enumerate(stocks)
+    ]
+    policy = RankingPolicy()
+    ranked = rank(products, profile, BASE_TS, weight, policy)
+    assert sorted(s for s, _ in ranked) == sorted(
+        score_product(p, profile, BASE_TS, weight, policy) for p in products
+    )
+    for score, p in ranked:
+        assert score == score_product(p, profile, BASE_TS, weight, policy)

@@ -49,10 +49,12 @@ class WindowPolicy:
 
 @dataclass(slots=True)
 class SourceClock:
-    """What one source has reported to this partition: its clock (epoch ms) and whether it is idle."""
+    """What one source has reported to this partition: its clock (epoch ms), whether it is idle,
+    and the highest source offset of a prompt event applied (prompts are de-duplicated by it)."""
 
     clock: int = 0
     idle: bool = False
+    offset: int = -1
 
 
 @dataclass(slots=True)
@@ -90,7 +92,7 @@ class PartitionClock:
         """JSON-ready form for the table."""
         return {
             "offset": self.offset,
-            "sources": {n: [s.clock, s.idle] for n, s in self.sources.items()},
+            "sources": {n: [s.clock, s.idle, s.offset] for n, s in self.sources.items()},
             "closed_until": self.closed_until,
         }
 
@@ -99,7 +101,10 @@ class PartitionClock:
         """Rebuild; None gives a fresh clock."""
         if not data:
             return cls()
-        sources = {n: SourceClock(int(c), bool(i)) for n, (c, i) in data.get("sources", {}).items()}
+        sources = {
+            n: SourceClock(int(v[0]), bool(v[1]), int(v[2]) if len(v) > 2 else -1)
+            for n, v in data.get("sources", {}).items()
+        }
         return cls(int(data["offset"]), sources, int(data["closed_until"]))
 
 
@@ -145,7 +150,7 @@ class WindowRow:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Seen:
     """The dedupe entry of an event id: where it was counted, its ts and its source."""
 
@@ -198,15 +203,24 @@ def classify(
     ts: int,
     source_clock: int,
     policy: WindowPolicy,
+    source_offset: int = -1,
+    source_high: int = -1,
 ) -> Outcome:
     """Decide what the event at (`offset`, `index`) with event time `ts` does, before any write.
 
     `row` is the window row it would count into, `seen` its event_id's dedupe entry (if seen
-    within the horizon), `source_clock` its source's clock at this event.
+    within the horizon), `source_clock` its source's clock at this event. A prompt event is
+    de-duplicated by `source_offset`, the like it came from, against `source_high`, the highest
+    one applied from its source: a source reports its likes in order, so a prompt at or below
+    it was counted (or found late) before, whether re-sent after a restart or for a duplicate
+    like. Other events are de-duplicated by their event_id (`seen`).
     """
     if offset <= clock.offset or (row is not None and row.stamped_at_or_after(offset, index)):
         return Outcome.REDELIVERED
-    if seen is not None:
+    if source_offset >= 0:
+        if source_offset <= source_high:
+            return Outcome.DUPLICATE
+    elif seen is not None:
         return Outcome.REDELIVERED if (seen.offset, seen.index) == (offset, index) else Outcome.DUPLICATE
     end = window_start(ts, policy.size_ms) + policy.size_ms
     if end <= closed_until(source_clock - policy.grace_ms, policy.size_ms):

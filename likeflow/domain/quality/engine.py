@@ -102,13 +102,16 @@ def apply_record(
     """
     source = clock.source(record.source)
     revised: set[tuple[str, int]] = set()
+    offsets = record.offsets
     for i, event in enumerate(record.events):
         event_clock = max(source.clock, record.clocks[i] if i < len(record.clocks) else event.ts)
         start = window_start(event.ts, policy.size_ms)
         row_key = window_key(event.creator_id, start)
         row = store.get(row_key)
         row = row if isinstance(row, WindowRow) else None
-        seen = store.get(seen_key(event.event_id))
+        # Prompts from a source that reports offsets are de-duplicated by offset, with no entry.
+        by_offset = event.kind == "prompt" and i < len(offsets) and offsets[i] >= 0
+        seen = None if by_offset else store.get(seen_key(event.event_id))
         seen = seen if isinstance(seen, Seen) else None
         outcome = classify(
             clock,
@@ -119,11 +122,15 @@ def apply_record(
             ts=event.ts,
             source_clock=event_clock,
             policy=policy,
+            source_offset=offsets[i] if by_offset else -1,
+            source_high=source.offset,
         )
         source.clock = event_clock
+        if by_offset and offsets[i] > source.offset:
+            source.offset = offsets[i]
         effects.outcomes.append((event, outcome))
         if outcome is Outcome.REDELIVERED:
-            if seen is None and offset > clock.offset:
+            if seen is None and not by_offset and offset > clock.offset:
                 # Recognised by the row's stamp: the row reached the changelog with this event
                 # counted, but a crash lost the dedupe entry written after it. Restore the entry,
                 # or a later copy of the event would find none and be counted a second time.
@@ -139,7 +146,8 @@ def apply_record(
             row.counts.add_event(event.kind, event.amount_cents)
             row.last_offset, row.last_index = offset, i
             store.put(row_key, row, ROW_ORDER)
-            _remember(store, index, event, offset, i, record.source)
+            if not by_offset:
+                _remember(store, index, event, offset, i, record.source)
             index.add_window(event.creator_id, start)
             effects.changed.setdefault(event.creator_id, {})[start] = row
             if start < clock.closed_until:

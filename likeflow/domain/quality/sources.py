@@ -31,7 +31,9 @@ class SourceReports:
     counting_partitions: int
     partition_of: Callable[[str], int]  # creator_id -> counting partition
     clocks: dict[int, int] = field(default_factory=dict)  # source partition -> its clock (epoch ms)
-    _events: dict[tuple[int, int], tuple[list[CreatorEvent], list[int]]] = field(default_factory=dict)
+    _events: dict[tuple[int, int], tuple[list[CreatorEvent], list[int], list[int]]] = field(
+        default_factory=dict
+    )
     _reported: dict[tuple[int, int], _Reported] = field(default_factory=dict)
 
     def observe(self, source: int, ts: int) -> int:
@@ -41,14 +43,16 @@ class SourceReports:
             self.clocks[source] = clock = ts
         return clock
 
-    def add(self, source: int, event: CreatorEvent) -> None:
-        """An event of `source`, counted in the window of its own ts (after `observe`)."""
+    def add(self, source: int, event: CreatorEvent, offset: int) -> None:
+        """An event of `source` from the record at `offset` of the source partition, counted in
+        the window of its own ts (after `observe`)."""
         k = self.partition_of(event.creator_id)
         events = self._events.get((source, k))
         if events is None:
-            events = self._events[(source, k)] = ([], [])
+            events = self._events[(source, k)] = ([], [], [])
         events[0].append(event)
         events[1].append(self.clocks.get(source, event.ts))
+        events[2].append(offset)
 
     def records(self, sources: set[int]) -> list[tuple[int, CountRecord]]:
         """(counting partition, record) of this batch for the source partitions it read."""
@@ -57,12 +61,12 @@ class SourceReports:
             clock = self.clocks.get(source, 0)
             name = source_name(self.topic, source)
             for k in range(self.counting_partitions):
-                events, clocks = self._events.pop((source, k), ([], []))
+                events, clocks, offsets = self._events.pop((source, k), ([], [], []))
                 reported = self._reported.get((source, k))
                 if reported is None:
                     reported = self._reported[(source, k)] = _Reported()
                 if events or clock > reported.clock or reported.idle:
-                    out.append((k, CountRecord(name, clock, events, clocks)))
+                    out.append((k, CountRecord(name, clock, events, clocks, False, offsets)))
                     reported.clock, reported.idle = clock, False
         return out
 

@@ -47,8 +47,15 @@ class Counts:
             setattr(self, field, getattr(self, field) + getattr(other, field))
 
     def to_dict(self) -> dict[str, int]:
-        """JSON-ready counts."""
-        return {name: getattr(self, name) for name in COUNT_FIELDS}
+        """JSON-ready counts, in COUNT_FIELDS order."""
+        return {
+            "prompts": self.prompts,
+            "clicks": self.clicks,
+            "orders": self.orders,
+            "returns": self.returns,
+            "complaints": self.complaints,
+            "gmv_cents": self.gmv_cents,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Counts:
