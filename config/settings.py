@@ -13,6 +13,7 @@ T = TypeVar("T")
 
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
+STORES = ("memory://", "rocksdict://")
 KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 
 
@@ -35,6 +36,9 @@ class Settings:
     # Partition count of every topic the job creates, and of `likes`: the user_state table is
     # co-partitioned with `likes` (Faust assigns the same partition numbers to one worker).
     partitions: int = 4
+    # Where a worker keeps its tables: "memory://" (restored from the changelogs at every start)
+    # or "rocksdict://" (on disk under `data_dir`, RocksDB via rocksdict; a restart replays only
+    # the changelog records written since).
     store: str = "memory://"
     data_dir: str = ".run/worker-data"
     log_level: str = "info"
@@ -143,6 +147,11 @@ class Settings:
         return f"{self.topic_prefix}{name}"
 
     @property
+    def faust_store(self) -> str:
+        """The Faust store URL of `store` (Faust's RocksDB store runs on rocksdict when installed)."""
+        return "rocksdb://" if self.store == "rocksdict://" else self.store
+
+    @property
     def kafka_urls(self) -> list[str]:
         """Broker list in Faust's `kafka://host:port` form."""
         return [f"kafka://{h.strip()}" for h in self.kafka_bootstrap.split(",") if h.strip()]
@@ -153,6 +162,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check(self.partitions >= 1, "PARTITIONS", "must be at least 1")
+        _check(self.store in STORES, "STORE", f"must be one of {', '.join(STORES)}")
         _check(6 <= self.session_timeout_s <= 300, "SESSION_TIMEOUT_S", "must be 6-300 s (broker limits)")
         _check(
             self.stall_timeout_s == 0 or self.stall_timeout_s >= 10,

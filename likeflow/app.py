@@ -76,7 +76,7 @@ def create_app(settings: Settings) -> faust.App:
         settings.app_id,
         broker=settings.kafka_urls,
         broker_credentials=connections.faust_broker_credentials(settings),
-        store=settings.store,
+        store=settings.faust_store,
         datadir=settings.data_dir,
         autodiscover=False,
         topic_partitions=settings.partitions,

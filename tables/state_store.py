@@ -26,10 +26,12 @@ Kafka semantics:
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import AIOKafkaProducer
+from faust.types import TP
 
 from streams.events import kept
 
@@ -56,7 +58,7 @@ class _MemoryBytes:
         self._values: dict[bytes, bytes] = store.data
         self._partitions: dict[bytes, int] = store._key_partition
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, partition: int, key: bytes) -> bytes | None:
         return self._values.get(key)
 
     def set(self, partition: int, key: bytes, value: bytes | None) -> None:
@@ -70,8 +72,42 @@ class _MemoryBytes:
     def keys(self, partition: int) -> Iterator[bytes]:
         return (k for k, p in list(self._partitions.items()) if p == partition)
 
+    def acknowledged(self, tp: Any, offset: int) -> None:
+        """Memory tables are always restored from the changelog's start: nothing to record."""
+
     def __len__(self) -> int:
         return len(self._values)
+
+
+class _RocksBytes:
+    """The bytes of a Faust `rocksdb://` table (`faust.stores.rocksdb.Store`, on rocksdict): one
+    database per partition. `acknowledged` records the highest changelog offset written, as
+    Faust's own table writes do, so a restart only replays the changelog past it."""
+
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        value: bytes | None = self._store._db_for_partition(partition).get(key)
+        return value
+
+    def set(self, partition: int, key: bytes, value: bytes | None) -> None:
+        db = self._store._db_for_partition(partition)
+        if value is None:
+            db.delete(key)
+        else:
+            db.put(key, value)
+
+    def keys(self, partition: int) -> Iterator[bytes]:
+        db = self._store._db_for_partition(partition)
+        offset_key = self._store.offset_key
+        return (k for k in db.keys() if k != offset_key)
+
+    def acknowledged(self, tp: Any, offset: int) -> None:
+        self._store.set_persisted_offset(tp, offset)
+
+    def __len__(self) -> int:
+        return sum(1 for db in self._store._dbs.values() for _ in db.keys())
 
 
 class ChangelogStore(Generic[V]):
@@ -89,7 +125,7 @@ class ChangelogStore(Generic[V]):
         self._codec = codec
         self._producer = producer
         self._max_cached = max_cached
-        self._bytes: _MemoryBytes | None = None
+        self._bytes: _MemoryBytes | _RocksBytes | None = None
         self._cache: dict[int, dict[str, V]] = {}
         self._dirty: dict[int, dict[str, int]] = {}
         self._unacked: dict[int, list[asyncio.Future[Any]]] = {}
@@ -101,9 +137,10 @@ class ChangelogStore(Generic[V]):
         name: str = self._table.changelog_topic.get_topic_name()
         return name
 
-    def _storage(self) -> _MemoryBytes:
+    def _storage(self) -> _MemoryBytes | _RocksBytes:
         if self._bytes is None:
-            self._bytes = _MemoryBytes(self._table.data)
+            data = self._table.data
+            self._bytes = _RocksBytes(data) if hasattr(data, "_db_for_partition") else _MemoryBytes(data)
         return self._bytes
 
     def get(self, partition: int, key: str) -> V | None:
@@ -114,7 +151,7 @@ class ChangelogStore(Generic[V]):
         value = cache.get(key)
         if value is not None:
             return value
-        raw = self._storage().get(key.encode())
+        raw = self._storage().get(partition, key.encode())
         if raw is None:
             return None
         value = self._codec.decode(raw)
@@ -194,9 +231,19 @@ class ChangelogStore(Generic[V]):
                         futures.append(await producer.send_batch(builder, topic, partition=partition))
                         builder = producer.create_batch()
                         builder.append(key=key, value=raw, timestamp=None)
-                futures.append(await producer.send_batch(builder, topic, partition=partition))
+                future = await producer.send_batch(builder, topic, partition=partition)
+                futures.append(future)
+                future.add_done_callback(functools.partial(self._on_acknowledged, topic, partition, builder))
                 self.changelog_records += len(records)
         return self._acknowledged(partition)
+
+    def _on_acknowledged(self, topic: str, partition: int, builder: Any, future: asyncio.Future[Any]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return
+        # The last record of the batch: its base offset plus the records before it.
+        self._storage().acknowledged(
+            TP(topic, partition), future.result().offset + builder.record_count() - 1
+        )
 
     def _acknowledged(self, partition: int) -> asyncio.Future[Any]:
         futures = [f for f in self._unacked.get(partition, []) if not f.done() or f.exception()]

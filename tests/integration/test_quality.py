@@ -208,8 +208,9 @@ def with_overrides(settings: Settings, **overrides: Any) -> Settings:
     return load_settings(settings.to_env(), **overrides)
 
 
-async def test_counts_stay_exact_across_kill_9(private: Settings, tmp_path: Path) -> None:
-    settings = private
+@pytest.mark.parametrize("store", ["memory://", "rocksdict://"])
+async def test_counts_stay_exact_across_kill_9(private: Settings, tmp_path: Path, store: str) -> None:
+    settings = with_overrides(private, store=store)
     await ensure_topics(settings)
     rng = random.Random(42)
     creators = [f"k-c{i}" for i in range(6)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import time
 from pathlib import Path
@@ -51,9 +52,13 @@ def likes(batch: str, offset_s: int) -> list[Record]:
     ]
 
 
-@pytest.fixture(scope="module")
-def restart_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    settings = private_settings(base_settings, tmp_path_factory)
+@pytest.fixture(scope="module", params=["memory://", "rocksdict://"])
+def restart_settings(
+    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Settings:
+    """A namespace of its own per store: on `rocksdict://` the restarted worker reopens the state
+    the killed one left on disk (same data directory) and replays the changelog past it."""
+    settings = dataclasses.replace(private_settings(base_settings, tmp_path_factory), store=request.param)
     asyncio.run(ensure_topics(settings))
     return settings
 
