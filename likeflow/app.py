@@ -221,6 +221,8 @@ def _register_batch_handlers(
     for topic, handler in handlers:
         router.register(topic.get_topic_name(), handler)
         app.topics.add(topic)  # subscribed (and co-partitioned by Faust's assignor) like an agent's
+    for store in (ctx.user_states, creator_counts):
+        router.restore(store.changelog_topic, store.apply_changelog)
 
     async def forget_partitions(app: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Sent after every batch in flight finished and its offsets were committed: another

@@ -31,8 +31,10 @@ What the batch topics lose: Faust's per-record sensors and stream operators, `cu
 
 This module is the only place that overrides Faust or aiokafka internals for batch delivery:
 `Consumer._getmany`, `_new_offset` and `_filter_tps_with_pending_acks` (the commit bookkeeping),
-`_read_offset`, `AIOKafkaConsumerThread._create_worker_consumer` (to bound the fetch wait) and
-the producer's aiokafka client. `tests/unit/test_faust_batch.py` fails when faust-streaming or
+`_read_offset`, `AIOKafkaConsumerThread._create_worker_consumer` (to bound the fetch wait), the
+producer's aiokafka client, and the recovery's offset bookkeeping (`Recovery.active_offsets`,
+`standby_offsets`, `_active_events_received_at`, `_standby_events_received_at`) for the bulk
+restore of the batch handlers' tables. `tests/unit/test_faust_batch.py` fails when faust-streaming or
 aiokafka change them.
 """
 
@@ -78,6 +80,9 @@ class BatchRouter:
     """Which topics are delivered in batches, and to which handler; how many may be in flight."""
 
     handlers: dict[str, BatchHandler] = field(default_factory=dict)
+    # Changelog topics whose records are applied in bulk during recovery and standby replay:
+    # topic -> apply(partition, records) (tables.state_store.ChangelogStore.apply_changelog).
+    changelogs: dict[str, Callable[[int, Sequence[Any]], None]] = field(default_factory=dict)
     # Batches of one topic whose outputs may be awaited while the next batch is processed.
     max_in_flight: int = 4
     # Bounded fetch wait (ms): how long the broker may hold a fetch that has no records yet.
@@ -87,6 +92,10 @@ class BatchRouter:
     def register(self, topic: str, handler: BatchHandler) -> None:
         """Deliver `topic`'s records to `handler` (the full topic name, prefix included)."""
         self.handlers[topic] = handler
+
+    def restore(self, changelog_topic: str, apply: Callable[[int, Sequence[Any]], None]) -> None:
+        """Apply `changelog_topic`'s records in bulk while Faust recovers or replays a standby."""
+        self.changelogs[changelog_topic] = apply
 
 
 class _Pipeline:
@@ -170,7 +179,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _getmany(self, active_partitions: Any, timeout: float) -> Any:  # noqa: ASYNC109 - Faust's signature
         records = await super()._getmany(active_partitions, timeout)
-        handlers = self.batch_router.handlers
+        router = self.batch_router
+        handlers = router.handlers
+        if records and router.changelogs:
+            records = self._restore_in_bulk(records, active_partitions)
         if not records or not any(tp.topic in handlers for tp in records):
             return records
         generation = self.app.consumer_generation_id
@@ -188,6 +200,50 @@ class BatchConsumer(faust_aiokafka.Consumer):
         if by_topic and self.flow_active and not self.should_stop:
             if self.app.consumer_generation_id == generation:
                 await self._deliver(by_topic)
+        return rest
+
+    def _restore_in_bulk(self, records: Any, active_partitions: Any) -> Any:
+        """Apply fetched changelog records of the router's tables in bulk, all but each
+        partition's last one, which Faust's recovery receives as usual.
+
+        Faust's recovery takes changelog records one event at a time (~180 µs each: a restore
+        of 200k records took 35 s). Here the records are written to the table's storage at once
+        and Faust's recovery offsets moved past them (`active_offsets` / `standby_offsets`,
+        what it compares with the highwaters to decide that recovery is complete); the last
+        record of each batch still goes through Faust, so its bookkeeping and its end-of-recovery
+        signal run exactly as they do without this path.
+        """
+        changelogs = self.batch_router.changelogs
+        if not any(tp.topic in changelogs for tp in records):
+            return records
+        recovery: Any = self.app.tables.recovery  # type: ignore[attr-defined]  # SeekFirstTableManager
+        now = time.monotonic()
+        rest: dict[Any, Any] = {}
+        for tp, batch in records.items():
+            apply = changelogs.get(tp.topic)
+            ftp = TP(tp.topic, tp.partition)
+            if (
+                apply is None
+                or len(batch) < 2
+                or (active_partitions is not None and tp not in active_partitions)
+            ):
+                rest[tp] = batch
+                continue
+            if ftp in recovery.active_tps:
+                offsets = recovery.active_offsets
+                recovery._active_events_received_at[ftp] = now
+            elif ftp in recovery.standby_tps:
+                offsets = recovery.standby_offsets
+                recovery._standby_events_received_at[ftp] = now
+            else:
+                rest[tp] = batch
+                continue
+            seen = offsets.get(ftp)
+            fresh = [r for r in batch[:-1] if seen is None or r.offset > seen]
+            if fresh:
+                apply(tp.partition, fresh)
+                offsets[ftp] = fresh[-1].offset
+            rest[tp] = batch[-1:]
         return rest
 
     def _fresh(self, tp: Any, batch: Sequence[Any]) -> list[Any]:

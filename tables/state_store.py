@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from aiokafka import AIOKafkaProducer
@@ -72,6 +72,16 @@ class _MemoryBytes:
     def keys(self, partition: int) -> Iterator[bytes]:
         return (k for k, p in list(self._partitions.items()) if p == partition)
 
+    def apply(self, partition: int, records: Sequence[Any]) -> None:
+        values, partitions = self._values, self._partitions
+        for record in records:
+            if record.value is None:
+                values.pop(record.key, None)
+                partitions.pop(record.key, None)
+            else:
+                values[record.key] = record.value
+                partitions[record.key] = partition
+
     def acknowledged(self, tp: Any, offset: int) -> None:
         """Memory tables are always restored from the changelog's start: nothing to record."""
 
@@ -102,6 +112,15 @@ class _RocksBytes:
         db = self._store._db_for_partition(partition)
         offset_key = self._store.offset_key
         return (k for k in db.keys() if k != offset_key)
+
+    def apply(self, partition: int, records: Sequence[Any]) -> None:
+        db = self._store._db_for_partition(partition)
+        for record in records:
+            if record.value is None:
+                db.delete(record.key)
+            else:
+                db.put(record.key, record.value)
+        self._store.set_persisted_offset(TP(records[-1].topic, partition), records[-1].offset)
 
     def acknowledged(self, tp: Any, offset: int) -> None:
         self._store.set_persisted_offset(tp, offset)
@@ -260,6 +279,11 @@ class ChangelogStore(Generic[V]):
     def forget(self) -> None:
         """Drop every decoded value (after a rebalance: read them again from storage)."""
         self._cache.clear()
+
+    def apply_changelog(self, partition: int, records: Sequence[Any]) -> None:
+        """Write changelog records (aiokafka ConsumerRecords, in offset order) to storage, as
+        Faust's recovery does (a null value deletes), in one pass."""
+        self._storage().apply(partition, records)
 
 
 class Snapshot:

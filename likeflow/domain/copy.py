@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from streams.events import Offer
 
 TEMPLATES: dict[str, dict[Offer, str]] = {
@@ -23,6 +25,8 @@ def format_price(price_cents: int) -> str:
     return f"{price_cents // 100}.{price_cents % 100:02d}"
 
 
+@functools.lru_cache(maxsize=65_536)
 def offer_text(language: str, offer: Offer, title: str, price_cents: int) -> str:
-    """The prompt's `text` for `language` ('zh' or 'en')."""
+    """The prompt's `text` for `language` ('zh' or 'en'). Cached: a catalogue's products are
+    offered again and again at the same few prices."""
     return TEMPLATES[language][offer].format(title=title, price=format_price(price_cents))
