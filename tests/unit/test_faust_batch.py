@@ -1,0 +1,138 @@
+"""Batch delivery: completions in order, failures stop what follows, and the Faust internals it needs.
+
+The shape tests fail when faust-streaming or aiokafka change what `likeflow.faust_batch`,
+`likeflow.faust_recovery` and `tables.state_store` override or read: re-check those modules
+against the new version before changing the pins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from importlib import metadata
+from typing import Any
+
+import aiokafka
+import faust
+from faust.stores import memory, rocksdb
+from faust.tables.recovery import Recovery
+from faust.transport import consumer as faust_consumer
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from likeflow import faust_batch
+from likeflow.faust_batch import _Pipeline
+
+
+def test_the_versions_these_adaptations_were_written_for() -> None:
+    assert metadata.version("faust-streaming") == faust_batch.FAUST_VERSION == faust.__version__
+    assert metadata.version("aiokafka") == faust_batch.AIOKAFKA_VERSION == aiokafka.__version__
+
+
+def params(fn: Any) -> list[str]:
+    return list(inspect.signature(fn).parameters)
+
+
+def test_the_consumer_methods_overridden_keep_their_shape() -> None:
+    base = faust_consumer.Consumer
+    assert params(faust_consumer.ThreadDelegateConsumer._getmany) == ["self", "active_partitions", "timeout"]
+    assert params(base._new_offset) == ["self", "tp"]
+    assert params(base._filter_tps_with_pending_acks) == ["self", "topics"]
+    assert params(base.wait_empty) == ["self"]
+    assert params(base.on_partitions_revoked) == ["self", "revoked"]
+    # The drain loop asks getmany -> _wait_next_records -> _getmany, and keeps read offsets.
+    assert "_wait_next_records" in inspect.getsource(base.getmany)
+    assert "self._getmany(" in inspect.getsource(base._wait_next_records)
+    assert "_read_offset" in inspect.getsource(base.perform_seek)
+    # Commits go through _new_offset for every partition _filter_tps_with_pending_acks yields.
+    assert "_filter_tps_with_pending_acks" in inspect.getsource(base.force_commit)
+    assert "_new_offset" in inspect.getsource(base._filter_committable_offsets)
+    assert params(faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer) == ["self", "transport"]
+    assert "fetch_max_wait_ms=1500" in inspect.getsource(
+        faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
+    )
+    assert "_fetch_max_wait_ms" in inspect.getsource(aiokafka.AIOKafkaConsumer.__init__)
+    assert params(faust_aiokafka.Consumer._new_consumer_thread) == ["self"]
+    assert faust_aiokafka.Transport.Consumer is faust_aiokafka.Consumer
+
+
+def test_the_recovery_bookkeeping_read_and_moved_keeps_its_names() -> None:
+    init = inspect.getsource(Recovery.__init__)
+    for name in ("active_offsets", "standby_offsets", "active_tps", "standby_tps"):
+        assert f"self.{name}" in init
+    slurp = inspect.getsource(Recovery._slurp_changelogs.fun)  # a mode ServiceTask
+    assert "self._active_events_received_at" in slurp and "self._standby_events_received_at" in slurp
+    assert "offset > seen_offset" in slurp, "records at or below the recovery offset are skipped"
+
+
+def test_the_stores_written_keep_their_shape() -> None:
+    assert "self._key_partition" in inspect.getsource(memory.Store.__post_init__)
+    assert "self.data" in inspect.getsource(memory.Store.__post_init__)
+    assert params(rocksdb.Store._db_for_partition) == ["self", "partition"]
+    assert params(rocksdb.Store.set_persisted_offset) == ["self", "tp", "offset"]
+    assert rocksdb.Store.offset_key == b"__faust\0offset__"
+    assert params(faust_aiokafka.Producer._ensure_producer) == ["self"]
+
+
+async def test_completions_finish_in_order_and_each_one_marks_its_batch() -> None:
+    done: list[int] = []
+    marked: list[int] = []
+
+    def completion(n: int, delay: float) -> Any:
+        async def run() -> None:
+            await asyncio.sleep(delay)
+            done.append(n)
+
+        return run
+
+    crashes: list[BaseException] = []
+
+    async def on_crash(exc: BaseException) -> None:
+        crashes.append(exc)
+
+    pipeline = _Pipeline("t", limit=3, on_crash=on_crash)
+    for n, delay in ((1, 0.03), (2, 0.0), (3, 0.01)):
+        await pipeline.room()
+        pipeline.submit(completion(n, delay), lambda n=n: marked.append(n), f"t@{n}")
+    assert pipeline.busy
+    await pipeline.idle()
+    assert done == [1, 2, 3] and marked == [1, 2, 3] and not crashes and not pipeline.busy
+
+
+async def test_a_failed_completion_stops_the_worker_and_nothing_after_it_is_marked() -> None:
+    marked: list[int] = []
+    crashes: list[BaseException] = []
+
+    async def on_crash(exc: BaseException) -> None:
+        crashes.append(exc)
+
+    async def fails() -> None:
+        raise RuntimeError("not delivered")
+
+    async def fine() -> None:
+        return None
+
+    pipeline = _Pipeline("t", limit=4, on_crash=on_crash)
+    pipeline.submit(fine, lambda: marked.append(1), "t@1")
+    pipeline.submit(fails, lambda: marked.append(2), "t@2")
+    pipeline.submit(fine, lambda: marked.append(3), "t@3")
+    await pipeline.idle()
+    assert marked == [1], "offsets after a failed batch are never committable"
+    assert len(crashes) == 1 and pipeline.failed is crashes[0]
+
+
+async def test_room_waits_while_the_limit_is_reached() -> None:
+    release = asyncio.Event()
+
+    async def held() -> None:
+        await release.wait()
+
+    async def on_crash(exc: BaseException) -> None:
+        raise AssertionError(exc)
+
+    pipeline = _Pipeline("t", limit=1, on_crash=on_crash)
+    pipeline.submit(held, lambda: None, "t@1")
+    waiting = asyncio.ensure_future(pipeline.room())
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    release.set()
+    await asyncio.wait_for(waiting, 1)
