@@ -13,6 +13,7 @@ from likeflow.domain.decide import Duplicate, Skip, decide
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.user_state import UserState
 from likeflow.faust_batch import Completion, Records
+from likeflow.metrics import observe_many
 from likeflow.sinks.kafka_batch import KeyPartitioner, OutputBatch
 from likeflow.sinks.redis_prompts import ServedPrompt
 from streams.events import CreatorEvent, Invalid, Like, Prompt
@@ -147,9 +148,11 @@ class PromptLikes:
                 metrics.duplicates.inc(n)
             else:
                 self._skipped.labels(outcome).inc(n)
-        for _, prompt, _ in prompts:
-            if prompt.emitted_ts == now_ms:  # emitted now (not a re-sent one)
-                self._latency.observe(max(0, now_ms - prompt.like_ts) / 1000)
+        # Emitted now (not a re-sent one): like ts to emission, seconds.
+        observe_many(
+            self._latency,
+            (max(0, now_ms - p.like_ts) / 1000 for _, p, _ in prompts if p.emitted_ts == now_ms),
+        )
 
     async def _emit(
         self,

@@ -611,8 +611,12 @@ async def main() -> None:
             throughput[name] = await likeflow_throughput(prefix, n, workdir, size, store)
     for name, r in throughput.items():
         log(f"{name}: {r['rate']:,.0f} likes/s")
-    steps_cpu = {} if args.no_steps else per_step_cpu(workdir)
-    latency = {} if args.no_latency else await likeflow_latency(steps, workdir)
+    try:
+        steps_cpu = {} if args.no_steps else per_step_cpu(workdir)
+        latency = {} if args.no_latency else await likeflow_latency(steps, workdir)
+    except BaseException:
+        await drop_created()
+        raise
     results = {
         "mode": "quick" if args.quick else "full",
         "machine": machine(),

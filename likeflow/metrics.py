@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from likeflow.domain.decide import NoPromptReason
@@ -186,6 +189,26 @@ class Metrics:
             self.batch_duration.labels(agent)
         for rate in ("ctr", "conversion", "return_rate", "complaint_rate"):
             self.platform_rate.labels(rate)
+
+
+def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
+    """`histogram.observe(a)` for every amount, with one update per bucket (a batch's prompts).
+
+    Uses the histogram's buckets and sum (prometheus_client 0.26 internals; tests/unit/
+    test_metrics.py fails if they change): `observe` takes a lock per call, once per prompt.
+    """
+    bounds: list[float] = histogram._upper_bounds
+    counts = [0] * len(bounds)
+    total = 0.0
+    for amount in amounts:
+        counts[bisect.bisect_left(bounds, amount)] += 1
+        total += amount
+    if not any(counts):
+        return
+    histogram._sum.inc(total)
+    for i, n in enumerate(counts):
+        if n:
+            histogram._buckets[i].inc(n)
 
 
 # Why a valid like produced no prompt: dropped before the decision, or the decision's reasons.

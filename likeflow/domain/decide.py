@@ -157,12 +157,20 @@ def _choose(
     if not eligible:
         return Skip(NoPromptReason.NO_ELIGIBLE_PRODUCT)
     # Event time, both directions: an out-of-order like is guarded like an in-order one.
-    recent = {s.product_id for s in state.sent if abs(s.like_ts - like.ts) < guards.repeat_window_ms}
-    candidates = [p for p in eligible if p.product_id not in recent]
+    # One pass over the user's recent prompts: the products offered within the repeat window,
+    # and the prompts of this like's clock hour.
+    ts, window, hour = like.ts, guards.repeat_window_ms, like.ts // HOUR_MS
+    recent: set[str] = set()
+    this_hour = 0
+    for sent in state.sent:
+        if abs(sent.like_ts - ts) < window:
+            recent.add(sent.product_id)
+        if sent.like_ts // HOUR_MS == hour:
+            this_hour += 1
+    candidates = [p for p in eligible if p.product_id not in recent] if recent else list(eligible)
     if not candidates:
         return Skip(NoPromptReason.ALL_RECENTLY_OFFERED)
-    hour = like.ts // HOUR_MS
-    if sum(1 for s in state.sent if s.like_ts // HOUR_MS == hour) >= guards.prompts_per_hour:
+    if this_hour >= guards.prompts_per_hour:
         return Skip(NoPromptReason.HOURLY_CAP)
     score, best = rank(candidates, state.affinity, like.ts, creator_weight, ranking, current)[0]
     price_cents = offer_price(best, like.ts, pricing)
