@@ -12,14 +12,14 @@ import orjson
 
 from agents.context import PipelineContext
 from likeflow.domain.quality.counting import PartitionClock, WindowPolicy
-from likeflow.domain.quality.engine import Effects, StoredValue, apply_record, load_clock
+from likeflow.domain.quality.engine import ClosedWindow, Effects, StoredValue, apply_record, load_clock
 from likeflow.domain.quality.index import PartitionIndex
-from likeflow.faust_batch import Completion, Records
+from likeflow.faust_batch import Completion, Records, Turn
 from likeflow.sinks.kafka_batch import OutputBatch
 from likeflow.sinks.redis_quality import WindowsUpdate
 from streams.events import CountRecord, DeadLetterReason, Invalid
 from streams.topics import CREATOR_EVENTS, CREATOR_WINDOWS
-from tables.state_store import ChangelogStore
+from tables.state_store import ChangelogStore, Snapshot
 
 
 @dataclass(slots=True)
@@ -42,16 +42,17 @@ class _PartitionStore:
 class CountCreatorEvents:
     """Applies each batch of count records to the creator windows of its partitions.
 
-    What a batch derives from the counts (closed windows for the judge, late events for the
-    dead-letter topic, the changed windows in Redis) goes out *before* the state changes (rows,
+    What a batch derives from the counts for other consumers (closed windows for the judge,
+    late events for the dead-letter topic) is acknowledged *before* the state changes (rows,
     dedupe entries, the partition clock, in that order) are written to the `creator_counts`
     changelog; the offsets are committable after both. After a crash, either the state was not
     written and the records are counted again to the same outputs (the judge applies a
-    revision once, Redis writes are absolute and versioned), or it was and every output was
-    already acknowledged. Encoding the state at the end of `process` keeps each batch's
-    changelog records to that batch's effects, while the next batch is already being counted.
-    Redis versions are the `creator-events` offset of the record: monotonic per creator, since
-    all of a creator's events are on one partition.
+    revision once), or it was and those outputs were already acknowledged. Redis serving is
+    written alongside the changelog: absolute, versioned values, and a redelivered record
+    serves its rows again, so a crash between the two leaves nothing stale. Encoding the state
+    at the end of `process` keeps each batch's changelog records to that batch's effects, while
+    the next batch is already being counted. Redis versions are the `creator-events` offset of
+    the record: monotonic per creator, since all of a creator's events are on one partition.
     """
 
     def __init__(self, ctx: PipelineContext, store: ChangelogStore[StoredValue]) -> None:
@@ -79,7 +80,6 @@ class CountCreatorEvents:
 
     async def process(self, batch: Records) -> Completion:
         """Count the batch's events (see the class doc)."""
-        ctx = self._ctx
         started = time.perf_counter()
         effects = Effects()
         invalid: list[tuple[Any, Invalid]] = []
@@ -120,28 +120,45 @@ class CountCreatorEvents:
         self._batch_seconds.observe(time.perf_counter() - started)
         closed = list(effects.closed)
 
-        async def complete() -> None:
-            outputs = OutputBatch(ctx.producer())
-            for window in closed:
-                # The judge's input. After a crash a revision may be sent twice with the same
-                # content; the judge applies each (creator, window, revision) once.
-                outputs.add(
-                    self._windows_topic, 0, window.creator_id.encode(), orjson.dumps(window.to_dict()), None
-                )
-            ctx.dead_letters.add_all(outputs, invalid)
-            for record, value, why in late:
-                ctx.dead_letters.add(outputs, record, Invalid(DeadLetterReason.LATE, why), value)
-            await outputs.send()
-            await asyncio.gather(
-                outputs.delivered(),
-                ctx.quality_store.write_windows(list(updates.values()), self._policy.size_ms),
-            )
-            # Then the state those outputs were derived from (see the class doc).
-            acknowledged = [await snapshot.send() for snapshot in snapshots]
-            for future in acknowledged:
-                await future
+        async def complete(turn: Turn) -> None:
+            await self._complete(turn, closed, invalid, late, updates, snapshots)
 
         return complete
+
+    async def _complete(
+        self,
+        turn: Turn,
+        closed: list[ClosedWindow],
+        invalid: list[tuple[Any, Invalid]],
+        late: list[tuple[Any, bytes, str]],
+        updates: dict[str, WindowsUpdate],
+        snapshots: list[Snapshot],
+    ) -> None:
+        ctx = self._ctx
+        outputs = OutputBatch(ctx.producer())
+        for window in closed:
+            # The judge's input. After a crash a revision may be sent twice with the same
+            # content; the judge applies each (creator, window, revision) once.
+            outputs.add(
+                self._windows_topic, 0, window.creator_id.encode(), orjson.dumps(window.to_dict()), None
+            )
+        ctx.dead_letters.add_all(outputs, invalid)
+        for record, value, why in late:
+            ctx.dead_letters.add(outputs, record, Invalid(DeadLetterReason.LATE, why), value)
+        async with turn:
+            # In batch order: each batch's changelog records follow the previous batch's (a
+            # restored state is a prefix of them), after this batch's closed windows and dead
+            # letters are acknowledged (see the class doc); the next batch may go on meanwhile.
+            if outputs.records:
+                await outputs.send()
+                await outputs.delivered()
+            acknowledged = [await snapshot.send() for snapshot in snapshots]
+        # Redis is written from the counts whatever the order: a crash after the changelog and
+        # before Redis is mended by the redelivered records, which serve their rows again.
+        await asyncio.gather(
+            ctx.quality_store.write_windows(list(updates.values()), self._policy.size_ms),
+            *acknowledged,
+        )
 
     @staticmethod
     def _note_changes(effects: Effects, offset: int, updates: dict[str, WindowsUpdate]) -> None:

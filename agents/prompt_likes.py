@@ -12,7 +12,7 @@ from agents.context import PipelineContext
 from likeflow.domain.decide import Duplicate, Skip, decide
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.user_state import UserState
-from likeflow.faust_batch import Completion, Records
+from likeflow.faust_batch import Completion, Records, Turn
 from likeflow.metrics import observe_many
 from likeflow.sinks.kafka_batch import KeyPartitioner, OutputBatch
 from likeflow.sinks.redis_prompts import ServedPrompt
@@ -78,9 +78,9 @@ class PromptLikes:
         self._account(batch, prompts, outcomes, now_ms)
         self._batch_seconds.observe(time.perf_counter() - started)
 
-        async def complete() -> None:
+        async def complete(turn: Turn) -> None:
             await _all(flushed)  # the user states that record these prompts are on the changelog
-            await self._emit(prompts, count_records, invalid)
+            await self._emit(turn, prompts, count_records, invalid)
 
         return complete
 
@@ -156,6 +156,7 @@ class PromptLikes:
 
     async def _emit(
         self,
+        turn: Turn,
         prompts: Sequence[tuple[int, Prompt, bytes]],
         count_records: Sequence[tuple[int, Any]],
         invalid: Sequence[tuple[Any, Invalid]],
@@ -173,14 +174,15 @@ class PromptLikes:
         for k, count in count_records:
             outputs.add(self._counts_topic, k, count.source.encode(), count.to_json(), count.clock or None)
         ctx.dead_letters.add_all(outputs, invalid)
-        await outputs.send()
+        async with turn:
+            # In batch order: the records of each partition, and each audit chain's entries
+            # (an audit append takes its chain's lock in the order the appends start).
+            await outputs.send()
+            appends = [asyncio.ensure_future(ctx.audit.append(p, "prompt", v)) for p, v in audit.items()]
+            await asyncio.sleep(0)  # let the appends take their locks before the next turn
         # Every emitted prompt (re-sends too) is on its partition's audit chain, and in Redis,
         # before the batch's offsets can be committed; the three go out together.
-        await asyncio.gather(
-            outputs.delivered(),
-            *(ctx.audit.append(p, "prompt", values) for p, values in audit.items()),
-            ctx.prompt_store.write(served),
-        )
+        await asyncio.gather(outputs.delivered(), *appends, ctx.prompt_store.write(served))
 
     def _erased_since(self, partition: int, prompt: Prompt) -> bool:
         # An erasure applied since the batch was decided has deleted the user's Redis key;

@@ -9,7 +9,7 @@ from typing import Any
 
 from agents.context import PipelineContext
 from likeflow.domain.quality.sources import SourceReports
-from likeflow.faust_batch import Completion, Records
+from likeflow.faust_batch import Completion, Records, Turn
 from likeflow.sinks.kafka_batch import OutputBatch
 from streams.events import Invalid
 from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK
@@ -56,19 +56,24 @@ class RouteFeedback:
         self._consumed.inc(sum(len(r) for r in batch.values()))
         self._batch_seconds.observe(time.perf_counter() - started)
 
-        async def complete() -> None:
+        async def complete(turn: Turn) -> None:
             outputs = OutputBatch(ctx.producer())
             for k, count in count_records:
                 outputs.add(
                     self._counts_topic, k, count.source.encode(), count.to_json(), count.clock or None
                 )
             ctx.dead_letters.add_all(outputs, invalid)
-            await outputs.send()
+            async with turn:
+                # In batch order: a source's count records reach each counting partition in the
+                # source's order (the counters de-duplicate by it), and so do audit entries.
+                await outputs.send()
+                appends = [
+                    asyncio.ensure_future(ctx.audit.append(p, "feedback", values))
+                    for p, values in audit.items()
+                ]
+                await asyncio.sleep(0)  # let the appends take their chains' locks before the next turn
             # Each record is forwarded and on its audit chain (or dead-lettered) before the
             # batch's offsets can be committed.
-            await asyncio.gather(
-                outputs.delivered(),
-                *(ctx.audit.append(p, "feedback", values) for p, values in audit.items()),
-            )
+            await asyncio.gather(outputs.delivered(), *appends)
 
         return complete

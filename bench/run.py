@@ -409,12 +409,19 @@ async def likeflow_latency(steps: list[tuple[int, float]], workdir: Path) -> dic
                 await asyncio.sleep(0.001)
             await producer.flush()
             lag_at_end = sent - (metric(port, likes_metric) - consumed_before)
+            waited = {
+                t: metric(port, 'likeflow_batch_backpressure_seconds_sum{topic="' + prefix + t + '"}')
+                for t in ("likes", "creator-events", "prompt-feedback")
+            }
+            log(f"time the fetch loop waited for room so far, by topic: {waited}")
             arrivals = await observer
-            lat = sorted(
-                t - orjson.loads(v)["like_ts"] / 1000
-                for t, v in arrivals
-                if orjson.loads(v)["like_ts"] >= step_start_ms
-            )
+            mine = [(t, orjson.loads(v)) for t, v in arrivals]
+            mine = [(t, p) for t, p in mine if p["like_ts"] >= step_start_ms]
+            lat = sorted(t - p["like_ts"] / 1000 for t, p in mine)
+            # Where it goes: like -> the worker's decision (fetch, queue, batch), and decision ->
+            # seen by a consumer (the changelog ack before the send, the send, the consumer's fetch).
+            to_decision = sorted((p["emitted_ts"] - p["like_ts"]) / 1000 for _, p in mine)
+            to_consumer = sorted(t - p["emitted_ts"] / 1000 for t, p in mine)
             if not lat:
                 # The worker is still behind on the previous rate's backlog: nothing to measure.
                 log(f"latency at {rate}/s: no prompt arrived within the observation window")
@@ -433,10 +440,14 @@ async def likeflow_latency(steps: list[tuple[int, float]], workdir: Path) -> dic
                 "p99_ms": q[989] * 1000,
                 "p999_ms": q[998] * 1000,
                 "lag_at_end": lag_at_end,
+                "p50_to_decision_ms": to_decision[len(to_decision) // 2] * 1000,
+                "p50_decision_to_consumer_ms": to_consumer[len(to_consumer) // 2] * 1000,
             }
             log(
                 f"latency at {rate}/s for {seconds:.0f} s: p50 {results[str(rate)]['p50_ms']:.1f} ms, "
-                f"p99 {results[str(rate)]['p99_ms']:.1f} ms, lag at the end {lag_at_end}"
+                f"p99 {results[str(rate)]['p99_ms']:.1f} ms, lag at the end {lag_at_end}; p50 like -> decision "
+                f"{results[str(rate)]['p50_to_decision_ms']:.1f} ms, decision -> consumer "
+                f"{results[str(rate)]['p50_decision_to_consumer_ms']:.1f} ms"
             )
     finally:
         await producer.stop()
@@ -571,6 +582,8 @@ async def main() -> None:
     )
     parser.add_argument("--no-latency", action="store_true", help="skip the fixed-rate latency runs")
     parser.add_argument("--no-steps", action="store_true", help="skip the per-step CPU table")
+    parser.add_argument("--latency", help="latency steps as RATE:SECONDS[,RATE:SECONDS]")
+    parser.add_argument("--latency-only", action="store_true", help="only the latency steps (printed)")
     parser.add_argument(
         "--stores", default="memory://,rocksdict://", help="comma list of LIKEFLOW_STORE values to measure"
     )
@@ -582,10 +595,20 @@ async def main() -> None:
     # (offered likes/s, seconds): the latency target is p99 at 2,000/s for 60 s, and no
     # growing lag at 5,000/s.
     steps = (
-        [(2000, 60.0), (5000, 30.0)]
+        [(int(r), float(sec)) for r, sec in (step.split(":") for step in args.latency.split(","))]
+        if args.latency
+        else [(2000, 60.0), (5000, 30.0)]
         if args.quick
         else [(1000, 30.0), (2000, 60.0), (5000, 60.0), (10000, 30.0)]
     )
+    if args.latency_only:
+        log(f"latency only: {steps}")
+        workdir = Path(tempfile.mkdtemp(prefix="likeflow-bench-"))
+        try:
+            print(json.dumps(await likeflow_latency(steps, workdir), indent=2))
+        finally:
+            await drop_created()
+        return
     prefix = f"bench-{uuid.uuid4().hex[:6]}."
     CREATED.append(prefix)
     workdir = Path(tempfile.mkdtemp(prefix="likeflow-bench-"))

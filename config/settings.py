@@ -140,7 +140,7 @@ class Settings:
     # like can add before the worker sees it.
     fetch_max_wait_ms: int = 20
     # Batches of one topic whose outputs may be in flight while the next batch is processed.
-    max_batches_in_flight: int = 4
+    max_batches_in_flight: int = 32
 
     def topic(self, name: str) -> str:
         """Full topic name for a contract name such as `likes`."""

@@ -72,6 +72,13 @@ def create_app(settings: Settings) -> faust.App:
     router = BatchRouter(
         max_in_flight=settings.max_batches_in_flight, fetch_max_wait_ms=settings.fetch_max_wait_ms
     )
+    metrics = Metrics()
+
+    def on_batch(topic: str, records: int, waited_s: float, processed_s: float) -> None:
+        metrics.batch_backpressure.labels(topic).observe(waited_s)
+        metrics.batch_records.labels(topic).inc(records)
+
+    router.on_batch = on_batch
     app = faust.App(
         settings.app_id,
         broker=settings.kafka_urls,
@@ -101,7 +108,6 @@ def create_app(settings: Settings) -> faust.App:
     )
     # The hot topics reach their handlers as fetched batches, not as Faust events.
     install_batch_transport(app, router)
-    metrics = Metrics()
     topics = declare_topics(app, settings)
     tables = declare_tables(app, settings)
     guards, ranking = policies_from(settings)

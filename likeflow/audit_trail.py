@@ -59,8 +59,9 @@ class AuditTrail:
     job: a crash before the commit re-processes the batch and appends its records again. Those
     repeated entries are a true record of a re-send (the prompt bytes are identical, see
     docs/guarantees.md), and consumers of the trail de-duplicate by `prompt_id` / `event_id`.
-    Appends to one partition are serialised (an asyncio.Lock per partition), appends to
-    different partitions run concurrently.
+    Appends to one partition are chained in the order they start (an asyncio.Lock per
+    partition held while entries are built and queued, not while they are acknowledged);
+    appends to different partitions run concurrently.
     """
 
     def __init__(
@@ -76,7 +77,8 @@ class AuditTrail:
             client_id=client_id,
             enable_idempotence=True,
             acks="all",
-            linger_ms=5,
+            # Entries go out as record batches built here; waiting to fill one only adds latency.
+            linger_ms=0,
             max_batch_size=512 * 1024,
         )
         # Group-less (no group_id, nothing committed): reads the last entry of a partition to
@@ -114,6 +116,11 @@ class AuditTrail:
         if not records:
             return
         lock = self._locks.setdefault(partition, asyncio.Lock())
+        # Entries are chained and queued on the producer under the chain's lock, in the order the
+        # appends take it; the acknowledgements are awaited outside it, so the next batch's
+        # entries are chained while this batch's are in flight. The idempotent producer keeps a
+        # partition's batches in order and without gaps: if one fails, the ones after it fail
+        # too, and the worker stops (nothing of the batch is committed).
         async with lock:
             epoch = self._epochs.get(partition, 0)
             head = self._heads.get(partition)
@@ -121,24 +128,24 @@ class AuditTrail:
                 head = await self._load_head(partition)
             entries, new_head = extend(head, kind, records)
             futures = await self._send(partition, entries)
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [r for r in results if isinstance(r, BaseException)]
-            if failed:
-                # Some entries may have been written: the real tail is on the broker, not here.
-                self._heads.pop(partition, None)
-                log.error(
-                    "audit append to %s[%d] failed for %d of %d entries (seq %d..%d): %r",
-                    self.topic,
-                    partition,
-                    len(failed),
-                    len(entries),
-                    head.next_seq,
-                    new_head.seq,
-                    failed[0],
-                )
-                raise failed[0]
             if self._epochs.get(partition, 0) == epoch:
                 self._heads[partition] = new_head
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            # Some entries may have been written: the real tail is on the broker, not here.
+            self._heads.pop(partition, None)
+            log.error(
+                "audit append to %s[%d] failed for %d of %d entries (seq %d..%d): %r",
+                self.topic,
+                partition,
+                len(failed),
+                len(entries),
+                head.next_seq,
+                new_head.seq,
+                failed[0],
+            )
+            raise failed[0]
 
     async def _send(self, partition: int, entries: Sequence[bytes]) -> list[asyncio.Future[Any]]:
         """Produce `entries` to `partition` in order, as record batches (one request per batch)."""

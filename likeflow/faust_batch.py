@@ -12,9 +12,11 @@ Kafka semantics kept:
 
 - **Nothing is committed ahead of its outputs.** A handler's `process` does the batch's CPU work
   and starts its sends; it returns a `Completion` that finishes once every output of the batch
-  (prompts, count records, changelog records, audit entries, Redis) is acknowledged. Only then
-  are the batch's offsets (gaps included) handed to Faust's commit as committable. Completions
-  of one topic finish in order, so committed offsets only ever move forward.
+  (prompts, count records, changelog records, audit entries, Redis) is acknowledged. Only then,
+  and once every earlier batch of the topic is done, are the batch's offsets (gaps included)
+  handed to Faust's commit as committable, so committed offsets only ever move forward.
+  Completions overlap (a batch's acknowledgements are awaited while the next one sends); a
+  `Turn` keeps the sends of one topic in batch order.
 - **A batch in flight holds a rebalance.** `wait_empty` (what Faust awaits before it commits on
   revoke, and on shutdown) first waits until no batch is being processed and every completion
   has finished.
@@ -59,7 +61,32 @@ AIOKAFKA_VERSION = "0.14.0"
 
 # A topic's records, by partition, in offset order: aiokafka ConsumerRecords.
 Records = Mapping[TP, Sequence[Any]]
-Completion = Callable[[], Awaitable[None]]
+
+
+class Turn:
+    """A completion's place in its topic's order: `async with turn:` waits until every earlier
+    completion of the topic has left its own `async with` block.
+
+    Completions run concurrently (one batch's acknowledgements are awaited while the next
+    batch's are): what must keep the batches' order (sending to a partition, appending to an
+    audit chain, writing a changelog) goes inside the block, waiting for acknowledgements
+    after it.
+    """
+
+    def __init__(self, previous: Turn | None) -> None:
+        self._previous = previous
+        self.passed = asyncio.Event()
+
+    async def __aenter__(self) -> Turn:
+        if self._previous is not None:
+            await self._previous.passed.wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.passed.set()
+
+
+Completion = Callable[[Turn], Awaitable[None]]
 
 
 class BatchHandler(Protocol):
@@ -69,8 +96,10 @@ class BatchHandler(Protocol):
         """Do the batch's work and start its sends; return what finishes its outputs.
 
         Called from the fetch loop, one batch at a time per worker: the state a handler keeps
-        in memory is never touched by two batches at once. The returned completion runs after
-        the previous completion of the same topic has finished.
+        in memory is never touched by two batches at once. The returned completion runs
+        concurrently with the topic's other completions; its `Turn` orders what must stay in
+        batch order. The batch's offsets become committable once it and every earlier
+        completion have finished.
         """
         ...
 
@@ -87,7 +116,9 @@ class BatchRouter:
     max_in_flight: int = 4
     # Bounded fetch wait (ms): how long the broker may hold a fetch that has no records yet.
     fetch_max_wait_ms: int = 20
-    on_batch: Callable[[str, int, float], None] | None = None  # (topic, records, seconds)
+    # Called after each batch is handed to its handler: (topic, records, seconds spent waiting for
+    # room in the topic's pipeline, seconds in `process`).
+    on_batch: Callable[[str, int, float, float], None] | None = None
 
     def register(self, topic: str, handler: BatchHandler) -> None:
         """Deliver `topic`'s records to `handler` (the full topic name, prefix included)."""
@@ -106,6 +137,7 @@ class _Pipeline:
         self._limit = limit
         self._on_crash = on_crash
         self._pending: list[asyncio.Task[None]] = []
+        self._last_turn: Turn | None = None
         self.failed: BaseException | None = None
 
     async def room(self) -> None:
@@ -116,27 +148,33 @@ class _Pipeline:
 
     def submit(self, completion: Completion, on_done: Callable[[], None], where: str) -> None:
         previous = self._pending[-1] if self._pending else None
-        self._pending.append(asyncio.ensure_future(self._run(previous, completion, on_done, where)))
+        turn = self._last_turn = Turn(self._last_turn)
+        self._pending.append(asyncio.ensure_future(self._run(previous, completion, turn, on_done, where)))
 
     async def _run(
         self,
         previous: asyncio.Task[None] | None,
         completion: Completion,
+        turn: Turn,
         on_done: Callable[[], None],
         where: str,
     ) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])
-        if self.failed is not None:
-            return  # an earlier batch failed: nothing after it may be committed
+        failed: BaseException | None = None
         try:
-            await completion()
+            if self.failed is None:
+                await completion(turn)
         except Exception as exc:  # noqa: BLE001 - any failure stops the worker (module doc)
-            self.failed = exc
-            log.error("batch %s failed before its outputs were acknowledged: %r", where, exc)
-            await self._on_crash(exc)
-            return
-        on_done()
+            failed = exc
+        finally:
+            turn.passed.set()  # a completion that failed before its turn must not hold the next
+        if previous is not None:
+            await asyncio.wait([previous])  # offsets become committable in order
+        if failed is not None and self.failed is None:
+            self.failed = failed
+            log.error("batch %s failed before its outputs were acknowledged: %r", where, failed)
+            await self._on_crash(failed)
+        if self.failed is None:
+            on_done()
 
     def _prune(self) -> None:
         self._pending = [t for t in self._pending if not t.done()]
@@ -262,6 +300,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 pipeline = self._pipeline(topic)
                 if pipeline.failed is not None:
                     return
+                waited = time.perf_counter()
                 await pipeline.room()
                 started = time.perf_counter()
                 completion = await router.handlers[topic].process(batch)
@@ -273,7 +312,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 pipeline.submit(completion, functools.partial(self._committable, ends), _where(batch))
                 if router.on_batch is not None:
                     n = sum(len(r) for r in batch.values())
-                    router.on_batch(topic, n, time.perf_counter() - started)
+                    router.on_batch(topic, n, started - waited, time.perf_counter() - started)
         finally:
             self._processing -= 1
             if not self._processing:

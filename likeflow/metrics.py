@@ -91,6 +91,21 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
+        self.batch_backpressure = Histogram(
+            "likeflow_batch_backpressure_seconds",
+            "Time a fetched batch waited for its topic's outputs in flight to drain "
+            "(LIKEFLOW_MAX_BATCHES_IN_FLIGHT), by topic; the fetch loop, and every topic, waits "
+            "meanwhile, seconds.",
+            ["topic"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.batch_records = Counter(
+            "likeflow_batch_records_total",
+            "Records handed to the batch handlers, by topic.",
+            ["topic"],
+            registry=r,
+        )
         self.consumer_lag = Gauge(
             "likeflow_consumer_lag_records",
             "Log end offset minus the group's committed offset, for partitions this worker owns.",

@@ -144,6 +144,8 @@ class RedisPromptStore:
         self._erase_script = client.register_script(ERASE_LUA)
         self._max_pending = max_pending
         self._pending: list[ServedPrompt] = []
+        # Batches complete concurrently; their writes (and what is held) go one at a time.
+        self._writing = asyncio.Lock()
         self._pending_gauge = metrics.redis_pending.labels("prompts")
 
     async def write(self, prompts: Sequence[ServedPrompt]) -> bool:
@@ -154,6 +156,10 @@ class RedisPromptStore:
         until Redis answers. The upsert is idempotent and first-copy-wins, so writing a held
         prompt late, or twice, serves the same set.
         """
+        async with self._writing:
+            return await self._write(prompts)
+
+    async def _write(self, prompts: Sequence[ServedPrompt]) -> bool:
         self._pending.extend(prompts)
         while True:
             # Re-read each round: an erasure may have discarded held prompts meanwhile.

@@ -125,6 +125,7 @@ class RedisQualityStore:
         self._pending_windows: dict[str, WindowsUpdate] = {}
         self._pending_gauge = metrics.redis_pending.labels("quality")
         self._size_ms = 0  # window size (ms), known from the first write_windows call
+        self._flushing = asyncio.Lock()
 
     async def write(self, docs: Sequence[tuple[str, int, dict[str, Any]]]) -> int:
         """Write (key, version, doc) triples; returns how many were accepted (newer or equal).
@@ -158,6 +159,10 @@ class RedisQualityStore:
     async def _flush(self) -> int:
         """Write everything held; on failure keep it (bounded) or, above the bound, retry until
         Redis answers, which pauses the calling agent (its offsets stay uncommitted)."""
+        async with self._flushing:  # the counting handler and the judge write concurrently
+            return await self._flush_held()
+
+    async def _flush_held(self) -> int:
         while True:
             calls = [
                 (self._doc_script, [key], [version, orjson.dumps(doc)])

@@ -20,7 +20,7 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from likeflow import faust_batch
-from likeflow.faust_batch import _Pipeline
+from likeflow.faust_batch import Turn, _Pipeline
 
 
 def test_the_versions_these_adaptations_were_written_for() -> None:
@@ -73,13 +73,16 @@ def test_the_stores_written_keep_their_shape() -> None:
     assert params(faust_aiokafka.Producer._ensure_producer) == ["self"]
 
 
-async def test_completions_finish_in_order_and_each_one_marks_its_batch() -> None:
+async def test_completions_overlap_but_send_and_mark_in_batch_order() -> None:
     done: list[int] = []
+    sent: list[int] = []
     marked: list[int] = []
 
     def completion(n: int, delay: float) -> Any:
-        async def run() -> None:
-            await asyncio.sleep(delay)
+        async def run(turn: Turn) -> None:
+            async with turn:
+                sent.append(n)
+            await asyncio.sleep(delay)  # the acknowledgements: they may come in any order
             done.append(n)
 
         return run
@@ -95,7 +98,10 @@ async def test_completions_finish_in_order_and_each_one_marks_its_batch() -> Non
         pipeline.submit(completion(n, delay), lambda n=n: marked.append(n), f"t@{n}")
     assert pipeline.busy
     await pipeline.idle()
-    assert done == [1, 2, 3] and marked == [1, 2, 3] and not crashes and not pipeline.busy
+    assert sent == [1, 2, 3], "what is inside the turn keeps the batches' order"
+    assert done == [2, 3, 1], "completions overlap: the first waited longest for its acknowledgements"
+    assert marked == [1, 2, 3], "but offsets become committable in order"
+    assert not crashes and not pipeline.busy
 
 
 async def test_a_failed_completion_stops_the_worker_and_nothing_after_it_is_marked() -> None:
@@ -105,11 +111,12 @@ async def test_a_failed_completion_stops_the_worker_and_nothing_after_it_is_mark
     async def on_crash(exc: BaseException) -> None:
         crashes.append(exc)
 
-    async def fails() -> None:
+    async def fails(turn: Turn) -> None:
         raise RuntimeError("not delivered")
 
-    async def fine() -> None:
-        return None
+    async def fine(turn: Turn) -> None:
+        async with turn:
+            return None
 
     pipeline = _Pipeline("t", limit=4, on_crash=on_crash)
     pipeline.submit(fine, lambda: marked.append(1), "t@1")
@@ -123,7 +130,7 @@ async def test_a_failed_completion_stops_the_worker_and_nothing_after_it_is_mark
 async def test_room_waits_while_the_limit_is_reached() -> None:
     release = asyncio.Event()
 
-    async def held() -> None:
+    async def held(turn: Turn) -> None:
         await release.wait()
 
     async def on_crash(exc: BaseException) -> None:
