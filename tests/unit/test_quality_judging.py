@@ -150,3 +150,16 @@ def test_a_creator_whose_partition_lags_is_judged_on_its_own_horizon() -> None:
     assert apply_window(behind, platform, start_ms=0, end_ms=H, counts={"prompts": 10}, revision=1)
     assert platform.totals(H).prompts == 20, "the platform over the horizon ending with that window"
     assert creator_totals(behind, H, platform.horizon_ms).prompts == 10
+
+
+def test_a_late_return_weighs_on_the_horizon() -> None:
+    """An order on day 0 and its return on day 3 (counted in the window of the return's own ts):
+    on a 7-day horizon the return still counts against the creator's return rate."""
+    platform = PlatformHorizon(horizon_ms=7 * 24 * H)
+    mine: dict[str, dict[str, int]] = {}
+    apply_window(mine, platform, start_ms=0, end_ms=H, counts={"orders": 1}, revision=1)
+    apply_window(mine, platform, start_ms=72 * H, end_ms=73 * H, counts={"returns": 1}, revision=1)
+    horizon = creator_totals(mine, 73 * H, platform.horizon_ms)
+    assert (horizon.orders, horizon.returns) == (1, 1)
+    one_day = creator_totals(mine, 73 * H, 24 * H)
+    assert (one_day.orders, one_day.returns) == (0, 1), "a one-day horizon would have lost the order"
