@@ -153,12 +153,11 @@ class CountCreatorEvents:
                 await outputs.send()
                 await outputs.delivered()
             acknowledged = [await snapshot.send() for snapshot in snapshots]
-        # Redis is written from the counts whatever the order: a crash after the changelog and
-        # before Redis is mended by the redelivered records, which serve their rows again.
-        await asyncio.gather(
-            ctx.quality_store.write_windows(list(updates.values()), self._policy.size_ms),
-            *acknowledged,
-        )
+            # Queued in batch order too (a creator's Redis hash has one version); written
+            # alongside the changelog: a crash after the changelog and before Redis is mended
+            # by the redelivered records, which serve their rows again.
+            ctx.quality_store.hold_windows(list(updates.values()), self._policy.size_ms)
+        await asyncio.gather(ctx.quality_store.flush(), *acknowledged)
 
     @staticmethod
     def _note_changes(effects: Effects, offset: int, updates: dict[str, WindowsUpdate]) -> None:

@@ -133,27 +133,26 @@ class RedisQualityStore:
         A Redis outage is logged and counted, not raised: the documents are held (see
         `max_pending`) and written with the next call; the tables are the source of truth.
         """
-        for key, version, doc in docs:
-            held = self._pending_docs.get(key)
-            if held is None or version >= held[0]:
-                self._pending_docs[key] = (version, doc)
+        _hold_docs(self._pending_docs, docs)
         return await self._flush()
+
+    def hold_windows(self, updates: Sequence[WindowsUpdate], size_ms: int) -> None:
+        """Queue window updates for the next flush, merged per creator.
+
+        Call it in the order the updates were made (the counting handler does, in its batch
+        turn): a creator's hash has one version, so the merge, not the flush, decides which
+        counts of a window are the newest.
+        """
+        self._size_ms = size_ms
+        _hold_windows(self._pending_windows, updates)
 
     async def write_windows(self, updates: Sequence[WindowsUpdate], size_ms: int) -> int:
         """Apply window updates of several creators; returns how many were accepted."""
-        self._size_ms = size_ms
-        for u in updates:
-            held = self._pending_windows.get(u.creator_id)
-            if held is None:
-                self._pending_windows[u.creator_id] = WindowsUpdate(
-                    u.creator_id, u.version, dict(u.written), set(u.deleted)
-                )
-                continue
-            held.version = max(held.version, u.version)
-            held.written.update(u.written)
-            held.deleted = (held.deleted - u.written.keys()) | u.deleted
-            for gone in u.deleted:
-                held.written.pop(gone, None)
+        self.hold_windows(updates, size_ms)
+        return await self._flush()
+
+    async def flush(self) -> int:
+        """Write everything held (see `hold_windows`); returns how many writes were accepted."""
         return await self._flush()
 
     async def _flush(self) -> int:
@@ -164,23 +163,26 @@ class RedisQualityStore:
 
     async def _flush_held(self) -> int:
         while True:
-            calls = [
-                (self._doc_script, [key], [version, orjson.dumps(doc)])
-                for key, (version, doc) in self._pending_docs.items()
-            ]
-            for u in self._pending_windows.values():
+            # Take what is held: updates queued while this flush is in flight go to the next one
+            # (merged into a dict being written, they would be cleared unwritten).
+            docs, windows = self._pending_docs, self._pending_windows
+            self._pending_docs, self._pending_windows = {}, {}
+            calls = [(self._doc_script, [k], [v, orjson.dumps(doc)]) for k, (v, doc) in docs.items()]
+            for u in windows.values():
                 args: list[Any] = [u.version, len(u.written)]
                 for start, counts in sorted(u.written.items()):
                     args += [window_field(start), _window_value(start, self._size_ms, counts)]
                 args += [window_field(gone) for gone in sorted(u.deleted)]
                 calls.append((self._windows_script, [windows_key(self.prefix, u.creator_id)], args))
             accepted = await self._run(calls)
-            held = len(calls)
             if accepted is not None or not self._max_pending:
-                self._pending_docs.clear()
-                self._pending_windows.clear()
-                self._pending_gauge.set(0)
+                self._pending_gauge.set(len(self._pending_docs) + len(self._pending_windows))
                 return accepted or 0
+            # Not written: hold it again, under anything queued meanwhile (which is newer).
+            _hold_docs(docs, [(k, v, d) for k, (v, d) in self._pending_docs.items()])
+            _hold_windows(windows, list(self._pending_windows.values()))
+            self._pending_docs, self._pending_windows = docs, windows
+            held = len(docs) + len(windows)
             self._pending_gauge.set(held)
             if held <= self._max_pending:
                 return 0
@@ -250,3 +252,27 @@ class RedisQualityStore:
         if not keys:
             return 0
         return int(await self._swap_script(keys=keys, args=[since_ms, until_ms]))
+
+
+def _hold_docs(
+    held: dict[str, tuple[int, dict[str, Any]]], docs: Sequence[tuple[str, int, dict[str, Any]]]
+) -> None:
+    """Merge (key, version, doc) into `held`: per key the newest version wins, as in Redis."""
+    for key, version, doc in docs:
+        current = held.get(key)
+        if current is None or version >= current[0]:
+            held[key] = (version, doc)
+
+
+def _hold_windows(held: dict[str, WindowsUpdate], updates: Sequence[WindowsUpdate]) -> None:
+    """Merge window updates, made in this order, into `held` (one update per creator)."""
+    for u in updates:
+        current = held.get(u.creator_id)
+        if current is None:
+            held[u.creator_id] = WindowsUpdate(u.creator_id, u.version, dict(u.written), set(u.deleted))
+            continue
+        current.version = max(current.version, u.version)
+        current.written.update(u.written)
+        current.deleted = (current.deleted - u.written.keys()) | u.deleted
+        for gone in u.deleted:
+            current.written.pop(gone, None)

@@ -98,3 +98,36 @@ async def test_quality_writes_are_merged_per_key_while_held() -> None:
     assert doc_keys == ["t:v1:platform"] and doc_args[0] == 7, "the newest version held"
     assert win_keys == ["t:v1:creator:c1:windows"]
     assert win_args[:3] == [4, 1, "w:3600000"] and win_args[-1] == "w:0"
+
+
+class SlowRedis(FlakyRedis):
+    """Up, but each pipeline waits for `release` before it answers (a flush in flight)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = True
+        self.release = asyncio.Event()
+
+    def pipeline(self, transaction: bool = False) -> Any:
+        redis = self
+
+        class Slow(Pipeline):
+            async def execute(self) -> list[int]:
+                await redis.release.wait()
+                return await super().execute()
+
+        return Slow(self)
+
+
+async def test_windows_queued_while_a_flush_is_in_flight_are_written_by_the_next() -> None:
+    redis = SlowRedis()
+    store = RedisQualityStore(redis, prefix="t", metrics=Metrics())  # type: ignore[arg-type]
+    store.hold_windows([WindowsUpdate("c1", 3, {0: {"prompts": 1}}, set())], 3_600_000)
+    first = asyncio.create_task(store.flush())
+    await asyncio.sleep(0)  # the first flush has taken what was held and waits for Redis
+    store.hold_windows([WindowsUpdate("c1", 4, {3_600_000: {"prompts": 2}}, set())], 3_600_000)
+    second = asyncio.create_task(store.flush())
+    redis.release.set()
+    assert (await first, await second) == (1, 1)
+    versions = [args[:3] for _, args in redis.calls]
+    assert versions == [[3, 1, "w:0"], [4, 1, "w:3600000"]], "each update written once, in order"
