@@ -328,8 +328,12 @@ async def rebuild_redis(
         # Prompts, user by user, in the order each user's state holds them (the upsert's trim
         # gives the same set whatever the order).
         prompts: list[Prompt] = []
-        for state in users.values.values():
+        for user, state in users.values.items():
             report.users += 1
+            if state.get("erased_ts"):
+                # The erasure marker first (a FLUSHALL took it): the upsert then refuses every
+                # prompt liked up to the erasure, from this rebuild or a worker's retried write.
+                await prompt_store.erase(user, int(state["erased_ts"]))
             mine = served_prompts(state)
             if not mine:
                 if state.get("erased_ts"):
