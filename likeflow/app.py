@@ -27,6 +27,7 @@ from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.stall import StallDetector
 from likeflow.faust_batch import BatchRouter, install_batch_transport, kafka_producer
 from likeflow.faust_recovery import SeekFirstTableManager, install_fetch_snapshot
+from likeflow.faust_web import WEB_DRIVER_URL
 from likeflow.metrics import Metrics
 from likeflow.monitor import Monitor
 from likeflow.quality_view import creator_quality
@@ -93,7 +94,18 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         key_serializer="raw",
         value_serializer="raw",
+        # Faust reads its settings from the process environment too (BROKER_URL, PRODUCER_ACKS,
+        # ...), and they would win over these: config/ is the only place that reads it.
+        env={},
+        debug=False,
         web_enabled=True,
+        web=WEB_DRIVER_URL,
+        web_transport="tcp:",
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
         web_host=settings.web_host,
         web_port=settings.web_port,
         web_bind=settings.web_host,

@@ -1,0 +1,48 @@
+"""The Faust app takes its settings from config/ alone, and its web server serves only likeflow's pages."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from config import Settings
+from likeflow.app import create_app
+from likeflow.faust_web import Web
+
+# What Faust would read from the process environment if it were allowed to.
+FAUST_ENV = {
+    "BROKER_URL": "kafka://other:9092",
+    "BROKER": "kafka://other:9092",
+    "PRODUCER_ACKS": "1",
+    "CONSUMER_AUTO_OFFSET_RESET": "latest",
+    "WEB_PORT": "7777",
+    "STORE": "rocksdb://",
+    "TOPIC_PARTITIONS": "99",
+    "PROCESSING_GUARANTEE": "exactly_once",
+}
+
+
+def test_faust_environment_variables_do_not_override_likeflow_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in FAUST_ENV.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(user_key=secrets.token_hex(16), kafka_bootstrap="127.0.0.1:9092", web_port=6066)
+    conf = create_app(settings).conf
+    assert [str(url) for url in conf.broker] == ["kafka://127.0.0.1:9092"]
+    assert conf.producer_acks == -1
+    assert conf.consumer_auto_offset_reset == "earliest"
+    assert conf.web_port == 6066
+    assert conf.store.scheme == "memory"
+    assert conf.topic_partitions == settings.partitions
+    assert conf.processing_guarantee.value == "at_least_once"
+
+
+def test_the_web_driver_mounts_none_of_faust_s_views() -> None:
+    app = create_app(Settings(user_key=secrets.token_hex(16)))
+    web = app.web
+    assert isinstance(web, Web)
+    assert web._enabled_blueprints() == []  # noqa: SLF001 - what Faust would mount
+    flags = ("web_router_enabled", "web_tables_enabled", "web_graph_enabled", "web_stats_enabled")
+    assert not any(getattr(app.conf, flag) for flag in flags)
