@@ -67,8 +67,13 @@ class CountCreatorEvents:
         self._batch_seconds = metrics.batch_duration.labels("count_creator_events")
 
     def forget(self) -> None:
-        """After a rebalance: the partitions' state was recovered; indexes are rebuilt from it."""
+        """After a rebalance: the partitions' state was recovered; indexes are rebuilt from it.
+        The event-time gauges are dropped too: the partitions still owned set them again with
+        their next batch, and those given up are shown by their next owner."""
         self._indexes.clear()
+        metrics = self._ctx.metrics
+        for gauge in (metrics.partition_watermark, metrics.source_clock, metrics.source_idle):
+            gauge.clear()
 
     def _index(self, partition: int) -> PartitionIndex:
         index = self._indexes.get(partition)

@@ -10,14 +10,15 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 
 from config import Settings
 from likeflow.connections import kafka_client_kwargs
-from streams.topics import LIKES, TOPIC_SPECS
+from likeflow.errors import LikeflowError, ServiceUnavailable
+from streams.topics import CO_PARTITIONED_TOPICS, TOPIC_SPECS
 
 log = logging.getLogger(__name__)
 
 TOPIC_ALREADY_EXISTS = TopicAlreadyExistsError.errno
 
 
-class TopicSetupError(RuntimeError):
+class TopicSetupError(LikeflowError):
     """Topics exist with a layout the job cannot use; the message says what to do."""
 
 
@@ -28,8 +29,8 @@ DESCRIBE_RETRY_S = 0.2
 async def ensure_topics(settings: Settings) -> dict[str, int]:
     """Create missing topics with `settings.partitions`; return {topic: partition count}.
 
-    Raises TopicSetupError when `likes` does not have the partition count of the tables that are
-    co-partitioned with it.
+    Raises TopicSetupError when a topic keyed by user does not have the partition count of the
+    table co-partitioned with it (`user_state`: LIKEFLOW_PARTITIONS).
     """
     admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings), client_id="likeflow-admin")
     try:
@@ -56,7 +57,7 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
                 break
             await asyncio.sleep(DESCRIBE_RETRY_S)
     except KafkaError as exc:
-        raise TopicSetupError(
+        raise ServiceUnavailable(
             f"Kafka at {settings.kafka_bootstrap} refused topic setup: {exc!r}. "
             "Is the broker up (`make stack-up`), and do LIKEFLOW_KAFKA_SECURITY_PROTOCOL and the "
             "credentials match its listener (docs/security.md)?"
@@ -64,12 +65,16 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
     finally:
         await admin.close()
     counts = {t["topic"]: len(t["partitions"]) for t in described}
-    likes = settings.topic(LIKES)
-    if counts.get(likes) != settings.partitions:
-        # The user_state table's changelog has LIKEFLOW_PARTITIONS partitions and must be
-        # co-partitioned with `likes`, so each user's likes and state live on one worker.
-        raise TopicSetupError(
-            f"{likes} has {counts.get(likes)} partitions but LIKEFLOW_PARTITIONS is "
-            f"{settings.partitions}: set LIKEFLOW_PARTITIONS={counts.get(likes)}."
-        )
+    for name in CO_PARTITIONED_TOPICS:
+        topic = settings.topic(name)
+        if counts.get(topic) != settings.partitions:
+            # The user_state table's changelog has LIKEFLOW_PARTITIONS partitions and must be
+            # co-partitioned with every topic keyed by user (Faust's assignor gives partition N
+            # of each to one worker), so each user's likes, controls and state live together.
+            raise TopicSetupError(
+                f"{topic} has {counts.get(topic)} partitions but LIKEFLOW_PARTITIONS is "
+                f"{settings.partitions}: every topic keyed by user ({', '.join(CO_PARTITIONED_TOPICS)}) "
+                f"must have LIKEFLOW_PARTITIONS partitions; set LIKEFLOW_PARTITIONS={counts.get(topic)} "
+                "if they all agree, or recreate the odd one"
+            )
     return counts

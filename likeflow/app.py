@@ -39,9 +39,8 @@ from likeflow.video_mappings import VideoMappings
 from likeflow.watchdog import StallWatchdog
 from streams.events import FEEDBACK_SOURCE, LIKES_SOURCE
 from streams.topics import (
-    CREATOR_EVENTS,
+    CONSUMED_TOPICS,
     CREATOR_QUALITY,
-    CREATOR_WINDOWS,
     DEAD_LETTERS,
     LIKES,
     PROMPT_FEEDBACK,
@@ -53,13 +52,6 @@ from tables.codecs import CreatorCountsCodec, UserStateCodec
 from tables.state_store import ChangelogStore
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
-SOURCE_TOPICS = (
-    LIKES,
-    VIDEO_PRODUCTS,
-    PROMPT_FEEDBACK,
-    CREATOR_EVENTS,
-    CREATOR_WINDOWS,
-)
 BATCH_AGENTS = ("prompt_likes", "route_feedback", "count_creator_events", "judge_creators")
 MONITOR_INTERVAL_S = 5.0
 IDLE_CHECK_INTERVAL_S = 1.0
@@ -177,7 +169,7 @@ def create_app(settings: Settings) -> faust.App:
     _register_batch_handlers(app, ctx, router, creator_counts)
     _connect_audit(app, audit)
     metrics.preinitialise(
-        [settings.topic(t) for t in SOURCE_TOPICS], list(BATCH_AGENTS), list(windows.sources)
+        [settings.topic(t) for t in CONSUMED_TOPICS], list(BATCH_AGENTS), list(windows.sources)
     )
     monitor = Monitor(
         app,
@@ -188,9 +180,14 @@ def create_app(settings: Settings) -> faust.App:
             "creator_counts": creator_counts,
             "creator_standing": tables.creator_standing.data,
         },
-        [settings.topic(t) for t in SOURCE_TOPICS],
+        [settings.topic(t) for t in CONSUMED_TOPICS],
     )
     app.timer(MONITOR_INTERVAL_S)(monitor.refresh)
+
+    async def forget_lag(app: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        monitor.forget_revoked(args[0])
+
+    app.on_partitions_revoked.connect(forget_lag)  # type: ignore[arg-type]
     if settings.stall_timeout_s:
         watchdog = StallWatchdog(
             StallDetector(settings.stall_timeout_s),

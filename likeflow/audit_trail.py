@@ -22,6 +22,7 @@ from likeflow.domain.audit import (
     extend,
     head_of,
 )
+from likeflow.errors import ServiceUnavailable
 from likeflow.progress import Progress
 from likeflow.replay import topic_partitions
 from streams.topics import AUDIT_LOG
@@ -268,7 +269,7 @@ async def verify_topic(
         deadline = time.monotonic() + READ_STALL_S
         while pending:
             if time.monotonic() > deadline:
-                raise AuditError(f"no progress reading {name} for {READ_STALL_S:.0f} s")
+                raise ServiceUnavailable(f"no progress reading {name} for {READ_STALL_S:.0f} s; is Kafka up?")
             batch = await consumer.getmany(*pending, timeout_ms=1000)
             for tp, records in batch.items():
                 verifier = verifiers[tp.partition]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -19,6 +19,7 @@ from likeflow.domain.quality.counting import PartitionClock, WindowPolicy, Windo
 from likeflow.domain.quality.engine import Effects, StoredValue, apply_record
 from likeflow.domain.quality.index import PartitionIndex
 from likeflow.domain.quality.windows import COUNT_FIELDS
+from likeflow.progress import Progress
 from likeflow.replay import archive_lines, topic_partitions
 from likeflow.sinks.redis_quality import RedisQualityStore
 from streams.events import CountRecord, CreatorEvent, DeadLetterReason, Invalid
@@ -118,6 +119,84 @@ def _prompt_event(obj: dict[str, Any]) -> CreatorEvent | Invalid:
     )
 
 
+class Recomputation:
+    """The live engine run over a backfill's input, one item at a time (memory: the windows and
+    dedupe entries of the range, not the input).
+
+    Records read from `creator-events` are applied as the live job applied them (same
+    partitions, offsets and source clocks); loose events (feedback, archives) each become a
+    count record of their source, with the source's clock advanced event by event.
+    """
+
+    def __init__(
+        self, *, partitions: int, since_ms: int, until_ms: int, policy: WindowPolicy, namespace: str
+    ) -> None:
+        # Keep every window of the range: a backfill longer than the retention must not expire
+        # them. Only the sources present in the input are waited for.
+        self._policy = WindowPolicy(
+            policy.size_ms,
+            policy.grace_ms,
+            max(policy.retention_ms, until_ms - since_ms + policy.size_ms),
+            policy.dedupe_horizon_ms,
+        )
+        self._partitions = partitions
+        self._since, self._until = since_ms, until_ms
+        self._stores: dict[int, DictStore] = defaultdict(DictStore)
+        self._indexes: dict[int, PartitionIndex] = defaultdict(PartitionIndex)
+        self._clocks: dict[int, PartitionClock] = defaultdict(PartitionClock)
+        self._offsets: Counter[int] = Counter()
+        self._source_clocks: Counter[str] = Counter()
+        self.result = BackfillResult(namespace, {})
+
+    def apply(self, item: SourcedEvent | SourcedRecord) -> None:
+        """Count one input item, in input order."""
+        since, until, result = self._since, self._until, self.result
+        if isinstance(item, SourcedRecord):
+            p, offset, record = item.partition, item.offset, item.record
+            kept = [i for i, e in enumerate(record.events) if since <= e.ts < until]
+            result.out_of_range += len(record.events) - len(kept)
+        else:
+            event = item.event
+            if not since <= event.ts < until:
+                result.out_of_range += 1
+                return
+            p = (
+                item.partition
+                if item.partition is not None
+                else partition_for(event.creator_id, self._partitions)
+            )
+            self._source_clocks[item.source] = max(self._source_clocks[item.source], event.ts)
+            clock = self._source_clocks[item.source]
+            record = CountRecord(item.source, clock, [event], [clock])
+            offset = self._offsets[p]
+            self._offsets[p] += 1
+        effects = Effects()
+        apply_record(
+            self._stores[p],
+            self._indexes[p],
+            self._clocks[p],
+            partition=p,
+            offset=offset,
+            record=record,
+            policy=self._policy,
+            effects=effects,
+        )
+        for counted, outcome in effects.outcomes:
+            if since <= counted.ts < until:
+                result.outcomes[outcome.value] += 1
+
+    def finish(self) -> BackfillResult:
+        """The windows that start in [since, until), with what happened to the input."""
+        for store in self._stores.values():
+            for key, value in store.data.items():
+                if key.startswith("w|") and isinstance(value, WindowRow):
+                    if self._since <= value.start_ms < self._until:
+                        self.result.windows.setdefault(value.creator_id, {})[value.start_ms] = (
+                            value.counts.to_dict()
+                        )
+        return self.result
+
+
 def recompute(
     events: Iterable[SourcedEvent | SourcedRecord],
     *,
@@ -127,62 +206,13 @@ def recompute(
     policy: WindowPolicy,
     namespace: str,
 ) -> BackfillResult:
-    """Run the live engine over `events` (in order), keeping windows that start in [since, until).
-
-    Records read from `creator-events` are applied as the live job applied them (same
-    partitions, offsets and source clocks); loose events (feedback, archives) each become a
-    count record of their source, with the source's clock advanced event by event.
-    """
-    # Keep every window of the range: a backfill longer than the retention must not expire them.
-    # Only the sources present in the input are waited for.
-    policy = WindowPolicy(
-        policy.size_ms,
-        policy.grace_ms,
-        max(policy.retention_ms, until_ms - since_ms + policy.size_ms),
-        policy.dedupe_horizon_ms,
+    """Run the live engine over `events` (in order), keeping windows that start in [since, until)."""
+    run = Recomputation(
+        partitions=partitions, since_ms=since_ms, until_ms=until_ms, policy=policy, namespace=namespace
     )
-    stores: dict[int, DictStore] = defaultdict(DictStore)
-    indexes: dict[int, PartitionIndex] = defaultdict(PartitionIndex)
-    clocks: dict[int, PartitionClock] = defaultdict(PartitionClock)
-    offsets: Counter[int] = Counter()
-    source_clocks: Counter[str] = Counter()
-    result = BackfillResult(namespace, {})
     for item in events:
-        if isinstance(item, SourcedRecord):
-            p, offset, record = item.partition, item.offset, item.record
-            kept = [i for i, e in enumerate(record.events) if since_ms <= e.ts < until_ms]
-            result.out_of_range += len(record.events) - len(kept)
-        else:
-            event = item.event
-            if not since_ms <= event.ts < until_ms:
-                result.out_of_range += 1
-                continue
-            p = item.partition if item.partition is not None else partition_for(event.creator_id, partitions)
-            source_clocks[item.source] = max(source_clocks[item.source], event.ts)
-            clock = source_clocks[item.source]
-            record = CountRecord(item.source, clock, [event], [clock])
-            offset = offsets[p]
-            offsets[p] += 1
-        effects = Effects()
-        apply_record(
-            stores[p],
-            indexes[p],
-            clocks[p],
-            partition=p,
-            offset=offset,
-            record=record,
-            policy=policy,
-            effects=effects,
-        )
-        for event, outcome in effects.outcomes:
-            if since_ms <= event.ts < until_ms:
-                result.outcomes[outcome.value] += 1
-    for store in stores.values():
-        for key, value in store.data.items():
-            if key.startswith("w|") and isinstance(value, WindowRow):
-                if since_ms <= value.start_ms < until_ms:
-                    result.windows.setdefault(value.creator_id, {})[value.start_ms] = value.counts.to_dict()
-    return result
+        run.apply(item)
+    return run.finish()
 
 
 def file_events(paths: list[Path], max_bytes: int, invalid: list[str]) -> Iterator[SourcedEvent]:
@@ -196,46 +226,68 @@ def file_events(paths: list[Path], max_bytes: int, invalid: list[str]) -> Iterat
 
 
 async def topic_events(
-    settings: Settings, topic: str, invalid: list[str]
-) -> list[SourcedEvent | SourcedRecord]:
-    """Every record of `topic` up to its current end, partition by partition: the count records
-    of `creator-events` as they are, feedback (or prompt) records as events of their partition."""
+    settings: Settings, topic: str, invalid: list[str], progress_out: TextIO | None = None
+) -> AsyncIterator[SourcedEvent | SourcedRecord]:
+    """Every record of `topic` up to its end offsets at the start, partition by partition, as
+    they are read (nothing is held): the count records of `creator-events` as they are,
+    feedback (or prompt) records as events of their partition. Shows progress in records."""
     consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), enable_auto_commit=False)
     await consumer.start()
-    out: list[SourcedEvent | SourcedRecord] = []
     counts_topic = topic == settings.topic(CREATOR_EVENTS)
     keep_partition = any(topic == settings.topic(t) for t in SAME_PARTITIONING)
     try:
         tps = [TopicPartition(topic, p) for p in await topic_partitions(consumer, topic)]
         consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        begins = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
+        progress = Progress(
+            sum(ends[tp] - begins[tp] for tp in tps), f"[backfill] read {topic}", progress_out
+        )
+        read = yielded = 0
         for tp in tps:
+            consumer.seek(tp, begins[tp])
             while await consumer.position(tp) < ends[tp]:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
                 for record in batch.get(tp, []):
-                    if record.offset >= ends[tp] or record.value is None:
+                    if record.offset >= ends[tp]:
                         continue
-                    where = f"{topic}[{tp.partition}]@{record.offset}"
-                    if counts_topic:
-                        try:
-                            out.append(
-                                SourcedRecord(
-                                    CountRecord.from_json(record.value), tp.partition, record.offset
-                                )
-                            )
-                        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                            invalid.append(f"{where}: not a count record: {exc}")
-                        continue
-                    event = events_from_line(record.value, settings.max_record_bytes)
-                    if isinstance(event, Invalid):
-                        invalid.append(f"{where}: {event.reason.value}: {event.error}")
-                        continue
-                    source = f"{topic}/{tp.partition}"
-                    out.append(SourcedEvent(event, tp.partition if keep_partition else None, source))
+                    read += 1
+                    item = _item_of(
+                        record, topic, tp.partition, counts_topic, keep_partition, settings, invalid
+                    )
+                    if item is not None:
+                        yielded += 1
+                        yield item
+                progress.update(read, yielded)
+        progress.finish()
     finally:
         await consumer.stop()
-    return out
+
+
+def _item_of(
+    record: Any,
+    topic: str,
+    partition: int,
+    counts_topic: bool,
+    keep_partition: bool,
+    settings: Settings,
+    invalid: list[str],
+) -> SourcedEvent | SourcedRecord | None:
+    """The backfill input of one record of `topic`; None (noted in `invalid`) when unreadable."""
+    if record.value is None:
+        return None
+    where = f"{topic}[{partition}]@{record.offset}"
+    if counts_topic:
+        try:
+            return SourcedRecord(CountRecord.from_json(record.value), partition, record.offset)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            invalid.append(f"{where}: not a count record: {exc}")
+            return None
+    event = events_from_line(record.value, settings.max_record_bytes)
+    if isinstance(event, Invalid):
+        invalid.append(f"{where}: {event.reason.value}: {event.error}")
+        return None
+    return SourcedEvent(event, partition if keep_partition else None, f"{topic}/{partition}")
 
 
 @dataclass(frozen=True, slots=True)

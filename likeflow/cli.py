@@ -10,6 +10,8 @@ import sys
 from typing import Any
 
 from config import ConfigError, Settings, load_settings
+from likeflow.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE
+from streams.topics import BACKFILL_SOURCES, REPLAYABLE_TOPICS
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,28 @@ def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
 
+def _positive(text: str) -> float:
+    """An argument that must be a number > 0 (a rate, an interval)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, not {text}")
+    return value
+
+
+def _not_negative(text: str) -> float:
+    """An argument that must be a finite number >= 0 (a duration where 0 means no limit)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, not {text}")
+    return value
+
+
 def _time_arg(text: str) -> int:
     from likeflow.timearg import parse_time_ms
 
@@ -171,10 +195,13 @@ def _cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
     )
     for problem in result.problems[:20]:
         print(f"invalid: {problem}", file=sys.stderr)
-    if len(result.problems) > 20:
-        print(f"invalid: ... and {len(result.problems) - 20} more", file=sys.stderr)
+    if result.invalid > 20:
+        print(f"invalid: ... and {result.invalid - 20} more (each one dead-lettered)", file=sys.stderr)
     verb = "valid (dry run, nothing sent)" if args.dry_run else "sent"
     print(f"{result.sent} {verb}, {result.invalid} invalid, {result.elapsed_s:.1f} s")
+    if not result.sent:
+        print("likeflow: no valid record in the archives; nothing was replayed", file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
@@ -204,13 +231,11 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
     from agents.context import quality_policies_from
     from likeflow.backfill import (
-        SourcedEvent,
-        SourcedRecord,
+        Recomputation,
         diff,
         file_events,
         live_windows,
         namespace_for,
-        recompute,
         topic_events,
     )
     from likeflow.connections import redis_client
@@ -223,20 +248,26 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run() -> int:
         invalid: list[str] = []
-        events: list[SourcedEvent | SourcedRecord]
-        if args.from_files:
-            events = list(file_events([Path(p) for p in args.from_files], settings.max_record_bytes, invalid))
-        else:
-            events = await topic_events(settings, settings.topic(args.from_topic), invalid)
-        print(f"[backfill] {len(events)} events read; recomputing with the live engine", flush=True)
-        result = recompute(
-            events,
+        run = Recomputation(
             partitions=settings.partitions,
             since_ms=args.since,
             until_ms=args.until,
             policy=policy,
             namespace=namespace,
         )
+        read = 0
+        if args.from_files:
+            print("[backfill] reading the archives and recomputing with the live engine", flush=True)
+            for item in file_events([Path(p) for p in args.from_files], settings.max_record_bytes, invalid):
+                run.apply(item)
+                read += 1
+        else:
+            print(f"[backfill] reading {args.from_topic} and recomputing with the live engine", flush=True)
+            async for record in topic_events(settings, settings.topic(args.from_topic), invalid):
+                run.apply(record)
+                read += 1
+        result = run.finish()
+        print(f"[backfill] {read} events read", flush=True)
         for problem in invalid[:20]:
             print(f"invalid: {problem}", file=sys.stderr)
         client = redis_client(settings)
@@ -333,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="live view of a worker from its /metrics")
     status.add_argument("--url", help="metrics URL (default: the LIKEFLOW_WEB_HOST/PORT worker)")
-    status.add_argument("--interval", type=float, default=2.0, help="seconds between scrapes (default 2)")
+    status.add_argument("--interval", type=_positive, default=2.0, help="seconds between scrapes (default 2)")
     status.add_argument("--watch", action="store_true", help="keep refreshing until Ctrl-C")
     status.set_defaults(func=_cmd_status)
 
@@ -341,8 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay_sub = replay.add_subparsers(dest="replay_command", required=True)
     rfile = replay_sub.add_parser("file", help="publish JSON-lines archives (plain or .gz) to a topic")
     rfile.add_argument("paths", nargs="+", metavar="PATH")
-    rfile.add_argument("--topic", required=True, choices=["likes", "video-products", "prompt-feedback"])
-    rfile.add_argument("--rate", type=float, help="at most N records per second")
+    rfile.add_argument("--topic", required=True, choices=REPLAYABLE_TOPICS)
+    rfile.add_argument("--rate", type=_positive, help="at most N records per second (default: no limit)")
     rfile.add_argument("--dry-run", action="store_true", help="validate only; send nothing")
     rfile.add_argument("--strict", action="store_true", help="stop at the first invalid line (exit 1)")
     rfile.set_defaults(func=_cmd_replay_file)
@@ -359,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     source = backfill.add_mutually_exclusive_group(required=True)
     source.add_argument("--from-files", nargs="+", metavar="PATH", help="JSON-lines feedback and/or prompts")
     source.add_argument(
-        "--from-topic", metavar="TOPIC", help="creator-events (exact), prompt-feedback or order-prompts"
+        "--from-topic",
+        choices=BACKFILL_SOURCES,
+        help="the topic to recompute from (creator-events is exact; see docs/replay.md)",
     )
     backfill.add_argument(
         "--swap", action="store_true", help="promote the recomputed windows into serving, atomically"
@@ -396,8 +429,8 @@ def build_parser() -> argparse.ArgumentParser:
     pseudonym.set_defaults(func=_cmd_pseudonym)
 
     demo = sub.add_parser("demo", help="publish a synthetic catalogue and like feed")
-    demo.add_argument("--rate", type=float, default=20.0, help="likes per second (default 20)")
-    demo.add_argument("--duration", type=float, default=0.0, help="seconds; 0 runs until Ctrl-C")
+    demo.add_argument("--rate", type=_positive, default=20.0, help="likes per second (default 20)")
+    demo.add_argument("--duration", type=_not_negative, default=0.0, help="seconds; 0 runs until Ctrl-C")
     demo.add_argument("--videos", type=int, default=200, help="videos with products (default 200)")
     demo.add_argument("--users", type=int, default=500, help="distinct users (default 500)")
     demo.add_argument("--bad-ratio", type=float, default=0.01, help="share of garbage records")
@@ -413,29 +446,70 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
     except ConfigError as exc:
         print(f"likeflow: configuration error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     # aiokafka logs every metadata refresh at INFO; the worker shows Faust's own progress.
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.root.level))
-    from likeflow.admin import TopicSetupError
-    from likeflow.domain.audit import AuditError
-    from likeflow.rebuild import RebuildError
-    from likeflow.replay import ReplayError
-
     try:
         code: int = args.func(settings, args)
-    except ConfigError as exc:  # a secret file missing or unreadable, found when a client is built
-        print(f"likeflow: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except (TopicSetupError, ReplayError, AuditError, RebuildError) as exc:
-        print(f"likeflow: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"likeflow: {exc}. Is the stack up? Run `make stack-up`.", file=sys.stderr)
-        return 1
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        message, known = explain(exc, settings)
+        if known is None:
+            raise  # a bug: keep its traceback
+        print(f"likeflow: {message}", file=sys.stderr)
+        return known
     return code
+
+
+def explain(exc: BaseException, settings: Settings) -> tuple[str, int | None]:
+    """One line for the user and the exit code for a failure of a command (None: a bug, which
+    keeps its traceback)."""
+    from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from likeflow.domain.audit import AuditError
+    from likeflow.errors import LikeflowError
+
+    if isinstance(exc, ConfigError):  # e.g. a secret file missing, found when a client is built
+        return f"configuration error: {exc}", EXIT_USAGE
+    if isinstance(exc, LikeflowError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, AuditError):
+        return str(exc), EXIT_FAILED
+    if isinstance(exc, KafkaConnectionError | KafkaTimeoutError) or (
+        isinstance(exc, KafkaError) and exc.retriable
+    ):
+        return (
+            f"Kafka at {settings.kafka_bootstrap} did not answer ({exc}). Is it up (`make stack-up`), "
+            "and do LIKEFLOW_KAFKA_BOOTSTRAP and the security settings match its listener?",
+            EXIT_UNAVAILABLE,
+        )
+    if isinstance(exc, KafkaError):
+        return f"Kafka refused the request: {exc!r}", EXIT_FAILED
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return (
+            f"Redis at {redact_url(settings.redis_url)} did not answer ({exc}). Is it up "
+            "(`make stack-up`), and is LIKEFLOW_REDIS_URL right?",
+            EXIT_UNAVAILABLE,
+        )
+    if isinstance(exc, OSError):
+        return f"{exc}. Is the stack up? Run `make stack-up`.", EXIT_UNAVAILABLE
+    return "", None
+
+
+def redact_url(url: str) -> str:
+    """`url` without a password (`redis://user:secret@host` -> `redis://user:***@host`)."""
+    scheme, sep, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{host}"
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ class Monitor:
         # (time.monotonic()): the stall watchdog judges progress from it.
         self.offsets: dict[tuple[str, int], tuple[int, int]] = {}
         self.offsets_at = 0.0
+        self._exported: set[tuple[str, int]] = set()  # lag series this worker currently shows
 
     async def refresh(self) -> None:
         """One refresh; Kafka errors are logged and retried next time, never raised."""
@@ -64,6 +65,7 @@ class Monitor:
             for tp in self._app.consumer.assignment()
             if tp.topic in self._sources
         ]
+        self._drop_lag_except({(tp.topic, tp.partition) for tp in owned})
         if not owned:
             self.offsets, self.offsets_at = {}, time.monotonic()
             return
@@ -80,9 +82,29 @@ class Monitor:
         for tp in owned:
             meta = committed.get(tp)
             position = meta.offset if meta is not None and meta.offset >= 0 else 0
-            self._metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, ends[tp] - position))
+            self.show_lag(tp.topic, tp.partition, max(0, ends[tp] - position))
             sample[(tp.topic, tp.partition)] = (position, ends[tp])
         self.offsets, self.offsets_at = sample, time.monotonic()
+
+    def show_lag(self, topic: str, partition: int, lag: int) -> None:
+        """Set the lag gauge of an owned partition (records)."""
+        self._metrics.consumer_lag.labels(topic, str(partition)).set(lag)
+        self._exported.add((topic, partition))
+
+    def forget_revoked(self, revoked: Iterable[Any]) -> None:
+        """On a rebalance: stop showing the lag of partitions this worker gave up (their next
+        owner reports them), so no alert fires on a number that is no longer this worker's."""
+        gone = {(tp.topic, tp.partition) for tp in revoked}
+        self._drop_lag_except(self._exported - gone)
+        self.offsets = {k: v for k, v in self.offsets.items() if k not in gone}
+
+    def _drop_lag_except(self, kept: set[tuple[str, int]]) -> None:
+        for topic, partition in self._exported - kept:
+            try:
+                self._metrics.consumer_lag.remove(topic, str(partition))
+            except KeyError:
+                pass  # never set
+        self._exported &= kept
 
     async def close(self) -> None:
         """Close the Kafka clients."""

@@ -42,6 +42,7 @@ from likeflow.domain.quality.counting import WindowRow
 from likeflow.domain.quality.horizon import PlatformHorizon
 from likeflow.domain.quality.judging import platform_document
 from likeflow.domain.user_state import UserState
+from likeflow.errors import ServiceUnavailable
 from likeflow.metrics import Metrics
 from likeflow.replay import topic_partitions
 from likeflow.sinks.redis_prompts import RedisPromptStore, ServedPrompt
@@ -68,12 +69,10 @@ MAX_TAIL_PASSES = 5
 # waiting this long before reading the tail lets that record reach the broker.
 TAIL_SETTLE_S = 1.0
 
+RERUN = "nothing is lost: re-run once Redis answers (locally: `make stack-up`)"
+
 Offsets = dict[int, int]
 ProgressFn = Callable[[str, int, int], None]  # (what, done, total)
-
-
-class RebuildError(RuntimeError):
-    """The rebuild could not complete (Redis refused or failed a write, or Kafka did not answer)."""
 
 
 def changelog_topic(settings: Settings, table: str) -> str:
@@ -150,7 +149,9 @@ async def read_changelog(
         deadline = time.monotonic() + READ_TIMEOUT_S
         while remaining := [tp for tp in tps if await consumer.position(tp) < out.ends[tp.partition]]:
             if time.monotonic() > deadline:
-                raise RebuildError(f"could not read {topic} to its end within {READ_TIMEOUT_S:.0f} s")
+                raise ServiceUnavailable(
+                    f"could not read {topic} to its end within {READ_TIMEOUT_S:.0f} s; is Kafka up?"
+                )
             batch = await consumer.getmany(*remaining, timeout_ms=POLL_MS)
             for tp, records in batch.items():
                 for record in records:
@@ -277,7 +278,7 @@ def _gave_up(metrics: Metrics) -> float:
 async def _write_prompts(store: RedisPromptStore, prompts: list[Prompt]) -> None:
     for chunk in _chunks(prompts, PROMPTS_PER_WRITE):
         if not await store.write([ServedPrompt.of(p) for p in chunk]):
-            raise RebuildError("Redis did not accept a prompt write (see the log); nothing is lost, re-run")
+            raise ServiceUnavailable(f"Redis did not accept a prompt write (see the log); {RERUN}")
 
 
 async def _stale_fields(client: aioredis.Redis, prefix: str, update: WindowsUpdate) -> set[int]:
@@ -361,11 +362,11 @@ async def rebuild_redis(
         for doc_chunk in _chunks(docs, CREATORS_PER_WRITE):
             report.docs_accepted += await quality_store.write(doc_chunk)
         if _gave_up(metrics):
-            raise RebuildError("Redis failed a quality write (see the log); nothing is lost, re-run")
+            raise ServiceUnavailable(f"Redis failed a quality write (see the log); {RERUN}")
 
         await _reapply_tail_erasures(settings, users, prompt_store, report)
     except (RedisConnectionError, RedisTimeoutError) as exc:
-        raise RebuildError(f"Redis did not answer ({exc}); nothing is lost, re-run when it is back") from None
+        raise ServiceUnavailable(f"Redis did not answer ({exc}); {RERUN}") from None
     finally:
         if own_client:
             await redis.aclose()

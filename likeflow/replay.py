@@ -6,7 +6,7 @@ import asyncio
 import gzip
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TextIO, cast
@@ -25,24 +25,20 @@ from aiokafka.structs import OffsetAndMetadata
 from config import Settings
 from likeflow.connections import kafka_client_kwargs
 from likeflow.deadletter import dead_letter_headers
+from likeflow.errors import LikeflowError
 from likeflow.progress import Progress
 from streams.events import Invalid
-from streams.topics import DEAD_LETTERS, LIKES, PROMPT_FEEDBACK, VIDEO_PRODUCTS
-from streams.validation import decode_feedback, decode_like, decode_mapping
+from streams.topics import DEAD_LETTERS, INPUT_TOPICS, REPLAYABLE_TOPICS, SPECS_BY_NAME
 
 log = logging.getLogger(__name__)
 
-# Input topics an archive can be replayed to: decoder, and the payload field that is the key
-# the live producers use (so replayed records land on the same partitions).
-REPLAYABLE: dict[str, tuple[Callable[..., Any], str]] = {
-    LIKES: (decode_like, "user_id"),
-    VIDEO_PRODUCTS: (decode_mapping, "video_id"),
-    PROMPT_FEEDBACK: (decode_feedback, "creator_id"),
-}
-INPUT_TOPICS = (LIKES, VIDEO_PRODUCTS, PROMPT_FEEDBACK)
 
 
-class ReplayError(RuntimeError):
+# Invalid lines listed in a result (each one is dead-lettered and counted whatever their number).
+MAX_PROBLEMS_KEPT = 100
+
+
+class ReplayError(LikeflowError):
     """The command cannot go on; the message says why and what to do."""
 
 
@@ -99,12 +95,13 @@ async def replay_files(
     Invalid lines are reported with file and line number and dead-lettered (unless `dry_run`);
     with `strict`, the first invalid line stops the run before anything after it is sent.
     """
-    if topic not in REPLAYABLE:
-        raise ReplayError(f"replay file publishes to {', '.join(REPLAYABLE)}; not {topic!r}")
+    spec = SPECS_BY_NAME.get(topic)
+    if spec is None or spec.replay is None:
+        raise ReplayError(f"replay file publishes to {', '.join(REPLAYABLE_TOPICS)}; not {topic!r}")
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise ReplayError(f"no such file: {', '.join(missing)}")
-    decode, key_field = REPLAYABLE[topic]
+    decode, key_field = spec.replay
     result = FileReplayResult()
     total_bytes = sum(_uncompressed_size(p) for p in paths)
     progress = Progress(total_bytes, f"replay {topic}", progress_out)
@@ -119,8 +116,8 @@ async def replay_files(
             if isinstance(event, Invalid):
                 result.invalid += 1
                 problem = f"{path}:{number}: {event.reason.value}: {event.error}"
-                result.problems.append(problem)
-                log.warning("invalid line %s", problem)
+                if len(result.problems) < MAX_PROBLEMS_KEPT:  # the rest are counted (and dead-lettered)
+                    result.problems.append(problem)
                 if strict:
                     raise ReplayError(f"{problem} (--strict: stopped; {result.sent} records were sent)")
                 if producer is not None:
@@ -163,7 +160,12 @@ def _uncompressed_size(path: Path) -> int:
 
 
 async def copy_topic_range(
-    settings: Settings, source: str, dest: str, since_ms: int, until_ms: int
+    settings: Settings,
+    source: str,
+    dest: str,
+    since_ms: int,
+    until_ms: int,
+    progress_out: TextIO | None = None,
 ) -> dict[int, int]:
     """Copy records with since_ms <= timestamp < until_ms from `source` to `dest`.
 
@@ -185,15 +187,22 @@ async def copy_topic_range(
         consumer.assign(tps)
         starts = await consumer.offsets_for_times({tp: since_ms for tp in tps})
         ends = await consumer.end_offsets(tps)
+        firsts = {tp: (found.offset if (found := starts.get(tp)) is not None else ends[tp]) for tp in tps}
+        progress = Progress(
+            sum(ends[tp] - firsts[tp] for tp in tps), f"replay {source} -> {dest}", progress_out
+        )
+        read = 0
         for tp in tps:
             copied[tp.partition] = 0
-            found = starts.get(tp)
-            if found is None or found.offset >= ends[tp]:
+            if firsts[tp] >= ends[tp]:
                 continue
-            consumer.seek(tp, found.offset)
+            consumer.seek(tp, firsts[tp])
             while await consumer.position(tp) < ends[tp]:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
-                for record in batch.get(tp, []):
+                records = batch.get(tp, [])
+                read += len(records)
+                progress.update(read, sum(copied.values()))
+                for record in records:
                     if record.offset >= ends[tp]:
                         break
                     if since_ms <= record.timestamp < until_ms:
@@ -206,6 +215,7 @@ async def copy_topic_range(
                         )
                         copied[tp.partition] += 1
         await producer.flush()
+        progress.finish()
     finally:
         await consumer.stop()
         await producer.stop()

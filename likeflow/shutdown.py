@@ -17,10 +17,12 @@ import os
 import threading
 from collections.abc import Callable
 
+from likeflow.errors import EXIT_SHUTDOWN_TIMEOUT
+
 log = logging.getLogger(__name__)
 
 # What timeout(1) returns when it had to stop the command.
-SHUTDOWN_TIMEOUT_EXIT_CODE = 124
+SHUTDOWN_TIMEOUT_EXIT_CODE = EXIT_SHUTDOWN_TIMEOUT
 
 
 def arm_hard_exit(timeout_s: float, exit_process: Callable[[int], None] = os._exit) -> threading.Timer:

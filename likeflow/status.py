@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from streams.topics import CREATOR_EVENTS, LIKES, PROMPT_FEEDBACK
+
 Labels = tuple[tuple[str, str], ...]
 Samples = dict[str, dict[Labels, float]]
 
@@ -81,16 +83,34 @@ class Snapshot:
     redis_errors: float
 
 
-def summarize(before: Samples, after: Samples, interval_s: float) -> Snapshot:
-    """Compute the view from two scrapes `interval_s` seconds apart."""
+def topic_prefix(samples: Samples) -> str:
+    """The worker's LIKEFLOW_TOPIC_PREFIX, read off the topics its metrics name.
+
+    Every consumed topic is a contract name behind one prefix, so the prefix is what precedes
+    `likes` in the topic whose name also precedes `creator-events` (any prefix, also one
+    ending in `-`, as in `prod-likes`).
+    """
+    topics = {dict(labels).get("topic", "") for labels in samples.get("likeflow_records_consumed_total", {})}
+    found = [t[: -len(LIKES)] for t in topics if t.endswith(LIKES)]
+    for prefix in found:
+        if prefix + CREATOR_EVENTS in topics:
+            return prefix
+    return found[0] if len(found) == 1 else ""
+
+
+def summarize(before: Samples, after: Samples, interval_s: float, prefix: str | None = None) -> Snapshot:
+    """Compute the view from two scrapes `interval_s` (> 0) seconds apart; `prefix` is the
+    worker's topic prefix (None: read off the scrape)."""
+    if interval_s <= 0:
+        raise ValueError(f"the interval between scrapes must be > 0 s, not {interval_s}")
+    if prefix is None:
+        prefix = topic_prefix(after)
 
     def rate(name: str, where: Callable[[dict[str, str]], bool] = lambda _: True) -> float:
         return max(0.0, total(after, name, where) - total(before, name, where)) / interval_s
 
-    def topic_is(suffix: str) -> Callable[[dict[str, str]], bool]:
-        return lambda labels: (
-            labels.get("topic", "").endswith(suffix) and not labels["topic"].endswith("-" + suffix)
-        )
+    def topic_is(name: str) -> Callable[[dict[str, str]], bool]:
+        return lambda labels: labels.get("topic") == prefix + name
 
     latency = bucket_deltas(before, after, "likeflow_like_to_prompt_latency_seconds")
     lags = list(after.get("likeflow_consumer_lag_records", {}).values())
@@ -99,9 +119,9 @@ def summarize(before: Samples, after: Samples, interval_s: float) -> Snapshot:
         if value:
             dead[dict(labels)["reason"]] += value
     return Snapshot(
-        likes_per_s=rate("likeflow_records_consumed_total", topic_is("likes")),
+        likes_per_s=rate("likeflow_records_consumed_total", topic_is(LIKES)),
         prompts_per_s=rate("likeflow_prompts_emitted_total"),
-        feedback_per_s=rate("likeflow_records_consumed_total", topic_is("prompt-feedback")),
+        feedback_per_s=rate("likeflow_records_consumed_total", topic_is(PROMPT_FEEDBACK)),
         latency_p50_s=quantile(latency, 0.5),
         latency_p99_s=quantile(latency, 0.99),
         lag_total=sum(lags),

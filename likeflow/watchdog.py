@@ -18,11 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 from likeflow.domain.stall import Offsets, StallDetector
+from likeflow.errors import EXIT_STALLED
 
 log = logging.getLogger(__name__)
 
 # EX_TEMPFAIL (sysexits.h): a temporary failure, the caller is invited to retry.
-STALL_EXIT_CODE = 75
+STALL_EXIT_CODE = EXIT_STALLED
 
 
 class StallWatchdog:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import faust
+from typing import TYPE_CHECKING, Any
 
 from config import Settings
+from streams.validation import decode_consent, decode_erasure, decode_feedback, decode_like, decode_mapping
+
+if TYPE_CHECKING:
+    import faust
 
 LIKES = "likes"
 VIDEO_PRODUCTS = "video-products"
@@ -30,15 +33,34 @@ USER_ERASURE = "user-erasure"
 AUDIT_LOG = "audit-log"
 
 
+Decoder = Callable[[bytes | None, bytes | None, int], Any]
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
-    """A topic the job needs: contract name, Kafka configs, and whether the job creates it."""
+    """A topic of the contract and what the job does with it: the one registry from which the
+    topic setup and checks, the worker's consumers and monitoring, and the operator commands
+    are derived, so a new topic cannot be half-registered.
+    """
 
     name: str
     configs: dict[str, str] = field(default_factory=dict)
+    #: Created and read only by the job (docs/events.md: not a public contract).
     internal: bool = False
-    # None: `LIKEFLOW_PARTITIONS`. 1 for the judge's input, which must see every creator.
+    #: None: `LIKEFLOW_PARTITIONS`. 1 for the judge's input, which must see every creator.
     partitions: int | None = None
+    #: Consumed by the worker's consumer group: lag gauge, stall watchdog, metric series.
+    consumed: bool = False
+    #: Written by other systems (an input of the contract): `reset-offsets` rewinds these.
+    input: bool = False
+    #: Keyed by user id and co-partitioned with the `user_state` table (a user's likes,
+    #: controls and state on one worker), so it must have `LIKEFLOW_PARTITIONS` partitions.
+    co_partitioned: bool = False
+    #: `replay file` can publish archives to it: the decoder that checks each line, and the
+    #: payload field the live producers key by (a replayed record lands where a live one would).
+    replay: tuple[Decoder, str] | None = None
+    #: `backfill --from-topic` can recompute the creator windows from it.
+    backfill_source: bool = False
 
     def partition_count(self, settings: Settings) -> int:
         """Partitions this topic is created with."""
@@ -46,25 +68,48 @@ class TopicSpec:
 
 
 TOPIC_SPECS: tuple[TopicSpec, ...] = (
-    # The prompt agent's source. The user_state table is co-partitioned with it (a user's likes
-    # and state on one worker), so it must have LIKEFLOW_PARTITIONS partitions.
-    TopicSpec(LIKES),
-    # Compacted: the latest mapping per video is the state; a null value deletes it.
-    TopicSpec(VIDEO_PRODUCTS, {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}),
-    TopicSpec(ORDER_PROMPTS),
+    # The prompt handler's source.
+    TopicSpec(LIKES, consumed=True, input=True, co_partitioned=True, replay=(decode_like, "user_id")),
+    # Compacted: the latest mapping per video is the state; a null value deletes it. Every
+    # worker also follows all of it outside the group (the join's replica).
+    TopicSpec(
+        VIDEO_PRODUCTS,
+        {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+        consumed=True,
+        input=True,
+        replay=(decode_mapping, "video_id"),
+    ),
+    TopicSpec(ORDER_PROMPTS, backfill_source=True),
     TopicSpec(DEAD_LETTERS, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
-    TopicSpec(PROMPT_FEEDBACK),
-    TopicSpec(CREATOR_EVENTS, internal=True),
-    TopicSpec(CREATOR_WINDOWS, internal=True, partitions=1),
+    TopicSpec(
+        PROMPT_FEEDBACK,
+        consumed=True,
+        input=True,
+        replay=(decode_feedback, "creator_id"),
+        backfill_source=True,
+    ),
+    TopicSpec(CREATOR_EVENTS, internal=True, consumed=True, backfill_source=True),
+    TopicSpec(CREATOR_WINDOWS, internal=True, partitions=1, consumed=True),
+    # Followed by every worker outside the group (each worker's copy of the ranking weights).
     TopicSpec(CREATOR_QUALITY, {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}),
-    TopicSpec(USER_CONSENT),
-    TopicSpec(USER_ERASURE),
+    TopicSpec(
+        USER_CONSENT, consumed=True, input=True, co_partitioned=True, replay=(decode_consent, "user_id")
+    ),
+    TopicSpec(
+        USER_ERASURE, consumed=True, input=True, co_partitioned=True, replay=(decode_erasure, "user_id")
+    ),
     # Kept forever (retention.ms -1, never compacted): these are transaction records, which
     # China's E-commerce Law (art. 31) requires to be kept at least 3 years after the transaction;
     # a chain is verified from its genesis entry, so time-based deletion would break it.
     TopicSpec(AUDIT_LOG, {"retention.ms": "-1", "cleanup.policy": "delete"}),
 )
 SPECS_BY_NAME = {spec.name: spec for spec in TOPIC_SPECS}
+#: Contract names, derived from the flags above.
+CONSUMED_TOPICS = tuple(s.name for s in TOPIC_SPECS if s.consumed)
+INPUT_TOPICS = tuple(s.name for s in TOPIC_SPECS if s.input)
+CO_PARTITIONED_TOPICS = tuple(s.name for s in TOPIC_SPECS if s.co_partitioned)
+REPLAYABLE_TOPICS = tuple(s.name for s in TOPIC_SPECS if s.replay is not None)
+BACKFILL_SOURCES = tuple(s.name for s in TOPIC_SPECS if s.backfill_source)
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,3 +46,16 @@ def test_the_web_driver_mounts_none_of_faust_s_views() -> None:
     assert web._enabled_blueprints() == []  # noqa: SLF001 - what Faust would mount
     flags = ("web_router_enabled", "web_tables_enabled", "web_graph_enabled", "web_stats_enabled")
     assert not any(getattr(app.conf, flag) for flag in flags)
+
+
+def test_every_topic_the_worker_consumes_is_registered_as_consumed() -> None:
+    """The registry's `consumed` flag (lag gauge, stall watchdog, metric series) matches what the
+    app subscribes to: an agent or batch handler on an unregistered topic fails here."""
+    from streams.topics import CONSUMED_TOPICS
+
+    settings = Settings(user_key=secrets.token_hex(16), topic_prefix="t.")
+    app = create_app(settings)
+    subscribed = {name for agent in app.agents.values() for name in agent.channel.topics}
+    subscribed |= {name for topic in app.topics._topics for name in topic.topics}  # noqa: SLF001
+    assert subscribed == {settings.topic(name) for name in CONSUMED_TOPICS}
+

@@ -60,3 +60,20 @@ def test_render_mentions_every_section() -> None:
     text = render(summarize(parse(BEFORE), parse(AFTER), 2.0), "http://w/metrics")
     for word in ("throughput", "latency", "lag", "dead letters", "demoted", "redis"):
         assert word in text
+
+
+@pytest.mark.parametrize("prefix", ["", "prod.", "prod-", "team-a-", "likes-", "x"])
+def test_rates_are_read_whatever_the_topic_prefix(prefix: str) -> None:
+    def named(text: str) -> str:
+        for name in ("creator-events", "likes"):  # creator-events first: it does not end in likes
+            text = text.replace(f'topic="{name}"', f'topic="{prefix}{name}"')
+        return text
+
+    s = summarize(parse(named(BEFORE)), parse(named(AFTER)), 2.0)
+    assert s.likes_per_s == 100.0
+    assert s.lag_total == 12
+
+
+def test_a_zero_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match="> 0"):
+        summarize(parse(BEFORE), parse(AFTER), 0)
