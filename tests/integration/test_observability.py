@@ -29,12 +29,13 @@ from tests.integration.harness import Record, WorkerProcess, free_port, produce
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy/prometheus/rules.yml"
+RULE_TESTS = ROOT / "deploy/prometheus/rules.test.yml"
 DASHBOARD = ROOT / "deploy/grafana/dashboards/likeflow.json"
-COMPARISON = re.compile(r"\s*(==|!=|>=|<=|>|<)\s*[-+0-9.e]+\s*$")
 
 
 def expressions() -> list[str]:
-    """Every PromQL expression of the dashboard and the rules; alerts split at `and`, thresholds cut."""
+    """Every PromQL expression of the dashboard and the rules; alerts cut into their operands
+    (each side of `and`/`or`/`unless` and of a comparison, inside `absent`), numbers dropped."""
     exprs = [t["expr"] for panel in json.loads(DASHBOARD.read_text())["panels"] for t in panel["targets"]]
     for group in yaml.safe_load(RULES.read_text())["groups"]:
         for rule in group["rules"]:
@@ -42,8 +43,44 @@ def expressions() -> list[str]:
                 exprs.append(rule["record"])
                 exprs.append(rule["expr"])
             else:
-                exprs.extend(COMPARISON.sub("", part) for part in rule["expr"].split(" and "))
+                exprs.extend(operands(rule["expr"]))
     return exprs
+
+
+BINARY = re.compile(r"\s+(and|or|unless|==|!=|>=|<=|>|<)\s+(on\([^)]*\)\s*|ignoring\([^)]*\)\s*)?")
+NUMBER = re.compile(r"^[-+0-9.e]+$")
+
+
+def operands(expr: str) -> list[str]:
+    """The operands of the top-level binary operators of `expr` (outside parentheses), each
+    without an `absent(...)` around it; plain numbers are left out."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(expr):
+        ch = expr[i]
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        match = BINARY.match(expr, i) if depth == 0 else None
+        if match:
+            parts.append(expr[start:i])
+            start = i = match.end()
+            continue
+        i += 1
+    parts.append(expr[start:])
+    out = []
+    for part in (p.strip() for p in parts):
+        if part.startswith("absent(") and part.endswith(")"):
+            part = part[len("absent(") : -1]
+        if not NUMBER.match(part):
+            out.append(part)
+    return out
+
+
+def test_operands_split_only_at_the_top_level() -> None:
+    assert operands('count(a == 1) > count(b{x="y"}[1h]) and on() sum(c) > 0') == [
+        "count(a == 1)",
+        'count(b{x="y"}[1h])',
+        "sum(c)",
+    ]
+    assert operands("absent(up == 1)") == ["up == 1"]
 
 
 class Prometheus:
@@ -104,6 +141,44 @@ def test_rules_pass_promtool() -> None:
         [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_fires_in_its_promtool_unit_test() -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: `make test` installs Debian's prometheus package"
+    result = subprocess.run(
+        [promtool, "test", "rules", RULE_TESTS.name],
+        cwd=RULE_TESTS.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    alerts = {
+        r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"] if "alert" in r
+    }
+    tested = {
+        t["alertname"]
+        for case in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+        for t in case["alert_rule_test"]
+        if t["exp_alerts"]
+    }
+    assert alerts == tested, f"alerts without a firing test: {sorted(alerts - tested)}"
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in (ROOT / "docs/observability.md").read_text().splitlines()
+        if line.startswith("#")
+    }
+    for group in yaml.safe_load(RULES.read_text())["groups"]:
+        for rule in group["rules"]:
+            if "alert" not in rule:
+                continue
+            url = rule["annotations"]["runbook_url"]
+            path, _, anchor = url.partition("#")
+            assert path == "docs/observability.md" and anchor in anchors, (rule["alert"], url)
 
 
 async def traffic(settings: Settings, seconds: float) -> None:
