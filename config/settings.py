@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
@@ -15,6 +18,9 @@ T = TypeVar("T")
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_SSL")
 STORES = ("memory://", "rocksdict://")
 KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+# Kafka's legal characters for topic names and group ids.
+KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 class ConfigError(ValueError):
@@ -161,7 +167,27 @@ class Settings:
         return {ENV_PREFIX + f.name.upper(): str(getattr(self, f.name)) for f in fields(self)}
 
     def __post_init__(self) -> None:
+        for spec in fields(self):
+            if spec.type == "float":
+                _check(math.isfinite(getattr(self, spec.name)), spec.name.upper(), "must be a finite number")
         _check(self.partitions >= 1, "PARTITIONS", "must be at least 1")
+        _check(self.log_level.lower() in LOG_LEVELS, "LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
+        _check(
+            bool(KAFKA_NAME.fullmatch(self.app_id)),
+            "APP_ID",
+            "must be letters, digits, '.', '_' or '-' (it names the consumer group and changelog topics)",
+        )
+        _check(
+            not self.topic_prefix or bool(KAFKA_NAME.fullmatch(self.topic_prefix)),
+            "TOPIC_PREFIX",
+            "must be letters, digits, '.', '_' or '-' (Kafka topic names)",
+        )
+        _check(
+            bool(self.redis_prefix) and not set(self.redis_prefix) & set("{} \t\n*?[]"),
+            "REDIS_PREFIX",
+            "must be non-empty, without spaces, braces (Redis Cluster hash tags) or glob characters",
+        )
+        _check(bool(self.data_dir), "DATA_DIR", "must name a directory")
         _check(self.store in STORES, "STORE", f"must be one of {', '.join(STORES)}")
         _check(6 <= self.session_timeout_s <= 300, "SESSION_TIMEOUT_S", "must be 6-300 s (broker limits)")
         _check(
@@ -180,6 +206,15 @@ class Settings:
         _check(self.affinity_half_life_hours > 0, "AFFINITY_HALF_LIFE_HOURS", "must be > 0")
         for name in ("evening_peak_start_hour", "evening_peak_end_hour"):
             _check(0 <= getattr(self, name) <= 24, name.upper(), "must be an hour 0-24")
+        _check(self.evening_peak_boost > 0, "EVENING_PEAK_BOOST", "must be > 0 (1 = no boost)")
+        _check(
+            -720 <= self.tz_offset_minutes <= 840,
+            "TZ_OFFSET_MINUTES",
+            "must be a UTC offset in minutes, -720 (UTC-12) to 840 (UTC+14); China is 480",
+        )
+        _check(self.quality_prior_strength > 0, "QUALITY_PRIOR_STRENGTH", "must be > 0 (prompts of weight)")
+        _check(self.demotion_min_prompts >= 0, "DEMOTION_MIN_PROMPTS", "must be >= 0")
+        _check(self.demotion_min_orders >= 0, "DEMOTION_MIN_ORDERS", "must be >= 0")
         _check(self.quality_window_minutes >= 1, "QUALITY_WINDOW_MINUTES", "must be >= 1")
         _check(
             self.quality_retention_hours * 60 >= self.quality_window_minutes,
@@ -292,6 +327,20 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
 def child_env(overrides: Mapping[str, str]) -> dict[str, str]:
     """The process environment plus `overrides`: for starting a worker as a child process."""
     return {**os.environ, **overrides}
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each `LIKEFLOW_*` variable that is not a setting (a typo is otherwise
+    silently ignored), with the closest setting's name when there is one."""
+    env = os.environ if environ is None else environ
+    known = [f.name.upper() for f in fields(Settings)]
+    out = []
+    for var in sorted(v for v in env if v.startswith(ENV_PREFIX) and v[len(ENV_PREFIX) :] not in known):
+        # Compare without the shared prefix, or every name would look alike.
+        close = difflib.get_close_matches(var[len(ENV_PREFIX) :], known, n=1)
+        hint = f" (did you mean {ENV_PREFIX}{close[0]}?)" if close else " (docs/settings.md lists them)"
+        out.append(f"{var} is not a likeflow setting and is ignored{hint}")
+    return out
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

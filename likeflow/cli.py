@@ -9,7 +9,7 @@ import logging
 import sys
 from typing import Any
 
-from config import ConfigError, Settings, load_settings
+from config import ConfigError, Settings, load_settings, unknown_variables
 from likeflow.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE
 from streams.topics import BACKFILL_SOURCES, REPLAYABLE_TOPICS
 
@@ -447,6 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"likeflow: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    for warning in unknown_variables():
+        print(f"likeflow: warning: {warning}", file=sys.stderr)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -33,7 +33,6 @@ from streams.topics import DEAD_LETTERS, INPUT_TOPICS, REPLAYABLE_TOPICS, SPECS_
 log = logging.getLogger(__name__)
 
 
-
 # Invalid lines listed in a result (each one is dead-lettered and counted whatever their number).
 MAX_PROBLEMS_KEPT = 100
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from likeflow.domain.ranking import local_hour
+from likeflow.domain.ranking import local_hour, within_hours
 from streams.events import Product
 
 
 @dataclass(frozen=True, slots=True)
 class PricePolicy:
-    """A time-of-day campaign open to everyone alike: `discount_pct` off in [start, end) local hours."""
+    """A time-of-day campaign open to everyone alike: `discount_pct` off in [start, end) local
+    hours (may wrap past midnight)."""
 
     discount_pct: int = 0
     start_hour: int = 0
@@ -23,7 +24,7 @@ def campaign_active(at_ms: int, policy: PricePolicy) -> bool:
     if policy.discount_pct <= 0:
         return False
     hour = local_hour(at_ms, policy.tz_offset_minutes)
-    return policy.start_hour <= hour < policy.end_hour
+    return within_hours(hour, policy.start_hour, policy.end_hour)
 
 
 def offer_price(product: Product, at_ms: int, policy: PricePolicy) -> int:

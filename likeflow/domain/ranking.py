@@ -27,10 +27,18 @@ def local_hour(ts: int, tz_offset_minutes: int) -> int:
     return ((ts + tz_offset_minutes * 60_000) // HOUR_MS) % 24
 
 
+def within_hours(hour: int, start: int, end: int) -> bool:
+    """Whether local `hour` (0-23) lies in [start, end); a span may wrap past midnight
+    (22 -> 2 is 22, 23, 0, 1), and start == end is empty."""
+    if start <= end:
+        return start <= hour < end
+    return hour >= start or hour < end
+
+
 def time_of_day_factor(ts: int, policy: RankingPolicy) -> float:
     """`evening_peak_boost` inside the evening impulse peak [start, end) local hours, else 1.0."""
     hour = local_hour(ts, policy.tz_offset_minutes)
-    if policy.evening_peak_start_hour <= hour < policy.evening_peak_end_hour:
+    if within_hours(hour, policy.evening_peak_start_hour, policy.evening_peak_end_hour):
         return policy.evening_peak_boost
     return 1.0
 

@@ -58,4 +58,3 @@ def test_every_topic_the_worker_consumes_is_registered_as_consumed() -> None:
     subscribed = {name for agent in app.agents.values() for name in agent.channel.topics}
     subscribed |= {name for topic in app.topics._topics for name in topic.topics}  # noqa: SLF001
     assert subscribed == {settings.topic(name) for name in CONSUMED_TOPICS}
-

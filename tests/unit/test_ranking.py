@@ -18,6 +18,7 @@ from likeflow.domain.ranking import (
     score_product,
     stock_factor,
     time_of_day_factor,
+    within_hours,
 )
 from tests.factories import BASE_TS, product
 
@@ -34,6 +35,22 @@ def test_local_hour_uses_the_audience_offset() -> None:
 def test_evening_peak_boost(hour_utc8: int, factor: float) -> None:
     day_start_utc8 = BASE_TS - (BASE_TS + 480 * 60_000) % (24 * HOUR_MS)
     assert time_of_day_factor(day_start_utc8 + hour_utc8 * HOUR_MS, POLICY) == factor
+
+
+@pytest.mark.parametrize(
+    ("hour_utc8", "factor"), [(21, 1.0), (22, 1.25), (23, 1.25), (0, 1.25), (1, 1.25), (2, 1.0)]
+)
+def test_a_peak_may_wrap_past_midnight(hour_utc8: int, factor: float) -> None:
+    policy = RankingPolicy(evening_peak_start_hour=22, evening_peak_end_hour=2)
+    day_start_utc8 = BASE_TS - (BASE_TS + 480 * 60_000) % (24 * HOUR_MS)
+    assert time_of_day_factor(day_start_utc8 + hour_utc8 * HOUR_MS, policy) == factor
+
+
+def test_within_hours() -> None:
+    assert [h for h in range(24) if within_hours(h, 19, 23)] == [19, 20, 21, 22]
+    assert [h for h in range(24) if within_hours(h, 22, 2)] == [0, 1, 22, 23]
+    assert not any(within_hours(h, 5, 5) for h in range(24))
+    assert all(within_hours(h, 0, 24) for h in range(24))
 
 
 def test_stock_factor_prefers_products_that_will_not_sell_out() -> None:
