@@ -9,12 +9,13 @@ RUN_DIR := .run
 WORKER_PID := $(RUN_DIR)/worker.pid
 WORKER_LOG := $(RUN_DIR)/worker.log
 
-.PHONY: help chaos secrets venv stack-up stack-down stack-clean stack-status topics worker worker-start \
+.PHONY: help docs chaos secrets venv stack-up stack-down stack-clean stack-status topics worker worker-start \
         worker-stop demo run bench bench-quick test test-unit test-integration test-tools lint typecheck status clean \
         audit-deps
 
 help:
 	@echo "make run          stack up, topics, worker in the background, demo feed in the foreground"
+	@echo "make docs         regenerate docs/settings.md from config/settings.py"
 	@echo "make test         lint, type check, unit and integration tests (starts Kafka and Redis)"
 	@echo "make chaos        the long fault tests (kill -9, storms, zombies, broker and Redis loss; ~1 h)"
 	@echo "make stack-up     start local Kafka (KRaft) and Redis;  make stack-down / stack-clean"
@@ -79,6 +80,10 @@ run: venv secrets stack-up topics worker-start
 	@echo "  stop     Ctrl-C stops the demo feed; 'make worker-stop' the worker; 'make stack-down' Kafka and Redis"
 	@echo
 	@$(BIN)/likeflow demo
+
+# docs/settings.md is generated from config/settings.py and config/docs.py (a test checks it).
+docs: venv
+	@$(BIN)/python -m config.docs > docs/settings.md
 
 lint: venv
 	@$(BIN)/ruff check .

@@ -1,0 +1,147 @@
+"""The reference of every setting: `python -m config.docs` writes docs/settings.md from `Settings`."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import MISSING, fields
+
+from config.settings import ENV_PREFIX, Settings
+
+# Section title -> {field name: what it does and what is allowed}. Names, types and defaults come
+# from `Settings` itself; a test fails when a field has no entry here or docs/settings.md is stale.
+SETTING_DOCS: dict[str, dict[str, str]] = {
+    "Infrastructure": {
+        "kafka_bootstrap": "Brokers, `host:port[,host:port]`.",
+        "redis_url": "Redis that serves prompts and creator quality: `redis://host:port/db`, "
+        "`rediss://` for TLS; never with a password in it.",
+        "web_host": "Address of the worker's web server (`/health`, `/ready`, `/metrics`, "
+        "`/creators/{id}/quality`). Compose sets `0.0.0.0` inside the container.",
+        "web_port": "Port of the worker's web server, 1-65535.",
+        "app_id": "Faust app id: the consumer group and the prefix of the changelog topics. "
+        "Letters, digits, `.`, `_`, `-`.",
+        "topic_prefix": "Prefix of every topic name, so several environments can share a cluster. "
+        "Letters, digits, `.`, `_`, `-`.",
+        "partitions": "Partitions of every topic the job creates; must equal the partition count of "
+        "`likes` (the user-state table is co-partitioned with it; `likeflow topics` checks). >= 1.",
+        "store": "Table storage: `memory://` (restored from the changelogs at every start) or "
+        "`rocksdict://` (RocksDB on disk per partition; a restart replays only the changelog tail).",
+        "data_dir": "Where a worker keeps its RocksDB tables and local state.",
+        "log_level": "`debug`, `info`, `warning`, `error` or `critical`.",
+        "event_loop": "`uvloop` (less per-callback overhead on the hot path) or `asyncio`.",
+        "session_timeout_s": "Seconds a worker that stopped heartbeating (crash, kill -9) keeps its "
+        "partitions before the group rebalances them; 6-300 (broker limits).",
+        "stall_timeout_s": "Seconds an input partition may have lag without a committed offset moving "
+        "before the worker exits with code 75 for its supervisor to restart it; 0 = off, else >= 10.",
+        "shutdown_timeout_s": "SIGTERM: seconds for the graceful stop (batch in hand, commit, flush); "
+        "past it the worker exits with code 124. >= 1.",
+    },
+    "Security (docs/security.md)": {
+        "kafka_security_protocol": "`PLAINTEXT` (the local stack), `SASL_SSL` (SCRAM over TLS) or "
+        "`SSL` (TLS, optionally mutual). Credentials never travel without TLS.",
+        "kafka_sasl_mechanism": "`SCRAM-SHA-512`, `SCRAM-SHA-256` or `PLAIN` (with SASL_SSL only).",
+        "kafka_sasl_username": "SASL user; required with SASL_SSL, refused otherwise.",
+        "kafka_sasl_password": "SASL password; prefer the `_FILE` variant (never shown in logs).",
+        "kafka_sasl_password_file": "File holding the SASL password.",
+        "kafka_ssl_cafile": "PEM bundle of the CA that signed the brokers' certificates (empty: the "
+        "system's CAs). SSL or SASL_SSL only.",
+        "kafka_ssl_certfile": "Client certificate (PEM) for brokers that require mutual TLS; set "
+        "together with the key.",
+        "kafka_ssl_keyfile": "Client key (PEM) for mutual TLS; set together with the certificate.",
+        "redis_username": "Redis ACL user.",
+        "redis_password": "Redis password, only over `rediss://`; prefer the `_FILE` variant.",
+        "redis_password_file": "File holding the Redis password (`rediss://` only).",
+        "redis_ssl_cafile": "PEM bundle of the CA that signed Redis's certificate (`rediss://` only).",
+    },
+    "Prompts (docs/ranking.md)": {
+        "language": "Offer copy language, `zh` or `en`.",
+        "repeat_window_hours": "No repeat (user, product) prompt within this event-time window (h). >= 0.",
+        "prompts_per_hour": "Prompts per user per clock hour. >= 0.",
+        "dedupe_horizon_hours": "How long processed like ids are remembered (h); older likes are "
+        "refused as too late. >= 1.",
+        "affinity_half_life_hours": "Half-life of a user's category affinity (h). > 0.",
+        "evening_peak_start_hour": "Local hour (0-24) the evening boost starts; may be later than the "
+        "end hour to wrap past midnight (start = end: no boost).",
+        "evening_peak_end_hour": "Local hour (0-24) the evening boost ends (exclusive).",
+        "evening_peak_boost": "Score factor inside the evening hours (1 = none). > 0.",
+        "tz_offset_minutes": "Audience's local time in minutes east of UTC, -720 to 840 "
+        "(China Standard Time = 480).",
+    },
+    "Creator quality (docs/quality.md)": {
+        "quality_window_minutes": "Size of a counting and serving window (min). >= 1.",
+        "quality_retention_hours": "How long windows are kept (h, event time); at least one window.",
+        "quality_grace_minutes": "How far behind its own input's clock a record may be before its "
+        "closed window refuses it as `late` (min). >= 0.",
+        "quality_horizon_hours": "Creators are judged over their closed windows of this trailing "
+        "span (h); at least one window.",
+        "quality_idle_after_s": "An input partition caught up and quiet this long stops holding "
+        "windows open until its next record (s). >= 1.",
+        "feedback_dedupe_hours": "How long feedback ids are remembered for de-duplication (h). >= 1.",
+        "quality_prior_strength": "Weight, in prompts, of the platform average that a creator's rates "
+        "are shrunk towards. > 0.",
+        "demotion_margin": "A horizon is bad when a rate is this fraction worse than the platform's; "
+        "between 0 and 1.",
+        "demotion_min_prompts": "Prompts a horizon needs before it is judged. >= 0.",
+        "demotion_min_orders": "Orders a horizon needs before its return and complaint rates count. >= 0.",
+        "demote_after_windows": "Consecutive bad judgements before a creator is demoted. >= 1.",
+        "recover_after_windows": "Consecutive good judgements before a demoted creator recovers. >= 1.",
+        "demoted_min_weight": "Lowest recommendation weight of a demoted creator, in (0, 1].",
+    },
+    "Serving (docs/redis.md)": {
+        "redis_prefix": "Prefix of every Redis key; no spaces, braces or glob characters.",
+        "redis_prompts_keep": "Prompts kept per user in Redis. >= 1.",
+        "redis_prompt_ttl_s": "TTL of a user's prompt list (s). >= 1.",
+        "redis_max_pending": "Writes held in memory per store while Redis is unreachable; above it "
+        "the agent pauses until Redis answers. >= 0.",
+    },
+    "Privacy (docs/privacy.md)": {
+        "user_key": "The HMAC-SHA256 key that pseudonymises user ids at the edge (>= 32 characters); "
+        "prefer the file.",
+        "user_key_file": "File holding the key (`make secrets` creates the local one).",
+        "user_key_version": "Written into every pseudonym (`v1.`); bump with a new key. 1-999.",
+        "user_retention_days": "Per-user state is deleted this long after the user's last activity "
+        "(days, event time). >= 1.",
+        "campaign_discount_pct": "A time-of-day discount for everyone alike, never below a product's "
+        "`min_price_cents`; 0-99, 0 = no campaign.",
+        "campaign_start_hour": "Local hour (0-24) the campaign starts; may wrap past midnight.",
+        "campaign_end_hour": "Local hour (0-24) the campaign ends (exclusive).",
+    },
+    "Input limits and batching": {
+        "max_record_bytes": "Larger input records are dead-lettered as `oversized`. >= 1024.",
+        "batch_max": "Records per fetch for the batch handlers, and per batch of the low-volume "
+        "agents. >= 1.",
+        "batch_within_ms": "How long a low-volume agent's batch may wait to fill (ms). >= 1.",
+        "fetch_max_wait_ms": "How long the broker may hold a fetch that finds nothing new (ms): the "
+        "worst wait a like adds before the worker sees it. 1-1500.",
+        "max_batches_in_flight": "Batches of one topic whose outputs may still be completing while "
+        "the next is decided. 1-64.",
+    },
+}
+
+_SECRETS = {"kafka_sasl_password", "redis_password", "user_key"}
+
+
+def render() -> str:
+    """docs/settings.md as Markdown: one table per section, in the order of `SETTING_DOCS`."""
+    defaults = {f.name: f.default for f in fields(Settings) if f.default is not MISSING}
+    types = {f.name: str(f.type) for f in fields(Settings)}
+    lines = [
+        "# Settings",
+        "",
+        "<!-- Generated by `make docs` (python -m config.docs) from config/settings.py and",
+        "     config/docs.py; edit those, not this file. -->",
+        "",
+        "Every setting is an environment variable `LIKEFLOW_<NAME>`, read only by `config/`. A value",
+        "that cannot work stops the command with the variable's name and what is allowed (exit 2);",
+        "an unknown `LIKEFLOW_*` name is reported as a warning with the closest setting.",
+    ]
+    for section, docs in SETTING_DOCS.items():
+        lines += ["", f"## {section}", "", "| Variable | Type | Default | Meaning |", "|---|---|---|---|"]
+        for name, text in docs.items():
+            default = defaults[name]
+            shown = "(secret)" if name in _SECRETS else (f"`{default}`" if default != "" else "empty")
+            lines.append(f"| `{ENV_PREFIX}{name.upper()}` | {types[name]} | {shown} | {text} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
