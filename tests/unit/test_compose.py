@@ -115,7 +115,7 @@ def test_grafana_is_provisioned_with_the_datasource_and_dashboard() -> None:
 
 def test_the_worker_image_serves_health_on_the_web_port() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "EXPOSE 6066" in dockerfile and "/health" in dockerfile
+    assert "EXPOSE 6066" in dockerfile and "/ready" in dockerfile
 
 
 def test_the_worker_reads_its_pseudonym_key_from_a_compose_secret() -> None:
@@ -125,3 +125,36 @@ def test_the_worker_reads_its_pseudonym_key_from_a_compose_secret() -> None:
     assert worker["environment"]["LIKEFLOW_USER_KEY_FILE"] == "/run/secrets/user_key"
     assert "LIKEFLOW_USER_KEY" not in worker["environment"], "never the key itself in the file"
     assert doc["secrets"]["user_key"]["file"] == "./.run/secrets/user-key"
+
+
+def test_kafka_keeps_its_logs_on_the_data_volume() -> None:
+    kafka = compose()["services"]["kafka"]
+    [mount] = kafka["volumes"]
+    volume, path = mount.split(":")
+    assert volume == "kafka-data"
+    assert kafka["environment"]["KAFKA_LOG_DIRS"] == path
+
+
+def test_the_build_context_leaves_out_local_state_and_secrets() -> None:
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    assert {".venv", ".cache", ".stack", ".run", ".git"} <= ignored
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = re.findall(r"^COPY (\S+)", dockerfile, flags=re.M)
+    assert not set(copied) & ignored, "the image copies something the context leaves out"
+
+
+def test_the_worker_can_read_the_key_secret_and_write_its_data() -> None:
+    # A file secret is bind-mounted with the host file's owner and mode (`make secrets`: 0600),
+    # so the worker runs as the host user, and the image's data dir accepts any uid.
+    worker = compose()["services"]["worker"]
+    assert worker["user"] == "${HOST_UID:-1000}"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "--uid 1000" in dockerfile and "chmod 1777 /data" in dockerfile
+    assert "umask 077" in (ROOT / "Makefile").read_text()
+
+
+def test_the_worker_is_healthy_when_ready_not_merely_alive() -> None:
+    worker = compose()["services"]["worker"]
+    assert "/ready" in " ".join(worker["healthcheck"]["test"])
+    assert worker["healthcheck"]["start_period"]
+    assert "/ready" in (ROOT / "Dockerfile").read_text()
