@@ -10,6 +10,7 @@ from typing import Any
 
 from agents.context import PipelineContext
 from likeflow.domain.decide import Duplicate, Skip, decide
+from likeflow.domain.pseudonym import edge_pseudonym
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.user_state import UserState
 from likeflow.faust_batch import Completion, Records, Turn
@@ -101,7 +102,7 @@ class PromptLikes:
         if mapping is None:
             return "no_mapping"
         # The edge: from here on the user is a pseudonym, in state, counts, prompts and logs.
-        user = ctx.pseudonymize(decoded.user_id)
+        user = edge_pseudonym(decoded.user_id, record.headers, ctx.pseudonymize)
         like = Like(decoded.event_id, user, decoded.video_id, decoded.ts, decoded.action)
         state = self._states.get(partition, user)
         if state is None:

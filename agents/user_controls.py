@@ -10,6 +10,7 @@ import faust
 from agents.context import PipelineContext
 from agents.decoding import Decoder, valid_events
 from likeflow.domain.privacy import apply_consent, apply_erasure
+from likeflow.domain.pseudonym import edge_pseudonym
 from likeflow.domain.user_state import UserState
 from streams.events import UserConsent, UserErasure
 from streams.topics import USER_CONSENT, USER_ERASURE
@@ -32,13 +33,13 @@ def register(app: faust.App, ctx: PipelineContext) -> tuple[Any, Any]:
     controls = ctx.metrics.user_controls
 
     def stream_of(
-        topic: Any, decode: Decoder[T], name: str, apply: Callable[[int, T], Awaitable[None]]
+        topic: Any, decode: Decoder[T], name: str, apply: Callable[[int, T, Any], Awaitable[None]]
     ) -> Any:
         topic_name = ctx.settings.topic(name)
 
         async def agent(stream: Any) -> None:
             async for event, control in valid_events(stream, decode, ctx, topic_name):
-                await apply(event.message.partition, control)
+                await apply(event.message.partition, control, event.message.headers)
 
         agent.__name__ = f"apply_{name.split('-')[1]}"
         return app.agent(topic, name=agent.__name__)(agent)
@@ -48,16 +49,16 @@ def register(app: faust.App, ctx: PipelineContext) -> tuple[Any, Any]:
         ctx.retention.touch(partition, user, state)
         await (await states.flush(partition))
 
-    async def consent(partition: int, control: UserConsent) -> None:
-        user = ctx.pseudonymize(control.user_id)
+    async def consent(partition: int, control: UserConsent, headers: Any) -> None:
+        user = edge_pseudonym(control.user_id, headers, ctx.pseudonymize)
         state = states.get(partition, user) or UserState()
         if apply_consent(state, control):
             await save(partition, user, state)
         ctx.retention.observe(partition, control.ts)
         controls.labels("consent").inc()
 
-    async def erasure(partition: int, control: UserErasure) -> None:
-        user = ctx.pseudonymize(control.user_id)
+    async def erasure(partition: int, control: UserErasure, headers: Any) -> None:
+        user = edge_pseudonym(control.user_id, headers, ctx.pseudonymize)
         state = apply_erasure(states.get(partition, user) or UserState(), control)
         # The state first (a like processed from now on sees the erasure), then Redis.
         await save(partition, user, state)

@@ -202,7 +202,7 @@ async def _handlers(raw: list[tuple[bytes, bytes]], n: int, batch: int, settings
     from agents.count_creator_events import CountCreatorEvents
     from agents.prompt_likes import PromptLikes
     from agents.retention import RetentionSweeper
-    from likeflow.app import pseudonymizer
+    from likeflow.connections import pseudonymizer
     from likeflow.domain.quality.sources import SourceReports
     from likeflow.metrics import Metrics
     from likeflow.sinks.dead_letters import DeadLetterSink

@@ -17,12 +17,10 @@ from agents.prompt_likes import PromptLikes
 from agents.retention import RetentionSweeper
 from agents.route_feedback import RouteFeedback
 from config import Settings
-from config.secrets import read_secret
 from likeflow import connections
 from likeflow.audit_trail import WorkerAudit
 from likeflow.creator_weights import CreatorWeights
 from likeflow.domain.privacy import DAY_MS
-from likeflow.domain.pseudonym import MIN_KEY_CHARS, Pseudonymizer
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.stall import StallDetector
 from likeflow.faust_batch import BatchRouter, install_batch_transport, kafka_producer
@@ -39,6 +37,7 @@ from likeflow.video_mappings import VideoMappings
 from likeflow.watchdog import StallWatchdog
 from streams.events import FEEDBACK_SOURCE, LIKES_SOURCE
 from streams.topics import (
+    CO_PARTITIONED_TOPICS,
     CONSUMED_TOPICS,
     CREATOR_QUALITY,
     DEAD_LETTERS,
@@ -134,6 +133,7 @@ def create_app(settings: Settings) -> faust.App:
         max_pending=settings.redis_max_pending,
     )
     audit = WorkerAudit(settings)
+    pseudonymize = connections.pseudonymizer(settings)
     retention = RetentionSweeper(
         user_states, settings.user_retention_days * DAY_MS, on_expired=metrics.users_expired.inc
     )
@@ -143,7 +143,11 @@ def create_app(settings: Settings) -> faust.App:
         tables=tables,
         metrics=metrics,
         dead_letters=DeadLetterSink(
-            settings.topic(DEAD_LETTERS), KeyPartitioner(settings.partitions), metrics
+            settings.topic(DEAD_LETTERS),
+            KeyPartitioner(settings.partitions),
+            metrics,
+            user_keyed_topics=[settings.topic(name) for name in CO_PARTITIONED_TOPICS],
+            pseudonymize=pseudonymize,
         ),
         prompt_store=store,
         guards=guards,
@@ -157,7 +161,7 @@ def create_app(settings: Settings) -> faust.App:
         windows=windows,
         judging=judging,
         video_mappings=mappings,
-        pseudonymize=pseudonymizer(settings),
+        pseudonymize=pseudonymize,
         pricing=pricing_from(settings),
         retention=retention,
         audit=audit,
@@ -289,12 +293,6 @@ def _connect_audit(app: faust.App, audit: WorkerAudit) -> None:
     # mode types its signal handlers with a Protocol mypy cannot match to a plain coroutine.
     app.on_partitions_revoked.connect(forget_chains)  # type: ignore[arg-type]
     app.on_before_shutdown.connect(stop_audit)  # type: ignore[arg-type]
-
-
-def pseudonymizer(settings: Settings) -> Pseudonymizer:
-    """The user-id pseudonymizer from the configured key (raises ConfigError saying what to set)."""
-    key = read_secret(settings.user_key, settings.user_key_file, "user_key", min_length=MIN_KEY_CHARS)
-    return Pseudonymizer(key.encode("utf-8"), settings.user_key_version)
 
 
 def _register_web(

@@ -115,7 +115,7 @@ def _cmd_creator(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_pseudonym(settings: Settings, args: argparse.Namespace) -> int:
-    from likeflow.app import pseudonymizer
+    from likeflow.connections import pseudonymizer
     from likeflow.sinks.redis_prompts import prompts_key
 
     pseudonym = pseudonymizer(settings)(args.user_id)

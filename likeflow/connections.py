@@ -1,4 +1,5 @@
-"""The one place Kafka and Redis clients get their address, TLS and credentials from settings.
+"""The one place Kafka and Redis clients get their address, TLS and credentials from settings
+(and the pseudonymizer its key).
 
 Every aiokafka producer, consumer and admin client is built with `kafka_client_kwargs`, the Faust
 app with `faust_broker_credentials`, and every Redis client is `redis_client` (docs/security.md).
@@ -15,6 +16,7 @@ import redis.asyncio as aioredis
 
 from config import Settings
 from config.secrets import read_secret
+from likeflow.domain.pseudonym import MIN_KEY_CHARS, Pseudonymizer
 
 
 def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -89,3 +91,9 @@ def redis_client(settings: Settings) -> aioredis.Redis:
             kwargs["ssl_ca_certs"] = settings.redis_ssl_cafile
     client: aioredis.Redis = aioredis.from_url(settings.redis_url, **kwargs)
     return client
+
+
+def pseudonymizer(settings: Settings) -> Pseudonymizer:
+    """The user-id pseudonymizer from the configured key (raises ConfigError saying what to set)."""
+    key = read_secret(settings.user_key, settings.user_key_file, "user_key", min_length=MIN_KEY_CHARS)
+    return Pseudonymizer(key.encode("utf-8"), settings.user_key_version)

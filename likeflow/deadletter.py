@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+import orjson
+
+from likeflow.domain.pseudonym import PSEUDONYMISED_HEADER, is_pseudonym
 
 HEADER_PREFIX = "likeflow.dlq."
 MAX_ERROR_BYTES = 1024
@@ -28,3 +32,53 @@ def dead_letter_headers(
         (HEADER_PREFIX + "partition", str(partition).encode()),
         (HEADER_PREFIX + "offset", str(offset).encode()),
     ]
+
+
+def without_raw_user_id(
+    key: bytes | None, value: bytes | None, pseudonymize: Callable[[str], str]
+) -> tuple[bytes | None, bytes | None, bool]:
+    """(key, value, changed) of a dead letter from a topic keyed by user id, with the raw id
+    replaced by its pseudonym wherever it can be found.
+
+    The key is the user id by contract. A value that parses as a JSON object gets its `user_id`
+    field replaced (every other byte of meaning is kept, for repair and re-publishing); a value
+    that does not parse gets the key's id replaced where it occurs as a JSON string. What cannot be found
+    (a broken record with no key, an id spelt differently) stays as received (docs/privacy.md).
+    """
+    raw_key = _text(key)
+    new_key = key
+    if raw_key and not is_pseudonym(raw_key):
+        new_key = pseudonymize(raw_key).encode()
+    new_value = value
+    if value:
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            obj = None
+        if isinstance(obj, dict):
+            user_id = obj.get("user_id")
+            if isinstance(user_id, str) and user_id and not is_pseudonym(user_id):
+                obj["user_id"] = pseudonymize(user_id)
+                new_value = orjson.dumps(obj)
+        elif obj is None and new_key is not key and raw_key:
+            # Only as a whole JSON string, so a short id does not rewrite every word holding it.
+            quoted = orjson.dumps(raw_key)
+            new_value = value.replace(quoted, orjson.dumps(pseudonymize(raw_key)))
+    return new_key, new_value, (new_key != key or new_value != value)
+
+
+def pseudonymised_header(headers: list[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """`headers` marked so the edge takes the record's user ids as pseudonyms if it is repaired
+    and published again."""
+    if any(name == PSEUDONYMISED_HEADER for name, _ in headers):
+        return headers
+    return headers + [(PSEUDONYMISED_HEADER, b"1")]
+
+
+def _text(raw: bytes | None) -> str | None:
+    if not raw:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None

@@ -23,8 +23,8 @@ from aiokafka.protocol.api import Request
 from aiokafka.structs import OffsetAndMetadata
 
 from config import Settings
-from likeflow.connections import kafka_client_kwargs
-from likeflow.deadletter import dead_letter_headers
+from likeflow.connections import kafka_client_kwargs, pseudonymizer
+from likeflow.deadletter import dead_letter_headers, pseudonymised_header, without_raw_user_id
 from likeflow.errors import LikeflowError
 from likeflow.progress import Progress
 from streams.events import Invalid
@@ -105,6 +105,8 @@ async def replay_files(
     total_bytes = sum(_uncompressed_size(p) for p in paths)
     progress = Progress(total_bytes, f"replay {topic}", progress_out)
     producer = None if dry_run else AIOKafkaProducer(**kafka_client_kwargs(settings), acks="all", linger_ms=5)
+    # Dead letters of a user-keyed topic keep no raw user id (docs/privacy.md): needs the key.
+    pseudonymize = pseudonymizer(settings) if spec.co_partitioned and producer else None
     if producer is not None:
         await producer.start()
     started = time.monotonic()
@@ -128,7 +130,14 @@ async def replay_files(
                         partition=-1,
                         offset=number,
                     )
-                    await producer.send(settings.topic(DEAD_LETTERS), line, key=key, headers=headers)
+                    dead_key, dead_value = key, line
+                    if pseudonymize is not None:
+                        dead_key, scrubbed, changed = without_raw_user_id(key, line, pseudonymize)
+                        dead_value = line if scrubbed is None else scrubbed
+                        headers = pseudonymised_header(headers) if changed else headers
+                    await producer.send(
+                        settings.topic(DEAD_LETTERS), dead_value, key=dead_key, headers=headers
+                    )
             else:
                 if producer is not None:
                     await producer.send(settings.topic(topic), line, key=key, timestamp_ms=event.ts)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from collections.abc import Callable, Mapping
+from typing import Any
 
 # 128 bits of the HMAC: collision-free for any realistic user count, half the bytes of the full
 # digest in every state entry, Redis key and record.
@@ -53,3 +55,19 @@ class Pseudonymizer:
 def is_pseudonym(text: str) -> bool:
     """True when `text` has the pseudonym shape (`v1.` and 32 lowercase hex digits)."""
     return PSEUDONYM_PATTERN.match(text) is not None
+
+
+#: Header of a record whose user ids are already pseudonyms: set on dead letters of user-keyed
+#: topics (they keep no raw id), so a repaired dead letter published again is not pseudonymised
+#: twice by the edge.
+PSEUDONYMISED_HEADER = "likeflow.pseudonymised"
+
+
+def edge_pseudonym(user_id: str, headers: Any, pseudonymize: Callable[[str], str]) -> str:
+    """The pseudonym of a consumed record's `user_id`: computed from the raw id, or taken as is
+    when the record carries `PSEUDONYMISED_HEADER` and the id has the pseudonym shape."""
+    if headers and is_pseudonym(user_id):
+        names = headers.keys() if isinstance(headers, Mapping) else (h[0] for h in headers)
+        if PSEUDONYMISED_HEADER in names:
+            return user_id
+    return pseudonymize(user_id)

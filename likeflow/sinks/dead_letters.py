@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
-from likeflow.deadletter import dead_letter_headers
+from likeflow.deadletter import dead_letter_headers, pseudonymised_header, without_raw_user_id
 from likeflow.metrics import Metrics
 from likeflow.sinks.kafka_batch import OutputBatch
 from streams.events import Invalid
@@ -29,12 +29,26 @@ class SourceRecord(Protocol):
 
 
 class DeadLetterSink:
-    """Queues dead letters on a batch's outputs; logs at most one line per reason per second."""
+    """Queues dead letters on a batch's outputs; logs at most one line per reason per second.
 
-    def __init__(self, topic: str, partition_of: Any, metrics: Metrics) -> None:
+    Dead letters of `user_keyed_topics` (full names) keep no raw user id: key and `user_id` are
+    replaced by the pseudonym where the record can be parsed, and the record is marked so the
+    edge does not pseudonymise it again if it is repaired and published anew.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        partition_of: Any,
+        metrics: Metrics,
+        user_keyed_topics: Collection[str] = (),
+        pseudonymize: Callable[[str], str] | None = None,
+    ) -> None:
         self.topic = topic
         self._partition_of = partition_of  # key bytes -> partition of the dead-letter topic
         self._metrics = metrics
+        self._user_keyed = frozenset(user_keyed_topics) if pseudonymize else frozenset()
+        self._pseudonymize = pseudonymize
         self._last_logged: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
@@ -56,14 +70,12 @@ class DeadLetterSink:
             partition=record.partition,
             offset=record.offset,
         )
-        outputs.add(
-            self.topic,
-            self._partition_of(record.key or b""),
-            record.key,
-            record.value if value is None else value,
-            None,
-            headers,
-        )
+        key, value = record.key, record.value if value is None else value
+        if record.topic in self._user_keyed and self._pseudonymize is not None:
+            key, value, changed = without_raw_user_id(key, value, self._pseudonymize)
+            if changed:
+                headers = pseudonymised_header(headers)
+        outputs.add(self.topic, self._partition_of(key or b""), key, value, None, headers)
         self._metrics.dead_letters.labels(record.topic, reason).inc()
         self._log(record, reason, invalid.error)
 

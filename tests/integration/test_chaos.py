@@ -28,8 +28,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 from config import Settings
 from likeflow.admin import ensure_topics
 from likeflow.connections import kafka_client_kwargs
+from likeflow.deadletter import without_raw_user_id
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
-from tests.integration.conftest import private_settings
+from tests.integration.conftest import private_settings, pseudonymizer_for
 from tests.integration.harness import Record, WorkerProcess, free_port, produce, read_topic, wait_until
 from tests.integration.test_quality import get_json
 from tests.integration.test_restart import by_prompt_id
@@ -343,9 +344,13 @@ async def test_outputs_match_the_oracle_under_faults(
     assert not duplicates_differing, duplicates_differing[:5]
     assert not run.went_backwards, run.went_backwards[:5]
     assert behind == 0, "every likes partition advanced to its end"
-    # Every poison record is dead-lettered with its original bytes and headers, and nothing
-    # else is; with one process exactly once (a redelivery after a kill may dead-letter it again).
-    assert {r.value for r in poison_dead} == {value for _, value, _ in wl.poison}
+    # Every poison record is dead-lettered with its bytes and headers (a raw user id replaced by
+    # its pseudonym, docs/privacy.md), and nothing else is; with one process exactly once (a
+    # redelivery after a kill may dead-letter it again).
+    pseudonymize = pseudonymizer_for(settings)
+    assert {r.value for r in poison_dead} == {
+        without_raw_user_id(key, value, pseudonymize)[1] for key, value, _ in wl.poison
+    }
     assert len(dead) == len(poison_dead) + len(late_dead)
     assert not raced_wrong, list(raced_wrong.items())[:5]
     assert raced_counted == len(wl.raced), "each raced prompt counted once for its creator"

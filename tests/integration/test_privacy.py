@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import DefaultPartitioner
@@ -20,9 +21,17 @@ from config import Settings
 from likeflow.admin import ensure_topics
 from likeflow.connections import kafka_client_kwargs
 from likeflow.domain.privacy import DAY_MS
-from likeflow.domain.pseudonym import Pseudonymizer
+from likeflow.domain.pseudonym import PSEUDONYMISED_HEADER, Pseudonymizer
 from likeflow.sinks.redis_prompts import prompts_key
-from streams.topics import CREATOR_EVENTS, LIKES, ORDER_PROMPTS, USER_CONSENT, USER_ERASURE, VIDEO_PRODUCTS
+from streams.topics import (
+    CREATOR_EVENTS,
+    DEAD_LETTERS,
+    LIKES,
+    ORDER_PROMPTS,
+    USER_CONSENT,
+    USER_ERASURE,
+    VIDEO_PRODUCTS,
+)
 from tables import USER_STATE_CHANGELOG_CONFIGS
 from tests.integration.conftest import private_settings, pseudonymizer_for
 from tests.integration.harness import (
@@ -300,3 +309,54 @@ async def test_the_price_is_the_same_for_everyone_on_the_real_stack(
         assert offered == {pseudonym(bag_fan): ("bag", 8500), pseudonym(dress_fan): ("dress", 8000)}
     finally:
         worker.stop()
+
+
+async def test_dead_letters_keep_no_raw_user_id_and_a_repaired_one_is_not_pseudonymised_twice(
+    worker: WorkerProcess, settings: Settings, pseudonym: Pseudonymizer
+) -> None:
+    await publish_video(settings, worker)
+    user, controlled = raw_user("dead"), raw_user("dead-control")
+    broken_like = {"event_id": uuid.uuid4().hex, "user_id": user, "video_id": VIDEO, "ts": "yesterday"}
+    await produce(settings, settings.topic(LIKES), [(user.encode(), orjson.dumps(broken_like), [])])
+    await produce(
+        settings,
+        settings.topic(USER_CONSENT),
+        [(controlled.encode(), orjson.dumps({"user_id": controlled, "prompts": "maybe", "ts": NOW}), [])],
+    )
+    mine = {pseudonym(user).encode(), pseudonym(controlled).encode()}
+    records = await read_topic_until(
+        settings,
+        settings.topic(DEAD_LETTERS),
+        lambda rs: len([r for r in rs if r.key in mine]) >= 2,
+        30,
+        "both dead letters",
+    )
+    dead = {r.key: r for r in records if r.key in mine}
+    for record in records:
+        blob = b"%r %r %r" % (record.key, record.value, record.headers)
+        assert user.encode() not in blob and controlled.encode() not in blob, "a raw id in a dead letter"
+    letter = dead[pseudonym(user).encode()]
+    headers = dict(letter.headers)
+    assert headers[PSEUDONYMISED_HEADER] == b"1"
+    assert headers["likeflow.dlq.reason"] == b"wrong_type"
+    assert orjson.loads(letter.value or b"{}")["user_id"] == pseudonym(user)
+
+    # Repaired and published again to its original partition (the user's state lives there),
+    # with the marker: the prompt is for the user's pseudonym, not a pseudonym of the pseudonym.
+    repaired = {**orjson.loads(letter.value or b"{}"), "ts": NOW - 3_000}
+    original_partition = int(headers["likeflow.dlq.partition"])
+    assert original_partition == DefaultPartitioner()(user.encode(), list(range(settings.partitions)), [])
+    producer = AIOKafkaProducer(**kafka_client_kwargs(settings), acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.topic(LIKES),
+            orjson.dumps(repaired),
+            key=pseudonym(user).encode(),
+            partition=original_partition,
+            headers=[(PSEUDONYMISED_HEADER, b"1")],
+        )
+    finally:
+        await producer.stop()
+    [prompt] = await prompts_of(settings, {pseudonym(user), pseudonym(pseudonym(user))}, 1)
+    assert prompt["user_id"] == pseudonym(user)
