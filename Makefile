@@ -15,7 +15,7 @@ WORKER_LOG := $(RUN_DIR)/worker.log
 
 help:
 	@echo "make run          stack up, topics, worker in the background, demo feed in the foreground"
-	@echo "make docs         regenerate docs/settings.md from config/settings.py"
+	@echo "make docs         regenerate docs/settings.md and schemas/ (from the settings and event classes)"
 	@echo "make test         lint, type check, unit and integration tests (starts Kafka and Redis)"
 	@echo "make chaos        the long fault tests (kill -9, storms, zombies, broker and Redis loss; ~1 h)"
 	@echo "make stack-up     start local Kafka (KRaft) and Redis;  make stack-down / stack-clean"
@@ -81,9 +81,11 @@ run: venv secrets stack-up topics worker-start
 	@echo
 	@$(BIN)/likeflow demo
 
-# docs/settings.md is generated from config/settings.py and config/docs.py (a test checks it).
+# Generated files (tests check they are current): docs/settings.md from config/settings.py and
+# config/docs.py, schemas/*.json from the event classes (streams/schemas.py).
 docs: venv
 	@$(BIN)/python -m config.docs > docs/settings.md
+	@$(BIN)/python -m streams.schemas schemas >/dev/null
 
 lint: venv
 	@$(BIN)/ruff check .

@@ -13,6 +13,7 @@ from agents.context import PipelineContext
 from likeflow.domain.quality.horizon import PlatformHorizon, apply_window, creator_totals
 from likeflow.domain.quality.judging import CreatorStanding, apply_verdict, judge_horizon, platform_document
 from likeflow.sinks.redis_quality import platform_key, standing_key
+from streams.events import CONTRACT_HEADER_MAP
 from streams.topics import CREATOR_WINDOWS
 from tables import put_for_event
 
@@ -63,7 +64,7 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
             served = row.get("served")
             if served:
                 await ctx.topics.creator_quality.send(
-                    key=creator_id.encode(), value=orjson.dumps(served["doc"])
+                    key=creator_id.encode(), value=orjson.dumps(served["doc"]), headers=CONTRACT_HEADER_MAP
                 )
                 docs.append(
                     (standing_key(ctx.quality_store.prefix, creator_id), served["version"], served["doc"])
@@ -112,7 +113,9 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
         new_row["served"] = {"version": offset, "doc": record}
         put_for_event(table, event, creator_id, new_row)
         # Compacted, keyed by creator: the latest verdict is every worker's ranking weight.
-        await ctx.topics.creator_quality.send(key=creator_id.encode(), value=orjson.dumps(record))
+        await ctx.topics.creator_quality.send(
+            key=creator_id.encode(), value=orjson.dumps(record), headers=CONTRACT_HEADER_MAP
+        )
         docs.append((standing_key(ctx.quality_store.prefix, creator_id), offset, record))
         if change is not None:
             metrics.creator_changes.labels(change).inc()

@@ -17,7 +17,7 @@ from likeflow.faust_batch import Completion, Records, Turn
 from likeflow.metrics import observe_many
 from likeflow.sinks.kafka_batch import KeyPartitioner, OutputBatch
 from likeflow.sinks.redis_prompts import ServedPrompt
-from streams.events import CreatorEvent, Invalid, Like, Prompt
+from streams.events import CONTRACT_HEADERS, CreatorEvent, Invalid, Like, Prompt
 from streams.topics import CREATOR_EVENTS, LIKES, ORDER_PROMPTS
 from streams.validation import decode_like
 from tables.state_store import ChangelogStore
@@ -168,7 +168,9 @@ class PromptLikes:
         served: list[ServedPrompt] = []
         for partition, prompt, value in prompts:
             key = prompt.user_id.encode()
-            outputs.add(self._prompts_topic, self._prompt_partition(key), key, value, prompt.like_ts)
+            outputs.add(
+                self._prompts_topic, self._prompt_partition(key), key, value, prompt.like_ts, CONTRACT_HEADERS
+            )
             audit.setdefault(partition, []).append(value)
             if not self._erased_since(partition, prompt):
                 served.append(ServedPrompt(prompt.user_id, prompt.like_ts, prompt.prompt_id, value))

@@ -27,6 +27,8 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
         "`rocksdict://` (RocksDB on disk per partition; a restart replays only the changelog tail).",
         "data_dir": "Where a worker keeps its RocksDB tables and local state.",
         "log_level": "`debug`, `info`, `warning`, `error` or `critical`.",
+        "log_format": "`text` or `json` (one object per line with `ts`, `level`, `logger`, `message` "
+        "and `topic`/`partition`/`offset` of the record a line is about; Faust's lines too).",
         "event_loop": "`uvloop` (less per-callback overhead on the hot path) or `asyncio`.",
         "session_timeout_s": "Seconds a worker that stopped heartbeating (crash, kill -9) keeps its "
         "partitions before the group rebalances them; 6-300 (broker limits).",

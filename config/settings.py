@@ -48,6 +48,8 @@ class Settings:
     store: str = "memory://"
     data_dir: str = ".run/worker-data"
     log_level: str = "info"
+    # "text" (human-readable) or "json" (one object per line, Faust's own lines included).
+    log_format: str = "text"
     # "uvloop" (libuv event loop: less per-callback overhead on the hot path) or "asyncio".
     event_loop: str = "uvloop"
     # A worker that stops heartbeating (crash, kill -9, long GC) keeps its partitions this long
@@ -172,6 +174,7 @@ class Settings:
                 _check(math.isfinite(getattr(self, spec.name)), spec.name.upper(), "must be a finite number")
         _check(self.partitions >= 1, "PARTITIONS", "must be at least 1")
         _check(self.log_level.lower() in LOG_LEVELS, "LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
+        _check(self.log_format in ("text", "json"), "LOG_FORMAT", "must be 'text' or 'json'")
         _check(
             bool(KAFKA_NAME.fullmatch(self.app_id)),
             "APP_ID",

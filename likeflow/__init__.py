@@ -1,3 +1,3 @@
 """likeflow: turns a like into a one-tap order prompt within milliseconds (Faust on Kafka, Redis)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

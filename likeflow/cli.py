@@ -6,11 +6,17 @@ import argparse
 import asyncio
 import gc
 import logging
+import logging.config
+import platform
 import sys
+from importlib import metadata
 from typing import Any
 
+import likeflow
 from config import ConfigError, Settings, load_settings, unknown_variables
 from likeflow.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE
+from likeflow.logs import logging_config
+from streams.events import CONTRACT_VERSION
 from streams.topics import BACKFILL_SOURCES, REPLAYABLE_TOPICS
 
 log = logging.getLogger(__name__)
@@ -54,7 +60,13 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
                 arm_hard_exit(settings.shutdown_timeout_s)
             super()._schedule_shutdown(signal)
 
-    worker = Worker(app, loglevel=settings.log_level.upper(), quiet=args.quiet)
+    worker = Worker(
+        app,
+        loglevel=settings.log_level.upper(),
+        quiet=args.quiet,
+        # JSON: Faust's worker configures logging with ours, so its own lines are JSON too.
+        logging_config=logging_config(settings.log_level, "json") if settings.log_format == "json" else None,
+    )
     worker.execute_from_commandline()  # runs until SIGTERM/SIGINT; never returns normally
     return 0
 
@@ -353,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turns likes into one-tap order prompts. Settings come from LIKEFLOW_* "
         "environment variables (see README).",
     )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"likeflow {likeflow.__version__} (contract v{CONTRACT_VERSION}, faust-streaming "
+        f"{metadata.version('faust-streaming')}, Python {platform.python_version()})",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     worker = sub.add_parser("worker", help="run the long-lived Faust worker")
@@ -449,11 +467,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     for warning in unknown_variables():
         print(f"likeflow: warning: {warning}", file=sys.stderr)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # aiokafka logs every metadata refresh at INFO; the worker shows Faust's own progress.
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.root.level))
+    logging.config.dictConfig(logging_config(settings.log_level, settings.log_format))
     try:
         code: int = args.func(settings, args)
     except KeyboardInterrupt:

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from likeflow.domain.pseudonym import PSEUDONYMISED_HEADER, is_pseudonym
+from streams.events import CONTRACT_HEADERS
 
 HEADER_PREFIX = "likeflow.dlq."
 MAX_ERROR_BYTES = 1024
@@ -26,6 +27,7 @@ def dead_letter_headers(
 ) -> list[tuple[str, bytes]]:
     """The original headers followed by `likeflow.dlq.*` headers: reason, error and source."""
     return original_headers(headers) + [
+        *CONTRACT_HEADERS,
         (HEADER_PREFIX + "reason", reason.encode()),
         (HEADER_PREFIX + "error", error.encode("utf-8", "replace")[:MAX_ERROR_BYTES]),
         (HEADER_PREFIX + "topic", topic.encode()),

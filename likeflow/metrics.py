@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import bisect
+import platform
 from collections.abc import Iterable
+from importlib.metadata import version
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+import likeflow
 from likeflow.domain.decide import NoPromptReason
 from streams.events import DeadLetterReason
 
@@ -19,6 +22,16 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds, start time.
+        ProcessCollector(registry=r)
+        self.build_info = Gauge(
+            "likeflow_build_info",
+            "Always 1; the labels say which build runs (compare versions across workers).",
+            ["version", "faust", "python"],
+            registry=r,
+        )
+        build = (likeflow.__version__, version("faust-streaming"), platform.python_version())
+        self.build_info.labels(*build).set(1)
         self.records_consumed = Counter(
             "likeflow_records_consumed_total", "Records consumed, by topic.", ["topic"], registry=r
         )

@@ -8,6 +8,14 @@ from typing import Any, Literal
 
 import orjson
 
+#: The event contract's version (docs/consumers.md): every record the job publishes on a public
+#: topic carries it in the `likeflow.contract` header; a consumer that sees a version it does not
+#: know stops (or dead-letters) rather than guessing.
+CONTRACT_VERSION = 1
+CONTRACT_HEADER = "likeflow.contract"
+CONTRACT_HEADERS: tuple[tuple[str, bytes], ...] = ((CONTRACT_HEADER, str(CONTRACT_VERSION).encode()),)
+CONTRACT_HEADER_MAP: dict[str, bytes] = dict(CONTRACT_HEADERS)
+
 Action = Literal["like", "unlike"]
 Offer = Literal["order", "booking", "trial"]
 FeedbackKind = Literal["click", "order", "return", "complaint"]

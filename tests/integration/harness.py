@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from config import Settings
 from likeflow.connections import kafka_client_kwargs
 from likeflow.watchdog import STALL_EXIT_CODE
+from tests.integration.contract import check_consumed, check_produced
 
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
@@ -144,6 +145,7 @@ async def produce(settings: Settings, topic: str, records: Iterable[Record]) -> 
     n = 0
     try:
         for key, value, headers in records:
+            check_produced(settings, topic, key, value)
             await producer.send(topic, value, key=key, headers=headers or None)
             n += 1
         await producer.flush()
@@ -178,7 +180,9 @@ async def read_topic(settings: Settings, topic: str, timeout_s: float = 10) -> l
                 raise TimeoutError(f"could not read {topic} to its end within {timeout_s} s")
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
-                out.extend(Consumed(r.key, r.value, list(r.headers), r.partition, r.offset) for r in records)
+                for r in records:
+                    check_consumed(settings, topic, r)
+                    out.append(Consumed(r.key, r.value, list(r.headers), r.partition, r.offset))
     finally:
         await consumer.stop()
     return out

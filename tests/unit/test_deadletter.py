@@ -1,4 +1,4 @@
-"""Dead-letter layout (original headers, then reason, error and source) and its user-id scrubbing."""
+"""Dead-letter layout (original headers, contract, reason, error, source) and its user-id scrubbing."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ def test_original_headers_come_first_then_the_reason() -> None:
     )
     assert headers == [
         ("trace", b"abc"),
+        ("likeflow.contract", b"1"),
         ("likeflow.dlq.reason", b"malformed_json"),
         ("likeflow.dlq.error", b"bad"),
         ("likeflow.dlq.topic", b"likes"),

@@ -1,0 +1,274 @@
+"""JSON Schemas of contract v1, built from the event classes: `python -m streams.schemas` writes schemas/."""
+
+from __future__ import annotations
+
+import sys
+import types
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import orjson
+
+from likeflow.domain.pseudonym import PSEUDONYM_PATTERN
+from streams.events import (
+    ACTIONS,
+    CONTRACT_HEADER,
+    CONTRACT_VERSION,
+    FEEDBACK_KINDS,
+    CreatorEvent,
+    DeadLetterReason,
+    Like,
+    Product,
+    Prompt,
+    UserConsent,
+    UserErasure,
+    VideoMapping,
+)
+from streams.validation import (
+    MAX_CATEGORY_CHARS,
+    MAX_ID_CHARS,
+    MAX_INT,
+    MAX_PRODUCTS,
+    MAX_TITLE_CHARS,
+    MAX_TS_MS,
+    MIN_TS_MS,
+)
+
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+BASE_ID = "https://likeflow.example/schemas/v1/"
+#: What the decoders check beyond these schemas (docs/consumers.md): each is a dead-letter reason
+#: or a rule that JSON Schema cannot state about one record alone.
+RULES_BEYOND_SCHEMA = {
+    DeadLetterReason.OVERSIZED: "the record's size in bytes (LIKEFLOW_MAX_RECORD_BYTES)",
+    DeadLetterReason.KEY_MISMATCH: "the record key must equal the key field (the key is not in the value)",
+    DeadLetterReason.LATE: "event time against the counters' clock, not a property of the record",
+    DeadLetterReason.MALFORMED_JSON: "JSON text itself: NaN/Infinity, invalid UTF-8, numbers beyond a "
+    "double, nesting deeper than 1024 (a schema sees parsed values)",
+    DeadLetterReason.WRONG_TYPE: "integers are written without a fraction or exponent (1.0 is not an "
+    "integer here, though JSON Schema's `integer` accepts it)",
+    DeadLetterReason.INVALID_VALUE: "product ids unique within a mapping; min_price_cents <= price_cents",
+}
+
+_ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": r"\S"}
+_TS = {"type": "integer", "minimum": MIN_TS_MS, "maximum": MAX_TS_MS, "description": "epoch milliseconds"}
+_STRING_LIMITS = {"title": MAX_TITLE_CHARS, "category": MAX_CATEGORY_CHARS, "text": None}
+_MINIMUMS = {"price_cents": 1, "min_price_cents": 1}
+
+
+def _field_schema(name: str, hint: Any) -> tuple[dict[str, Any], bool]:
+    """(schema, nullable) of one dataclass field from its type hint and its name's rule."""
+    nullable = False
+    args = get_args(hint)
+    if get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        nullable = True
+        (hint,) = [a for a in args if a is not type(None)]
+    if get_origin(hint) is Literal:
+        return {"enum": list(get_args(hint))}, nullable
+    if hint is str:
+        if name in _STRING_LIMITS:
+            limit = _STRING_LIMITS[name]
+            base: dict[str, Any] = {"type": "string", "minLength": 1, "pattern": r"\S"}
+            return ({**base, "maxLength": limit} if limit else {"type": "string"}), nullable
+        return dict(_ID), nullable
+    if hint is bool:
+        return {"type": "boolean"}, nullable
+    if hint is float:
+        return {"type": "number"}, nullable
+    if hint is int:
+        if name == "ts" or name.endswith("_ts"):
+            return dict(_TS), nullable
+        return {"type": "integer", "minimum": _MINIMUMS.get(name, 0), "maximum": MAX_INT}, nullable
+    raise TypeError(f"no schema for field {name}: {hint!r}")
+
+
+def object_schema(
+    cls: type,
+    *,
+    exclude: tuple[str, ...] = (),
+    overrides: dict[str, dict[str, Any]] | None = None,
+    additional: bool = True,
+) -> dict[str, Any]:
+    """The schema of a dataclass's JSON object: a field without a default is required; one with
+    a default may be absent or null (the decoders read null as absent)."""
+    hints = typing.get_type_hints(cls)
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for spec in fields(cls):
+        if spec.name in exclude or not spec.init:
+            continue
+        if overrides and spec.name in overrides:
+            schema, nullable = overrides[spec.name], False
+        else:
+            schema, nullable = _field_schema(spec.name, hints[spec.name])
+        optional = spec.default is not MISSING or spec.default_factory is not MISSING
+        if optional or nullable:
+            schema = {"anyOf": [schema, {"type": "null"}]}
+        if not optional:
+            required.append(spec.name)
+        properties[spec.name] = schema
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": additional,
+    }
+
+
+def _document(name: str, description: str, schema: dict[str, Any], key: str | None) -> dict[str, Any]:
+    return {
+        "$schema": DRAFT,
+        "$id": f"{BASE_ID}{name}.json",
+        "title": name,
+        "description": description
+        + (f" Record key: `{key}` (UTF-8)." if key else "")
+        + " Fields not listed are ignored (forward compatibility).",
+        "x-likeflow-contract": CONTRACT_VERSION,
+        **schema,
+    }
+
+
+def _feedback() -> dict[str, Any]:
+    schema = object_schema(
+        CreatorEvent, overrides={"kind": {"enum": list(FEEDBACK_KINDS)}, "amount_cents": _amount()}
+    )
+    # Orders carry their amount; other kinds have none (or 0).
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"kind": {"const": "order"}}, "required": ["kind"]},
+            "then": {"required": ["amount_cents"], "properties": {"amount_cents": {"type": "integer"}}},
+            "else": {"properties": {"amount_cents": {"enum": [0, None]}}},
+        }
+    ]
+    return schema
+
+
+def _amount() -> dict[str, Any]:
+    return {"type": "integer", "minimum": 0, "maximum": MAX_INT}
+
+
+def _mapping() -> dict[str, Any]:
+    product = object_schema(Product)
+    return object_schema(
+        VideoMapping,
+        overrides={"products": {"type": "array", "maxItems": MAX_PRODUCTS, "items": product}},
+    )
+
+
+def _prompt() -> dict[str, Any]:
+    user = {"type": "string", "pattern": PSEUDONYM_PATTERN.pattern, "description": "the user's pseudonym"}
+    return object_schema(Prompt, overrides={"user_id": user})
+
+
+def _quality() -> dict[str, Any]:
+    counts = {
+        "type": "object",
+        "properties": {
+            k: {"type": "integer", "minimum": 0}
+            for k in ("prompts", "clicks", "orders", "returns", "complaints", "gmv_cents")
+        },
+        "required": ["prompts", "clicks", "orders", "returns", "complaints", "gmv_cents"],
+    }
+    rate = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "null"}]}
+    rates = {"type": "object", "additionalProperties": rate}
+    return {
+        "type": "object",
+        "properties": {
+            "creator_id": dict(_ID),
+            "horizon_start": {"type": "integer", "description": "epoch milliseconds"},
+            "horizon_end": {"type": "integer", "description": "epoch milliseconds"},
+            "change": {"enum": ["demoted", "recovered", None]},
+            "demoted": {"type": "boolean"},
+            "weight": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "score": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "horizon": counts,
+            "smoothed": rates,
+            "platform": rates,
+        },
+        "required": ["creator_id", "horizon_start", "horizon_end", "demoted", "weight"],
+        "additionalProperties": True,
+    }
+
+
+def _dead_letter_headers() -> dict[str, Any]:
+    text = {"type": "string"}
+    number = {"type": "string", "pattern": r"^-?\d+$"}
+    return {
+        "type": "object",
+        "description": "The headers of a dead letter as {name: UTF-8 text}: the original record's "
+        "headers, then these. The key and value are the original record's (docs/events.md).",
+        "properties": {
+            "likeflow.dlq.reason": {"enum": [r.value for r in DeadLetterReason]},
+            "likeflow.dlq.error": {**text, "maxLength": 1024},
+            "likeflow.dlq.topic": text,
+            "likeflow.dlq.partition": number,
+            "likeflow.dlq.offset": number,
+            "likeflow.pseudonymised": {"const": "1"},
+            CONTRACT_HEADER: {"const": str(CONTRACT_VERSION)},
+        },
+        "required": [
+            "likeflow.dlq.reason",
+            "likeflow.dlq.error",
+            "likeflow.dlq.topic",
+            "likeflow.dlq.partition",
+            "likeflow.dlq.offset",
+        ],
+        "additionalProperties": True,
+    }
+
+
+def schemas() -> dict[str, dict[str, Any]]:
+    """File name (without .json) -> schema document, for every topic of the contract."""
+    like = object_schema(Like, overrides={"action": {"enum": list(ACTIONS)}})
+    return {
+        "likes": _document("likes", "A user liked or unliked a video (input).", like, "user_id"),
+        "video-products": _document(
+            "video-products",
+            "The products shown for a video (input, compacted; a null value removes the mapping, "
+            "as does an empty products list).",
+            _mapping(),
+            "video_id",
+        ),
+        "user-consent": _document(
+            "user-consent", "A user's prompt choices (input).", object_schema(UserConsent), "user_id"
+        ),
+        "user-erasure": _document(
+            "user-erasure", "A request to erase a user (input).", object_schema(UserErasure), "user_id"
+        ),
+        "prompt-feedback": _document(
+            "prompt-feedback", "What became of a prompt (input).", _feedback(), "creator_id"
+        ),
+        "order-prompts": _document(
+            "order-prompts",
+            "A one-tap order prompt (output; header likeflow.contract). De-duplicate by prompt_id.",
+            _prompt(),
+            "the user's pseudonym",
+        ),
+        "creator-quality": _document(
+            "creator-quality",
+            "A creator's latest verdict over its horizon (output, compacted; header likeflow.contract).",
+            _quality(),
+            "creator_id",
+        ),
+        "likeflow-dlq.headers": _document(
+            "likeflow-dlq.headers", "Headers of a dead letter (output).", _dead_letter_headers(), None
+        ),
+    }
+
+
+def write(directory: Path) -> list[Path]:
+    """Write every schema to `directory`/<name>.json (sorted keys, 2-space indent); returns the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, schema in schemas().items():
+        path = directory / f"{name}.json"
+        path.write_bytes(orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+        paths.append(path)
+    return paths
+
+
+if __name__ == "__main__":
+    for written in write(Path(sys.argv[1] if len(sys.argv) > 1 else "schemas")):
+        print(written)
