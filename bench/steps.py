@@ -204,6 +204,7 @@ async def _handlers(raw: list[tuple[bytes, bytes]], n: int, batch: int, settings
     from agents.retention import RetentionSweeper
     from likeflow.connections import pseudonymizer
     from likeflow.domain.quality.sources import SourceReports
+    from likeflow.faust_batch import Turn
     from likeflow.metrics import Metrics
     from likeflow.sinks.dead_letters import DeadLetterSink
     from likeflow.sinks.kafka_batch import KeyPartitioner
@@ -231,6 +232,10 @@ async def _handlers(raw: list[tuple[bytes, bytes]], n: int, batch: int, settings
 
         async def write_windows(self, *args: Any) -> int:
             return 0
+
+        def hold_windows(self, *args: Any) -> None: ...
+
+        async def flush(self) -> None: ...
 
     ctx = SimpleNamespace(
         settings=settings,
@@ -263,7 +268,7 @@ async def _handlers(raw: list[tuple[bytes, bytes]], n: int, batch: int, settings
         for record in fetched[start : start + batch]:
             chunk.setdefault(TP("likes", record.partition), []).append(record)
         complete = await prompt_likes.process(chunk)
-        await complete()
+        await complete(Turn(None))
         # What the completion sent to creator-events, fed to the counting handler as a fetch.
         sent = {}
         for k, record in reports_sent(producer):
@@ -272,7 +277,7 @@ async def _handlers(raw: list[tuple[bytes, bytes]], n: int, batch: int, settings
             )
             counted_offset += 1
         if sent:
-            await (await counting.process(sent))()
+            await (await counting.process(sent))(Turn(None))
     return (time.process_time() - started) / n * 1e6
 
 
