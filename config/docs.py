@@ -23,6 +23,11 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
         "Letters, digits, `.`, `_`, `-`.",
         "partitions": "Partitions of every topic the job creates; must equal the partition count of "
         "`likes` (the user-state table is co-partitioned with it; `likeflow topics` checks). >= 1.",
+        "replication_factor": "Replicas of every topic the job or Faust creates (inputs, outputs, "
+        "changelogs, the audit log); 1-7. 1 for the local single broker, 3 in production. "
+        "`likeflow topics` refuses a factor larger than the cluster and reports topics that differ.",
+        "min_insync_replicas": "`min.insync.replicas` of those topics: replicas that must have a write "
+        "before it is acknowledged (`acks=all`); 1 to the replication factor, 2 with a factor of 3.",
         "store": "Table storage: `memory://` (restored from the changelogs at every start) or "
         "`rocksdict://` (RocksDB on disk per partition; a restart replays only the changelog tail).",
         "data_dir": "Where a worker keeps its RocksDB tables and local state.",

@@ -42,6 +42,11 @@ class Settings:
     # Partition count of every topic the job creates, and of `likes`: the user_state table is
     # co-partitioned with `likes` (Faust assigns the same partition numbers to one worker).
     partitions: int = 4
+    # Replicas of every topic the job or Faust creates (inputs, outputs, changelogs, the audit
+    # log), and the replicas that must have a write before acks=all succeeds. 1 for the
+    # single-broker local stack; production: 3 and 2, so one broker's loss loses nothing.
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
     # Where a worker keeps its tables: "memory://" (restored from the changelogs at every start)
     # or "rocksdict://" (on disk under `data_dir`, RocksDB via rocksdict; a restart replays only
     # the changelog records written since).
@@ -154,6 +159,10 @@ class Settings:
         """Full topic name for a contract name such as `likes`."""
         return f"{self.topic_prefix}{name}"
 
+    def topic_configs(self, configs: Mapping[str, str] | None = None) -> dict[str, str]:
+        """`configs` plus the durability every topic of the job gets (`min.insync.replicas`)."""
+        return {**(configs or {}), "min.insync.replicas": str(self.min_insync_replicas)}
+
     @property
     def faust_store(self) -> str:
         """The Faust store URL of `store` (Faust's RocksDB store runs on rocksdict when installed)."""
@@ -173,6 +182,12 @@ class Settings:
             if spec.type == "float":
                 _check(math.isfinite(getattr(self, spec.name)), spec.name.upper(), "must be a finite number")
         _check(self.partitions >= 1, "PARTITIONS", "must be at least 1")
+        _check(1 <= self.replication_factor <= 7, "REPLICATION_FACTOR", "must be 1-7 (3 in production)")
+        _check(
+            1 <= self.min_insync_replicas <= self.replication_factor,
+            "MIN_INSYNC_REPLICAS",
+            "must be 1 to LIKEFLOW_REPLICATION_FACTOR (2 with a factor of 3: one broker may be down)",
+        )
         _check(self.log_level.lower() in LOG_LEVELS, "LOG_LEVEL", f"must be one of {', '.join(LOG_LEVELS)}")
         _check(self.log_format in ("text", "json"), "LOG_FORMAT", "must be 'text' or 'json'")
         _check(

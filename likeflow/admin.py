@@ -26,21 +26,37 @@ DESCRIBE_ATTEMPTS = 50
 DESCRIBE_RETRY_S = 0.2
 
 
-async def ensure_topics(settings: Settings) -> dict[str, int]:
-    """Create missing topics with `settings.partitions`; return {topic: partition count}.
+async def ensure_topics(settings: Settings, warnings: list[str] | None = None) -> dict[str, int]:
+    """Create missing topics with `settings.partitions` and `settings.replication_factor`;
+    return {topic: partition count}.
 
-    Raises TopicSetupError when a topic keyed by user does not have the partition count of the
-    table co-partitioned with it (`user_state`: LIKEFLOW_PARTITIONS).
+    Raises TopicSetupError when the cluster has fewer brokers than the replication factor, or a
+    topic keyed by user does not have the partition count of the table co-partitioned with it
+    (`user_state`: LIKEFLOW_PARTITIONS). Other differences from the settings (replication,
+    partitions of the other topics) are logged and appended to `warnings`, each with its fix.
     """
     admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings), client_id="likeflow-admin")
     try:
         await admin.start()
+        brokers = len((await admin.describe_cluster())["brokers"])
+        if settings.replication_factor > brokers:
+            # The broker would refuse CreateTopics anyway (INVALID_REPLICATION_FACTOR), and Faust
+            # would fail later on its changelogs: say so once, with the fix.
+            raise TopicSetupError(
+                f"LIKEFLOW_REPLICATION_FACTOR={settings.replication_factor} but the cluster at "
+                f"{settings.kafka_bootstrap} has {brokers} broker(s): lower the factor or add brokers"
+            )
         existing = set(await admin.list_topics())
         missing = [s for s in TOPIC_SPECS if settings.topic(s.name) not in existing]
         if missing:
             response = await admin.create_topics(
                 [
-                    NewTopic(settings.topic(s.name), s.partition_count(settings), 1, topic_configs=s.configs)
+                    NewTopic(
+                        settings.topic(s.name),
+                        s.partition_count(settings),
+                        settings.replication_factor,
+                        topic_configs=settings.topic_configs(s.configs),
+                    )
                     for s in missing
                 ]
             )
@@ -65,6 +81,11 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
     finally:
         await admin.close()
     counts = {t["topic"]: len(t["partitions"]) for t in described}
+    replicas = {t["topic"]: min((len(p["replicas"]) for p in t["partitions"]), default=0) for t in described}
+    for problem in layout_problems(settings, counts, replicas):
+        log.warning("%s", problem)
+        if warnings is not None:
+            warnings.append(problem)
     for name in CO_PARTITIONED_TOPICS:
         topic = settings.topic(name)
         if counts.get(topic) != settings.partitions:
@@ -78,3 +99,32 @@ async def ensure_topics(settings: Settings) -> dict[str, int]:
                 "if they all agree, or recreate the odd one"
             )
     return counts
+
+
+def layout_problems(settings: Settings, partitions: dict[str, int], replicas: dict[str, int]) -> list[str]:
+    """What differs between the existing topics and the settings, each with how to fix it:
+    fewer replicas than LIKEFLOW_REPLICATION_FACTOR, or a partition count other than the one
+    the job would create (the co-partitioned topics are refused separately)."""
+    problems = []
+    for spec in TOPIC_SPECS:
+        topic = settings.topic(spec.name)
+        if topic not in partitions:
+            continue
+        if replicas[topic] != settings.replication_factor:
+            problems.append(
+                f"{topic} has replication factor {replicas[topic]}, LIKEFLOW_REPLICATION_FACTOR is "
+                f"{settings.replication_factor}: reassign its replicas with kafka-reassign-partitions.sh "
+                "(an existing topic's factor is never changed by likeflow)"
+            )
+        wanted = spec.partition_count(settings)
+        if spec.name not in CO_PARTITIONED_TOPICS and partitions[topic] != wanted:
+            why = (
+                "one judge must see every creator"
+                if spec.partitions == 1
+                else "the tables fed from it have LIKEFLOW_PARTITIONS partitions"
+            )
+            problems.append(
+                f"{topic} has {partitions[topic]} partitions, the job creates it with {wanted} ({why}): "
+                "recreate it with the workers stopped, or set LIKEFLOW_PARTITIONS to match"
+            )
+    return problems

@@ -79,7 +79,8 @@ def create_app(settings: Settings) -> faust.App:
         datadir=settings.data_dir,
         autodiscover=False,
         topic_partitions=settings.partitions,
-        topic_replication_factor=1,
+        # Faust's own topics (changelogs, the assignor's leader topic) replicated like ours.
+        topic_replication_factor=settings.replication_factor,
         # A new consumer group starts from the beginning of every topic, so a first deploy
         # processes mappings that were published before it.
         consumer_auto_offset_reset="earliest",

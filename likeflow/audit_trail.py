@@ -69,43 +69,67 @@ class AuditTrail:
         self, settings: Settings, topic: str | None = None, client_id: str = "likeflow-audit"
     ) -> None:
         self.topic = topic or settings.topic(AUDIT_LOG)
-        kwargs = kafka_client_kwargs(settings)
-        # Idempotent producer with acks=all: a retried send is de-duplicated by the broker
-        # (producer id + sequence number) and batches of one partition are never reordered, so
-        # retries cannot duplicate or swap entries of a chain.
-        self._producer = AIOKafkaProducer(
-            **kwargs,
-            client_id=client_id,
-            enable_idempotence=True,
-            acks="all",
-            # Entries go out as record batches built here; waiting to fill one only adds latency.
-            linger_ms=0,
-            max_batch_size=512 * 1024,
+        self._kwargs = kafka_client_kwargs(settings)
+        self._client_id = client_id
+        # One transactional producer per audit partition, created when this worker first
+        # appends to it (it owns the partition then). Starting it initialises its transactional
+        # id (`<topic>-<partition>`) with the coordinator, which bumps the id's epoch: a zombie
+        # that lost the partition but still holds the old producer is fenced (its next send or
+        # commit fails with ProducerFenced), so it cannot fork the chain. Acks=all and
+        # idempotence come with it: retries neither duplicate nor reorder a chain's entries.
+        self._producers: dict[int, AIOKafkaProducer] = {}
+        # Group-less (no group_id, nothing committed), read_committed: reads the last committed
+        # entry of a partition to learn its chain head (never an aborted one).
+        self._consumer = AIOKafkaConsumer(
+            **self._kwargs,
+            client_id=f"{client_id}-head",
+            enable_auto_commit=False,
+            isolation_level="read_committed",
         )
-        # Group-less (no group_id, nothing committed): reads the last entry of a partition to
-        # learn its chain head.
-        self._consumer = AIOKafkaConsumer(**kwargs, client_id=f"{client_id}-head", enable_auto_commit=False)
         self._heads: dict[int, Head] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         # Bumped by forget(): an append that started before a revoke does not cache its head.
         self._epochs: dict[int, int] = {}
         self._read_lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        await self._producer.start()
         await self._consumer.start()
 
     async def stop(self) -> None:
         try:
-            await self._producer.stop()  # flushes what is still buffered
+            await asyncio.gather(*(p.stop() for p in self._producers.values()), *self._closing)
+            self._producers.clear()
         finally:
             await self._consumer.stop()
 
     def forget(self, partitions: Iterable[int]) -> None:
-        """Drop the cached chain heads of `partitions` (revoked: the next owner extends them)."""
+        """Drop the cached chain heads and producers of `partitions` (revoked: the next owner
+        extends them, and initialising its producer fences this one's)."""
         for p in partitions:
             self._heads.pop(p, None)
             self._epochs[p] = self._epochs.get(p, 0) + 1
+            producer = self._producers.pop(p, None)
+            if producer is not None:
+                task = asyncio.ensure_future(producer.stop())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    async def _producer_for(self, partition: int) -> AIOKafkaProducer:
+        producer = self._producers.get(partition)
+        if producer is None:
+            producer = AIOKafkaProducer(
+                **self._kwargs,
+                client_id=f"{self._client_id}-{partition}",
+                transactional_id=f"{self.topic}-{partition}",
+                acks="all",
+                # Entries go out as record batches built here; waiting to fill one only adds latency.
+                linger_ms=0,
+                max_batch_size=512 * 1024,
+            )
+            await producer.start()  # InitProducerId: fences any earlier producer of this id
+            self._producers[partition] = producer
+        return producer
 
     async def append(self, partition: int, kind: Kind, records: Sequence[bytes]) -> None:
         """Append `records` (JSON bytes each) to the chain of `partition`; returns once all are acked.
@@ -117,47 +141,44 @@ class AuditTrail:
         if not records:
             return
         lock = self._locks.setdefault(partition, asyncio.Lock())
-        # Entries are chained and queued on the producer under the chain's lock, in the order the
-        # appends take it; the acknowledgements are awaited outside it, so the next batch's
-        # entries are chained while this batch's are in flight. The idempotent producer keeps a
-        # partition's batches in order and without gaps: if one fails, the ones after it fail
-        # too, and the worker stops (nothing of the batch is committed).
+        # One transaction per append, in the order the appends take the chain's lock; the lock
+        # is held until the commit (a producer runs one transaction at a time). Readers are
+        # read_committed: an append that fails midway is aborted and its entries never count.
         async with lock:
             epoch = self._epochs.get(partition, 0)
             head = self._heads.get(partition)
-            if head is None:
-                head = await self._load_head(partition)
-            entries, new_head = extend(head, kind, records)
-            futures = await self._send(partition, entries)
+            try:
+                if head is None:
+                    head = await self._load_head(partition)
+                entries, new_head = extend(head, kind, records)
+                producer = await self._producer_for(partition)
+                await producer.begin_transaction()
+                await asyncio.gather(*await self._send(producer, partition, entries))
+                await producer.commit_transaction()
+            except Exception as exc:
+                # The real tail is on the broker, not here; a fenced producer (this worker lost
+                # the partition) is never re-initialised here, or it would fence the new owner.
+                self._heads.pop(partition, None)
+                failed = self._producers.pop(partition, None)
+                if failed is not None:
+                    await failed.stop()
+                log.error("audit append to %s[%d] failed: %r", self.topic, partition, exc)
+                raise
             if self._epochs.get(partition, 0) == epoch:
                 self._heads[partition] = new_head
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            # Some entries may have been written: the real tail is on the broker, not here.
-            self._heads.pop(partition, None)
-            log.error(
-                "audit append to %s[%d] failed for %d of %d entries (seq %d..%d): %r",
-                self.topic,
-                partition,
-                len(failed),
-                len(entries),
-                head.next_seq,
-                new_head.seq,
-                failed[0],
-            )
-            raise failed[0]
 
-    async def _send(self, partition: int, entries: Sequence[bytes]) -> list[asyncio.Future[Any]]:
+    async def _send(
+        self, producer: AIOKafkaProducer, partition: int, entries: Sequence[bytes]
+    ) -> list[asyncio.Future[Any]]:
         """Produce `entries` to `partition` in order, as record batches (one request per batch)."""
         futures = []
-        builder = self._producer.create_batch()
+        builder = producer.create_batch()
         for entry in entries:
             if builder.append(key=None, value=entry, timestamp=None) is None:
-                futures.append(await self._producer.send_batch(builder, self.topic, partition=partition))
-                builder = self._producer.create_batch()
+                futures.append(await producer.send_batch(builder, self.topic, partition=partition))
+                builder = producer.create_batch()
                 builder.append(key=None, value=entry, timestamp=None)
-        futures.append(await self._producer.send_batch(builder, self.topic, partition=partition))
+        futures.append(await producer.send_batch(builder, self.topic, partition=partition))
         return futures
 
     async def _load_head(self, partition: int) -> Head:
@@ -167,9 +188,9 @@ class AuditTrail:
             self._consumer.assign([tp])
             begin = (await self._consumer.beginning_offsets([tp]))[tp]
             end = (await self._consumer.end_offsets([tp]))[tp]
-            # The end offset (high watermark) is one past the last entry acknowledged by every
-            # in-sync replica. Without transactions there are no control records, so end-1 is the
-            # last entry; widen the window anyway in case the last offsets hold none.
+            # read_committed: the end offset is the last stable offset. The last offsets may be
+            # transaction markers (control records, never returned), so the window widens until
+            # it holds an entry.
             back = 1
             while end > begin:
                 start = max(begin, end - back)
@@ -250,7 +271,11 @@ async def verify_topic(
     to the end offset seen at the start; returns {partition: result}."""
     name = topic or settings.topic(AUDIT_LOG)
     consumer = AIOKafkaConsumer(
-        **kafka_client_kwargs(settings), client_id="likeflow-audit-verify", enable_auto_commit=False
+        **kafka_client_kwargs(settings),
+        client_id="likeflow-audit-verify",
+        enable_auto_commit=False,
+        # Entries are written in transactions (one per append): aborted ones never count.
+        isolation_level="read_committed",
     )
     await consumer.start()
     try:

@@ -74,9 +74,12 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     from likeflow.admin import ensure_topics
 
-    counts = asyncio.run(ensure_topics(settings))
+    warnings: list[str] = []
+    counts = asyncio.run(ensure_topics(settings, warnings))
     for name, partitions in sorted(counts.items()):
         print(f"{name}\t{partitions} partitions")
+    for warning in warnings:
+        print(f"likeflow: warning: {warning}", file=sys.stderr)
     return 0
 
 

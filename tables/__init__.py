@@ -55,7 +55,7 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
             schema=schema,
             partitions=partitions or settings.partitions,
             help=help_text,
-            extra_topic_configs=configs,
+            extra_topic_configs=settings.topic_configs(configs),
         )
 
     return Tables(

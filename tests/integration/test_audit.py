@@ -11,6 +11,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from config import Settings
 from likeflow.admin import ensure_topics
@@ -220,3 +221,23 @@ async def test_the_worker_audits_every_prompt_and_feedback_record(
             assert entry["record"]["user_id"] == pseudonym(users[0]), "the trail holds pseudonyms only"
     result = await run_cli(settings, "audit", "verify")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_a_zombie_writer_is_fenced_and_cannot_fork_a_chain(audit_settings: Settings) -> None:
+    settings = audit_settings
+    zombie, owner = AuditTrail(settings, client_id="zombie"), AuditTrail(settings, client_id="owner")
+    await zombie.start()
+    await owner.start()
+    try:
+        await zombie.append(3, "prompt", records("z", 2))
+        # The zombie lost partition 3 without noticing (no revoke); the new owner appends: its
+        # producer's start fences the zombie's.
+        await owner.append(3, "prompt", records("o", 2))
+        with pytest.raises(KafkaError):
+            await zombie.append(3, "prompt", records("late", 2))
+        await owner.append(3, "feedback", records("o2", 1))
+    finally:
+        await zombie.stop()
+        await owner.stop()
+    results = await verify_topic(settings)
+    assert results[3].ok and results[3].count == 5, results[3]

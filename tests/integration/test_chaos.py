@@ -31,7 +31,15 @@ from likeflow.connections import kafka_client_kwargs
 from likeflow.deadletter import without_raw_user_id
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings, pseudonymizer_for
-from tests.integration.harness import Record, WorkerProcess, free_port, produce, read_topic, wait_until
+from tests.integration.harness import (
+    Record,
+    WorkerProcess,
+    free_port,
+    produce,
+    read_topic,
+    run_cli,
+    wait_until,
+)
 from tests.integration.test_quality import get_json
 from tests.integration.test_restart import by_prompt_id
 from tests.integration.workload import Scale, Workload, build, interleave
@@ -310,6 +318,9 @@ async def test_outputs_match_the_oracle_under_faults(
             await asyncio.sleep(0.5)
         records = await read_topic(settings, settings.topic(ORDER_PROMPTS), timeout_s=60)
         dead = await read_topic(settings, settings.topic(DEAD_LETTERS), timeout_s=60)
+        # Every chain of the audit log verifies: a zombie (T5) is fenced, a kill -9 re-appends
+        # identical entries at the end of the chain, never a fork (docs/audit.md).
+        audit = await run_cli(settings, "audit", "verify", timeout_s=120)
     finally:
         stop_sampling.set()
         if sampler is not None:
@@ -353,6 +364,7 @@ async def test_outputs_match_the_oracle_under_faults(
     }
     assert len(dead) == len(poison_dead) + len(late_dead)
     assert not raced_wrong, list(raced_wrong.items())[:5]
+    assert audit.returncode == 0, audit.stdout.decode() + audit.stderr.decode()
     assert raced_counted == len(wl.raced), "each raced prompt counted once for its creator"
     if fault.one_process:
         assert len(poison_dead) == len(wl.poison)

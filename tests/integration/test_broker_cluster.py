@@ -1,0 +1,133 @@
+"""T10: a 3-broker cluster, topics at replication factor 3 and min.insync.replicas 2, under load:
+the leader of `likes`[0] is killed with kill -9 twice, and a broker stays down longer than the
+session timeout. The worker keeps running throughout (no restart), every prompt and window
+matches the oracle of workload.py, nothing acknowledged is lost, and the audit chain verifies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+
+from config import Settings, load_settings
+from likeflow.admin import ensure_topics
+from likeflow.connections import kafka_client_kwargs
+from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
+from tests.integration.broker_cluster import BrokerCluster
+from tests.integration.conftest import private_settings
+from tests.integration.harness import WorkerProcess, produce, read_topic, run_cli, wait_until
+from tests.integration.test_broker_faults import SHORT, consumed
+from tests.integration.test_chaos import served_windows
+from tests.integration.test_quality import get_json
+from tests.integration.test_restart import by_prompt_id
+from tests.integration.workload import build
+
+# A worker's consumption may pause while leadership moves (metadata refresh, producer retries);
+# it must continue within this bound, without a restart.
+RESUME_BOUND_S = 60.0
+
+
+async def leader_of(settings: Settings, topic: str, partition: int) -> int:
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
+    await admin.start()
+    try:
+        for _ in range(100):
+            [described] = await admin.describe_topics([topic])
+            leaders = {p["partition"]: p["leader"] for p in described["partitions"]}
+            if leaders.get(partition, -1) >= 0:
+                return leaders[partition]
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+    raise TimeoutError(f"{topic}[{partition}] has no leader")
+
+
+async def resumed(worker: WorkerProcess, since: float) -> float:
+    """Seconds from `since` until the worker consumes again (it is never restarted)."""
+    before = consumed(worker)
+    await wait_until(lambda: consumed(worker) > before, RESUME_BOUND_S, "the worker to go on", worker)
+    return round(time.monotonic() - since, 1)
+
+
+@pytest.mark.chaos
+async def test_three_brokers_lose_leaders_and_a_broker_and_nothing_is_lost(
+    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    cluster = BrokerCluster(tmp_path / "cluster")
+    figures: dict[str, Any] = {"cluster start s": round(await cluster.start(), 1), "resume s": []}
+    settings = load_settings(
+        replace(
+            private_settings(base_settings, tmp_path_factory), kafka_bootstrap=cluster.bootstrap
+        ).to_env(),
+        replication_factor=3,
+        min_insync_replicas=2,
+    )
+    base_ts = (int(time.time() * 1000) // 3_600_000 - 24) * 3_600_000
+    wl = build(settings, SHORT, 20261201, base_ts)
+    creators = sorted(wl.expected_windows)
+    expected = wl.served_form()
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    started = time.monotonic()
+    try:
+        await ensure_topics(settings)
+        await produce(settings, settings.topic(VIDEO_PRODUCTS), wl.mappings)
+        worker.start(timeout_s=120)
+        pid = worker.proc.pid if worker.proc else None
+        await wait_until(
+            lambda: bool((worker.health() or {}).get("video_mappings_ready")), 60, "mappings", worker
+        )
+        await produce(settings, settings.topic(PROMPT_FEEDBACK), wl.feedback)
+        chunks = [wl.likes[i::4] for i in range(4)]
+        for k in range(3):
+            target = consumed(worker) + len(chunks[k]) // 4
+            await produce(settings, settings.topic(LIKES), chunks[k])
+            # Under load: the leader dies while the worker works through this chunk.
+            await wait_until(lambda t=target: consumed(worker) >= t, 120, "load", worker)
+            victim = cluster.node(await leader_of(settings, settings.topic(LIKES), 0))
+            victim.kill()
+            killed_at = time.monotonic()
+            # The next chunk goes in while the broker is down: acks=all still succeeds on two.
+            await produce(settings, settings.topic(LIKES), chunks[k + 1] if k == 2 else [])
+            figures["resume s"].append(await resumed(worker, killed_at))
+            # The last one stays down past the session timeout (8 s in tests) before it returns.
+            await asyncio.sleep(settings.session_timeout_s * 2 if k == 2 else 3)
+            await asyncio.to_thread(victim.start)
+        try:
+            await wait_until(lambda: served_windows(worker, creators) == expected, 180, "windows", worker)
+        except TimeoutError:
+            pass  # the assertions below show the difference
+        final_windows = served_windows(worker, creators)
+        ready_status, ready_body = get_json(worker, "/ready")
+        records = await read_topic(settings, settings.topic(ORDER_PROMPTS), timeout_s=60)
+        dead = await read_topic(settings, settings.topic(DEAD_LETTERS), timeout_s=60)
+        same_process = worker.alive() and worker.proc is not None and worker.proc.pid == pid
+        audit = await run_cli(settings, "audit", "verify", timeout_s=120)
+    finally:
+        worker.stop()
+        cluster.stop()
+
+    copies = by_prompt_id(records)
+    missing = wl.expected_prompt_ids - copies.keys()
+    unexpected = copies.keys() - wl.expected_prompt_ids
+    differing = [p for p, c in copies.items() if len(c) > 1]
+    wrong = {c: (final_windows.get(c), expected[c]) for c in creators if final_windows.get(c) != expected[c]}
+    print(
+        f"\nT10 3 brokers, RF 3, min ISR 2 ({len(wl.likes)} likes): leader kill -9 x3 (the last down "
+        f"{settings.session_timeout_s * 2:.0f} s), {figures}, prompts {len(copies)}/"
+        f"{len(wl.expected_prompt_ids)}, missing {len(missing)}, unexpected {len(unexpected)}, "
+        f"creators differing {len(wrong)}, total {time.monotonic() - started:.0f} s"
+    )
+    assert same_process, "the worker was never restarted"
+    assert all(s <= RESUME_BOUND_S for s in figures["resume s"]), figures
+    assert ready_status == 200, ready_body
+    assert not wrong, f"{len(wrong)} creators differ; first: {next(iter(wrong.items()))}"
+    assert not missing and not unexpected, (sorted(missing)[:5], sorted(unexpected)[:5])
+    assert not differing, differing[:5]
+    assert not dead, [dict(r.headers) for r in dead[:3]]
+    assert audit.returncode == 0, audit.stdout.decode() + audit.stderr.decode()
