@@ -148,20 +148,28 @@ class AuditTrail:
             epoch = self._epochs.get(partition, 0)
             head = self._heads.get(partition)
             try:
+                # The producer first: starting it waits until the previous owner's last
+                # transaction is complete (committed markers written, or aborted), so the
+                # read_committed head read below sees the real end of the chain.
+                producer = await self._producer_for(partition)
                 if head is None:
                     head = await self._load_head(partition)
                 entries, new_head = extend(head, kind, records)
-                producer = await self._producer_for(partition)
                 await producer.begin_transaction()
-                await asyncio.gather(*await self._send(producer, partition, entries))
+                sent = await asyncio.gather(
+                    *await self._send(producer, partition, entries), return_exceptions=True
+                )
+                failed = next((r for r in sent if isinstance(r, BaseException)), None)
+                if failed is not None:
+                    raise failed
                 await producer.commit_transaction()
             except Exception as exc:
                 # The real tail is on the broker, not here; a fenced producer (this worker lost
                 # the partition) is never re-initialised here, or it would fence the new owner.
                 self._heads.pop(partition, None)
-                failed = self._producers.pop(partition, None)
-                if failed is not None:
-                    await failed.stop()
+                broken = self._producers.pop(partition, None)
+                if broken is not None:
+                    await broken.stop()
                 log.error("audit append to %s[%d] failed: %r", self.topic, partition, exc)
                 raise
             if self._epochs.get(partition, 0) == epoch:
