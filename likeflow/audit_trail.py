@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
 
 from config import Settings
 from likeflow.connections import kafka_client_kwargs
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # A read that makes no progress for this long (broker gone, partition offline) gives up.
 READ_STALL_S = 30.0
+# An append that fails on a Kafka error (a broker or the transaction coordinator lost) is
+# retried after these pauses (s), ~30 s in all, before the batch fails and the worker stops.
+RETRY_PAUSES_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 class AuditTrail:
@@ -146,34 +150,61 @@ class AuditTrail:
         # read_committed: an append that fails midway is aborted and its entries never count.
         async with lock:
             epoch = self._epochs.get(partition, 0)
-            head = self._heads.get(partition)
-            try:
-                # The producer first: starting it waits until the previous owner's last
-                # transaction is complete (committed markers written, or aborted), so the
-                # read_committed head read below sees the real end of the chain.
-                producer = await self._producer_for(partition)
-                if head is None:
-                    head = await self._load_head(partition)
-                entries, new_head = extend(head, kind, records)
-                await producer.begin_transaction()
-                sent = await asyncio.gather(
-                    *await self._send(producer, partition, entries), return_exceptions=True
-                )
-                failed = next((r for r in sent if isinstance(r, BaseException)), None)
-                if failed is not None:
-                    raise failed
-                await producer.commit_transaction()
-            except Exception as exc:
-                # The real tail is on the broker, not here; a fenced producer (this worker lost
-                # the partition) is never re-initialised here, or it would fence the new owner.
-                self._heads.pop(partition, None)
-                broken = self._producers.pop(partition, None)
-                if broken is not None:
-                    await broken.stop()
-                log.error("audit append to %s[%d] failed: %r", self.topic, partition, exc)
-                raise
+            for attempt, pause_s in enumerate((*RETRY_PAUSES_S, None)):
+                try:
+                    new_head = await self._append_once(partition, kind, records)
+                    break
+                except (AuditError, ProducerFenced) as exc:
+                    # Bad input, a damaged chain, or this worker lost the partition (fenced): a
+                    # fenced producer is never re-initialised here, or it would fence the owner.
+                    await self._discard(partition)
+                    log.error("audit append to %s[%d] failed: %r", self.topic, partition, exc)
+                    raise
+                except KafkaError as exc:
+                    # A broker or the transaction coordinator went away (failover): the
+                    # transaction is aborted with its producer, and the append starts over from
+                    # the head read again after a new producer's start, so it cannot fork.
+                    await self._discard(partition)
+                    if pause_s is None:
+                        log.error("audit append to %s[%d] failed: %r", self.topic, partition, exc)
+                        raise
+                    log.warning(
+                        "audit append to %s[%d] failed (%r); retry %d in %.1f s",
+                        self.topic,
+                        partition,
+                        exc,
+                        attempt + 1,
+                        pause_s,
+                    )
+                    await asyncio.sleep(pause_s)
             if self._epochs.get(partition, 0) == epoch:
                 self._heads[partition] = new_head
+
+    async def _append_once(self, partition: int, kind: Kind, records: Sequence[bytes]) -> Head:
+        """One transaction with `records`' entries; returns the chain's new head."""
+        # The producer first: starting it waits until the previous owner's last transaction is
+        # complete (committed markers written, or aborted), so the read_committed head read
+        # below sees the real end of the chain.
+        producer = await self._producer_for(partition)
+        head = self._heads.get(partition)
+        if head is None:
+            head = await self._load_head(partition)
+        entries, new_head = extend(head, kind, records)
+        await producer.begin_transaction()
+        sent = await asyncio.gather(*await self._send(producer, partition, entries), return_exceptions=True)
+        failed = next((r for r in sent if isinstance(r, BaseException)), None)
+        if failed is not None:
+            raise failed
+        await producer.commit_transaction()
+        return new_head
+
+    async def _discard(self, partition: int) -> None:
+        """Forget the head (the real tail is on the broker) and close the partition's producer
+        (an open transaction is aborted, at the latest when the next producer of the id starts)."""
+        self._heads.pop(partition, None)
+        broken = self._producers.pop(partition, None)
+        if broken is not None:
+            await broken.stop()
 
     async def _send(
         self, producer: AIOKafkaProducer, partition: int, entries: Sequence[bytes]

@@ -83,7 +83,9 @@ async def test_three_brokers_lose_leaders_and_a_broker_and_nothing_is_lost(
             lambda: bool((worker.health() or {}).get("video_mappings_ready")), 60, "mappings", worker
         )
         await produce(settings, settings.topic(PROMPT_FEEDBACK), wl.feedback)
-        chunks = [wl.likes[i::4] for i in range(4)]
+        # Contiguous chunks in workload order: the oracle's guards depend on each user's order.
+        size = len(wl.likes) // 4 + 1
+        chunks = [wl.likes[i * size : (i + 1) * size] for i in range(4)]
         for k in range(3):
             target = consumed(worker) + len(chunks[k]) // 4
             await produce(settings, settings.topic(LIKES), chunks[k])
