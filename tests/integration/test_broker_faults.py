@@ -23,12 +23,12 @@ from config import Settings
 from likeflow.admin import ensure_topics
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings
-from tests.integration.harness import WorkerProcess, produce, reachable, read_topic, wait_until
+from tests.integration.harness import Consumed, WorkerProcess, produce, reachable, read_topic, wait_until
 from tests.integration.own_broker import OwnBroker
 from tests.integration.test_chaos import SMALL, served_windows
 from tests.integration.test_quality import get_json
 from tests.integration.test_restart import by_prompt_id
-from tests.integration.workload import Scale, build
+from tests.integration.workload import Scale, Workload, build
 
 SHORT = Scale(likes=1_200, users=150, videos=60, creators=6)
 RESUME_BOUND_S = 60.0
@@ -138,21 +138,54 @@ async def test_worker_resumes_after_broker_kills_and_outputs_match_the_oracle(
         worker.stop()
         broker.stop()
 
-    copies = by_prompt_id(records)
-    missing = wl.expected_prompt_ids - copies.keys()
-    unexpected = copies.keys() - wl.expected_prompt_ids
-    differing = [p for p, c in copies.items() if len(c) > 1]
-    wrong = {c: (final_windows.get(c), expected[c]) for c in creators if final_windows.get(c) != expected[c]}
+    diff = OracleDiff.of(wl, records, final_windows)
     print(
         f"\n{fault.name} ({len(wl.likes)} likes, {len(wl.feedback)} feedback): faults "
         f"{len(fault.downs_s)} kill -9 + 1 clean restart, {figures}, watchdog restarts "
-        f"{worker.watchdog_restarts}, prompts {len(copies)}/{len(wl.expected_prompt_ids)}, missing "
-        f"{len(missing)}, unexpected {len(unexpected)}, differing duplicates {len(differing)}, creators "
-        f"differing {len(wrong)}, dead letters {len(dead)}, total {time.monotonic() - started:.0f} s"
+        f"{worker.watchdog_restarts}, {diff}, dead letters {len(dead)}, "
+        f"total {time.monotonic() - started:.0f} s"
     )
     assert all(s <= RESUME_BOUND_S for s in figures["resume s"]), figures
     assert ready_status == 200, ready_body
-    assert not wrong, f"{len(wrong)} creators differ; first: {next(iter(wrong.items()))}"
-    assert not missing and not unexpected, (sorted(missing)[:5], sorted(unexpected)[:5])
-    assert not differing, differing[:5]
+    diff.assert_exact()
     assert not dead, [dict(r.headers) for r in dead[:3]]
+
+
+@dataclass
+class OracleDiff:
+    """How the outputs of a fault test differ from the oracle of workload.py."""
+
+    prompts: int
+    expected: int
+    missing: set[str]
+    unexpected: set[str]
+    differing: list[str]
+    wrong: dict[str, Any]
+
+    @classmethod
+    def of(cls, wl: Workload, records: list[Consumed], served: dict[str, Any]) -> OracleDiff:
+        copies = by_prompt_id(records)
+        expected = wl.served_form()
+        return cls(
+            prompts=len(copies),
+            expected=len(wl.expected_prompt_ids),
+            missing=wl.expected_prompt_ids - copies.keys(),
+            unexpected=copies.keys() - wl.expected_prompt_ids,
+            differing=[p for p, c in copies.items() if len(c) > 1],
+            wrong={c: (served.get(c), w) for c, w in expected.items() if served.get(c) != w},
+        )
+
+    def __str__(self) -> str:
+        return (
+            f"prompts {self.prompts}/{self.expected}, missing {len(self.missing)}, unexpected "
+            f"{len(self.unexpected)}, differing duplicates {len(self.differing)}, creators differing "
+            f"{len(self.wrong)}"
+        )
+
+    def assert_exact(self) -> None:
+        assert not self.wrong, f"{len(self.wrong)} creators differ; first: {next(iter(self.wrong.items()))}"
+        assert not self.missing and not self.unexpected, (
+            sorted(self.missing)[:5],
+            sorted(self.unexpected)[:5],
+        )
+        assert not self.differing, self.differing[:5]
