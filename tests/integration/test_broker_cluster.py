@@ -1,12 +1,19 @@
-"""T10: a 3-broker cluster, topics at replication factor 3 and min.insync.replicas 2, under load:
+"""T10 and T11 on a 3-broker cluster.
+
+T10: a 3-broker cluster, topics at replication factor 3 and min.insync.replicas 2, under load:
 the leader of `likes`[0] is killed with kill -9 twice, and a broker stays down longer than the
 session timeout. The worker keeps running throughout (no restart), every prompt and window
 matches the oracle of workload.py, nothing acknowledged is lost, and the audit chain verifies.
+
+T11: three workers in one group on the cluster; one is killed with kill -9 and a fourth joins
+during the run. Outputs exact, every `likes` partition consumed to its end (none left unowned),
+the audit chain verifies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,15 +28,24 @@ from likeflow.connections import kafka_client_kwargs
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.broker_cluster import BrokerCluster
 from tests.integration.conftest import private_settings
-from tests.integration.harness import WorkerProcess, produce, read_topic, run_cli, wait_until
+from tests.integration.harness import WorkerProcess, free_port, produce, read_topic, run_cli, wait_until
 from tests.integration.test_broker_faults import SHORT, OracleDiff, consumed
-from tests.integration.test_chaos import served_windows
+from tests.integration.test_chaos import served_windows, unprocessed_likes
 from tests.integration.test_quality import get_json
 from tests.integration.workload import build
 
 # A worker's consumption may pause while leadership moves (metadata refresh, producer retries);
 # it must continue within this bound, without a restart.
 RESUME_BOUND_S = 60.0
+
+
+def on_cluster(private: Settings, cluster: BrokerCluster) -> Settings:
+    """A private namespace on `cluster`, its topics at replication factor 3, min ISR 2."""
+    return load_settings(
+        replace(private, kafka_bootstrap=cluster.bootstrap).to_env(),
+        replication_factor=3,
+        min_insync_replicas=2,
+    )
 
 
 async def leader_of(settings: Settings, topic: str, partition: int) -> int:
@@ -60,13 +76,7 @@ async def test_three_brokers_lose_leaders_and_a_broker_and_nothing_is_lost(
 ) -> None:
     cluster = BrokerCluster(tmp_path / "cluster")
     figures: dict[str, Any] = {"cluster start s": round(await cluster.start(), 1), "resume s": []}
-    settings = load_settings(
-        replace(
-            private_settings(base_settings, tmp_path_factory), kafka_bootstrap=cluster.bootstrap
-        ).to_env(),
-        replication_factor=3,
-        min_insync_replicas=2,
-    )
+    settings = on_cluster(private_settings(base_settings, tmp_path_factory), cluster)
     base_ts = (int(time.time() * 1000) // 3_600_000 - 24) * 3_600_000
     wl = build(settings, SHORT, 20261201, base_ts)
     creators = sorted(wl.expected_windows)
@@ -122,6 +132,77 @@ async def test_three_brokers_lose_leaders_and_a_broker_and_nothing_is_lost(
     assert same_process, "the worker was never restarted"
     assert all(s <= RESUME_BOUND_S for s in figures["resume s"]), figures
     assert ready_status == 200, ready_body
+    diff.assert_exact()
+    assert not dead, [dict(r.headers) for r in dead[:3]]
+    assert audit.returncode == 0, audit.stdout.decode() + audit.stderr.decode()
+
+
+@pytest.mark.chaos
+async def test_three_workers_one_killed_one_added_on_three_brokers(
+    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    cluster = BrokerCluster(tmp_path / "cluster")
+    await cluster.start()
+    settings = on_cluster(private_settings(base_settings, tmp_path_factory), cluster)
+    wl = build(settings, SHORT, 20261202, (int(time.time() * 1000) // 3_600_000 - 24) * 3_600_000)
+    creators = sorted(wl.expected_windows)
+    expected = wl.served_form()
+    workers: list[WorkerProcess] = []
+
+    def add_worker() -> WorkerProcess:
+        own = replace(settings, web_port=free_port(), data_dir=str(tmp_path / f"state-{len(workers)}"))
+        worker = WorkerProcess(own, tmp_path / f"worker-{len(workers)}.log")
+        workers.append(worker)
+        worker.spawn()
+        return worker
+
+    def total_consumed() -> float:
+        return sum(consumed(w) for w in workers if w.alive())
+
+    figures: dict[str, Any] = {}
+    started = time.monotonic()
+    try:
+        await ensure_topics(settings)
+        await produce(settings, settings.topic(VIDEO_PRODUCTS), wl.mappings)
+        for _ in range(3):
+            add_worker()
+        for worker in workers:
+            await asyncio.to_thread(worker.wait_ready, 120)
+        await produce(settings, settings.topic(PROMPT_FEEDBACK), wl.feedback)
+        size = len(wl.likes) // 3 + 1
+        chunks = [wl.likes[i * size : (i + 1) * size] for i in range(3)]
+        await produce(settings, settings.topic(LIKES), chunks[0])
+        target = len(chunks[0]) // 2
+        await wait_until(lambda: total_consumed() >= target, 120, "load", workers[0])
+        workers[1].stop(signal.SIGKILL)
+        killed_at = time.monotonic()
+        await produce(settings, settings.topic(LIKES), chunks[1])
+        joined = add_worker()
+        await asyncio.to_thread(joined.wait_ready, 120)
+        figures["fourth worker ready after the kill s"] = round(time.monotonic() - killed_at, 1)
+        await produce(settings, settings.topic(LIKES), chunks[2])
+        live = [w for w in workers if w.alive()]
+        try:
+            await wait_until(lambda: served_windows(live[0], creators) == expected, 180, "windows", live[0])
+        except TimeoutError:
+            pass  # the assertions below show the difference
+        final_windows = served_windows(live[0], creators)
+        behind = await unprocessed_likes(settings)
+        records = await read_topic(settings, settings.topic(ORDER_PROMPTS), timeout_s=60)
+        dead = await read_topic(settings, settings.topic(DEAD_LETTERS), timeout_s=60)
+        audit = await run_cli(settings, "audit", "verify", timeout_s=120)
+    finally:
+        for worker in workers:
+            worker.stop()
+        cluster.stop()
+
+    diff = OracleDiff.of(wl, records, final_windows)
+    print(
+        f"\nT11 3 brokers, 3 workers, one killed, one added ({len(wl.likes)} likes): {figures}, {diff}, "
+        f"likes left {behind}, total {time.monotonic() - started:.0f} s"
+    )
+    assert len(live) == 3
+    assert behind == 0, "every likes partition consumed to its end: none left unowned"
     diff.assert_exact()
     assert not dead, [dict(r.headers) for r in dead[:3]]
     assert audit.returncode == 0, audit.stdout.decode() + audit.stderr.decode()
