@@ -95,6 +95,8 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
     },
     "Serving (docs/redis.md)": {
         "redis_prefix": "Prefix of every Redis key; no spaces, braces or glob characters.",
+        "redis_cluster": "1: `LIKEFLOW_REDIS_URL` names a node of a Redis Cluster and every store "
+        "uses redis-py's cluster client (keys are hash-tagged per user and creator); 0: one node.",
         "redis_prompts_keep": "Prompts kept per user in Redis. >= 1.",
         "redis_prompt_ttl_s": "TTL of a user's prompt list (s). >= 1.",
         "redis_max_pending": "Writes held in memory per store while Redis is unreachable; above it "

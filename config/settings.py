@@ -122,6 +122,9 @@ class Settings:
 
     # --- serving ---
     redis_prefix: str = "likeflow"
+    # 1: LIKEFLOW_REDIS_URL is a node of a Redis Cluster; every store uses the cluster client
+    # (keys carry hash tags so each script's keys share a slot; docs/redis.md).
+    redis_cluster: int = 0
     redis_prompts_keep: int = 10
     redis_prompt_ttl_s: int = 86_400
     # While Redis is unreachable a worker holds up to this many writes per store in memory and
@@ -251,6 +254,7 @@ class Settings:
         _check(0 < self.demoted_min_weight <= 1, "DEMOTED_MIN_WEIGHT", "must be in (0, 1]")
         _check(self.demote_after_windows >= 1, "DEMOTE_AFTER_WINDOWS", "must be >= 1")
         _check(self.recover_after_windows >= 1, "RECOVER_AFTER_WINDOWS", "must be >= 1")
+        _check(self.redis_cluster in (0, 1), "REDIS_CLUSTER", "must be 0 (one node) or 1 (Redis Cluster)")
         _check(self.redis_prompts_keep >= 1, "REDIS_PROMPTS_KEEP", "must be >= 1")
         _check(self.redis_max_pending >= 0, "REDIS_MAX_PENDING", "must be >= 0")
         _check(self.redis_prompt_ttl_s >= 1, "REDIS_PROMPT_TTL_S", "must be >= 1 second")

@@ -112,7 +112,8 @@ async def button(args: argparse.Namespace) -> int:
     user = pseudonym(args.user_id, args.key, args.key_version)
     client = aioredis.from_url(args.redis_url)
     try:
-        newest = await client.zrevrange(f"{args.redis_prefix}:v1:prompts:{user}", 0, 0)
+        # Key layout v2 (docs/redis.md): the pseudonym in braces is a Redis Cluster hash tag.
+        newest = await client.zrevrange(f"{args.redis_prefix}:v2:prompts:{{{user}}}", 0, 0)
     finally:
         await client.aclose()
     if not newest:

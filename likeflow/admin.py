@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
@@ -73,6 +74,14 @@ async def ensure_topics(settings: Settings, warnings: list[str] | None = None) -
                 break
             await asyncio.sleep(DESCRIBE_RETRY_S)
     except KafkaError as exc:
+        # aiokafka reports refused credentials and a broker that is down alike ("unable to
+        # bootstrap"); a listener that accepts TCP connections is up, so retrying will not help.
+        if any(_accepts_connections(address) for address in settings.kafka_bootstrap.split(",")):
+            raise TopicSetupError(
+                f"Kafka at {settings.kafka_bootstrap} accepts connections but refused topic setup: "
+                f"{exc!r}. Do LIKEFLOW_KAFKA_SECURITY_PROTOCOL and the credentials match its "
+                "listener (docs/security.md)?"
+            ) from exc
         raise ServiceUnavailable(
             f"Kafka at {settings.kafka_bootstrap} refused topic setup: {exc!r}. "
             "Is the broker up (`make stack-up`), and do LIKEFLOW_KAFKA_SECURITY_PROTOCOL and the "
@@ -128,3 +137,13 @@ def layout_problems(settings: Settings, partitions: dict[str, int], replicas: di
                 "recreate it with the workers stopped, or set LIKEFLOW_PARTITIONS to match"
             )
     return problems
+
+
+def _accepts_connections(address: str, timeout_s: float = 2.0) -> bool:
+    """True when `host:port` accepts a TCP connection (the listener is up)."""
+    host, _, port = address.strip().rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except (OSError, ValueError):
+        return False

@@ -10,9 +10,10 @@ logged, and error messages name the variable, not the value.
 from __future__ import annotations
 
 import ssl
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from config import Settings
 from config.secrets import read_secret
@@ -89,6 +90,10 @@ def redis_client(settings: Settings) -> aioredis.Redis:
         kwargs["ssl_min_version"] = ssl.TLSVersion.TLSv1_2
         if settings.redis_ssl_cafile:
             kwargs["ssl_ca_certs"] = settings.redis_ssl_cafile
+    if settings.redis_cluster:
+        # The cluster client discovers the other nodes from this one and routes each command
+        # by its key's slot; the stores then call each script per slot (docs/redis.md).
+        return cast(aioredis.Redis, RedisCluster.from_url(settings.redis_url, **kwargs))
     client: aioredis.Redis = aioredis.from_url(settings.redis_url, **kwargs)
     return client
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
@@ -87,14 +87,47 @@ return 1
 RETRY_DELAYS_S = (0.05, 0.2, 0.5, 1.0, 2.0)
 
 
+# Key layout version (docs/redis.md). v2: the user or creator id is a Redis Cluster hash tag
+# (`{...}`), so every key a script touches lies in one slot.
+KEYS_VERSION = "v2"
+
+
 def prompts_key(prefix: str, user_id: str) -> str:
-    """Redis key of a user's prompts: `{prefix}:v1:prompts:{user_id}` (docs/redis.md)."""
-    return f"{prefix}:v1:prompts:{user_id}"
+    """Redis key of a user's prompts: `<prefix>:v2:prompts:{<pseudonym>}` (docs/redis.md)."""
+    return f"{prefix}:{KEYS_VERSION}:prompts:{{{user_id}}}"
 
 
 def erased_key(prefix: str, user_id: str) -> str:
-    """Redis key of a user's erasure marker (the ts of their latest erasure request)."""
-    return f"{prefix}:v1:erased:{user_id}"
+    """Redis key of a user's erasure marker (the ts of their latest erasure request); same slot
+    as the user's prompts, which the upsert script reads it with."""
+    return f"{prefix}:{KEYS_VERSION}:erased:{{{user_id}}}"
+
+
+# Script calls in flight at once on Redis Cluster (each is one request to its slot's node).
+CLUSTER_CONCURRENCY = 256
+
+
+async def run_concurrently(calls: Iterable[Awaitable[Any]], limit: int = CLUSTER_CONCURRENCY) -> list[Any]:
+    """Await `calls` with at most `limit` in flight; their results in order. The first error
+    is raised after every call of its group has finished (none is left running)."""
+    results: list[Any] = []
+    group: list[Awaitable[Any]] = []
+    for call in calls:
+        group.append(call)
+        if len(group) >= limit:
+            results += await _gather_all(group)
+            group = []
+    if group:
+        results += await _gather_all(group)
+    return results
+
+
+async def _gather_all(group: Sequence[Awaitable[Any]]) -> list[Any]:
+    done = await asyncio.gather(*group, return_exceptions=True)
+    failed = next((r for r in done if isinstance(r, BaseException)), None)
+    if failed is not None:
+        raise failed
+    return list(done)
 
 
 class ServedPrompt(NamedTuple):
@@ -212,22 +245,25 @@ class RedisPromptStore:
 
     async def _write_once(self, prompts: Sequence[ServedPrompt]) -> None:
         prefix, keep, ttl_ms = self._prefix, self._keep, self._ttl_ms
+        if not self._one_node:
+            # Redis Cluster: one script call per user (its two keys share the user's slot),
+            # concurrently; redis-py's cluster pipeline does not take scripts.
+            await run_concurrently(
+                self._script(
+                    keys=[prompts_key(prefix, user_id), erased_key(prefix, user_id)],
+                    args=[like_ts, raw, f'"prompt_id":"{prompt_id}"', keep, ttl_ms],
+                )
+                for user_id, like_ts, prompt_id, raw in prompts
+            )
+            return
         async with self._client.pipeline(transaction=False) as pipe:
-            if self._one_node:
-                for start in range(0, len(prompts), PROMPTS_PER_CALL):
-                    keys: list[str] = []
-                    args: list[Any] = [keep, ttl_ms]
-                    for user_id, like_ts, prompt_id, raw in prompts[start : start + PROMPTS_PER_CALL]:
-                        keys += (prompts_key(prefix, user_id), erased_key(prefix, user_id))
-                        args += (like_ts, raw, f'"prompt_id":"{prompt_id}"')
-                    await self._batch_script(keys=keys, args=args, client=pipe)
-            else:
-                for user_id, like_ts, prompt_id, raw in prompts:
-                    await self._script(
-                        keys=[prompts_key(prefix, user_id), erased_key(prefix, user_id)],
-                        args=[like_ts, raw, f'"prompt_id":"{prompt_id}"', keep, ttl_ms],
-                        client=pipe,
-                    )
+            for start in range(0, len(prompts), PROMPTS_PER_CALL):
+                keys: list[str] = []
+                args: list[Any] = [keep, ttl_ms]
+                for user_id, like_ts, prompt_id, raw in prompts[start : start + PROMPTS_PER_CALL]:
+                    keys += (prompts_key(prefix, user_id), erased_key(prefix, user_id))
+                    args += (like_ts, raw, f'"prompt_id":"{prompt_id}"')
+                await self._batch_script(keys=keys, args=args, client=pipe)
             await pipe.execute()
 
     async def erase(self, user_id: str, erased_ts: int) -> None:

@@ -10,10 +10,12 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from likeflow.metrics import Metrics
+from likeflow.sinks.redis_prompts import KEYS_VERSION, run_concurrently
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,9 @@ for i = 3 + 2 * n, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
 return 1
 """
 
-# KEYS = pairs of (live windows hash, shadow windows hash); ARGV = since_ms, until_ms. In one
-# script, so atomic across every creator: readers see all old numbers or all new ones. Within
+# KEYS = pairs of (live windows hash, shadow windows hash); ARGV = since_ms, until_ms. On one
+# node, one call for every creator, so readers see all old numbers or all new ones; on Redis
+# Cluster one call per creator (its two hashes share a slot). Within
 # [since, until) the live fields become exactly the shadow's; the version field is kept.
 SWAP_LUA = """
 local since, until_ = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -68,19 +71,20 @@ PAUSED_RETRY_S = 1.0
 
 
 def windows_key(prefix: str, creator_id: str, namespace: str = "") -> str:
-    """Redis hash of a creator's windows (docs/redis.md); `namespace` selects a backfill shadow."""
+    """Redis hash of a creator's windows (docs/redis.md); `namespace` selects a backfill shadow.
+    The creator id is the hash tag: a creator's live and shadow hashes share a cluster slot."""
     shadow = f"shadow:{namespace}:" if namespace else ""
-    return f"{prefix}:v1:{shadow}creator:{creator_id}:windows"
+    return f"{prefix}:{KEYS_VERSION}:{shadow}creator:{{{creator_id}}}:windows"
 
 
 def standing_key(prefix: str, creator_id: str) -> str:
     """Redis key of a creator's score, weight and demotion state."""
-    return f"{prefix}:v1:creator:{creator_id}:standing"
+    return f"{prefix}:{KEYS_VERSION}:creator:{{{creator_id}}}:standing"
 
 
 def platform_key(prefix: str) -> str:
     """Redis key of the platform totals and rates."""
-    return f"{prefix}:v1:platform"
+    return f"{prefix}:{KEYS_VERSION}:platform"
 
 
 def window_field(start_ms: int) -> str:
@@ -118,6 +122,8 @@ class RedisQualityStore:
         self._doc_script = client.register_script(VERSIONED_DOC_LUA)
         self._windows_script = client.register_script(VERSIONED_WINDOWS_LUA)
         self._swap_script = client.register_script(SWAP_LUA)
+        # Redis Cluster refuses a script or MULTI whose keys lie in different slots.
+        self._one_node = not isinstance(client, RedisCluster)
         # Writes that failed while Redis was unreachable, merged per key (the newest version
         # wins, as in Redis): bounded by the number of creators, capped by `max_pending`.
         self._max_pending = max_pending
@@ -194,10 +200,13 @@ class RedisQualityStore:
         if not calls:
             return 0
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for script, keys, args in calls:
-                    await script(keys=keys, args=args, client=pipe)
-                results = await pipe.execute()
+            if self._one_node:
+                async with self._client.pipeline(transaction=False) as pipe:
+                    for script, keys, args in calls:
+                        await script(keys=keys, args=args, client=pipe)
+                    results = await pipe.execute()
+            else:  # one call per key, each to its slot's node (no scripts in cluster pipelines)
+                results = await run_concurrently(script(keys=keys, args=args) for script, keys, args in calls)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             self._metrics.redis_write_errors.labels("gave_up").inc()
             log.error("redis write of %d quality documents failed: %s", len(calls), exc)
@@ -222,7 +231,7 @@ class RedisQualityStore:
 
     async def creators(self) -> list[str]:
         """Every creator with a serving windows hash (SCAN, so Redis is never blocked)."""
-        head, tail = f"{self.prefix}:v1:creator:", ":windows"
+        head, tail = f"{self.prefix}:{KEYS_VERSION}:creator:{{", "}:windows"
         found = []
         async for key in self._client.scan_iter(match=f"{head}*{tail}", count=1000):
             text = _text(key)
@@ -233,7 +242,7 @@ class RedisQualityStore:
         self, namespace: str, windows: Mapping[str, Mapping[int, Mapping[str, int]]], size_ms: int
     ) -> None:
         """Replace the shadow windows of `namespace` with `windows` (creator -> start -> counts)."""
-        async with self._client.pipeline(transaction=True) as pipe:
+        async with self._client.pipeline(transaction=self._one_node) as pipe:
             for creator_id, by_start in windows.items():
                 key = windows_key(self.prefix, creator_id, namespace)
                 pipe.delete(key)
@@ -245,13 +254,22 @@ class RedisQualityStore:
             await pipe.execute()
 
     async def swap(self, namespace: str, creators: Sequence[str], since_ms: int, until_ms: int) -> int:
-        """Promote the shadow windows of `creators` in [since, until) into serving, atomically."""
-        keys: list[str] = []
-        for creator_id in creators:
-            keys += [windows_key(self.prefix, creator_id), windows_key(self.prefix, creator_id, namespace)]
-        if not keys:
+        """Promote the shadow windows of `creators` in [since, until) into serving: atomically
+        for all creators on one Redis node; on Redis Cluster atomically per creator (a creator's
+        live and shadow hashes share a slot, different creators do not), one call each."""
+        pairs = [
+            [windows_key(self.prefix, creator_id), windows_key(self.prefix, creator_id, namespace)]
+            for creator_id in creators
+        ]
+        if not pairs:
             return 0
-        return int(await self._swap_script(keys=keys, args=[since_ms, until_ms]))
+        if self._one_node:
+            keys = [key for pair in pairs for key in pair]
+            return int(await self._swap_script(keys=keys, args=[since_ms, until_ms]))
+        swapped = await run_concurrently(
+            self._swap_script(keys=pair, args=[since_ms, until_ms]) for pair in pairs
+        )
+        return sum(int(r) for r in swapped)
 
 
 def _hold_docs(

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 
 from config import Settings, load_settings
 from likeflow.admin import ensure_topics
+from likeflow.sinks.redis_prompts import prompts_key
 from likeflow.sinks.redis_quality import platform_key
 from streams.topics import LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings
@@ -150,7 +151,7 @@ async def test_flushed_redis_is_rebuilt_to_the_exact_keys_with_the_worker_runnin
 
         kinds: dict[str, int] = {}
         for key in before:
-            kind = key.split(":v1:", 1)[1].split(":", 1)[0] + (
+            kind = key.split(":v2:", 1)[1].split(":", 1)[0] + (
                 ":standing" if key.endswith(":standing") else ""
             )
             kinds[kind] = kinds.get(kind, 0) + 1
@@ -235,7 +236,7 @@ def expected_prompt_sets(records: list[Consumed], keep: int, ttl_ms: int, prefix
         entries = sorted(((score, member) for member, score in prompts.values()))
         newest = entries[-1][0]
         kept = [(m, s) for s, m in entries if s >= newest - ttl_ms][-keep:]
-        out[f"{prefix}:v1:prompts:{user}"] = ("zset", [(m, float(s)) for m, s in kept], True)
+        out[prompts_key(prefix, user)] = ("zset", [(m, float(s)) for m, s in kept], True)
     return out
 
 
@@ -309,7 +310,7 @@ async def test_worker_survives_redis_kill_and_the_rebuild_restores_the_oracle(
             rebuilt = await snapshot(client, prefix)
         finally:
             await client.aclose()
-        prompt_sets = {k: v for k, v in rebuilt.items() if ":v1:prompts:" in k}
+        prompt_sets = {k: v for k, v in rebuilt.items() if ":v2:prompts:" in k}
         served_ids = {
             orjson.loads(m)["prompt_id"] for _, (_, members, _) in prompt_sets.items() for m, _ in members
         }

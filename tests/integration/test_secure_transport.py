@@ -95,7 +95,7 @@ async def test_a_like_becomes_a_prompt_over_sasl_ssl_and_tls_redis(
 
         client = redis_client(settings)
         try:
-            keys = [k async for k in client.scan_iter(match=f"{settings.redis_prefix}:v1:prompts:*")]
+            keys = [k async for k in client.scan_iter(match=f"{settings.redis_prefix}:v2:prompts:*")]
             assert len(keys) == 1
             assert await client.zrange(keys[0], 0, -1) == [records[0].value]
         finally:

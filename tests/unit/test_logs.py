@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import logging.config
 import sys
+from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -41,7 +42,20 @@ def test_extra_fields_and_exceptions_are_kept_and_lines_stay_single() -> None:
     assert "topic" not in doc
 
 
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """dictConfig changes the process's root logger: put it back for the tests that follow."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    quiet = logging.getLogger("aiokafka").level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.getLogger("aiokafka").setLevel(quiet)
+
+
 @pytest.mark.parametrize("log_format", ["text", "json"])
+@pytest.mark.usefixtures("restored_logging")
 def test_the_config_is_accepted_by_dictconfig(log_format: str, capsys: pytest.CaptureFixture[str]) -> None:
     logging.config.dictConfig(logging_config("info", log_format))
     logging.getLogger("faust.worker").info("Worker ready")

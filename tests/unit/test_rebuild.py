@@ -108,7 +108,7 @@ def test_quality_documents_come_from_the_judges_rows_at_its_versions() -> None:
     platform = Counts.from_dict(window)
     platform.add(Counts.from_dict(window))
     assert docs == [
-        ("pre:v1:platform", 41, platform_document(platform)[0]),
-        ("pre:v1:creator:c1:standing", 38, doc),
+        ("pre:v2:platform", 41, platform_document(platform)[0]),
+        ("pre:v2:creator:{c1}:standing", 38, doc),
     ]
     assert without == 1

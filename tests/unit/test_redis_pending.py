@@ -72,7 +72,7 @@ async def test_prompts_are_held_while_redis_is_down_and_written_when_it_returns(
     redis.up = True
     assert await store.write([prompt(3)])
     written = [key for keys, _ in redis.calls for key in keys[::2]]  # (prompts, erasure marker) pairs
-    assert written == ["t:v1:prompts:u1", "t:v1:prompts:u3"]
+    assert written == ["t:v2:prompts:{u1}", "t:v2:prompts:{u3}"]
 
 
 async def test_above_the_bound_the_agent_pauses_until_redis_answers() -> None:
@@ -89,14 +89,14 @@ async def test_above_the_bound_the_agent_pauses_until_redis_answers() -> None:
 async def test_quality_writes_are_merged_per_key_while_held() -> None:
     redis = FlakyRedis()
     store = RedisQualityStore(redis, prefix="t", metrics=Metrics(), max_pending=10)  # type: ignore[arg-type]
-    await store.write([("t:v1:platform", 5, {"n": 5}), ("t:v1:platform", 7, {"n": 7})])
+    await store.write([("t:v2:platform", 5, {"n": 5}), ("t:v2:platform", 7, {"n": 7})])
     await store.write_windows([WindowsUpdate("c1", 3, {0: {"prompts": 1}}, set())], 3_600_000)
     await store.write_windows([WindowsUpdate("c1", 4, {3_600_000: {"prompts": 2}}, {0})], 3_600_000)
     redis.up = True
-    assert await store.write([("t:v1:platform", 6, {"n": 6})]) == 2
+    assert await store.write([("t:v2:platform", 6, {"n": 6})]) == 2
     (doc_keys, doc_args), (win_keys, win_args) = redis.calls
-    assert doc_keys == ["t:v1:platform"] and doc_args[0] == 7, "the newest version held"
-    assert win_keys == ["t:v1:creator:c1:windows"]
+    assert doc_keys == ["t:v2:platform"] and doc_args[0] == 7, "the newest version held"
+    assert win_keys == ["t:v2:creator:{c1}:windows"]
     assert win_args[:3] == [4, 1, "w:3600000"] and win_args[-1] == "w:0"
 
 

@@ -17,10 +17,10 @@ def test_the_hard_exit_fires_after_the_timeout_and_not_when_cancelled() -> None:
 
     timer = arm_hard_exit(0.05, exit_process=fake_exit)
     assert timer.daemon
-    assert fired.wait(2)
+    assert fired.wait(10)
     assert codes == [SHUTDOWN_TIMEOUT_EXIT_CODE]
 
-    cancelled = arm_hard_exit(0.2, exit_process=fake_exit)
+    cancelled = arm_hard_exit(5.0, exit_process=fake_exit)  # far longer than the cancel takes
     cancelled.cancel()
     cancelled.join(1)
     assert codes == [SHUTDOWN_TIMEOUT_EXIT_CODE]
