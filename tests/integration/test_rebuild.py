@@ -101,7 +101,10 @@ async def stable_snapshot(client: aioredis.Redis, prefix: str, worker: WorkerPro
         if current == previous and platform_key(prefix) in current:
             return current
         if time.monotonic() > deadline:
-            raise TimeoutError(f"Redis did not settle:\n{worker.tail()}")
+            raise TimeoutError(
+                f"Redis did not settle (platform document there: {platform_key(prefix) in current}, "
+                f"unchanged for 3 s: {current == previous}, {len(current)} keys):\n{worker.tail()}"
+            )
         previous = current
         await asyncio.sleep(3)
 

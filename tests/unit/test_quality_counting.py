@@ -141,8 +141,22 @@ def test_an_idle_source_does_not_hold_windows_open() -> None:
         sources={"likes/0": SourceClock(T0 + 5 * H), "prompt-feedback/0": SourceClock(T0, True)}
     )
     assert closing(clock, POLICY)[-1] == T0 + 3 * H
-    clock.sources = {"likes/0": SourceClock(T0, True), "prompt-feedback/0": SourceClock(T0, True)}
-    assert clock.watermark(POLICY) is None, "every source idle: no watermark, nothing closes"
+    clock.sources = {"likes/0": SourceClock(0, True), "prompt-feedback/0": SourceClock(0, True)}
+    assert clock.watermark(POLICY) is None, "no source has a clock yet: nothing to close by"
+
+
+def test_when_every_source_is_idle_the_highest_clock_closes_windows() -> None:
+    # The last active source goes idle after the others: its windows must still close (the
+    # others have caught up), or they would wait for the next record of any source.
+    clock = PartitionClock(
+        sources={"likes/0": SourceClock(T0 + 2 * H, True), "prompt-feedback/0": SourceClock(T0 + 6 * H, True)}
+    )
+    assert clock.watermark(POLICY) == T0 + 5 * H
+    assert closing(clock, POLICY)[-1] == T0 + 4 * H
+    # A later record of the slower source still counts (not late against its own clock); its
+    # window is revised, as for any idle source's record.
+    clock.source("likes/0").idle = False
+    assert clock.watermark(POLICY) == T0 + H
 
 
 def test_an_event_is_late_only_against_its_own_source() -> None:

@@ -10,7 +10,8 @@ hours behind the likes, a replay of likes before feedback) decides nothing for t
 - a window **closes** (its counts go to the judge) when every source that is not idle has
   passed it: the partition's watermark is the minimum over those sources;
 - an **idle** source (caught up and quiet, `CountRecord.idle`) is left out of that minimum until
-  its next record. A record from it that is not late against its own clock still counts, even
+  its next record; when every source is idle, the watermark is the highest source clock (all
+  have caught up, so nothing is waited for). A record from it that is not late against its own clock still counts, even
   into a window that has closed meanwhile; the window is then sent to the judge again with a
   higher revision. Counts therefore depend only on each source's own order, never on how the
   sources interleave or on idleness: a replay gives the same windows.
@@ -77,15 +78,22 @@ class PartitionClock:
         return clock
 
     def watermark(self, policy: WindowPolicy) -> int | None:
-        """The partition's watermark: the lowest clock of the expected sources that are not idle,
-        minus the grace (epoch ms); None while every expected source is idle."""
+        """The partition's watermark (epoch ms): the lowest clock of the expected sources that are
+        not idle, minus the grace. When every source is idle, the highest clock minus the grace:
+        all of them have caught up, and a record one of them sends later still counts (the window
+        is revised). None while no source has a clock."""
         lowest: int | None = None
+        highest: int | None = None
         for name in policy.sources or tuple(self.sources):
             clock = self.sources.get(name)
             if clock is None:
                 return -policy.grace_ms  # not heard from yet: it holds every window open
             if not clock.idle and (lowest is None or clock.clock < lowest):
                 lowest = clock.clock
+            if clock.clock > 0 and (highest is None or clock.clock > highest):
+                highest = clock.clock
+        if lowest is None:
+            lowest = highest
         return None if lowest is None else lowest - policy.grace_ms
 
     def to_dict(self) -> dict[str, Any]:
