@@ -13,8 +13,9 @@ hours behind the likes, a replay of likes before feedback) decides nothing for t
   its next record; when every source is idle, the watermark is the highest source clock (all
   have caught up, so nothing is waited for). A record from an idle source that is not late
   against its own clock still counts, even into a window that has closed meanwhile; the window
-  is then sent to the judge again with a higher revision. Counts therefore depend only on each source's own order, never on how the
-  sources interleave or on idleness: a replay gives the same windows.
+  is then sent to the judge again with a higher revision. Counts therefore depend only on each
+  source's own order, never on how the sources interleave or on idleness: a replay gives the
+  same windows.
 
 Every state write of one counting partition goes to the same changelog partition, in order, and
 each flush writes window rows, then dedupe entries, then the partition clock. After a crash the
