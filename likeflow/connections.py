@@ -18,6 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 from config import Settings
 from config.secrets import read_secret
 from likeflow.domain.pseudonym import MIN_KEY_CHARS, Pseudonymizer
+from likeflow.sinks.redis_prompts import CLUSTER_CONCURRENCY
 
 
 def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -93,7 +94,10 @@ def redis_client(settings: Settings) -> aioredis.Redis:
     if settings.redis_cluster:
         # The cluster client discovers the other nodes from this one and routes each command
         # by its key's slot; the stores then call each script per slot (docs/redis.md).
-        return cast(aioredis.Redis, RedisCluster.from_url(settings.redis_url, **kwargs))
+        # Pool per node: room for every store's concurrent script calls at once, or a burst
+        # after a failover (fewer primaries) fails with MaxConnectionsError.
+        pool = 4 * CLUSTER_CONCURRENCY
+        return cast(aioredis.Redis, RedisCluster.from_url(settings.redis_url, max_connections=pool, **kwargs))
     client: aioredis.Redis = aioredis.from_url(settings.redis_url, **kwargs)
     return client
 

@@ -103,8 +103,9 @@ def erased_key(prefix: str, user_id: str) -> str:
     return f"{prefix}:{KEYS_VERSION}:erased:{{{user_id}}}"
 
 
-# Script calls in flight at once on Redis Cluster (each is one request to its slot's node).
-CLUSTER_CONCURRENCY = 256
+# Script calls in flight at once per store on Redis Cluster (each is one request to its slot's
+# node); the cluster client's pool per node is sized for every store at once (connections.py).
+CLUSTER_CONCURRENCY = 64
 
 
 async def run_concurrently(calls: Iterable[Awaitable[Any]], limit: int = CLUSTER_CONCURRENCY) -> list[Any]:
@@ -229,14 +230,14 @@ class RedisPromptStore:
                 if delay is None:
                     self._metrics.redis_write_errors.labels("gave_up").inc()
                     log.error(
-                        "redis write of %d prompts failed after %d attempts: %s",
+                        "redis write of %d prompts failed after %d attempts: %r",
                         len(prompts),
                         attempt + 1,
                         exc,
                     )
                     return False
                 self._metrics.redis_write_errors.labels("retried").inc()
-                log.warning("redis write failed (%s); retrying in %.2f s", exc, delay)
+                log.warning("redis write failed (%r); retrying in %.2f s", exc, delay)
                 await asyncio.sleep(delay)
             else:
                 self._metrics.redis_write_latency.observe(time.perf_counter() - started)

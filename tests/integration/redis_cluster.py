@@ -16,10 +16,11 @@ NODE_TIMEOUT_MS = 2000
 
 
 def cluster_port() -> int:
-    """A free port below 55536 whose cluster bus port (port + 10000) is free too."""
+    """A free port whose cluster bus port (port + 10000) is free too, both below 32768."""
     rng = random.SystemRandom()
     for _ in range(200):
-        port = rng.randint(20000, 40000)
+        # Both below the ephemeral range (32768+), where outgoing connections take local ports.
+        port = rng.randint(20000, 22700)
         if not reachable("127.0.0.1", port) and not reachable("127.0.0.1", port + 10000):
             return port
     raise RuntimeError("no free port pair for a Redis Cluster node")
@@ -101,8 +102,12 @@ class RedisCluster:
 
     def start(self) -> None:
         self.nodes = [RedisNode(self.directory / f"node-{i}") for i in range(6)]
-        for node in self.nodes:
-            node.start()
+        try:
+            for node in self.nodes:
+                node.start()
+        except BaseException:
+            self.stop()  # never leave started nodes behind
+            raise
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
         created = subprocess.run(  # noqa: S603
             ["redis-cli", "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
@@ -141,7 +146,9 @@ class RedisCluster:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+        """A live node's URL: the cluster client discovers the others from it."""
+        live = next(n for n in self.nodes if n.proc is not None and n.proc.poll() is None)
+        return f"redis://127.0.0.1:{live.port}/0"
 
     def primary_for(self, key: str) -> RedisNode:
         """The node that serves `key`'s slot now."""

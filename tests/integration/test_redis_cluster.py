@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,9 @@ async def test_the_job_serves_through_a_redis_cluster_and_a_primary_loss(
         except TimeoutError:
             figures["exact without rebuild"] = False  # writes acknowledged by the lost primary
         same_process = worker.alive() and worker.proc is not None and worker.proc.pid == pid
+        # A new client (the rebuild's) must start from a live node: the killed one may have been
+        # the node the worker was given (it learned the others from it).
+        settings = replace(settings, redis_url=cluster.url)
         rebuilt = await run_cli(settings, "rebuild-redis", timeout_s=180)
         final_windows = served_windows(worker, creators)
         prompts = [
