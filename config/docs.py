@@ -37,6 +37,8 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
         "event_loop": "`uvloop` (less per-callback overhead on the hot path) or `asyncio`.",
         "session_timeout_s": "Seconds a worker that stopped heartbeating (crash, kill -9) keeps its "
         "partitions before the group rebalances them; 6-300 (broker limits).",
+        "standby_replicas": "Standby copies of each table partition kept by other workers (Faust's "
+        "standby replicas), 0-3: a worker taking over a partition then has its state already.",
         "stall_timeout_s": "Seconds an input partition may have lag without a committed offset moving "
         "before the worker exits with code 75 for its supervisor to restart it; 0 = off, else >= 10.",
         "shutdown_timeout_s": "SIGTERM: seconds for the graceful stop (batch in hand, commit, flush); "

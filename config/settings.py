@@ -60,6 +60,9 @@ class Settings:
     # A worker that stops heartbeating (crash, kill -9, long GC) keeps its partitions this long
     # before the group coordinator rebalances them to the others (Kafka's default is 45 s).
     session_timeout_s: float = 45.0
+    # Standby copies of each table partition on other workers (Faust's standby replicas): a
+    # worker that takes over a partition then has its state already (docs/deploy.md).
+    standby_replicas: int = 1
     # A worker whose input partitions have lag but whose committed offsets have not moved for this
     # long (outside rebalances and recovery) exits with code 75 so that its supervisor restarts
     # it (likeflow/watchdog.py). 0 turns the watchdog off. Generous on purpose: under a large
@@ -217,6 +220,7 @@ class Settings:
             "must be 0 (off) or >= 10 s (offsets are sampled every 5 s)",
         )
         _check(self.shutdown_timeout_s >= 1, "SHUTDOWN_TIMEOUT_S", "must be >= 1 s")
+        _check(0 <= self.standby_replicas <= 3, "STANDBY_REPLICAS", "must be 0-3")
         _check(1 <= self.web_port <= 65535, "WEB_PORT", "must be a TCP port (1-65535)")
         self._check_security()
         _check(self.language in ("zh", "en"), "LANGUAGE", "must be 'zh' or 'en'")

@@ -81,6 +81,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=settings.partitions,
         # Faust's own topics (changelogs, the assignor's leader topic) replicated like ours.
         topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=settings.standby_replicas,
         # A new consumer group starts from the beginning of every topic, so a first deploy
         # processes mappings that were published before it.
         consumer_auto_offset_reset="earliest",
