@@ -8,8 +8,11 @@ acks=all writes go on while one broker is killed. It never touches the shared st
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.integration.harness import free_port
 from tests.integration.own_broker import OwnBroker
@@ -98,8 +101,22 @@ class BrokerCluster:
         for node in self.nodes:
             if node.starts == 0 and not (node.directory / "data").exists():
                 node.format()
-        starts = await asyncio.gather(*(asyncio.to_thread(node.start) for node in self.nodes))
-        return max(starts)
+        started = time.monotonic()
+        await asyncio.gather(*(asyncio.to_thread(node.start) for node in self.nodes))
+        # Every broker registered with the controller (a node accepts connections a little
+        # before the cluster metadata lists it).
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        await admin.start()
+        try:
+            for _ in range(300):
+                if len((await admin.describe_cluster())["brokers"]) == self.size:
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                raise TimeoutError(f"only some of the {self.size} brokers registered")
+        finally:
+            await admin.close()
+        return time.monotonic() - started
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -126,8 +126,12 @@ def _wait_ready(service: Service, port: int, ready: str | None, timeout_s: float
 
 
 def _cluster_id() -> str:
-    """A KRaft cluster id: a random UUID in Kafka's URL-safe base64 form."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A KRaft cluster id: a random UUID in Kafka's URL-safe base64 form, not starting with "-"
+    (kafka-storage would read it as an option: one id in 64 did)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _kafka_libs() -> Path:
