@@ -65,6 +65,16 @@ def like(**changes: Any) -> dict[str, Any]:
 
 
 # One record per reason the schema covers, for each decoder's rules; the reason is the decoder's.
+def feedback(**changes: Any) -> dict[str, Any]:
+    base = {"event_id": "f", "prompt_id": "p", "creator_id": "c1", "product_id": "x", "user_id": "u"}
+    return {**base, "ts": NOW, **changes}
+
+
+def mapping(**product: Any) -> dict[str, Any]:
+    item = {"product_id": "p", "title": "t", "category": "c", "price_cents": 5, "certified": True, "stock": 1}
+    return {"video_id": "v1", "creator_id": "c", "ts": NOW, "products": [{**item, **product}]}
+
+
 BREAKING: list[tuple[str, dict[str, Any] | list[Any], DeadLetterReason]] = [
     ("likes", ["not", "an", "object"], DeadLetterReason.NOT_AN_OBJECT),
     ("likes", {k: v for k, v in like().items() if k != "video_id"}, DeadLetterReason.MISSING_FIELD),
@@ -79,72 +89,10 @@ BREAKING: list[tuple[str, dict[str, Any] | list[Any], DeadLetterReason]] = [
         DeadLetterReason.WRONG_TYPE,
     ),
     ("user-erasure", {"user_id": "u1"}, DeadLetterReason.MISSING_FIELD),
-    (
-        "prompt-feedback",
-        {
-            "event_id": "f",
-            "prompt_id": "p",
-            "creator_id": "c1",
-            "product_id": "x",
-            "user_id": "u",
-            "kind": "return",
-            "ts": NOW,
-            "amount_cents": 5,
-        },
-        DeadLetterReason.INVALID_VALUE,
-    ),
-    (
-        "prompt-feedback",
-        {
-            "event_id": "f",
-            "prompt_id": "p",
-            "creator_id": "c1",
-            "product_id": "x",
-            "user_id": "u",
-            "kind": "order",
-            "ts": NOW,
-        },
-        DeadLetterReason.MISSING_FIELD,
-    ),
-    (
-        "video-products",
-        {
-            "video_id": "v1",
-            "creator_id": "c",
-            "ts": NOW,
-            "products": [
-                {
-                    "product_id": "p",
-                    "title": "t",
-                    "category": "c",
-                    "price_cents": 0,
-                    "certified": True,
-                    "stock": 1,
-                }
-            ],
-        },
-        DeadLetterReason.INVALID_VALUE,
-    ),
-    (
-        "video-products",
-        {
-            "video_id": "v1",
-            "creator_id": "c",
-            "ts": NOW,
-            "products": [
-                {
-                    "product_id": "p",
-                    "title": "t",
-                    "category": "c",
-                    "price_cents": 5,
-                    "certified": True,
-                    "stock": 1,
-                    "offer": "free",
-                }
-            ],
-        },
-        DeadLetterReason.UNKNOWN_ENUM,
-    ),
+    ("prompt-feedback", feedback(kind="return", amount_cents=5), DeadLetterReason.INVALID_VALUE),
+    ("prompt-feedback", feedback(kind="order"), DeadLetterReason.MISSING_FIELD),
+    ("video-products", mapping(price_cents=0), DeadLetterReason.INVALID_VALUE),
+    ("video-products", mapping(offer="free"), DeadLetterReason.UNKNOWN_ENUM),
 ]
 
 
