@@ -163,9 +163,11 @@ async def inject_kills(run: Run, fault: Fault) -> None:
     recovery_s = run.figures.setdefault("restart-to-ready s", [])
     for k in range(fault.kills):
         current = run.live()
-        await wait_until(
-            consumed_at_least(current, run.progress_point(fault.kills + 2)), 300, f"kill {k}", current
-        )
+        # At most half of what is left: a worker fast enough to finish the backlog before the
+        # random point would otherwise never be killed (the new one only has the rest to do).
+        left = await unprocessed_likes(run.settings)
+        point = min(run.progress_point(fault.kills + 2), max(1, left // 2))
+        await wait_until(consumed_at_least(current, point), 300, f"kill {k}", current)
         current.stop(signal.SIGKILL)
         killed_at = time.monotonic()
         run.start()
