@@ -85,6 +85,9 @@ return 1
 """
 
 RETRY_DELAYS_S = (0.05, 0.2, 0.5, 1.0, 2.0)
+# What "Redis is unreachable" looks like. redis-py's cluster client can also raise RuntimeError
+# from a transport it closed during a failover (seen in CI): retried like a connection error.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, RuntimeError)
 
 
 # Key layout version (docs/redis.md). v2: the user or creator id is a Redis Cluster hash tag
@@ -226,7 +229,7 @@ class RedisPromptStore:
             started = time.perf_counter()
             try:
                 await self._write_once(prompts)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 if delay is None:
                     self._metrics.redis_write_errors.labels("gave_up").inc()
                     log.error(
@@ -283,7 +286,7 @@ class RedisPromptStore:
             try:
                 await self._erase_script(keys=keys, args=[erased_ts, self._ttl_ms])
                 return
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except REDIS_DOWN as exc:
                 delay = RETRY_DELAYS_S[min(attempt, len(RETRY_DELAYS_S) - 1)]
                 attempt += 1
                 self._metrics.redis_write_errors.labels("retried").inc()

@@ -11,11 +11,9 @@ from typing import Any
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from likeflow.metrics import Metrics
-from likeflow.sinks.redis_prompts import KEYS_VERSION, run_concurrently
+from likeflow.sinks.redis_prompts import KEYS_VERSION, REDIS_DOWN, run_concurrently
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +205,7 @@ class RedisQualityStore:
                     results = await pipe.execute()
             else:  # one call per key, each to its slot's node (no scripts in cluster pipelines)
                 results = await run_concurrently(script(keys=keys, args=args) for script, keys, args in calls)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        except REDIS_DOWN as exc:
             self._metrics.redis_write_errors.labels("gave_up").inc()
             log.error("redis write of %d quality documents failed: %s", len(calls), exc)
             return None

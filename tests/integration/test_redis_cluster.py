@@ -39,6 +39,7 @@ async def users_served(settings: Settings, users: set[str]) -> set[str]:
     return {u for u, n in zip(ordered, found, strict=True) if n}
 
 
+@pytest.mark.chaos
 async def test_the_job_serves_through_a_redis_cluster_and_a_primary_loss(
     base_settings: Settings, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
