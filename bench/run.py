@@ -206,6 +206,11 @@ def stop_all(procs: list[subprocess.Popen[bytes]], grace_s: float = 60) -> None:
             proc.wait()
 
 
+# The benchmarked workers' log level (`--worker-log-level`); quiet by default so that logging
+# is not part of what is measured.
+WORKER_LOG_LEVEL = ["warning"]
+
+
 def start_worker(
     prefix: str, app_id: str, port: int, workdir: Path, name: str = "", store: str = "memory://"
 ) -> subprocess.Popen[bytes]:
@@ -216,7 +221,7 @@ def start_worker(
         "LIKEFLOW_REDIS_PREFIX": app_id,
         "LIKEFLOW_STORE": store,
         "LIKEFLOW_DATA_DIR": str(workdir / (name or app_id)),
-        "LIKEFLOW_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
+        "LIKEFLOW_LOG_LEVEL": WORKER_LOG_LEVEL[0],
     }
     return subprocess.Popen(
         [str(ROOT / ".venv/bin/likeflow"), "worker", "--quiet"],
@@ -587,7 +592,11 @@ async def main() -> None:
     parser.add_argument(
         "--stores", default="memory://,rocksdict://", help="comma list of LIKEFLOW_STORE values to measure"
     )
+    parser.add_argument(
+        "--worker-log-level", default="warning", help="LIKEFLOW_LOG_LEVEL of the benchmarked workers"
+    )
     args = parser.parse_args()
+    WORKER_LOG_LEVEL[0] = args.worker_log_level
     sizes = [int(w) for w in args.workers.split(",")]
     # Quick: 200k likes, so one worker runs for tens of seconds (a steady state, and the
     # twice-a-second sampling of its progress is a small part of the measurement).
