@@ -25,13 +25,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from config import Settings, load_settings
 from likeflow.admin import ensure_topics
 from likeflow.connections import kafka_client_kwargs
-from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
+from streams.topics import LIKES, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.broker_cluster import BrokerCluster
 from tests.integration.conftest import private_settings
-from tests.integration.harness import WorkerProcess, free_port, produce, read_topic, run_cli, wait_until
-from tests.integration.test_broker_faults import SHORT, OracleDiff, consumed
-from tests.integration.test_chaos import served_windows, unprocessed_likes
-from tests.integration.test_quality import get_json
+from tests.integration.harness import WorkerProcess, free_port, produce, run_cli, wait_until
+from tests.integration.test_broker_faults import SHORT, OracleDiff, consumed, settled
+from tests.integration.test_chaos import unprocessed_likes
 from tests.integration.workload import build
 
 # A worker's consumption may pause while leadership moves (metadata refresh, producer retries);
@@ -79,8 +78,6 @@ async def test_three_brokers_lose_leaders_and_a_broker_and_nothing_is_lost(
     settings = on_cluster(private_settings(base_settings, tmp_path_factory), cluster)
     base_ts = (int(time.time() * 1000) // 3_600_000 - 24) * 3_600_000
     wl = build(settings, SHORT, 20261201, base_ts)
-    creators = sorted(wl.expected_windows)
-    expected = wl.served_form()
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     started = time.monotonic()
     try:
@@ -109,21 +106,14 @@ async def test_three_brokers_lose_leaders_and_a_broker_and_nothing_is_lost(
             # The last one stays down past the session timeout (8 s in tests) before it returns.
             await asyncio.sleep(settings.session_timeout_s * 2 if k == 2 else 3)
             await asyncio.to_thread(victim.start)
-        try:
-            await wait_until(lambda: served_windows(worker, creators) == expected, 180, "windows", worker)
-        except TimeoutError:
-            pass  # the assertions below show the difference
-        final_windows = served_windows(worker, creators)
-        ready_status, ready_body = get_json(worker, "/ready")
-        records = await read_topic(settings, settings.topic(ORDER_PROMPTS), timeout_s=60)
-        dead = await read_topic(settings, settings.topic(DEAD_LETTERS), timeout_s=60)
+        end = await settled(worker, settings, wl)
         same_process = worker.alive() and worker.proc is not None and worker.proc.pid == pid
         audit = await run_cli(settings, "audit", "verify", timeout_s=120)
     finally:
         worker.stop()
         cluster.stop()
 
-    diff = OracleDiff.of(wl, records, final_windows)
+    diff = OracleDiff.of(wl, end.records, end.windows)
     print(
         f"\nT10 3 brokers, RF 3, min ISR 2 ({len(wl.likes)} likes): leader kill -9 x3 (the last down "
         f"{settings.session_timeout_s * 2:.0f} s), {figures}, {diff}, "
@@ -131,9 +121,9 @@ async def test_three_brokers_lose_leaders_and_a_broker_and_nothing_is_lost(
     )
     assert same_process, "the worker was never restarted"
     assert all(s <= RESUME_BOUND_S for s in figures["resume s"]), figures
-    assert ready_status == 200, ready_body
+    assert end.ready_status == 200, end.ready_body
     diff.assert_exact()
-    assert not dead, [dict(r.headers) for r in dead[:3]]
+    assert not end.dead, [dict(r.headers) for r in end.dead[:3]]
     assert audit.returncode == 0, audit.stdout.decode() + audit.stderr.decode()
 
 
@@ -148,8 +138,6 @@ async def test_three_workers_one_killed_one_added_on_three_brokers(
         on_cluster(private_settings(base_settings, tmp_path_factory), cluster), standby_replicas=standby
     )
     wl = build(settings, SHORT, 20261202, (int(time.time() * 1000) // 3_600_000 - 24) * 3_600_000)
-    creators = sorted(wl.expected_windows)
-    expected = wl.served_form()
     workers: list[WorkerProcess] = []
 
     def add_worker() -> WorkerProcess:
@@ -185,27 +173,21 @@ async def test_three_workers_one_killed_one_added_on_three_brokers(
         figures["fourth worker ready after the kill s"] = round(time.monotonic() - killed_at, 1)
         await produce(settings, settings.topic(LIKES), chunks[2])
         live = [w for w in workers if w.alive()]
-        try:
-            await wait_until(lambda: served_windows(live[0], creators) == expected, 180, "windows", live[0])
-            figures["exact after the kill s"] = round(time.monotonic() - killed_at, 1)
-        except TimeoutError:
-            pass  # the assertions below show the difference
-        final_windows = served_windows(live[0], creators)
+        end = await settled(live[0], settings, wl)
+        figures["settled after the kill s"] = round(time.monotonic() - killed_at, 1)
         # Offsets are committed on Faust's commit timer, after the outputs: wait for the last one.
         for _ in range(60):
             behind = await unprocessed_likes(settings)
             if not behind:
                 break
             await asyncio.sleep(1)
-        records = await read_topic(settings, settings.topic(ORDER_PROMPTS), timeout_s=60)
-        dead = await read_topic(settings, settings.topic(DEAD_LETTERS), timeout_s=60)
         audit = await run_cli(settings, "audit", "verify", timeout_s=120)
     finally:
         for worker in workers:
             worker.stop()
         cluster.stop()
 
-    diff = OracleDiff.of(wl, records, final_windows)
+    diff = OracleDiff.of(wl, end.records, end.windows)
     print(
         f"\nT11 3 brokers, 3 workers, standby replicas {standby}, one killed, one added "
         f"({len(wl.likes)} likes): {figures}, {diff}, "
@@ -214,5 +196,5 @@ async def test_three_workers_one_killed_one_added_on_three_brokers(
     assert len(live) == 3
     assert behind == 0, "every likes partition consumed to its end: none left unowned"
     diff.assert_exact()
-    assert not dead, [dict(r.headers) for r in dead[:3]]
+    assert not end.dead, [dict(r.headers) for r in end.dead[:3]]
     assert audit.returncode == 0, audit.stdout.decode() + audit.stderr.decode()

@@ -91,8 +91,6 @@ async def test_worker_resumes_after_broker_kills_and_outputs_match_the_oracle(
     rng = random.Random(20261128)
     base_ts = (int(time.time() * 1000) // 3_600_000 - 24) * 3_600_000
     wl = build(settings, scale, 20261128, base_ts)
-    creators = sorted(wl.expected_windows)
-    expected = wl.served_form()
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     figures: dict[str, Any] = {"down s": [], "broker start s": [], "resume s": []}
     started = time.monotonic()
@@ -126,29 +124,51 @@ async def test_worker_resumes_after_broker_kills_and_outputs_match_the_oracle(
             await produce(settings, settings.topic(LIKES), chunks[k + 1] if k + 1 < n - 1 else [])
             figures["resume s"].append(await resumed)
         await produce(settings, settings.topic(LIKES), chunks[-1])
-        try:
-            await wait_until(lambda: served_windows(worker, creators) == expected, 180, "windows", worker)
-        except TimeoutError:
-            pass  # the assertions below show the difference
-        final_windows = served_windows(worker, creators)
-        ready_status, ready_body = get_json(worker, "/ready")
-        records = await read_topic(settings, settings.topic(ORDER_PROMPTS), timeout_s=60)
-        dead = await read_topic(settings, settings.topic(DEAD_LETTERS), timeout_s=60)
+        end = await settled(worker, settings, wl)
     finally:
         worker.stop()
         broker.stop()
 
-    diff = OracleDiff.of(wl, records, final_windows)
+    diff = OracleDiff.of(wl, end.records, end.windows)
     print(
         f"\n{fault.name} ({len(wl.likes)} likes, {len(wl.feedback)} feedback): faults "
         f"{len(fault.downs_s)} kill -9 + 1 clean restart, {figures}, watchdog restarts "
-        f"{worker.watchdog_restarts}, {diff}, dead letters {len(dead)}, "
+        f"{worker.watchdog_restarts}, {diff}, dead letters {len(end.dead)}, "
         f"total {time.monotonic() - started:.0f} s"
     )
     assert all(s <= RESUME_BOUND_S for s in figures["resume s"]), figures
-    assert ready_status == 200, ready_body
+    assert end.ready_status == 200, end.ready_body
     diff.assert_exact()
-    assert not dead, [dict(r.headers) for r in dead[:3]]
+    assert not end.dead, [dict(r.headers) for r in end.dead[:3]]
+
+
+@dataclass
+class Settled:
+    """What a fault test compares with the oracle once the worker is done."""
+
+    windows: dict[str, Any]
+    ready_status: int
+    ready_body: Any
+    records: list[Consumed]
+    dead: list[Consumed]
+
+
+async def settled(worker: WorkerProcess, settings: Settings, wl: Workload) -> Settled:
+    """Wait (180 s at most) for the served windows to match the oracle, then read what the
+    assertions compare: the windows, /ready, every prompt and every dead letter."""
+    creators, expected = sorted(wl.expected_windows), wl.served_form()
+    try:
+        await wait_until(lambda: served_windows(worker, creators) == expected, 180, "windows", worker)
+    except TimeoutError:
+        pass  # the assertions show the difference
+    ready_status, ready_body = get_json(worker, "/ready")
+    return Settled(
+        served_windows(worker, creators),
+        ready_status,
+        ready_body,
+        await read_topic(settings, settings.topic(ORDER_PROMPTS), timeout_s=60),
+        await read_topic(settings, settings.topic(DEAD_LETTERS), timeout_s=60),
+    )
 
 
 @dataclass
