@@ -163,10 +163,13 @@ async def inject_kills(run: Run, fault: Fault) -> None:
     recovery_s = run.figures.setdefault("restart-to-ready s", [])
     for k in range(fault.kills):
         current = run.live()
-        # At most half of what is left: a worker fast enough to finish the backlog before the
-        # random point would otherwise never be killed (the new one only has the rest to do).
+        # The seeded random point; only when fewer likes than that are left (a worker fast
+        # enough to finish the backlog first: the new one has just the rest to do) half of what
+        # is left, or that kill would never come.
         left = await unprocessed_likes(run.settings)
-        point = min(run.progress_point(fault.kills + 2), max(1, left // 2))
+        point = run.progress_point(fault.kills + 2)
+        if point > left:
+            point = max(1, left // 2)
         await wait_until(consumed_at_least(current, point), 300, f"kill {k}", current)
         current.stop(signal.SIGKILL)
         killed_at = time.monotonic()
