@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from importlib import metadata
+from types import SimpleNamespace
 from typing import Any
 
 import aiokafka
@@ -18,6 +19,7 @@ from faust.stores import memory, rocksdb
 from faust.tables.recovery import Recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from likeflow import faust_batch
 from likeflow.faust_batch import Turn, _Pipeline
@@ -62,6 +64,47 @@ def test_the_recovery_bookkeeping_read_and_moved_keeps_its_names() -> None:
     slurp = inspect.getsource(Recovery._slurp_changelogs.fun)  # a mode ServiceTask
     assert "self._active_events_received_at" in slurp and "self._standby_events_received_at" in slurp
     assert "offset > seen_offset" in slurp, "records at or below the recovery offset are skipped"
+    # ...and the end-of-recovery check runs for every record, skipped or not (the bulk restore
+    # hands Faust only records it has applied, so Faust's loop must still see them).
+    after_check = slurp.split("offset > seen_offset", 1)[1]
+    assert "await _maybe_signal_recovery_end()" in after_check
+    assert "table.apply_changelog_batch(buf)" in after_check, "Faust applies from a buffer, later"
+
+
+def _changelog_record(offset: int, key: bytes, value: bytes) -> SimpleNamespace:
+    return SimpleNamespace(topic="counts-changelog", partition=0, offset=offset, key=key, value=value)
+
+
+def test_the_bulk_restore_applies_every_record_in_order_and_leaves_faust_none() -> None:
+    storage: dict[bytes, bytes] = {}
+    tp = TP("counts-changelog", 0)
+    recovery = SimpleNamespace(
+        active_tps={tp},
+        standby_tps=set(),
+        active_offsets={},
+        standby_offsets={},
+        _active_events_received_at={},
+        _standby_events_received_at={},
+    )
+    router = faust_batch.BatchRouter()
+    router.restore("counts-changelog", lambda _p, records: storage.update((r.key, r.value) for r in records))
+    consumer = SimpleNamespace(batch_router=router, app=SimpleNamespace(tables=SimpleNamespace(recovery=recovery)))
+    passed_to_faust = []
+    # Key k's value of the first fetch's last record is overwritten by the next fetches (one of
+    # them a single record): Faust applying that record late would bring "old" back.
+    fetches = [
+        [_changelog_record(0, b"j", b"1"), _changelog_record(1, b"k", b"old")],
+        [_changelog_record(2, b"k", b"new")],
+        [_changelog_record(2, b"k", b"new"), _changelog_record(3, b"j", b"2")],  # a refetch
+    ]
+    for records in fetches:
+        rest = faust_batch.BatchConsumer._restore_in_bulk(consumer, {tp: records}, None)  # type: ignore[arg-type]
+        passed_to_faust += rest[tp]
+    assert storage == {b"j": b"2", b"k": b"new"}
+    assert recovery.active_offsets[tp] == 3
+    # Faust's loop applies a record only past the recovery offset: none of these.
+    assert all(r.offset <= recovery.active_offsets[tp] for r in passed_to_faust)
+    assert [r.offset for r in passed_to_faust] == [1, 2, 3]
 
 
 def test_the_stores_written_keep_their_shape() -> None:
