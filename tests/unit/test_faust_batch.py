@@ -88,7 +88,8 @@ def test_the_bulk_restore_applies_every_record_in_order_and_leaves_faust_none() 
     )
     router = faust_batch.BatchRouter()
     router.restore("counts-changelog", lambda _p, records: storage.update((r.key, r.value) for r in records))
-    consumer = SimpleNamespace(batch_router=router, app=SimpleNamespace(tables=SimpleNamespace(recovery=recovery)))
+    app = SimpleNamespace(tables=SimpleNamespace(recovery=recovery))
+    consumer = SimpleNamespace(batch_router=router, app=app)
     passed_to_faust = []
     # Key k's value of the first fetch's last record is overwritten by the next fetches (one of
     # them a single record): Faust applying that record late would bring "old" back.
