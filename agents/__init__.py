@@ -13,7 +13,7 @@ def register_agents(app: faust.App, ctx: PipelineContext) -> None:
 
     The hot topics (`likes`, `prompt-feedback`, `creator-events`) are not Faust agents: their
     batch handlers (`agents.prompt_likes`, `agents.route_feedback`,
-    `agents.count_creator_events`) are registered by `likeflow.app` on the batch router.
+    `agents.count_creator_events`) are registered by `likeflow.worker.app` on the batch router.
     """
     for module in (mappings, user_controls, judge):
         module.register(app, ctx)

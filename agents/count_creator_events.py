@@ -11,10 +11,10 @@ from typing import Any
 import orjson
 
 from agents.context import PipelineContext
+from likeflow.batches import Completion, Records, Turn
 from likeflow.domain.quality.counting import PartitionClock, WindowPolicy
 from likeflow.domain.quality.engine import ClosedWindow, Effects, StoredValue, apply_record, load_clock
 from likeflow.domain.quality.index import PartitionIndex
-from likeflow.faust_batch import Completion, Records, Turn
 from likeflow.sinks.kafka_batch import OutputBatch
 from likeflow.sinks.redis_quality import WindowsUpdate
 from streams.events import CountRecord, DeadLetterReason, Invalid

@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from agents.context import PipelineContext
+from likeflow.batches import Completion, Records, Turn
 from likeflow.domain.decide import Duplicate, Skip, decide
 from likeflow.domain.pseudonym import edge_pseudonym
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.user_state import UserState
-from likeflow.faust_batch import Completion, Records, Turn
 from likeflow.metrics import observe_many
 from likeflow.sinks.kafka_batch import KeyPartitioner, OutputBatch
 from likeflow.sinks.redis_prompts import ServedPrompt

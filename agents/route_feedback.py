@@ -8,8 +8,8 @@ from dataclasses import replace
 from typing import Any
 
 from agents.context import PipelineContext
+from likeflow.batches import Completion, Records, Turn
 from likeflow.domain.quality.sources import SourceReports
-from likeflow.faust_batch import Completion, Records, Turn
 from likeflow.sinks.kafka_batch import OutputBatch
 from streams.events import Invalid
 from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK

@@ -99,7 +99,7 @@ async def measure(n: int, batch: int) -> dict[str, float]:
             maps[decoded.video_id] = decoded
     raw = list(likes(ds, now - 3_600_000, 3_600_000 / n))
     settings = load_settings({}, user_key="k" * 48)
-    from agents.context import policies_from, quality_policies_from
+    from likeflow.policies import policies_from, quality_policies_from
 
     guards, ranking = policies_from(settings)
     windows, _ = quality_policies_from(settings)
@@ -175,10 +175,10 @@ async def measure(n: int, batch: int) -> dict[str, float]:
 
 
 def _count(encoded: list[tuple[int, bytes]], policy: Any) -> None:
-    from likeflow.backfill import DictStore
     from likeflow.domain.quality.counting import PartitionClock
     from likeflow.domain.quality.engine import Effects, apply_record
     from likeflow.domain.quality.index import PartitionIndex
+    from likeflow.ops.backfill import DictStore
     from streams.events import CountRecord
 
     stores: dict[int, Any] = {}
@@ -198,14 +198,14 @@ def _count(encoded: list[tuple[int, bytes]], policy: Any) -> None:
 
 async def _handlers(raw: list[tuple[bytes, bytes]], n: int, batch: int, settings: Any) -> float:
     """The real batch handlers over `raw` likes, with their own changelog store, in batches."""
-    from agents.context import policies_from, pricing_from, quality_policies_from
     from agents.count_creator_events import CountCreatorEvents
     from agents.prompt_likes import PromptLikes
     from agents.retention import RetentionSweeper
+    from likeflow.batches import Turn
     from likeflow.connections import pseudonymizer
     from likeflow.domain.quality.sources import SourceReports
-    from likeflow.faust_batch import Turn
     from likeflow.metrics import Metrics
+    from likeflow.policies import policies_from, pricing_from, quality_policies_from
     from likeflow.sinks.dead_letters import DeadLetterSink
     from likeflow.sinks.kafka_batch import KeyPartitioner
     from tables.codecs import CreatorCountsCodec, UserStateCodec
@@ -283,7 +283,7 @@ async def _handlers(raw: list[tuple[bytes, bytes]], n: int, batch: int, settings
 
 class _Mappings:
     def __init__(self, settings: Any) -> None:
-        from likeflow.video_mappings import VideoMappings
+        from likeflow.replicas.video_mappings import VideoMappings
 
         self._replica = VideoMappings(settings.max_record_bytes)
         ds = DataSet(videos=5_000, creators=500)

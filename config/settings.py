@@ -65,7 +65,7 @@ class Settings:
     standby_replicas: int = 1
     # A worker whose input partitions have lag but whose committed offsets have not moved for this
     # long (outside rebalances and recovery) exits with code 75 so that its supervisor restarts
-    # it (likeflow/watchdog.py). 0 turns the watchdog off. Generous on purpose: under a large
+    # it (likeflow/worker/watchdog.py). 0 turns the watchdog off. Generous on purpose: under a large
     # backlog one agent's partitions can go 30-100 s without a commit while the worker works
     # (seen with 200k likes queued), and restarting then only adds a recovery.
     stall_timeout_s: float = 300.0

@@ -28,9 +28,9 @@ GC_THRESHOLDS = (100_000, 50, 100)
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     import faust
 
-    from likeflow.admin import ensure_topics
-    from likeflow.app import create_app
-    from likeflow.shutdown import arm_hard_exit
+    from likeflow.ops.topics import ensure_topics
+    from likeflow.worker.app import create_app
+    from likeflow.worker.shutdown import arm_hard_exit
 
     if settings.event_loop == "uvloop":
         import uvloop
@@ -55,7 +55,7 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
             super().on_setup_root_logger(logger, level)
 
         def _schedule_shutdown(self, signal: Any) -> None:
-            # SIGTERM and SIGINT: Faust's graceful stop, bounded (likeflow/shutdown.py).
+            # SIGTERM and SIGINT: Faust's graceful stop, bounded (likeflow/worker/shutdown.py).
             if not self._signal_stop_time:
                 arm_hard_exit(settings.shutdown_timeout_s)
             super()._schedule_shutdown(signal)
@@ -72,7 +72,7 @@ def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
-    from likeflow.admin import ensure_topics
+    from likeflow.ops.topics import ensure_topics
 
     warnings: list[str] = []
     counts = asyncio.run(ensure_topics(settings, warnings))
@@ -84,8 +84,8 @@ def _cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from likeflow.admin import ensure_topics
-    from likeflow.demo import DemoOptions, run_demo
+    from likeflow.ops.demo import DemoOptions, run_demo
+    from likeflow.ops.topics import ensure_topics
 
     asyncio.run(ensure_topics(settings))
     opts = DemoOptions(
@@ -110,7 +110,7 @@ def _cmd_creator(settings: Settings, args: argparse.Namespace) -> int:
 
     from likeflow.connections import redis_client
     from likeflow.metrics import Metrics
-    from likeflow.quality_view import creator_quality
+    from likeflow.sinks.quality_view import creator_quality
     from likeflow.sinks.redis_quality import RedisQualityStore
 
     async def read() -> dict[str, object] | None:
@@ -141,7 +141,7 @@ def _cmd_pseudonym(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
-    from likeflow.status import render, scrape, summarize
+    from likeflow.ops.status import render, scrape, summarize
 
     url = args.url or f"http://{settings.web_host}:{settings.web_port}/metrics"
     try:
@@ -185,7 +185,7 @@ def _not_negative(text: str) -> float:
 
 
 def _time_arg(text: str) -> int:
-    from likeflow.timearg import parse_time_ms
+    from likeflow.ops.timearg import parse_time_ms
 
     try:
         return parse_time_ms(text)
@@ -196,7 +196,7 @@ def _time_arg(text: str) -> int:
 def _cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from likeflow.replay import replay_files
+    from likeflow.ops.replay import replay_files
 
     result = asyncio.run(
         replay_files(
@@ -221,7 +221,7 @@ def _cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_replay_topic(settings: Settings, args: argparse.Namespace) -> int:
-    from likeflow.replay import copy_topic_range
+    from likeflow.ops.replay import copy_topic_range
 
     copied = asyncio.run(copy_topic_range(settings, args.source, args.dest, args.since, args.until))
     for partition, count in sorted(copied.items()):
@@ -231,7 +231,7 @@ def _cmd_replay_topic(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_reset_offsets(settings: Settings, args: argparse.Namespace) -> int:
-    from likeflow.replay import reset_offsets
+    from likeflow.ops.replay import reset_offsets
 
     moves = asyncio.run(reset_offsets(settings, args.to_datetime, dry_run=args.dry_run))
     for m in moves:
@@ -244,8 +244,9 @@ def _cmd_reset_offsets(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from agents.context import quality_policies_from
-    from likeflow.backfill import (
+    from likeflow.connections import redis_client
+    from likeflow.metrics import Metrics
+    from likeflow.ops.backfill import (
         Recomputation,
         diff,
         file_events,
@@ -253,8 +254,7 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
         namespace_for,
         topic_events,
     )
-    from likeflow.connections import redis_client
-    from likeflow.metrics import Metrics
+    from likeflow.policies import quality_policies_from
     from likeflow.sinks.redis_quality import RedisQualityStore
 
     policy, _ = quality_policies_from(settings)
@@ -316,8 +316,8 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_rebuild_redis(settings: Settings, args: argparse.Namespace) -> int:
+    from likeflow.ops.rebuild import rebuild_redis
     from likeflow.progress import Progress
-    from likeflow.rebuild import rebuild_redis
 
     bars: dict[str, Progress] = {}
 
@@ -342,7 +342,7 @@ def _cmd_rebuild_redis(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
-    from likeflow.audit_trail import verify_topic
+    from likeflow.sinks.audit_log import verify_topic
     from streams.topics import AUDIT_LOG
 
     topic = args.topic or settings.topic(AUDIT_LOG)

@@ -9,16 +9,22 @@ logged, and error messages name the variable, not the value.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from typing import Any, cast
 
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaConsumer
 from redis.asyncio.cluster import RedisCluster
 
 from config import Settings
 from config.secrets import read_secret
 from likeflow.domain.pseudonym import MIN_KEY_CHARS, Pseudonymizer
-from likeflow.sinks.redis_prompts import CLUSTER_CONCURRENCY
+from likeflow.errors import LikeflowError
+
+# Script calls in flight at once per store on Redis Cluster (each is one request to its slot's
+# node); the cluster client's pool per node is sized for every store at once (redis_client below).
+CLUSTER_CONCURRENCY = 64
 
 
 def kafka_ssl_context(settings: Settings) -> ssl.SSLContext | None:
@@ -106,3 +112,18 @@ def pseudonymizer(settings: Settings) -> Pseudonymizer:
     """The user-id pseudonymizer from the configured key (raises ConfigError saying what to set)."""
     key = read_secret(settings.user_key, settings.user_key_file, "user_key", min_length=MIN_KEY_CHARS)
     return Pseudonymizer(key.encode("utf-8"), settings.user_key_version)
+
+
+class MissingTopic(LikeflowError):
+    """A topic a command reads does not exist: create it with `likeflow topics`."""
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
+    """The partitions of `topic`, sorted, once the consumer's metadata has them (up to ~5 s)."""
+    for _ in range(50):
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions:
+            return sorted(partitions)
+        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
+        await asyncio.sleep(0.1)
+    raise MissingTopic(f"topic {topic!r} does not exist")

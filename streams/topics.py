@@ -29,7 +29,7 @@ CREATOR_QUALITY = "creator-quality"
 USER_CONSENT = "user-consent"
 USER_ERASURE = "user-erasure"
 # Tamper-evident trail (docs/audit.md): hash-chained copies of every emitted prompt and every
-# feedback record, one chain per partition, written by likeflow.audit_trail.AuditTrail.
+# feedback record, one chain per partition, written by likeflow.sinks.audit_log.AuditTrail.
 AUDIT_LOG = "audit-log"
 
 

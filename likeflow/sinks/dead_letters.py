@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
-from likeflow.deadletter import dead_letter_headers, pseudonymised_header, without_raw_user_id
 from likeflow.metrics import Metrics
+from likeflow.sinks.dead_letter_records import dead_letter_headers, pseudonymised_header, without_raw_user_id
 from likeflow.sinks.kafka_batch import OutputBatch
 from streams.events import Invalid
 

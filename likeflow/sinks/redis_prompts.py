@@ -13,6 +13,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from likeflow.connections import CLUSTER_CONCURRENCY
 from likeflow.metrics import Metrics
 from streams.events import Prompt
 
@@ -104,11 +105,6 @@ def erased_key(prefix: str, user_id: str) -> str:
     """Redis key of a user's erasure marker (the ts of their latest erasure request); same slot
     as the user's prompts, which the upsert script reads it with."""
     return f"{prefix}:{KEYS_VERSION}:erased:{{{user_id}}}"
-
-
-# Script calls in flight at once per store on Redis Cluster (each is one request to its slot's
-# node); the cluster client's pool per node is sized for every store at once (connections.py).
-CLUSTER_CONCURRENCY = 64
 
 
 async def run_concurrently(calls: Iterable[Awaitable[Any]], limit: int = CLUSTER_CONCURRENCY) -> list[Any]:

@@ -12,8 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from config import Settings, load_settings
-from likeflow.admin import ensure_topics
 from likeflow.domain.pseudonym import Pseudonymizer
+from likeflow.ops.topics import ensure_topics
 from tests.integration.cleanup import drop_namespaces
 from tests.integration.harness import WorkerProcess, free_port, reachable
 

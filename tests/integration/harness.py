@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings
 from likeflow.connections import kafka_client_kwargs
-from likeflow.watchdog import STALL_EXIT_CODE
+from likeflow.worker.watchdog import STALL_EXIT_CODE
 from tests.integration.contract import check_consumed, check_produced
 
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]

@@ -14,10 +14,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from config import Settings
-from likeflow.admin import ensure_topics
-from likeflow.audit_trail import AuditTrail, verify_topic
 from likeflow.domain.audit import AuditError, BreakReason, head_of
 from likeflow.domain.pseudonym import Pseudonymizer
+from likeflow.ops.topics import ensure_topics
+from likeflow.sinks.audit_log import AuditTrail, verify_topic
 from streams.topics import AUDIT_LOG, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings
 from tests.integration.harness import (

@@ -8,8 +8,8 @@ from collections import Counter
 import orjson
 
 from config import Settings
-from likeflow.deadletter import without_raw_user_id
 from likeflow.domain.pseudonym import Pseudonymizer
+from likeflow.sinks.dead_letter_records import without_raw_user_id
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
 from tests.integration.harness import Consumed, Record, WorkerProcess, produce, read_topic_until, wait_until
 

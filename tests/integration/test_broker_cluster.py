@@ -23,8 +23,8 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from config import Settings, load_settings
-from likeflow.admin import ensure_topics
 from likeflow.connections import kafka_client_kwargs
+from likeflow.ops.topics import ensure_topics
 from streams.topics import LIKES, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.broker_cluster import BrokerCluster
 from tests.integration.conftest import private_settings

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from config import Settings
-from likeflow.admin import ensure_topics
+from likeflow.ops.topics import ensure_topics
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings
 from tests.integration.harness import Consumed, WorkerProcess, produce, reachable, read_topic, wait_until

@@ -26,9 +26,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from config import Settings
-from likeflow.admin import ensure_topics
 from likeflow.connections import kafka_client_kwargs
-from likeflow.deadletter import without_raw_user_id
+from likeflow.ops.topics import ensure_topics
+from likeflow.sinks.dead_letter_records import without_raw_user_id
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings, pseudonymizer_for
 from tests.integration.harness import (

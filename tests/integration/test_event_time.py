@@ -21,8 +21,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from config import Settings
-from likeflow.admin import ensure_topics
 from likeflow.domain.decide import prompt_id_for
+from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.kafka_batch import KeyPartitioner
 from likeflow.sinks.redis_quality import windows_key
 from streams.topics import DEAD_LETTERS, LIKES, PROMPT_FEEDBACK, VIDEO_PRODUCTS

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from config import Settings
-from likeflow.admin import ensure_topics
+from likeflow.ops.topics import ensure_topics
 from streams.topics import LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings
 from tests.integration.harness import WorkerProcess, produce, read_topic, wait_until

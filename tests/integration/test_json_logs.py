@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from config import Settings
-from likeflow.admin import ensure_topics
+from likeflow.ops.topics import ensure_topics
 from streams.topics import LIKES
 from tests.integration.conftest import private_settings
 from tests.integration.harness import WorkerProcess, produce, wait_until

@@ -20,9 +20,9 @@ import pytest
 import yaml
 
 from config import Settings
-from likeflow.admin import ensure_topics
-from likeflow.demo import DemoOptions, catalogue
-from likeflow.status import render, scrape, summarize
+from likeflow.ops.demo import DemoOptions, catalogue
+from likeflow.ops.status import render, scrape, summarize
+from likeflow.ops.topics import ensure_topics
 from streams.topics import LIKES, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings
 from tests.integration.harness import Record, WorkerProcess, free_port, produce

@@ -18,10 +18,10 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import DefaultPartitioner
 
 from config import Settings
-from likeflow.admin import ensure_topics
 from likeflow.connections import kafka_client_kwargs
 from likeflow.domain.privacy import DAY_MS
 from likeflow.domain.pseudonym import PSEUDONYMISED_HEADER, Pseudonymizer
+from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_prompts import prompts_key
 from streams.topics import (
     CREATOR_EVENTS,

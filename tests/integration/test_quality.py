@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from config import Settings, load_settings
-from likeflow.admin import ensure_topics
+from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_quality import windows_key
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings, pseudonymizer_for

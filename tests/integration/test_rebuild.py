@@ -24,7 +24,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from config import Settings, load_settings
-from likeflow.admin import ensure_topics
+from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_prompts import prompts_key
 from likeflow.sinks.redis_quality import platform_key
 from streams.topics import LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS

@@ -15,8 +15,8 @@ import orjson
 import pytest
 
 from config import Settings, load_settings
-from likeflow.admin import ensure_topics
 from likeflow.connections import redis_client
+from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_prompts import prompts_key
 from likeflow.sinks.redis_quality import windows_key
 from streams.topics import LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS

@@ -15,9 +15,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from config import Settings
-from likeflow.admin import ensure_topics
 from likeflow.metrics import Metrics
-from likeflow.replay import ReplayError, copy_topic_range, replay_files, reset_offsets
+from likeflow.ops.replay import ReplayError, copy_topic_range, replay_files, reset_offsets
+from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_quality import RedisQualityStore
 from streams.topics import DEAD_LETTERS, LIKES, PROMPT_FEEDBACK
 from tests.integration.conftest import private_settings

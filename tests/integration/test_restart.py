@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from config import Settings
-from likeflow.admin import ensure_topics
+from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_prompts import prompts_key
 from streams.topics import LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings, pseudonymizer_for

@@ -22,8 +22,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from config import Settings, load_settings
-from likeflow.admin import ensure_topics
 from likeflow.connections import kafka_client_kwargs, redis_client
+from likeflow.ops.topics import ensure_topics
 from streams.topics import LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
 from tests.integration.harness import WorkerProcess, free_port, produce, read_topic_until, run_cli
 from tests.integration.secure_stack import USER, SecureStack, SecureStackUnavailable, start_secure_stack

@@ -7,9 +7,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from config import Settings, load_settings
-from likeflow.admin import TopicSetupError, ensure_topics
 from likeflow.connections import kafka_client_kwargs
 from likeflow.errors import EXIT_FAILED
+from likeflow.ops.topics import TopicSetupError, ensure_topics
 from streams.topics import AUDIT_LOG, LIKES, ORDER_PROMPTS, TOPIC_SPECS
 from tests.integration.conftest import private_settings
 from tests.integration.harness import run_cli

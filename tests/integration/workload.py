@@ -13,10 +13,10 @@ from typing import Any
 
 import orjson
 
-from agents.context import policies_from
 from config import Settings
 from likeflow.domain.decide import Emit, Skip, decide, prompt_id_for
 from likeflow.domain.user_state import UserState
+from likeflow.policies import policies_from
 from streams.events import Like, Product, VideoMapping
 from tests.integration.harness import Record
 

@@ -7,8 +7,8 @@ import secrets
 import pytest
 
 from config import Settings
-from likeflow.app import create_app
-from likeflow.faust_web import Web
+from likeflow.worker.app import create_app
+from likeflow.worker.faust_web import Web
 
 # What Faust would read from the process environment if it were allowed to.
 FAUST_ENV = {

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import orjson
 
-from likeflow.deadletter import (
+from likeflow.domain.pseudonym import PSEUDONYMISED_HEADER, Pseudonymizer, edge_pseudonym
+from likeflow.sinks.dead_letter_records import (
     MAX_ERROR_BYTES,
     dead_letter_headers,
     original_headers,
     pseudonymised_header,
     without_raw_user_id,
 )
-from likeflow.domain.pseudonym import PSEUDONYMISED_HEADER, Pseudonymizer, edge_pseudonym
 
 
 def test_original_headers_come_first_then_the_reason() -> None:

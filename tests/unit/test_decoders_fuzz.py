@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from likeflow.backfill import events_from_line
+from likeflow.ops.backfill import events_from_line
 from streams.events import (
     CreatorEvent,
     DeadLetterReason,

@@ -1,7 +1,7 @@
 """Batch delivery: completions in order, failures stop what follows, and the Faust internals it needs.
 
-The shape tests fail when faust-streaming or aiokafka change what `likeflow.faust_batch`,
-`likeflow.faust_recovery` and `tables.state_store` override or read: re-check those modules
+The shape tests fail when faust-streaming or aiokafka change what `likeflow.worker.faust_batch`,
+`likeflow.worker.faust_recovery` and `tables.state_store` override or read: re-check those modules
 against the new version before changing the pins.
 """
 
@@ -21,8 +21,9 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from likeflow import faust_batch
-from likeflow.faust_batch import Turn, _Pipeline
+from likeflow.batches import Turn
+from likeflow.worker import faust_batch
+from likeflow.worker.faust_batch import _Pipeline
 
 
 def test_the_versions_these_adaptations_were_written_for() -> None:

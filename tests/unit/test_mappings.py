@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from likeflow.domain.mappings import MappingOutcome, mapping_outcome
-from likeflow.video_mappings import VideoMappings
+from likeflow.replicas.video_mappings import VideoMappings
 from streams.events import MappingRemoval
 from tests.factories import BASE_TS, mapping, mapping_json
 

@@ -6,7 +6,7 @@ from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from likeflow.metrics import Metrics
-from likeflow.monitor import Monitor
+from likeflow.worker.monitor import Monitor
 
 
 def lag_series(metrics: Metrics) -> dict[tuple[str, str], float]:

@@ -12,7 +12,7 @@ from likeflow.domain.quality.judging import platform_document
 from likeflow.domain.quality.windows import Counts
 from likeflow.domain.ranking import RankingPolicy
 from likeflow.domain.user_state import UserState
-from likeflow.rebuild import Changelog, decode_key, quality_documents, served_prompts, windows_updates
+from likeflow.ops.rebuild import Changelog, decode_key, quality_documents, served_prompts, windows_updates
 from streams.events import UserErasure
 from tables.codecs import UserStateCodec
 from tests.factories import BASE_TS, like, mapping, product

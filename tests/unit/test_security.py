@@ -35,7 +35,7 @@ def test_defaults_are_plaintext_on_loopback() -> None:
 
 
 def test_web_and_metrics_bind_to_loopback_by_default() -> None:
-    from likeflow.app import create_app
+    from likeflow.worker.app import create_app
 
     # /metrics is served by the same web server as /health.
     app = create_app(Settings(user_key=secrets.token_hex(16)))

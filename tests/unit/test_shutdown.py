@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from likeflow.shutdown import SHUTDOWN_TIMEOUT_EXIT_CODE, arm_hard_exit
+from likeflow.worker.shutdown import SHUTDOWN_TIMEOUT_EXIT_CODE, arm_hard_exit
 
 
 def test_the_hard_exit_fires_after_the_timeout_and_not_when_cancelled() -> None:

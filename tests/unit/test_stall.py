@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from likeflow.domain.stall import Offsets, StallDetector
-from likeflow.watchdog import STALL_EXIT_CODE, StallWatchdog
+from likeflow.worker.watchdog import STALL_EXIT_CODE, StallWatchdog
 
 LIKES0 = ("likes", 0)
 LIKES1 = ("likes", 1)
@@ -76,7 +76,7 @@ class FakeGauge:
 async def test_the_watchdog_exits_with_its_code_and_waits_without_fresh_offsets(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import likeflow.watchdog as watchdog_module
+    import likeflow.worker.watchdog as watchdog_module
 
     clock = [1000.0]
     monkeypatch.setattr(watchdog_module.time, "monotonic", lambda: clock[0])

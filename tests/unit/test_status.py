@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from likeflow.status import parse, quantile, render, summarize
+from likeflow.ops.status import parse, quantile, render, summarize
 
 BEFORE = """
 likeflow_records_consumed_total{topic="likes"} 100

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from config import ConfigError, load_settings
-from likeflow.admin import layout_problems
+from likeflow.ops.topics import layout_problems
 from streams.topics import CREATOR_WINDOWS, LIKES, ORDER_PROMPTS, TOPIC_SPECS
 
 

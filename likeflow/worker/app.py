@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import generate_latest
 
 from agents import register_agents
-from agents.context import PipelineContext, policies_from, pricing_from, quality_policies_from
+from agents.context import PipelineContext
 from agents.count_creator_events import CountCreatorEvents
 from agents.idle_sources import IdleSources
 from agents.prompt_likes import PromptLikes
@@ -18,23 +18,24 @@ from agents.retention import RetentionSweeper
 from agents.route_feedback import RouteFeedback
 from config import Settings
 from likeflow import connections
-from likeflow.audit_trail import WorkerAudit
-from likeflow.creator_weights import CreatorWeights
 from likeflow.domain.privacy import DAY_MS
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.stall import StallDetector
-from likeflow.faust_batch import BatchRouter, install_batch_transport, kafka_producer
-from likeflow.faust_recovery import SeekFirstTableManager, install_fetch_snapshot
-from likeflow.faust_web import WEB_DRIVER_URL
 from likeflow.metrics import Metrics
-from likeflow.monitor import Monitor
-from likeflow.quality_view import creator_quality
+from likeflow.policies import policies_from, pricing_from, quality_policies_from
+from likeflow.replicas.creator_weights import CreatorWeights
+from likeflow.replicas.video_mappings import VideoMappings
+from likeflow.sinks.audit_log import WorkerAudit
 from likeflow.sinks.dead_letters import DeadLetterSink
 from likeflow.sinks.kafka_batch import KeyPartitioner
+from likeflow.sinks.quality_view import creator_quality
 from likeflow.sinks.redis_prompts import RedisPromptStore
 from likeflow.sinks.redis_quality import RedisQualityStore
-from likeflow.video_mappings import VideoMappings
-from likeflow.watchdog import StallWatchdog
+from likeflow.worker.faust_batch import BatchRouter, install_batch_transport, kafka_producer
+from likeflow.worker.faust_recovery import SeekFirstTableManager, install_fetch_snapshot
+from likeflow.worker.faust_web import WEB_DRIVER_URL
+from likeflow.worker.monitor import Monitor
+from likeflow.worker.watchdog import StallWatchdog
 from streams.events import FEEDBACK_SOURCE, LIKES_SOURCE
 from streams.topics import (
     CO_PARTITIONED_TOPICS,
@@ -108,7 +109,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         # Faust's own recovery can drop input records fetched while it seeks to the committed
-        # offsets, which freezes that partition's commits (likeflow/faust_recovery.py).
+        # offsets, which freezes that partition's commits (likeflow/worker/faust_recovery.py).
         TableManager=SeekFirstTableManager,
     )
     # The hot topics reach their handlers as fetched batches, not as Faust events.

@@ -39,7 +39,7 @@ class StallWatchdog:
         exit_process: Callable[[int], None] = os._exit,
     ) -> None:
         self._detector = detector
-        self._monitor = monitor  # likeflow.monitor.Monitor: .offsets and .offsets_at
+        self._monitor = monitor  # likeflow.worker.monitor.Monitor: .offsets and .offsets_at
         self._gauge = gauge
         self._excuse = excuse
         self._max_sample_age_s = max_sample_age_s

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from likeflow.compacted import CompactedFollower
 from likeflow.domain.mappings import MappingOutcome, mapping_outcome
+from likeflow.replicas.compacted import CompactedFollower
 from streams.events import Invalid, VideoMapping
 from streams.validation import decode_mapping
 

@@ -14,13 +14,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 
 from config import Settings
-from likeflow.connections import kafka_client_kwargs
+from likeflow.connections import kafka_client_kwargs, topic_partitions
 from likeflow.domain.quality.counting import PartitionClock, WindowPolicy, WindowRow
 from likeflow.domain.quality.engine import Effects, StoredValue, apply_record
 from likeflow.domain.quality.index import PartitionIndex
 from likeflow.domain.quality.windows import COUNT_FIELDS
+from likeflow.ops.replay import archive_lines
 from likeflow.progress import Progress
-from likeflow.replay import archive_lines, topic_partitions
 from likeflow.sinks.redis_quality import RedisQualityStore
 from streams.events import CountRecord, CreatorEvent, DeadLetterReason, Invalid
 from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK

@@ -6,7 +6,7 @@ import logging
 
 import orjson
 
-from likeflow.compacted import CompactedFollower
+from likeflow.replicas.compacted import CompactedFollower
 
 log = logging.getLogger(__name__)
 

@@ -37,14 +37,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from config import Settings
-from likeflow.connections import kafka_client_kwargs, redis_client
+from likeflow.connections import kafka_client_kwargs, redis_client, topic_partitions
 from likeflow.domain.quality.counting import WindowRow
 from likeflow.domain.quality.horizon import PlatformHorizon
 from likeflow.domain.quality.judging import platform_document
 from likeflow.domain.user_state import UserState
 from likeflow.errors import ServiceUnavailable
 from likeflow.metrics import Metrics
-from likeflow.replay import topic_partitions
 from likeflow.sinks.redis_prompts import RedisPromptStore, ServedPrompt
 from likeflow.sinks.redis_quality import (
     RedisQualityStore,
@@ -299,7 +298,7 @@ async def rebuild_redis(
     client: aioredis.Redis | None = None,
 ) -> RebuildReport:
     """Rewrite every served Redis document of the job from its table changelogs."""
-    from agents.context import quality_policies_from
+    from likeflow.policies import quality_policies_from
 
     started = time.monotonic()
     report = RebuildReport()

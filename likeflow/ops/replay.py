@@ -23,10 +23,10 @@ from aiokafka.protocol.api import Request
 from aiokafka.structs import OffsetAndMetadata
 
 from config import Settings
-from likeflow.connections import kafka_client_kwargs, pseudonymizer
-from likeflow.deadletter import dead_letter_headers, pseudonymised_header, without_raw_user_id
+from likeflow.connections import kafka_client_kwargs, pseudonymizer, topic_partitions
 from likeflow.errors import LikeflowError
 from likeflow.progress import Progress
+from likeflow.sinks.dead_letter_records import dead_letter_headers, pseudonymised_header, without_raw_user_id
 from streams.events import Invalid
 from streams.topics import DEAD_LETTERS, INPUT_TOPICS, REPLAYABLE_TOPICS, SPECS_BY_NAME
 
@@ -228,16 +228,6 @@ async def copy_topic_range(
         await consumer.stop()
         await producer.stop()
     return copied
-
-
-async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int]:
-    for _ in range(50):
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions:
-            return sorted(partitions)
-        await consumer._client.force_metadata_update()  # noqa: SLF001 - aiokafka has no public call
-        await asyncio.sleep(0.1)
-    raise ReplayError(f"topic {topic!r} does not exist")
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from config import Settings
-from likeflow.connections import kafka_client_kwargs
+from likeflow.connections import kafka_client_kwargs, topic_partitions
 from likeflow.domain.audit import (
     GENESIS,
     AuditError,
@@ -25,7 +25,6 @@ from likeflow.domain.audit import (
 )
 from likeflow.errors import ServiceUnavailable
 from likeflow.progress import Progress
-from likeflow.replay import topic_partitions
 from streams.topics import AUDIT_LOG
 
 log = logging.getLogger(__name__)

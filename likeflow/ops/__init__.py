@@ -1,0 +1,1 @@
+"""Operator tools behind the `likeflow` command: topics, replay, backfill, rebuild, status, demo."""

@@ -1,0 +1,1 @@
+"""In-memory followers of compacted topics: video mappings and creator weights."""

@@ -1,0 +1,1 @@
+"""The worker process: the Faust app, batch delivery, Faust adaptations, web, monitor, watchdog."""
