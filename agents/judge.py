@@ -12,7 +12,7 @@ import orjson
 from agents.context import PipelineContext
 from likeflow.domain.quality.horizon import PlatformHorizon, apply_window, creator_totals
 from likeflow.domain.quality.judging import CreatorStanding, apply_verdict, judge_horizon, platform_document
-from likeflow.sinks.redis_quality import platform_key, standing_key
+from likeflow.sinks.redis_keys import platform_key, standing_key
 from streams.events import CONTRACT_HEADER_MAP
 from streams.topics import CREATOR_WINDOWS
 from tables import put_for_event

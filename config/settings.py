@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
+from likeflow.errors import EXIT_USAGE, LikeflowError
+
 ENV_PREFIX = "LIKEFLOW_"
 
 T = TypeVar("T")
@@ -23,8 +25,10 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
-class ConfigError(ValueError):
+class ConfigError(LikeflowError, ValueError):
     """A `LIKEFLOW_*` variable is set to a value likeflow cannot use; the message names it."""
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,7 +131,7 @@ def _cmd_creator(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_pseudonym(settings: Settings, args: argparse.Namespace) -> int:
     from likeflow.connections import pseudonymizer
-    from likeflow.sinks.redis_prompts import prompts_key
+    from likeflow.sinks.redis_keys import prompts_key
 
     pseudonym = pseudonymizer(settings)(args.user_id)
     print(f"{pseudonym}\t{prompts_key(settings.redis_prefix, pseudonym)}")
@@ -491,15 +491,12 @@ def explain(exc: BaseException, settings: Settings) -> tuple[str, int | None]:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
-    from likeflow.domain.audit import AuditError
     from likeflow.errors import LikeflowError
 
     if isinstance(exc, ConfigError):  # e.g. a secret file missing, found when a client is built
         return f"configuration error: {exc}", EXIT_USAGE
     if isinstance(exc, LikeflowError):
         return str(exc), exc.exit_code
-    if isinstance(exc, AuditError):
-        return str(exc), EXIT_FAILED
     if isinstance(exc, KafkaConnectionError | KafkaTimeoutError) or (
         isinstance(exc, KafkaError) and exc.retriable
     ):

@@ -14,19 +14,16 @@ EXIT_SHUTDOWN_TIMEOUT = 124  # SIGTERM did not finish within LIKEFLOW_SHUTDOWN_T
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
-class LikeflowError(RuntimeError):
-    """A command cannot go on; the message says why and what to do.
+class LikeflowError(Exception):
+    """The base of likeflow's errors: a command cannot go on; the message says why and what to do.
 
-    `retriable` says whether the same call can succeed later unchanged (aiokafka's convention);
-    `exit_code` is what `likeflow` exits with.
+    `exit_code` is what `likeflow` exits with (the command line catches this one type).
     """
 
-    retriable: ClassVar[bool] = False
     exit_code: ClassVar[int] = EXIT_FAILED
 
 
 class ServiceUnavailable(LikeflowError):
     """Kafka, Redis or a worker is unreachable or stopped answering: retry once it is back."""
 
-    retriable = True
     exit_code = EXIT_UNAVAILABLE

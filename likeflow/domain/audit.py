@@ -10,6 +10,8 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from likeflow.errors import LikeflowError
+
 Kind = Literal["prompt", "feedback"]
 KINDS: Final = frozenset({"prompt", "feedback"})
 GENESIS_HASH: Final = "0" * 64
@@ -18,7 +20,7 @@ ENTRY_FIELDS: Final = frozenset({"seq", "kind", "record", "prev", "hash"})
 _CANONICAL: Final = orjson.OPT_SORT_KEYS
 
 
-class AuditError(ValueError):
+class AuditError(LikeflowError, ValueError):
     """A record cannot be audited (not JSON, unknown kind) or a chain head cannot be read."""
 
 

@@ -118,7 +118,7 @@ def decide(
     """
     if state.consent is not None and not state.consent.prompts:
         return Skip(NoPromptReason.PROMPTS_OFF)
-    if like.ts <= state.erased_ts:
+    if state.erased(like.ts):
         return Skip(NoPromptReason.ERASED)
     if like.event_id in state.seen:
         return Duplicate(state.sent_for(like.event_id))

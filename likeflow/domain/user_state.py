@@ -70,6 +70,16 @@ class UserState:
     consent: ConsentState | None = None
     erased_ts: int = 0
 
+    def erased(self, like_ts: int) -> bool:
+        """Whether a like at `like_ts` (epoch ms) is covered by the user's latest erasure request:
+        at or before it. The Redis upsert script applies the same rule to the erasure marker."""
+        return like_ts <= self.erased_ts
+
+    def served_prompts(self) -> list[Prompt]:
+        """The prompts this state says are served: those still in `sent`, except any liked before
+        the latest erasure (the worker deletes those and never writes them again)."""
+        return [s.prompt for s in self.sent if not self.erased(s.prompt.like_ts)]
+
     def sent_for(self, event_id: str) -> SentPrompt | None:
         """The prompt that the like `event_id` produced, if it produced one still held."""
         for sent in self.sent:

@@ -44,14 +44,9 @@ from likeflow.domain.quality.judging import platform_document
 from likeflow.domain.user_state import UserState
 from likeflow.errors import ServiceUnavailable
 from likeflow.metrics import Metrics
+from likeflow.sinks.redis_keys import platform_key, standing_key, windows_key
 from likeflow.sinks.redis_prompts import RedisPromptStore, ServedPrompt
-from likeflow.sinks.redis_quality import (
-    RedisQualityStore,
-    WindowsUpdate,
-    platform_key,
-    standing_key,
-    windows_key,
-)
+from likeflow.sinks.redis_quality import RedisQualityStore, WindowsUpdate
 from streams.events import Prompt
 from tables import CREATOR_COUNTS_TABLE, CREATOR_STANDING_TABLE, USER_STATE_TABLE
 
@@ -170,13 +165,6 @@ async def read_changelog(
 
 
 # -- pure derivations: table values -> the documents the sinks write -----------------------------
-
-
-def served_prompts(state: Mapping[str, Any]) -> list[Prompt]:
-    """The prompts a user's `user_state` value says are served: those still in `sent`, except
-    any from before the user's latest erasure (the worker deletes those and never rewrites them)."""
-    user = UserState.from_dict(dict(state))
-    return [s.prompt for s in user.sent if s.prompt.like_ts > user.erased_ts]
 
 
 def windows_updates(counts: Mapping[str, Any]) -> dict[str, WindowsUpdate]:
@@ -328,15 +316,16 @@ async def rebuild_redis(
         # Prompts, user by user, in the order each user's state holds them (the upsert's trim
         # gives the same set whatever the order).
         prompts: list[Prompt] = []
-        for user, state in users.values.items():
+        for user, stored in users.values.items():
             report.users += 1
-            if state.get("erased_ts"):
+            state = UserState.from_dict(stored)
+            if state.erased_ts:
                 # The erasure marker first (a FLUSHALL took it): the upsert then refuses every
                 # prompt liked up to the erasure, from this rebuild or a worker's retried write.
-                await prompt_store.erase(user, int(state["erased_ts"]))
-            mine = served_prompts(state)
+                await prompt_store.erase(user, state.erased_ts)
+            mine = state.served_prompts()
             if not mine:
-                if state.get("erased_ts"):
+                if state.erased_ts:
                     report.erased_users_skipped += 1
                 continue
             report.prompt_keys += 1
@@ -386,23 +375,20 @@ async def _reapply_tail_erasures(
     liked after the erasure.
     """
     topic = snapshot.topic
-    known = {user: int(state.get("erased_ts", 0)) for user, state in snapshot.values.items()}
+    known = {user: UserState.from_dict(state).erased_ts for user, state in snapshot.values.items()}
     since = snapshot.ends
     for _ in range(MAX_TAIL_PASSES):
         await asyncio.sleep(TAIL_SETTLE_S)
         tail = await read_changelog(settings, topic, since=since)
         report.tail_passes += 1
-        erased = {
-            user: state
-            for user, state in tail.values.items()
-            if int(state.get("erased_ts", 0)) > known.get(user, 0)
-        }
+        states = {user: UserState.from_dict(stored) for user, stored in tail.values.items()}
+        erased = {user: s for user, s in states.items() if s.erased_ts > known.get(user, 0)}
         if not erased:
             return
         for user, state in erased.items():
-            await store.erase(user, int(state.get("erased_ts", 0)))
-            await _write_prompts(store, served_prompts(state))
-            known[user] = int(state.get("erased_ts", 0))
+            await store.erase(user, state.erased_ts)
+            await _write_prompts(store, state.served_prompts())
+            known[user] = state.erased_ts
         report.tail_erasures += len(erased)
         since = tail.ends
     log.warning("rebuild-redis: erasures still arriving after %d passes; re-run to be sure", MAX_TAIL_PASSES)

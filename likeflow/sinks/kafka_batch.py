@@ -9,15 +9,15 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
+from likeflow.errors import LikeflowError
 
-class DeliveryError(Exception):
+
+class DeliveryError(LikeflowError):
     """A batch's output record was not delivered after the producer's own retries.
 
     Raised before the batch's input offsets are acknowledged, so the batch is consumed again
     (at-least-once, with deterministic ids downstream) instead of being committed and lost.
     """
-
-    retriable = True
 
 
 class KeyPartitioner:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from likeflow.domain.quality.windows import COUNT_FIELDS, Counts, rates, total
-from likeflow.sinks.redis_quality import RedisQualityStore, platform_key, standing_key
+from likeflow.sinks.redis_keys import platform_key, standing_key
+from likeflow.sinks.redis_quality import RedisQualityStore
 
 
 def build_view(

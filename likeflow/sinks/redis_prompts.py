@@ -15,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from likeflow.connections import CLUSTER_CONCURRENCY
 from likeflow.metrics import Metrics
+from likeflow.sinks.redis_keys import erased_key, prompts_key
 from streams.events import Prompt
 
 log = logging.getLogger(__name__)
@@ -89,22 +90,6 @@ RETRY_DELAYS_S = (0.05, 0.2, 0.5, 1.0, 2.0)
 # What "Redis is unreachable" looks like. redis-py's cluster client can also raise RuntimeError
 # from a transport it closed during a failover (seen in CI): retried like a connection error.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, RuntimeError)
-
-
-# Key layout version (docs/redis.md). v2: the user or creator id is a Redis Cluster hash tag
-# (`{...}`), so every key a script touches lies in one slot.
-KEYS_VERSION = "v2"
-
-
-def prompts_key(prefix: str, user_id: str) -> str:
-    """Redis key of a user's prompts: `<prefix>:v2:prompts:{<pseudonym>}` (docs/redis.md)."""
-    return f"{prefix}:{KEYS_VERSION}:prompts:{{{user_id}}}"
-
-
-def erased_key(prefix: str, user_id: str) -> str:
-    """Redis key of a user's erasure marker (the ts of their latest erasure request); same slot
-    as the user's prompts, which the upsert script reads it with."""
-    return f"{prefix}:{KEYS_VERSION}:erased:{{{user_id}}}"
 
 
 async def run_concurrently(calls: Iterable[Awaitable[Any]], limit: int = CLUSTER_CONCURRENCY) -> list[Any]:

@@ -13,7 +13,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from likeflow.metrics import Metrics
-from likeflow.sinks.redis_prompts import KEYS_VERSION, REDIS_DOWN, run_concurrently
+from likeflow.sinks.redis_keys import window_field, windows_key
+from likeflow.sinks.redis_prompts import REDIS_DOWN, run_concurrently
 
 log = logging.getLogger(__name__)
 
@@ -66,28 +67,6 @@ return changed
 
 # While paused above the pending bound: how long between attempts (s).
 PAUSED_RETRY_S = 1.0
-
-
-def windows_key(prefix: str, creator_id: str, namespace: str = "") -> str:
-    """Redis hash of a creator's windows (docs/redis.md); `namespace` selects a backfill shadow.
-    The creator id is the hash tag: a creator's live and shadow hashes share a cluster slot."""
-    shadow = f"shadow:{namespace}:" if namespace else ""
-    return f"{prefix}:{KEYS_VERSION}:{shadow}creator:{{{creator_id}}}:windows"
-
-
-def standing_key(prefix: str, creator_id: str) -> str:
-    """Redis key of a creator's score, weight and demotion state."""
-    return f"{prefix}:{KEYS_VERSION}:creator:{{{creator_id}}}:standing"
-
-
-def platform_key(prefix: str) -> str:
-    """Redis key of the platform totals and rates."""
-    return f"{prefix}:{KEYS_VERSION}:platform"
-
-
-def window_field(start_ms: int) -> str:
-    """Hash field of one window."""
-    return f"w:{start_ms}"
 
 
 @dataclass(slots=True)
@@ -229,7 +208,7 @@ class RedisQualityStore:
 
     async def creators(self) -> list[str]:
         """Every creator with a serving windows hash (SCAN, so Redis is never blocked)."""
-        head, tail = f"{self.prefix}:{KEYS_VERSION}:creator:{{", "}:windows"
+        head, tail = windows_key(self.prefix, "\0").split("\0")
         found = []
         async for key in self._client.scan_iter(match=f"{head}*{tail}", count=1000):
             text = _text(key)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -154,6 +155,12 @@ async def produce(settings: Settings, topic: str, records: Iterable[Record]) -> 
     return n
 
 
+def present(value: bytes | None) -> bytes:
+    """`value`, which the test knows is a record's value and not a tombstone (None)."""
+    assert value is not None, "a tombstone where a value was expected"
+    return value
+
+
 @dataclass
 class Consumed:
     key: bytes | None
@@ -216,6 +223,16 @@ def _checked(check: Callable[[], bool], worker: WorkerProcess) -> bool:
         if worker.alive():
             raise
         return False
+
+
+async def zset_members(client: aioredis.Redis, key: str | bytes, *, desc: bool = False) -> list[bytes]:
+    """The members of sorted set `key` in score order (redis-py types `zrange`'s reply as the union
+    over all its flags; without scores and without decode_responses it is a list of bytes)."""
+    members: list[bytes] = []
+    for member in await client.zrange(key, 0, -1, desc=desc):
+        assert isinstance(member, bytes), member
+        members.append(member)
+    return members
 
 
 async def wait_until(check: Callable[[], bool], timeout_s: float, what: str, worker: WorkerProcess) -> None:

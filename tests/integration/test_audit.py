@@ -22,7 +22,9 @@ from streams.topics import AUDIT_LOG, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VID
 from tests.integration.conftest import private_settings
 from tests.integration.harness import (
     Consumed,
+    Record,
     WorkerProcess,
+    present,
     produce,
     read_topic,
     read_topic_until,
@@ -111,14 +113,14 @@ async def test_chains_continue_across_restart_and_rebalance_and_tampering_is_cau
 
     log = await read_topic(settings, topic)
     by_partition = {p: sorted((r for r in log if r.partition == p), key=lambda r: r.offset) for p in (0, 1)}
-    assert [orjson.loads(r.value)["seq"] for r in by_partition[0]] == list(range(12))
-    assert [orjson.loads(r.value)["seq"] for r in by_partition[1]] == list(range(5))
+    assert [orjson.loads(present(r.value))["seq"] for r in by_partition[0]] == list(range(12))
+    assert [orjson.loads(present(r.value))["seq"] for r in by_partition[1]] == list(range(5))
     assert {r.partition for r in log} == {0, 1}  # nothing reached partition 2
 
     results = await verify_topic(settings)
     assert all(r.ok for r in results.values())
     assert {p: r.count for p, r in results.items() if r.count} == {0: 12, 1: 5}
-    assert results[0].head == head_of(by_partition[0][-1].value)
+    assert results[0].head == head_of(present(by_partition[0][-1].value))
 
     ok = await run_cli(settings, "audit", "verify")
     assert ok.returncode == 0, ok.stderr.decode()
@@ -127,13 +129,13 @@ async def test_chains_continue_across_restart_and_rebalance_and_tampering_is_cau
 
     # Kafka records are immutable: a tampered copy of the log stands in for a rewritten one.
     target = by_partition[1][3]
-    assert b'"prompt_id":"c1-0"' in target.value
+    assert b'"prompt_id":"c1-0"' in present(target.value)
     tampered = settings.topic("audit-tampered")
     await copy_topic(
         settings,
         log,
         tampered,
-        lambda r: r.value.replace(b'"c1-0"', b'"c1-9"') if r is target else r.value,
+        lambda r: present(r.value).replace(b'"c1-0"', b'"c1-9"') if r is target else r.value,
     )
     bad = await run_cli(settings, "audit", "verify", "--topic", tampered)
     assert bad.returncode == 1, bad.stdout.decode()
@@ -169,7 +171,7 @@ async def test_the_worker_audits_every_prompt_and_feedback_record(
         lambda: worker.metric_sum("likeflow_mapping_updates_total") > mappings_before, 30, "mapping", worker
     )
     users = [f"au-u{i}-{tag}" for i in range(3)]
-    likes = [
+    likes: list[Record] = [
         (
             u.encode(),
             orjson.dumps({"event_id": uuid.uuid4().hex, "user_id": u, "video_id": video, "ts": NOW}),

@@ -179,8 +179,8 @@ async def test_bad_records_are_dead_lettered_and_valid_ones_still_prompt(
     for (key, value, headers), reason in BAD_LIKES:
         dead_key, dead_value, _ = without_raw_user_id(key, value, pseudonym)
         expected_by_key[dead_key] = (dead_value, (key, value, headers), reason)
-    for record, reason in BAD_MAPPINGS:
-        expected_by_key[record[0]] = (record[1], record, reason)
+    for mapping, reason in BAD_MAPPINGS:
+        expected_by_key[mapping[0]] = (mapping[1], mapping, reason)
 
     def mine(records: list[Consumed]) -> list[Consumed]:
         return [r for r in records if r.key in expected_by_key]

@@ -29,7 +29,7 @@ from streams.topics import LIKES, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.broker_cluster import BrokerCluster
 from tests.integration.conftest import private_settings
 from tests.integration.harness import WorkerProcess, free_port, produce, run_cli, wait_until
-from tests.integration.test_broker_faults import SHORT, OracleDiff, consumed, settled
+from tests.integration.test_broker_faults import SHORT, OracleDiff, consumed, consumed_at_least, settled
 from tests.integration.test_chaos import unprocessed_likes
 from tests.integration.workload import build
 
@@ -55,7 +55,7 @@ async def leader_of(settings: Settings, topic: str, partition: int) -> int:
             [described] = await admin.describe_topics([topic])
             leaders = {p["partition"]: p["leader"] for p in described["partitions"]}
             if leaders.get(partition, -1) >= 0:
-                return leaders[partition]
+                return int(leaders[partition])
             await asyncio.sleep(0.2)
     finally:
         await admin.close()
@@ -96,7 +96,7 @@ async def test_three_brokers_lose_leaders_and_a_broker_and_nothing_is_lost(
             target = consumed(worker) + len(chunks[k]) // 4
             await produce(settings, settings.topic(LIKES), chunks[k])
             # Under load: the leader dies while the worker works through this chunk.
-            await wait_until(lambda t=target: consumed(worker) >= t, 120, "load", worker)
+            await wait_until(consumed_at_least(worker, target), 120, "load", worker)
             victim = cluster.node(await leader_of(settings, settings.topic(LIKES), 0))
             victim.kill()
             killed_at = time.monotonic()

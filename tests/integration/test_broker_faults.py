@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,11 @@ def consumed(worker: WorkerProcess) -> float:
         return -1.0
 
 
+def consumed_at_least(worker: WorkerProcess, target: float) -> Callable[[], bool]:
+    """A `wait_until` check: the worker has consumed `target` records (bound now, not at call time)."""
+    return lambda: consumed(worker) >= target
+
+
 async def resume_after_broker_up(broker: OwnBroker, worker: WorkerProcess) -> float:
     """Seconds from the restarted broker accepting connections to the worker consuming again."""
     for _ in range(1800):  # the broker's own start is bounded (120 s) by OwnBroker.start
@@ -111,7 +117,7 @@ async def test_worker_resumes_after_broker_kills_and_outputs_match_the_oracle(
             await produce(settings, settings.topic(LIKES), chunks[k])
             # Under load: the fault hits while the worker works through this chunk.
             target = base + len(chunks[k]) // 4
-            await wait_until(lambda t=target: consumed(worker) >= t, 120, "load", worker)
+            await wait_until(consumed_at_least(worker, target), 120, "load", worker)
             if k < len(fault.downs_s):
                 broker.kill()
                 seconds = rng.uniform(5, 30) if down is None else down

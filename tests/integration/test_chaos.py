@@ -35,6 +35,7 @@ from tests.integration.harness import (
     Record,
     WorkerProcess,
     free_port,
+    present,
     produce,
     read_topic,
     run_cli,
@@ -375,7 +376,7 @@ async def test_outputs_match_the_oracle_under_faults(
         assert len(poison_dead) == len(wl.poison)
         # Late feedback: dead-lettered as late, each once, never counted (the windows above).
         assert {orjson.loads(r.value or b"{}")["event_id"] for r in late_dead} == {
-            orjson.loads(v)["event_id"] for _, v, _ in wl.late_feedback
+            orjson.loads(present(v))["event_id"] for _, v, _ in wl.late_feedback
         }
         assert len(late_dead) == len(wl.late_feedback)
         assert too_late == wl.expected_skips.get("too_late", 0)

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from config import Settings
 from likeflow.domain.pseudonym import Pseudonymizer
-from likeflow.sinks.redis_prompts import prompts_key
+from likeflow.sinks.redis_keys import prompts_key
 from streams.topics import LIKES, ORDER_PROMPTS
 from tests.integration.harness import Consumed, WorkerProcess, produce, read_topic_until, wait_until
 from tests.integration.test_privacy import like, publish_video, raw_user

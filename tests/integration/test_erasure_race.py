@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry
 
 from config import Settings
 from likeflow.metrics import Metrics
-from likeflow.sinks.redis_prompts import RedisPromptStore, ServedPrompt, erased_key, prompts_key
+from likeflow.sinks.redis_keys import erased_key, prompts_key
+from likeflow.sinks.redis_prompts import RedisPromptStore, ServedPrompt
 
 ERASED_AT = 1_795_000_000_000
 
@@ -33,7 +34,11 @@ async def store(settings: Settings) -> RedisPromptStore:
 
 async def served_ts(client: aioredis.Redis, prefix: str, user: str) -> list[int]:
     entries = await client.zrange(prompts_key(prefix, user), 0, -1, withscores=True)
-    return sorted(int(score) for _, score in entries)
+    scores: list[int] = []
+    for entry in entries:  # (member, score) pairs: RESP2 tuples, RESP3 lists
+        assert isinstance(entry, tuple | list), entry
+        scores.append(int(entry[1]))
+    return sorted(scores)
 
 
 async def test_a_write_arriving_after_the_erasure_is_refused_up_to_the_erasure_ts(
@@ -56,7 +61,8 @@ async def test_a_write_arriving_after_the_erasure_is_refused_up_to_the_erasure_t
     assert await served_ts(redis_client, settings.redis_prefix, user) == [ERASED_AT + 1]
     # A second, older erasure request does not move the marker back.
     await store.erase(user, ERASED_AT - 100_000)
-    assert int(await redis_client.get(erased_key(settings.redis_prefix, user))) == ERASED_AT
+    marker = await redis_client.get(erased_key(settings.redis_prefix, user))
+    assert marker is not None and int(marker) == ERASED_AT
     assert 0 < await redis_client.pttl(erased_key(settings.redis_prefix, user)) <= 3_600_000
     await store.close()
 

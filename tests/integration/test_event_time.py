@@ -24,7 +24,7 @@ from config import Settings
 from likeflow.domain.decide import prompt_id_for
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.kafka_batch import KeyPartitioner
-from likeflow.sinks.redis_quality import windows_key
+from likeflow.sinks.redis_keys import windows_key
 from streams.topics import DEAD_LETTERS, LIKES, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings
 from tests.integration.harness import Record, WorkerProcess, produce, read_topic, wait_until

@@ -13,7 +13,7 @@ from config import Settings
 from likeflow.ops.topics import ensure_topics
 from streams.topics import LIKES
 from tests.integration.conftest import private_settings
-from tests.integration.harness import WorkerProcess, produce, wait_until
+from tests.integration.harness import Record, WorkerProcess, produce, wait_until
 
 
 async def test_a_json_worker_logs_one_object_per_line_with_record_positions(
@@ -24,7 +24,11 @@ async def test_a_json_worker_logs_one_object_per_line_with_record_positions(
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     worker.start()
     try:
-        bad = (b"u-json", b'{"event_id": "e", "user_id": "u-json", "video_id": "v", "ts": "soon"}', [])
+        bad: Record = (
+            b"u-json",
+            b'{"event_id": "e", "user_id": "u-json", "video_id": "v", "ts": "soon"}',
+            [],
+        )
         await produce(settings, settings.topic(LIKES), [bad])
         await wait_until(
             lambda: worker.metric_sum("likeflow_dead_letters_total") >= 1, 30, "a dead letter", worker

@@ -12,9 +12,16 @@ import redis.asyncio as aioredis
 from config import Settings
 from likeflow.domain.decide import prompt_id_for
 from likeflow.domain.pseudonym import Pseudonymizer
-from likeflow.sinks.redis_prompts import prompts_key
+from likeflow.sinks.redis_keys import prompts_key
 from streams.topics import LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
-from tests.integration.harness import Consumed, WorkerProcess, produce, read_topic_until, wait_until
+from tests.integration.harness import (
+    Consumed,
+    WorkerProcess,
+    produce,
+    read_topic_until,
+    wait_until,
+    zset_members,
+)
 
 HOUR_MS = 3_600_000
 # A fixed clock hour two hours ago, so the hourly cap is tested inside one hour of event time.
@@ -195,7 +202,7 @@ async def test_likes_become_exactly_the_expected_prompts(
     for copies in by_id.values():
         first_copies.setdefault(orjson.loads(copies[0])["user_id"], []).append(copies[0])
     for user, payloads in first_copies.items():
-        stored = await redis_client.zrange(prompts_key(settings.redis_prefix, user), 0, -1, desc=True)
+        stored = await zset_members(redis_client, prompts_key(settings.redis_prefix, user), desc=True)
         assert sorted(stored) == sorted(payloads), user
         assert [orjson.loads(s)["like_ts"] for s in stored] == sorted(
             (orjson.loads(s)["like_ts"] for s in stored), reverse=True

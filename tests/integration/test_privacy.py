@@ -22,7 +22,7 @@ from likeflow.connections import kafka_client_kwargs
 from likeflow.domain.privacy import DAY_MS
 from likeflow.domain.pseudonym import PSEUDONYMISED_HEADER, Pseudonymizer
 from likeflow.ops.topics import ensure_topics
-from likeflow.sinks.redis_prompts import prompts_key
+from likeflow.sinks.redis_keys import prompts_key
 from streams.topics import (
     CREATOR_EVENTS,
     DEAD_LETTERS,
@@ -42,6 +42,7 @@ from tests.integration.harness import (
     read_topic,
     read_topic_until,
     wait_until,
+    zset_members,
 )
 
 NOW = int(time.time() * 1000)
@@ -193,9 +194,11 @@ async def test_consent_erasure_and_no_raw_id_anywhere(
         redis_entries.append(key)
         kind = await redis_client.type(key)
         if kind == b"zset":
-            redis_entries.extend(await redis_client.zrange(key, 0, -1))
+            redis_entries.extend(await zset_members(redis_client, key))
         elif kind == b"string":
-            redis_entries.append(await redis_client.get(key) or b"")
+            value = await redis_client.get(key)
+            assert not isinstance(value, str), "the client does not decode replies"
+            redis_entries.append(value or b"")
         elif kind == b"hash":
             redis_entries.extend(b"%r" % (item,) for item in (await redis_client.hgetall(key)).items())
     stores["redis"] = redis_entries
@@ -219,7 +222,7 @@ async def test_retention_tombstones_users_idle_past_the_horizon(
     partitions = list(range(settings.partitions))
 
     def partition(user: str) -> int:
-        return partitioner(user.encode(), partitions, partitions)
+        return int(partitioner(user.encode(), partitions, partitions))
 
     idle = raw_user("idle")
     # An active user on the same partition: their likes move that partition's event-time clock.

@@ -25,8 +25,7 @@ import redis.asyncio as aioredis
 
 from config import Settings, load_settings
 from likeflow.ops.topics import ensure_topics
-from likeflow.sinks.redis_prompts import prompts_key
-from likeflow.sinks.redis_quality import platform_key
+from likeflow.sinks.redis_keys import platform_key, prompts_key
 from streams.topics import LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings
 from tests.integration.harness import (

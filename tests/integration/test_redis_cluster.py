@@ -17,8 +17,7 @@ import pytest
 from config import Settings, load_settings
 from likeflow.connections import redis_client
 from likeflow.ops.topics import ensure_topics
-from likeflow.sinks.redis_prompts import prompts_key
-from likeflow.sinks.redis_quality import windows_key
+from likeflow.sinks.redis_keys import prompts_key, windows_key
 from streams.topics import LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings
 from tests.integration.harness import WorkerProcess, produce, read_topic, run_cli, wait_until

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from config import Settings
@@ -22,7 +22,9 @@ from likeflow.sinks.redis_quality import RedisQualityStore
 from streams.topics import DEAD_LETTERS, LIKES, PROMPT_FEEDBACK
 from tests.integration.conftest import private_settings
 from tests.integration.harness import (
+    Record,
     WorkerProcess,
+    present,
     produce,
     read_topic,
     read_topic_until,
@@ -157,7 +159,11 @@ async def test_replay_is_idempotent_and_backfill_equals_live_then_swaps(
     )
     assert report.splitlines()[1:] == again.splitlines()[1:-1]  # a re-run computes the same result
     now_served = await served(settings)
-    first_window = lambda ws: next(w for w in ws if w["start_ms"] == T)  # noqa: E731
+
+    def first_window(windows: list[dict[str, int]] | None) -> dict[str, int]:
+        assert windows is not None
+        return next(w for w in windows if w["start_ms"] == T)
+
     assert first_window(now_served["r4-c0"])["clicks"] == first_window(after_first["r4-c0"])["clicks"] + 1
     assert {c: now_served[c] for c in CREATORS[1:]} == {c: after_first[c] for c in CREATORS[1:]}
     final = await cli(settings, "backfill", "--since", since, "--until", until, "--from-files", str(fixed))
@@ -202,7 +208,7 @@ async def test_topic_copy_takes_exactly_the_range(
         tps = [TopicPartition(dst, p) for p in range(3)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        got = []
+        got: list[ConsumerRecord[bytes, bytes]] = []
         deadline = time.monotonic() + 20
         while len(got) < len(expected) and time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=500)).values():
@@ -222,7 +228,7 @@ async def test_topic_copy_takes_exactly_the_range(
 async def test_reset_offsets_refuses_live_workers_then_rewinds(replay_worker: WorkerProcess) -> None:
     worker, settings = replay_worker, replay_worker.settings
     now = int(time.time() * 1000)
-    likes = [
+    likes: list[Record] = [
         (
             f"rw-u{i}".encode(),
             orjson.dumps({"event_id": f"rw{i}", "user_id": f"rw-u{i}", "video_id": "none", "ts": now}),
@@ -255,6 +261,8 @@ async def test_reset_offsets_refuses_live_workers_then_rewinds(replay_worker: Wo
     for (topic, partition), offset in by_tp.items():
         mine = [r for r in records if r.partition == partition]
         later = [
-            r.offset for r in mine if orjson.loads(r.value)["event_id"] in {f"rw{i}" for i in range(10, 20)}
+            r.offset
+            for r in mine
+            if orjson.loads(present(r.value))["event_id"] in {f"rw{i}" for i in range(10, 20)}
         ]
         assert offset == (min(later) if later else len(mine)), (topic, partition)

@@ -14,10 +14,18 @@ import redis.asyncio as aioredis
 
 from config import Settings
 from likeflow.ops.topics import ensure_topics
-from likeflow.sinks.redis_prompts import prompts_key
+from likeflow.sinks.redis_keys import prompts_key
 from streams.topics import LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings, pseudonymizer_for
-from tests.integration.harness import Consumed, Record, WorkerProcess, produce, read_topic_until, wait_until
+from tests.integration.harness import (
+    Consumed,
+    Record,
+    WorkerProcess,
+    produce,
+    read_topic_until,
+    wait_until,
+    zset_members,
+)
 
 NOW = int(time.time() * 1000)
 USERS = [f"r-u{i}" for i in range(12)]
@@ -127,7 +135,7 @@ async def test_redelivery_after_kill_9_changes_nothing(restart_settings: Setting
                 key = prompts_key(settings.redis_prefix, pseudonym(user))
                 # Redis is written after the batch's Kafka sends and audit append: allow for it.
                 for _ in range(100):
-                    stored = await client.zrange(key, 0, -1)
+                    stored = await zset_members(client, key)
                     if len(stored) >= 2:
                         break
                     await asyncio.sleep(0.1)

@@ -216,6 +216,7 @@ def _late_feedback(rng: random.Random, wl: Workload, scale: Scale, base_ts: int)
     normal = list(wl.feedback)
     for k in range(int(len(normal) * scale.late_ratio)):
         key, value, _ = rng.choice(normal)
+        assert value is not None
         event = orjson.loads(value)
         event.update(event_id=f"late{k}", ts=base_ts - 2 * 24 * HOUR_MS)
         wl.late_feedback.append((key, orjson.dumps(event), []))
@@ -228,7 +229,7 @@ def _raced(rng: random.Random, wl: Workload, scale: Scale, base_ts: int, span_ms
     for r in range(scale.raced_videos):
         video, creator = f"rv{r}", f"rc{r}"
         wl.raced_creators.add(creator)
-        versions = []
+        versions: list[Record] = []
         for version in (0, 1):
             product = {"product_id": f"{video}-p{version}", "title": "raced", "category": "dress",
                        "price_cents": 1990, "certified": True, "stock": 50}  # fmt: skip

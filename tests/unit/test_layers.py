@@ -17,7 +17,7 @@ PACKAGES = ("likeflow", "agents", "tables", "streams", "config")
 FOUNDATION = "foundation"
 BASE = {"config", "streams", "domain", FOUNDATION}
 ALLOWED: dict[str, set[str]] = {
-    "config": {"config"},
+    "config": {"config", "errors"},
     "domain": {"domain", "streams.events", "errors"},
     "streams": {"config", "streams", "domain"},
     FOUNDATION: BASE,

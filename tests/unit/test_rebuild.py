@@ -12,8 +12,8 @@ from likeflow.domain.quality.judging import platform_document
 from likeflow.domain.quality.windows import Counts
 from likeflow.domain.ranking import RankingPolicy
 from likeflow.domain.user_state import UserState
-from likeflow.ops.rebuild import Changelog, decode_key, quality_documents, served_prompts, windows_updates
-from streams.events import UserErasure
+from likeflow.ops.rebuild import Changelog, decode_key, quality_documents, windows_updates
+from streams.events import Prompt, UserErasure
 from tables.codecs import UserStateCodec
 from tests.factories import BASE_TS, like, mapping, product
 
@@ -51,15 +51,16 @@ def test_served_prompts_are_the_sent_ones_and_never_an_erased_past() -> None:
     state = UserState()
     emit(state, "e1", BASE_TS)
     emit(state, "e2", BASE_TS + 1000)
-    stored = orjson.loads(UserStateCodec().encode(state))  # as read from the changelog
-    assert [p.to_json() for p in served_prompts(stored)] == [s.prompt.to_json() for s in state.sent]
+
+    def served_prompts(stored: UserState) -> list[Prompt]:  # as the rebuild reads the changelog
+        return UserState.from_dict(orjson.loads(UserStateCodec().encode(stored))).served_prompts()
+
+    assert [p.to_json() for p in served_prompts(state)] == [s.prompt.to_json() for s in state.sent]
 
     erased = apply_erasure(state, UserErasure("u1", BASE_TS + 2000))
-    assert served_prompts(orjson.loads(UserStateCodec().encode(erased))) == []
+    assert served_prompts(erased) == []
     emit(erased, "e3", BASE_TS + 3000)  # a like after the erasure is served again
-    assert [p.like_ts for p in served_prompts(orjson.loads(UserStateCodec().encode(erased)))] == [
-        BASE_TS + 3000
-    ]
+    assert [p.like_ts for p in served_prompts(erased)] == [BASE_TS + 3000]
 
 
 def row(creator: str, start: int, last_offset: int, prompts: int) -> dict[str, Any]:
