@@ -70,8 +70,8 @@ class Settings:
     # A worker whose input partitions have lag but whose committed offsets have not moved for this
     # long (outside rebalances and recovery) exits with code 75 so that its supervisor restarts
     # it (likeflow/worker/watchdog.py). 0 turns the watchdog off. Generous on purpose: under a large
-    # backlog one agent's partitions can go 30-100 s without a commit while the worker works
-    # (seen with 200k likes queued), and restarting then only adds a recovery.
+    # backlog one agent's partitions can go a minute or more without a commit while the worker
+    # works, and restarting then only adds a recovery.
     stall_timeout_s: float = 300.0
     # SIGTERM: the worker finishes the batch in hand, commits and flushes, and exits within this
     # bound; past it, it exits at once with code 124 (uncommitted records are redelivered).

@@ -342,7 +342,7 @@ def _cmd_rebuild_redis(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
-    from likeflow.sinks.audit_log import verify_topic
+    from likeflow.ops.audit_verify import verify_topic
     from streams.topics import AUDIT_LOG
 
     topic = args.topic or settings.topic(AUDIT_LOG)

@@ -31,7 +31,7 @@ def kept(encoded: bytes) -> bytes:
 
     orjson writes into a 4 KiB buffer and returns it without shrinking the allocation, so every
     result kept in memory (a prompt in a user's state, a table value) would cost 4 KiB however
-    short it is; a copy costs its own length (~0.3 µs).
+    short it is; a copy costs its own length.
     """
     return bytes(memoryview(encoded))
 

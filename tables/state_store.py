@@ -1,13 +1,13 @@
 """Table state for the batch handlers: decoded values in memory, one changelog record per changed key.
 
-Faust's `table[key] = value` costs 150-270 µs per write (a changelog message future through
-its one-at-a-time producer buffer) and needs `current_event()` to know the changelog
-partition. A `ChangelogStore` keeps each partition's decoded values in memory, records which
-keys a batch changed, and on `flush(partition)` encodes each changed key once (its latest
-value), writes the bytes into the Faust table's own storage and sends them to the table's
-changelog partition as one produce request. Faust's recovery and standbys read that changelog
-as if Faust had written it (raw bytes keys and values), so a restarted or rebalanced worker
-restores the same state.
+Faust's `table[key] = value` creates a changelog message future per write (through its one-at-a-
+time producer buffer, the largest cost of a batch; bench/README.md) and needs `current_event()` to
+know the changelog partition. A `ChangelogStore` keeps each partition's decoded values in memory,
+records which keys a batch changed, and on `flush(partition)` encodes each changed key once (its
+latest value), writes the bytes into the Faust table's own storage and sends them to the table's
+changelog partition as one produce request. Faust's recovery and standbys read that changelog as
+if Faust had written it (raw bytes keys and values), so a restarted or rebalanced worker restores
+the same state.
 
 Kafka semantics:
 

@@ -119,7 +119,7 @@ async def read_changelog(
     """
     out = Changelog(topic)
     # `earliest`: assign() starts a position lookup in the background, and a `latest` one that
-    # lands after our seek would skip a whole partition (seen once). Reading from too early is
+    # lands after our seek would skip a whole partition. Reading from too early is
     # harmless: records outside [start, end) are ignored.
     consumer = AIOKafkaConsumer(
         **kafka_client_kwargs(settings),

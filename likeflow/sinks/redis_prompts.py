@@ -72,7 +72,7 @@ for p = 0, #KEYS / 2 - 1 do
 end
 return written
 """
-# Prompts per batched call: a call blocks Redis while it runs (~5 µs a prompt).
+# Prompts per batched call: a script call blocks Redis while it runs, so calls stay short.
 PROMPTS_PER_CALL = 1000
 
 # KEYS[1] = the prompt set, KEYS[2] = the erasure marker; ARGV = erasure ts, ttl ms. The marker
@@ -88,7 +88,7 @@ return 1
 
 RETRY_DELAYS_S = (0.05, 0.2, 0.5, 1.0, 2.0)
 # What "Redis is unreachable" looks like. redis-py's cluster client can also raise RuntimeError
-# from a transport it closed during a failover (seen in CI): retried like a connection error.
+# from a transport it closed during a failover: retried like a connection error.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, RuntimeError)
 
 

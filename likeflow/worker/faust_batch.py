@@ -1,11 +1,11 @@
 """Batch delivery inside the Faust app: fetched records of the hot topics reach a handler as lists.
 
-Faust hands every consumed record to its agents one event at a time (130-175 µs of CPU per record
-on the reference machine, whatever the agent does). For the high-volume topics likeflow takes the
-records out of the fetch instead: `BatchConsumer._getmany` (the driver's fetch, below Faust's
-per-record drain loop) splits each fetched `{partition: [records]}` map, gives the records of
-the batch topics to their `BatchHandler` as one map per topic and returns the rest to Faust.
-Faust keeps everything else: the worker lifecycle, group membership and its co-partitioning
+Faust hands every consumed record to its agents one event at a time, and that per-record path
+costs more CPU than likeflow's own work on a record (bench/README.md). For the high-volume topics
+likeflow takes the records out of the fetch instead: `BatchConsumer._getmany` (the driver's fetch,
+below Faust's per-record drain loop) splits each fetched `{partition: [records]}` map, gives the
+records of the batch topics to their `BatchHandler` as one map per topic and returns the rest to
+Faust. Faust keeps everything else: the worker lifecycle, group membership and its co-partitioning
 assignor, table recovery and standbys, the commit timer, rebalances and the low-volume agents.
 
 Kafka semantics kept:
@@ -202,8 +202,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         """Apply every fetched changelog record of the router's tables to storage, in offset
         order, and hand Faust's recovery only each partition's last record, already applied.
 
-        Faust's recovery takes changelog records one event at a time (~180 µs each: a restore
-        of 200k records took 35 s). Here the records are written to the table's storage at once
+        Faust's recovery takes changelog records one event at a time, at its per-record cost.
+        Here the records are written to the table's storage at once
         and Faust's recovery offsets moved to the last of them (`active_offsets` /
         `standby_offsets`, what it compares with the highwaters to decide that recovery is
         complete). The last record still reaches Faust's recovery loop, which skips it (its
@@ -211,8 +211,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
         No record of these tables may be applied by Faust itself: its recovery buffers events
         (`recovery_buffer_size`, 1000) and applies them later, after the next fetches were
-        applied here, so a buffered record would overwrite a key's newer value with an older one
-        (seen in the kill -9 tests as restored window counts below what was counted).
+        applied here, so a buffered record would overwrite a key's newer value with an older one.
         """
         changelogs = self.batch_router.changelogs
         if not any(tp.topic in changelogs for tp in records):

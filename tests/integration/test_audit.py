@@ -16,8 +16,9 @@ from aiokafka.errors import KafkaError
 from config import Settings
 from likeflow.domain.audit import AuditError, BreakReason, head_of
 from likeflow.domain.pseudonym import Pseudonymizer
+from likeflow.ops.audit_verify import verify_topic
 from likeflow.ops.topics import ensure_topics
-from likeflow.sinks.audit_log import AuditTrail, verify_topic
+from likeflow.sinks.audit_log import AuditTrail
 from streams.topics import AUDIT_LOG, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.conftest import private_settings
 from tests.integration.harness import (
