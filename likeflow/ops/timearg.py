@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
 
 def parse_time_ms(text: str) -> int:
     """'2026-11-26T18:00:00+08:00', '2026-11-26 18:00' (UTC) or '1795000000000' -> epoch ms."""
@@ -21,4 +23,5 @@ def parse_time_ms(text: str) -> int:
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
-    return int(moment.timestamp() * 1000)
+    # Integer arithmetic: a float timestamp * 1000 can truncate to 1 ms early.
+    return (moment - EPOCH) // dt.timedelta(milliseconds=1)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import secrets
+from typing import cast
 
 import pytest
+from faust.transport.conductor import Conductor
+from faust.types.enums import ProcessingGuarantee
 
 from config import Settings
 from likeflow.worker.app import create_app
@@ -36,7 +39,8 @@ def test_faust_environment_variables_do_not_override_likeflow_settings(
     assert conf.web_port == 6066
     assert conf.store.scheme == "memory"
     assert conf.topic_partitions == settings.partitions
-    assert conf.processing_guarantee.value == "at_least_once"
+    # Faust types this setting as its converter; the value read is the enum.
+    assert cast(ProcessingGuarantee, conf.processing_guarantee) is ProcessingGuarantee.AT_LEAST_ONCE
 
 
 def test_the_web_driver_mounts_none_of_faust_s_views() -> None:
@@ -56,5 +60,7 @@ def test_every_topic_the_worker_consumes_is_registered_as_consumed() -> None:
     settings = Settings(user_key=secrets.token_hex(16), topic_prefix="t.")
     app = create_app(settings)
     subscribed = {name for agent in app.agents.values() for name in agent.channel.topics}
-    subscribed |= {name for topic in app.topics._topics for name in topic.topics}  # noqa: SLF001
+    conductor = app.topics
+    assert isinstance(conductor, Conductor)  # the concrete class, whose topic set is typed
+    subscribed |= {name for topic in conductor._topics for name in topic.topics}  # noqa: SLF001
     assert subscribed == {settings.topic(name) for name in CONSUMED_TOPICS}

@@ -8,6 +8,7 @@ against the new version before changing the pins.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 from importlib import metadata
 from types import SimpleNamespace
@@ -21,7 +22,7 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from likeflow.batches import Turn
+from likeflow.batches import Completion, Turn
 from likeflow.worker import faust_batch
 from likeflow.worker.faust_batch import _Pipeline
 
@@ -123,7 +124,7 @@ async def test_completions_overlap_but_send_and_mark_in_batch_order() -> None:
     sent: list[int] = []
     marked: list[int] = []
 
-    def completion(n: int, delay: float) -> Any:
+    def completion(n: int, delay: float) -> Completion:
         async def run(turn: Turn) -> None:
             async with turn:
                 sent.append(n)
@@ -140,7 +141,7 @@ async def test_completions_overlap_but_send_and_mark_in_batch_order() -> None:
     pipeline = _Pipeline("t", limit=3, on_crash=on_crash)
     for n, delay in ((1, 0.03), (2, 0.0), (3, 0.01)):
         await pipeline.room()
-        pipeline.submit(completion(n, delay), lambda n=n: marked.append(n), f"t@{n}")
+        pipeline.submit(completion(n, delay), functools.partial(marked.append, n), f"t@{n}")
     assert pipeline.busy
     await pipeline.idle()
     assert sent == [1, 2, 3], "what is inside the turn keeps the batches' order"

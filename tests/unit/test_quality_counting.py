@@ -22,7 +22,7 @@ from likeflow.domain.quality.counting import (
 from likeflow.domain.quality.engine import Effects, StoredValue, apply_record, load_clock
 from likeflow.domain.quality.index import PartitionIndex
 from likeflow.domain.quality.windows import Counts, rates, total, window_start
-from streams.events import CountRecord, CreatorEvent
+from streams.events import CountRecord, CreatorEvent, CreatorEventKind
 from tables.codecs import CreatorCountsCodec
 
 H = 3_600_000
@@ -116,8 +116,9 @@ def test_window_start_is_the_tumbling_boundary() -> None:
 
 def test_counts_and_rates() -> None:
     c = Counts()
-    for kind in ("prompt", "prompt", "prompt", "prompt", "click", "click"):
-        c.add_event(kind, 0)  # type: ignore[arg-type]
+    kinds: tuple[CreatorEventKind, ...] = ("prompt", "prompt", "prompt", "prompt", "click", "click")
+    for kind in kinds:
+        c.add_event(kind, 0)
     c.add_event("order", 1999)
     assert c == Counts(prompts=4, clicks=2, orders=1, gmv_cents=1999)
     assert rates(c) == {"ctr": 0.5, "conversion": 0.5, "return_rate": 0.0, "complaint_rate": 0.0}

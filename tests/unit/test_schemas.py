@@ -42,7 +42,7 @@ def test_the_shipped_schemas_are_the_generated_ones() -> None:
 def doc_examples() -> list[tuple[str, dict[str, Any]]]:
     """The ```json examples of docs/events.md, with the topic of the section they are in."""
     text = (ROOT / "docs/events.md").read_text()
-    out = []
+    out: list[tuple[str, dict[str, Any]]] = []
     for section in re.split(r"^## ", text, flags=re.M)[1:]:
         topic = re.match(r"`([a-z-]+)`", section)
         if topic and topic[1] in schemas():

@@ -76,10 +76,8 @@ class FakeGauge:
 async def test_the_watchdog_exits_with_its_code_and_waits_without_fresh_offsets(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import likeflow.worker.watchdog as watchdog_module
-
     clock = [1000.0]
-    monkeypatch.setattr(watchdog_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("likeflow.worker.watchdog.time.monotonic", lambda: clock[0])
     exits: list[int] = []
     monitor = FakeMonitor()
     gauge = FakeGauge()

@@ -12,7 +12,7 @@ from tests.unit.fakes import FakeTable
 
 
 def store_of(table: FakeTable) -> ChangelogStore[UserState]:
-    return ChangelogStore(table, UserStateCodec(), producer=table.producer)  # type: ignore[arg-type]
+    return ChangelogStore(table, UserStateCodec(), producer=table.producer)
 
 
 async def test_each_changed_key_is_written_once_per_flush_with_its_latest_value() -> None:

@@ -1,0 +1,101 @@
+"""The served creator quality document: windows in order, totals and rates over them, the judge's verdict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from likeflow.domain.quality.judging import platform_document
+from likeflow.domain.quality.windows import COUNT_FIELDS, Counts
+from likeflow.sinks.quality_view import build_view, creator_quality
+from likeflow.sinks.redis_keys import platform_key, standing_key
+from tests.factories import BASE_TS
+
+H = 3_600_000
+RATES = ("ctr", "conversion", "return_rate", "complaint_rate")
+
+
+def window(start_ms: int, **counts: int) -> dict[str, int]:
+    """A window as `RedisQualityStore.read_windows` returns it (it may carry a revision)."""
+    return {"start_ms": start_ms, "end_ms": start_ms + H, **Counts(**counts).to_dict()}
+
+
+class FakeQualityStore:
+    """The reads `creator_quality` makes of RedisQualityStore, over dicts keyed like Redis."""
+
+    def __init__(self, prefix: str = "t") -> None:
+        self.prefix = prefix
+        self.docs: dict[str, dict[str, Any]] = {}
+        self.windows: dict[str, list[dict[str, int]]] = {}
+
+    async def read(self, key: str) -> dict[str, Any] | None:
+        return self.docs.get(key)
+
+    async def read_windows(self, creator_id: str, namespace: str = "") -> list[dict[str, int]] | None:
+        return self.windows.get(creator_id)
+
+
+def test_windows_are_served_oldest_first_with_totals_and_rates_over_all_of_them() -> None:
+    later = window(BASE_TS + H, prompts=100, clicks=10, orders=4, returns=1, gmv_cents=4000)
+    earlier = window(BASE_TS, prompts=100, clicks=30, orders=6, complaints=2, gmv_cents=6000)
+    view = build_view("c7", [later, earlier], None, None)
+    assert [w["start_ms"] for w in view["windows"]] == [BASE_TS, BASE_TS + H]
+    assert view["totals"] == {
+        "prompts": 200,
+        "clicks": 40,
+        "orders": 10,
+        "returns": 1,
+        "complaints": 2,
+        "gmv_cents": 10000,
+    }
+    assert (view["ctr"], view["conversion"]) == (pytest.approx(0.2), pytest.approx(0.25))
+    assert (view["return_rate"], view["complaint_rate"]) == (pytest.approx(0.1), pytest.approx(0.2))
+
+
+def test_a_rate_with_nothing_to_divide_by_is_null_not_zero() -> None:
+    view = build_view("c1", [window(BASE_TS, prompts=5)], None, None)
+    assert view["ctr"] == 0.0
+    assert view["conversion"] is None and view["return_rate"] is None and view["complaint_rate"] is None
+
+
+def test_served_windows_carry_start_end_and_counts_only() -> None:
+    stored = {**window(BASE_TS, clicks=1), "revision": 3}
+    [served] = build_view("c1", [stored], None, None)["windows"]
+    assert served == {"start_ms": BASE_TS, "end_ms": BASE_TS + H, **Counts(clicks=1).to_dict()}
+    assert list(served)[2:] == list(COUNT_FIELDS)
+
+
+def test_a_creator_not_judged_yet_is_served_undemoted_at_full_weight_and_null_platform_rates() -> None:
+    view = build_view("c1", [window(BASE_TS, prompts=1)], None, None)
+    assert (view["score"], view["weight"], view["demoted"]) == (1.0, 1.0, False)
+    assert view["platform"] == dict.fromkeys(RATES)
+
+
+def test_the_verdict_and_platform_rates_are_the_judge_s() -> None:
+    standing = {"demoted": True, "score": 0.31, "weight": 0.31, "bad_streak": 2, "reasons": ["returns"]}
+    platform, _ = platform_document(Counts(prompts=1000, clicks=100, orders=20, returns=1, complaints=2))
+    view = build_view("c1", [window(BASE_TS, prompts=1)], standing, platform)
+    assert (view["score"], view["weight"], view["demoted"]) == (0.31, 0.31, True)
+    assert view["platform"] == {"ctr": 0.1, "conversion": 0.2, "return_rate": 0.05, "complaint_rate": 0.1}
+    assert set(view) == {"creator_id", "windows", "totals", *RATES, "platform", "score", "weight", "demoted"}
+
+
+async def test_creator_quality_reads_the_creator_s_standing_and_the_platform_under_the_prefix() -> None:
+    store = FakeQualityStore(prefix="it-x")
+    store.windows["c1"] = [window(BASE_TS, prompts=10, clicks=1)]
+    store.windows["c2"] = [window(BASE_TS, prompts=10)]
+    store.docs[standing_key("it-x", "c1")] = {"demoted": True, "score": 0.4, "weight": 0.4}
+    store.docs[platform_key("it-x")], _ = platform_document(Counts(prompts=10, clicks=5))
+    view = await creator_quality(store, "c1")  # type: ignore[arg-type]  # only the reads are faked
+    assert view is not None
+    assert (view["creator_id"], view["weight"], view["demoted"]) == ("c1", 0.4, True)
+    assert view["platform"]["ctr"] == 0.5 and view["ctr"] == 0.1
+    other = await creator_quality(store, "c2")  # type: ignore[arg-type]
+    assert other is not None and (other["weight"], other["demoted"]) == (1.0, False), "c1's standing"
+
+
+async def test_a_creator_without_retained_windows_has_no_document() -> None:
+    store = FakeQualityStore()
+    store.docs[standing_key("t", "gone")] = {"demoted": True, "score": 0.2, "weight": 0.2}
+    assert await creator_quality(store, "gone") is None  # type: ignore[arg-type]
