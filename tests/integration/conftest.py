@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -15,10 +13,8 @@ from config import Settings, load_settings
 from likeflow.domain.pseudonym import Pseudonymizer
 from likeflow.ops.topics import ensure_topics
 from tests.integration.cleanup import drop_namespaces
-from tests.integration.harness import WorkerProcess, free_port, reachable
-
-# Every namespace `private_settings` hands out this session, dropped from the stack at its end.
-SESSION_NAMESPACES: list[str] = []
+from tests.integration.harness import WorkerProcess, reachable
+from tests.integration.namespaces import SESSION_NAMESPACES, private_settings, pseudonymizer_for
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -56,36 +52,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     count = len(SESSION_NAMESPACES)
     print(f"\n[cleanup] dropped {topics} topics and {keys} Redis keys of {count} test namespaces")
-
-
-def private_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A private namespace: topics, consumer group, Redis keys, web port, state directory."""
-    ns = f"it-{uuid.uuid4().hex[:8]}"
-    SESSION_NAMESPACES.append(ns)
-    return load_settings(
-        base_settings.to_env(),
-        topic_prefix=f"{ns}.",
-        app_id=f"likeflow-{ns}",
-        redis_prefix=f"likeflow-{ns}",
-        web_port=free_port(),
-        data_dir=str(tmp_path_factory.mktemp("worker-data")),
-        log_level="info",
-        # A kill -9 test waits this long for the dead member's partitions.
-        session_timeout_s=8.0,
-        # A stalled worker exits (code 75) this soon; the harness restarts it like a supervisor.
-        # Shorter than production's 300 s, long enough for the 200k-like backlogs of `make chaos`.
-        stall_timeout_s=120.0,
-        # An input of the creator counters that is caught up and quiet stops holding windows
-        # open after this long (production: 60 s); the tests' inputs go quiet at once.
-        quality_idle_after_s=3.0,
-        # A key of the test's own, so tests can compute the pseudonyms the worker will use.
-        user_key=secrets.token_urlsafe(48),
-    )
-
-
-def pseudonymizer_for(settings: Settings) -> Pseudonymizer:
-    """The pseudonyms the worker of `settings` gives to user ids."""
-    return Pseudonymizer(settings.user_key.encode(), settings.user_key_version)
 
 
 @pytest.fixture(scope="session")

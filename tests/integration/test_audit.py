@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 
@@ -20,7 +19,7 @@ from likeflow.ops.audit_verify import verify_topic
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.audit_log import AuditTrail
 from streams.topics import AUDIT_LOG, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
-from tests.integration.conftest import private_settings
+from tests.integration.clock import NOW
 from tests.integration.harness import (
     Consumed,
     Record,
@@ -32,8 +31,7 @@ from tests.integration.harness import (
     run_cli,
     wait_until,
 )
-
-NOW = int(time.time() * 1000)
+from tests.integration.namespaces import private_settings
 
 
 @pytest.fixture(scope="module")

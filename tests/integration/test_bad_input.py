@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 
 import orjson
@@ -11,9 +10,8 @@ from config import Settings
 from likeflow.domain.pseudonym import Pseudonymizer
 from likeflow.sinks.dead_letter_records import without_raw_user_id
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
+from tests.integration.clock import NOW
 from tests.integration.harness import Consumed, Record, WorkerProcess, produce, read_topic_until, wait_until
-
-NOW = int(time.time() * 1000)
 
 
 def like_value(i: int, **over: object) -> bytes:

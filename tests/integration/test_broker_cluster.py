@@ -27,8 +27,9 @@ from likeflow.connections import kafka_client_kwargs
 from likeflow.ops.topics import ensure_topics
 from streams.topics import LIKES, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.broker_cluster import BrokerCluster
-from tests.integration.conftest import private_settings
+from tests.integration.clock import hours_ago
 from tests.integration.harness import WorkerProcess, free_port, produce, run_cli, wait_until
+from tests.integration.namespaces import private_settings
 from tests.integration.test_broker_faults import SHORT, OracleDiff, consumed, consumed_at_least, settled
 from tests.integration.test_chaos import unprocessed_likes
 from tests.integration.workload import build
@@ -76,7 +77,7 @@ async def test_three_brokers_lose_leaders_and_a_broker_and_nothing_is_lost(
     cluster = BrokerCluster(tmp_path / "cluster")
     figures: dict[str, Any] = {"cluster start s": round(await cluster.start(), 1), "resume s": []}
     settings = on_cluster(private_settings(base_settings, tmp_path_factory), cluster)
-    base_ts = (int(time.time() * 1000) // 3_600_000 - 24) * 3_600_000
+    base_ts = hours_ago(24)
     wl = build(settings, SHORT, 20261201, base_ts)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     started = time.monotonic()
@@ -137,7 +138,7 @@ async def test_three_workers_one_killed_one_added_on_three_brokers(
     settings = replace(
         on_cluster(private_settings(base_settings, tmp_path_factory), cluster), standby_replicas=standby
     )
-    wl = build(settings, SHORT, 20261202, (int(time.time() * 1000) // 3_600_000 - 24) * 3_600_000)
+    wl = build(settings, SHORT, 20261202, hours_ago(24))
     workers: list[WorkerProcess] = []
 
     def add_worker() -> WorkerProcess:

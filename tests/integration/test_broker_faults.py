@@ -23,8 +23,9 @@ import pytest
 from config import Settings
 from likeflow.ops.topics import ensure_topics
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
-from tests.integration.conftest import private_settings
+from tests.integration.clock import hours_ago
 from tests.integration.harness import Consumed, WorkerProcess, produce, reachable, read_topic, wait_until
+from tests.integration.namespaces import private_settings
 from tests.integration.own_broker import OwnBroker
 from tests.integration.test_chaos import SMALL, served_windows
 from tests.integration.test_quality import get_json
@@ -95,7 +96,7 @@ async def test_worker_resumes_after_broker_kills_and_outputs_match_the_oracle(
     broker.start()
     settings = replace(private_settings(base_settings, tmp_path_factory), kafka_bootstrap=broker.bootstrap)
     rng = random.Random(20261128)
-    base_ts = (int(time.time() * 1000) // 3_600_000 - 24) * 3_600_000
+    base_ts = hours_ago(24)
     wl = build(settings, scale, 20261128, base_ts)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     figures: dict[str, Any] = {"down s": [], "broker start s": [], "resume s": []}

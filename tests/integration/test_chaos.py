@@ -30,7 +30,7 @@ from likeflow.connections import kafka_client_kwargs
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.dead_letter_records import without_raw_user_id
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
-from tests.integration.conftest import private_settings, pseudonymizer_for
+from tests.integration.clock import hours_ago
 from tests.integration.harness import (
     Record,
     WorkerProcess,
@@ -41,6 +41,7 @@ from tests.integration.harness import (
     run_cli,
     wait_until,
 )
+from tests.integration.namespaces import private_settings, pseudonymizer_for
 from tests.integration.test_quality import get_json
 from tests.integration.test_restart import by_prompt_id
 from tests.integration.workload import Scale, Workload, build, interleave
@@ -258,7 +259,7 @@ async def test_outputs_match_the_oracle_under_faults(
     seed = 20261127
     rng = random.Random(seed)
     # Event time an hour-aligned day ago: inside retention, windows never close during the run.
-    base_ts = (int(time.time() * 1000) // 3_600_000 - 24) * 3_600_000
+    base_ts = hours_ago(24)
     disorder = {"out_of_order_ratio": 0.05, "late_ratio": 0.01, "raced_videos": 10} if fault.disorder else {}
     wl: Workload = build(
         settings, Scale(**{**scale.__dict__, "poison_ratio": fault.poison_ratio, **disorder}), seed, base_ts

@@ -26,8 +26,8 @@ from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.kafka_batch import KeyPartitioner
 from likeflow.sinks.redis_keys import windows_key
 from streams.topics import DEAD_LETTERS, LIKES, PROMPT_FEEDBACK, VIDEO_PRODUCTS
-from tests.integration.conftest import private_settings
 from tests.integration.harness import Record, WorkerProcess, produce, read_topic, wait_until
+from tests.integration.namespaces import private_settings
 from tests.integration.test_quality import get_json
 
 H = 3_600_000

@@ -18,8 +18,9 @@ import pytest
 from config import Settings
 from likeflow.ops.topics import ensure_topics
 from streams.topics import LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
-from tests.integration.conftest import private_settings
+from tests.integration.clock import hours_ago
 from tests.integration.harness import WorkerProcess, produce, read_topic, wait_until
+from tests.integration.namespaces import private_settings
 from tests.integration.test_chaos import served_windows
 from tests.integration.test_restart import by_prompt_id
 from tests.integration.workload import Scale, build
@@ -35,7 +36,7 @@ async def test_sigterm_under_load_commits_what_it_processed_and_loses_nothing(
         private_settings(base_settings, tmp_path_factory),
         shutdown_timeout_s=SHUTDOWN_BOUND_S,
     )
-    base_ts = (int(time.time() * 1000) // 3_600_000 - 24) * 3_600_000
+    base_ts = hours_ago(24)
     wl = build(settings, SCALE, 20261129, base_ts)
     creators = sorted(wl.expected_windows)
     expected = wl.served_form()

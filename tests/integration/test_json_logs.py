@@ -12,8 +12,8 @@ import pytest
 from config import Settings
 from likeflow.ops.topics import ensure_topics
 from streams.topics import LIKES
-from tests.integration.conftest import private_settings
 from tests.integration.harness import Record, WorkerProcess, produce, wait_until
+from tests.integration.namespaces import private_settings
 
 
 async def test_a_json_worker_logs_one_object_per_line_with_record_positions(

@@ -24,8 +24,8 @@ from likeflow.ops.demo import DemoOptions, catalogue
 from likeflow.ops.status import render, scrape, summarize
 from likeflow.ops.topics import ensure_topics
 from streams.topics import LIKES, PROMPT_FEEDBACK, VIDEO_PRODUCTS
-from tests.integration.conftest import private_settings
 from tests.integration.harness import Record, WorkerProcess, free_port, produce
+from tests.integration.namespaces import private_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy/prometheus/rules.yml"

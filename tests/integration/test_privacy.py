@@ -33,7 +33,7 @@ from streams.topics import (
     VIDEO_PRODUCTS,
 )
 from tables import USER_STATE_CHANGELOG_CONFIGS
-from tests.integration.conftest import private_settings, pseudonymizer_for
+from tests.integration.clock import NOW
 from tests.integration.harness import (
     Consumed,
     Record,
@@ -44,8 +44,8 @@ from tests.integration.harness import (
     wait_until,
     zset_members,
 )
+from tests.integration.namespaces import private_settings, pseudonymizer_for
 
-NOW = int(time.time() * 1000)
 RUN = uuid.uuid4().hex[:6]
 VIDEO = f"pv-{RUN}"
 

@@ -19,8 +19,8 @@ from config import Settings, load_settings
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_keys import windows_key
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
-from tests.integration.conftest import private_settings, pseudonymizer_for
 from tests.integration.harness import Record, WorkerProcess, produce, read_topic_until, run_cli, wait_until
+from tests.integration.namespaces import private_settings, pseudonymizer_for
 
 H = 3_600_000
 M = 60_000

@@ -27,7 +27,6 @@ from config import Settings, load_settings
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_keys import platform_key, prompts_key
 from streams.topics import LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
-from tests.integration.conftest import private_settings
 from tests.integration.harness import (
     Consumed,
     Record,
@@ -39,6 +38,7 @@ from tests.integration.harness import (
     run_cli,
     wait_until,
 )
+from tests.integration.namespaces import private_settings
 from tests.integration.test_chaos import served_windows
 from tests.integration.workload import HOUR_MS, Scale, Workload, build
 

@@ -6,7 +6,6 @@ rebuild-redis` afterwards. Kafka is the shared local broker.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,9 @@ from likeflow.connections import redis_client
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_keys import prompts_key, windows_key
 from streams.topics import LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
-from tests.integration.conftest import private_settings
+from tests.integration.clock import hours_ago
 from tests.integration.harness import WorkerProcess, produce, read_topic, run_cli, wait_until
+from tests.integration.namespaces import private_settings
 from tests.integration.redis_cluster import RedisCluster
 from tests.integration.test_broker_faults import SHORT, consumed
 from tests.integration.test_chaos import served_windows
@@ -47,7 +47,7 @@ async def test_the_job_serves_through_a_redis_cluster_and_a_primary_loss(
     settings = load_settings(
         private_settings(base_settings, tmp_path_factory).to_env(), redis_url=cluster.url, redis_cluster=1
     )
-    wl = build(settings, SHORT, 20261203, (int(time.time() * 1000) // 3_600_000 - 24) * 3_600_000)
+    wl = build(settings, SHORT, 20261203, hours_ago(24))
     creators = sorted(wl.expected_windows)
     expected = wl.served_form()
     worker = WorkerProcess(settings, tmp_path / "worker.log")

@@ -20,7 +20,6 @@ from likeflow.ops.replay import ReplayError, copy_topic_range, replay_files, res
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_quality import RedisQualityStore
 from streams.topics import DEAD_LETTERS, LIKES, PROMPT_FEEDBACK
-from tests.integration.conftest import private_settings
 from tests.integration.harness import (
     Record,
     WorkerProcess,
@@ -31,6 +30,7 @@ from tests.integration.harness import (
     run_cli,
     wait_until,
 )
+from tests.integration.namespaces import private_settings
 
 H = 3_600_000
 T = (int(time.time() * 1000) // H - 72) * H

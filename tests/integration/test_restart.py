@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
-import time
 from pathlib import Path
 
 import orjson
@@ -16,7 +15,7 @@ from config import Settings
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_keys import prompts_key
 from streams.topics import LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
-from tests.integration.conftest import private_settings, pseudonymizer_for
+from tests.integration.clock import NOW
 from tests.integration.harness import (
     Consumed,
     Record,
@@ -26,8 +25,8 @@ from tests.integration.harness import (
     wait_until,
     zset_members,
 )
+from tests.integration.namespaces import private_settings, pseudonymizer_for
 
-NOW = int(time.time() * 1000)
 USERS = [f"r-u{i}" for i in range(12)]
 PRODUCTS = [
     {

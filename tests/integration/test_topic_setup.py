@@ -11,8 +11,8 @@ from likeflow.connections import kafka_client_kwargs
 from likeflow.errors import EXIT_FAILED
 from likeflow.ops.topics import TopicSetupError, ensure_topics
 from streams.topics import AUDIT_LOG, LIKES, ORDER_PROMPTS, TOPIC_SPECS
-from tests.integration.conftest import private_settings
 from tests.integration.harness import run_cli
+from tests.integration.namespaces import private_settings
 
 
 @pytest.fixture
