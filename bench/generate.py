@@ -1,4 +1,10 @@
-"""Seeded synthetic data for the benchmark: Zipf-skewed videos, users, creators and products."""
+"""Seeded synthetic data for the benchmark: Zipf-skewed videos, users, creators and products.
+
+Not shared with `likeflow demo`'s catalogue on purpose: every recorded run in bench/results was
+made with exactly this data (same seed, same draws), so changing it would break the before/after
+comparisons; the demo's catalogue is for people to read (localised titles, offer kinds, a slow
+feed) and may change freely.
+"""
 
 from __future__ import annotations
 
