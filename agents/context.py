@@ -54,25 +54,27 @@ def neutral_creator_weight(creator_id: str) -> float:
 
 @dataclass(frozen=True, slots=True)
 class PipelineContext:
-    """Dependencies of the agents; tests build one with their own sinks."""
+    """Dependencies of the agents, built once by `likeflow.worker.app.create_app`; tests build
+    one with their own sinks. Each field names what the worker binds to it."""
 
-    settings: Settings
-    topics: Topics
-    tables: Tables
-    metrics: Metrics
-    dead_letters: DeadLetterSink
-    prompt_store: RedisPromptStore
-    guards: GuardPolicy
-    ranking: RankingPolicy
-    quality_store: RedisQualityStore
-    windows: WindowPolicy
-    judging: JudgePolicy
-    video_mappings: MappingLookup
-    pseudonymize: Pseudonymize
-    pricing: PricePolicy
-    retention: RetentionSweeper
-    audit: AuditAppender
+    settings: Settings  # config.load_settings()
+    topics: Topics  # streams.topics.declare_topics: the Faust topic objects
+    tables: Tables  # tables.declare_tables: the Faust tables (changelog-backed)
+    metrics: Metrics  # likeflow.metrics: the worker's Prometheus registry
+    dead_letters: DeadLetterSink  # likeflow.sinks.dead_letters
+    prompt_store: RedisPromptStore  # likeflow.sinks.redis_prompts: served prompts per user
+    guards: GuardPolicy  # likeflow.policies.policies_from: dedupe, repeat, hourly cap
+    ranking: RankingPolicy  # likeflow.policies.policies_from: affinity decay, evening boost
+    quality_store: RedisQualityStore  # likeflow.sinks.redis_quality: served windows, standings
+    windows: WindowPolicy  # likeflow.policies.quality_policies_from: window size, grace, sources
+    judging: JudgePolicy  # likeflow.policies.quality_policies_from: demotion thresholds
+    video_mappings: MappingLookup  # likeflow.replicas.video_mappings.VideoMappings
+    pseudonymize: Pseudonymize  # likeflow.connections.pseudonymizer (keyed HMAC)
+    pricing: PricePolicy  # likeflow.policies.pricing_from: the campaign everyone sees
+    retention: RetentionSweeper  # agents.retention: per-user state expiry
+    audit: AuditAppender  # likeflow.sinks.audit_log.WorkerAudit
     # The aiokafka producer of the app (started with it): every output goes through it.
-    producer: Callable[[], AIOKafkaProducer]
-    user_states: ChangelogStore[UserState]
+    producer: Callable[[], AIOKafkaProducer]  # likeflow.worker.faust_batch.kafka_producer
+    user_states: ChangelogStore[UserState]  # tables.state_store over tables.user_state
+    # likeflow.replicas.creator_weights.CreatorWeights (the judge's weights; 1.0 until judged).
     creator_weight: CreatorWeight = neutral_creator_weight
