@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -28,7 +29,9 @@ log = logging.getLogger(__name__)
 # A read that makes no progress for this long (broker gone, partition offline) gives up.
 READ_STALL_S = 30.0
 # An append that fails on a Kafka error (a broker or the transaction coordinator lost) is
-# retried after these pauses (s), ~30 s in all, before the batch fails and the worker stops.
+# retried after these pauses (s), then every last pause for as long as the error lasts: the
+# batch and its offsets wait (nothing is committed ahead of its audit entries), as the worker's
+# other outputs wait for the broker. A broker that never comes back is the stall watchdog's case.
 RETRY_PAUSES_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 
@@ -134,8 +137,9 @@ class AuditTrail:
         """Append `records` (JSON bytes each) to the chain of `partition`; returns once all are acked.
 
         Raises AuditError for a record that is not JSON (nothing of the batch is sent) or when
-        the partition's last entry is damaged, and Kafka errors when a send fails; after a
-        failure the head is re-read from the topic on the next append.
+        the partition's last entry is damaged, and ProducerFenced when another worker owns the
+        chain now. Other Kafka errors are retried until they pass (`RETRY_PAUSES_S`), each
+        attempt from the head read again, so a retry cannot fork the chain.
         """
         if not records:
             return
@@ -145,7 +149,7 @@ class AuditTrail:
         # read_committed: an append that fails midway is aborted and its entries never count.
         async with lock:
             epoch = self._epochs.get(partition, 0)
-            for attempt, pause_s in enumerate((*RETRY_PAUSES_S, None)):
+            for attempt in itertools.count():
                 try:
                     new_head = await self._append_once(partition, kind, records)
                     break
@@ -160,11 +164,12 @@ class AuditTrail:
                     # transaction is aborted with its producer, and the append starts over from
                     # the head read again after a new producer's start, so it cannot fork.
                     await self._discard(partition)
-                    if pause_s is None:
-                        log.error("audit append to %s[%d] failed: %r", self.topic, partition, exc)
-                        raise
-                    log.warning(
-                        "audit append to %s[%d] failed (%r); retry %d in %.1f s",
+                    pause_s = RETRY_PAUSES_S[min(attempt, len(RETRY_PAUSES_S) - 1)]
+                    level = logging.WARNING if attempt < len(RETRY_PAUSES_S) else logging.ERROR
+                    log.log(
+                        level,
+                        "audit append to %s[%d] failed (%r); retry %d in %.1f s (the batch waits; "
+                        "is Kafka up, with transactions allowed for this user?)",
                         self.topic,
                         partition,
                         exc,
