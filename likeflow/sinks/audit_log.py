@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerFenced
 
 from config import Settings
 from likeflow.connections import kafka_client_kwargs
@@ -297,7 +297,9 @@ async def _read_range(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int
     deadline = time.monotonic() + READ_STALL_S
     while await consumer.position(tp) < end:
         if time.monotonic() > deadline:
-            raise AuditError(f"could not read {tp.topic}[{tp.partition}] up to offset {end}")
+            # The broker is away or the partition offline, not a damaged chain: the append
+            # retries it like any other Kafka error.
+            raise KafkaTimeoutError(f"could not read {tp.topic}[{tp.partition}] up to offset {end}")
         batch = await consumer.getmany(tp, timeout_ms=1000)
         out.extend(r for r in batch.get(tp, []) if r.offset < end)
     return out
