@@ -21,7 +21,7 @@ _CANONICAL: Final = orjson.OPT_SORT_KEYS
 
 
 class AuditError(LikeflowError, ValueError):
-    """A record cannot be audited (not JSON, unknown kind) or a chain head cannot be read."""
+    """A record cannot be audited (not JSON, unknown kind) or a chain's last entry is damaged."""
 
 
 @dataclass(frozen=True, slots=True)

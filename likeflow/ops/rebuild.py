@@ -44,6 +44,7 @@ from likeflow.domain.quality.judging import platform_document
 from likeflow.domain.user_state import UserState
 from likeflow.errors import ServiceUnavailable
 from likeflow.metrics import Metrics
+from likeflow.policies import quality_policies_from
 from likeflow.sinks.redis_keys import platform_key, standing_key, windows_key
 from likeflow.sinks.redis_prompts import RedisPromptStore, ServedPrompt
 from likeflow.sinks.redis_quality import RedisQualityStore, WindowsUpdate
@@ -286,8 +287,6 @@ async def rebuild_redis(
     client: aioredis.Redis | None = None,
 ) -> RebuildReport:
     """Rewrite every served Redis document of the job from its table changelogs."""
-    from likeflow.policies import quality_policies_from
-
     started = time.monotonic()
     report = RebuildReport()
     window_policy, judge_policy = quality_policies_from(settings)

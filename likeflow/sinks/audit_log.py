@@ -31,7 +31,8 @@ READ_STALL_S = 30.0
 # An append that fails on a Kafka error (a broker or the transaction coordinator lost) is
 # retried after these pauses (s), then every last pause for as long as the error lasts: the
 # batch and its offsets wait (nothing is committed ahead of its audit entries), as the worker's
-# other outputs wait for the broker. A broker that never comes back is the stall watchdog's case.
+# other outputs wait for the broker. An append that keeps failing while the broker answers (a
+# broken transaction coordinator) stops commits, and the stall watchdog ends the worker.
 RETRY_PAUSES_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
 
 

@@ -203,11 +203,11 @@ class BatchConsumer(faust_aiokafka.Consumer):
         order, and hand Faust's recovery only each partition's last record, already applied.
 
         Faust's recovery takes changelog records one event at a time, at its per-record cost.
-        Here the records are written to the table's storage at once
-        and Faust's recovery offsets moved to the last of them (`active_offsets` /
-        `standby_offsets`, what it compares with the highwaters to decide that recovery is
-        complete). The last record still reaches Faust's recovery loop, which skips it (its
-        offset is not past the recovery offset) and then runs its end-of-recovery check as usual.
+        Here the records are written to the table's storage at once and Faust's recovery offsets
+        moved to the last of them (`active_offsets` / `standby_offsets`, what it compares with
+        the highwaters to decide that recovery is complete). The last record still reaches
+        Faust's recovery loop, which skips it (its offset is not past the recovery offset) and
+        then runs its end-of-recovery check as usual.
 
         No record of these tables may be applied by Faust itself: its recovery buffers events
         (`recovery_buffer_size`, 1000) and applies them later, after the next fetches were

@@ -101,8 +101,11 @@ def test_the_domain_imports_no_engine() -> None:
     assert not violations, "\n".join(violations)
 
 
-def test_every_source_file_is_in_a_known_room() -> None:
-    assert {room_of(module_name(p)) for p in source_files()} <= ALLOWED.keys()
+def test_every_folder_of_the_package_is_a_room_of_the_rule() -> None:
+    # A new folder under likeflow/ would otherwise be judged as the shared files: add it to
+    # ROOMS and ALLOWED (and CONTRIBUTING.md) with the imports it may make.
+    folders = {p.parent.name for p in (ROOT / "likeflow").glob("*/__init__.py")}
+    assert folders == set(ROOMS), folders ^ set(ROOMS)
 
 
 def test_the_rule_catches_an_agent_import_in_an_operator_tool() -> None:
