@@ -23,6 +23,7 @@ from likeflow.sinks.redis_prompts import RedisPromptStore
 from likeflow.sinks.redis_quality import RedisQualityStore
 from streams.events import VideoMapping
 from streams.topics import Topics
+from streams.validation import InputLimits
 from tables import Tables
 from tables.state_store import ChangelogStore
 
@@ -76,5 +77,6 @@ class PipelineContext:
     # The aiokafka producer of the app (started with it): every output goes through it.
     producer: Callable[[], AIOKafkaProducer]  # likeflow.worker.faust_batch.kafka_producer
     user_states: ChangelogStore[UserState]  # tables.state_store over tables.user_state
+    limits: InputLimits  # likeflow.policies.input_limits_from: what one input record may hold
     # likeflow.replicas.creator_weights.CreatorWeights (the judge's weights; 1.0 until judged).
     creator_weight: CreatorWeight = neutral_creator_weight

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from agents.context import PipelineContext
 from likeflow.sinks.kafka_batch import OutputBatch
 from streams.events import Invalid
+from streams.validation import InputLimits
 
 T = TypeVar("T")
-Decoder = Callable[[bytes | None, bytes | None, int], T | Invalid]
+Decoder = Callable[[bytes | None, bytes | None, InputLimits], T | Invalid]
 
 
 async def valid_events(
@@ -26,7 +28,7 @@ async def valid_events(
     async for event in stream.events():
         consumed.inc()
         message = event.message
-        result = decode(message.key, message.value, ctx.settings.max_record_bytes)
+        result = decode(message.key, message.value, ctx.limits.at(wall_clock_ms()))
         if isinstance(result, Invalid):
             await dead_letter_now(ctx, message, result)
             continue
@@ -39,3 +41,8 @@ async def dead_letter_now(ctx: PipelineContext, message: Any, invalid: Invalid) 
     ctx.dead_letters.add(outputs, message, invalid)
     await outputs.send()
     await outputs.delivered()
+
+
+def wall_clock_ms() -> int:
+    """The worker's clock (epoch ms): what event times are checked against (`InputLimits.at`)."""
+    return int(time.time() * 1000)

@@ -19,7 +19,7 @@ from likeflow.sinks.kafka_batch import KeyPartitioner, OutputBatch
 from likeflow.sinks.redis_prompts import ServedPrompt
 from streams.events import CONTRACT_HEADERS, CreatorEvent, Invalid, Like, Prompt
 from streams.topics import CREATOR_EVENTS, LIKES, ORDER_PROMPTS
-from streams.validation import decode_like
+from streams.validation import InputLimits, decode_like
 from tables.state_store import ChangelogStore
 
 
@@ -45,7 +45,7 @@ class PromptLikes:
         self._prompts_topic = settings.topic(ORDER_PROMPTS)
         self._counts_topic = settings.topic(CREATOR_EVENTS)
         self._prompt_partition = KeyPartitioner(settings.partitions)
-        self._max_bytes = settings.max_record_bytes
+        self._limits = ctx.limits
         metrics = ctx.metrics
         self._consumed = metrics.records_consumed.labels(settings.topic(LIKES))
         self._latency = metrics.like_to_prompt_latency
@@ -61,13 +61,14 @@ class PromptLikes:
         await ctx.video_mappings.ready.wait()
         started = time.perf_counter()
         now_ms = int(time.time() * 1000)
+        limits = self._limits.at(now_ms)
         prompts: list[tuple[int, Prompt, bytes]] = []
         invalid: list[tuple[Any, Invalid]] = []
         outcomes: Counter[str] = Counter()
         for tp, records in batch.items():
             partition = tp.partition
             for record in records:
-                outcome = self._one(partition, record, now_ms, prompts)
+                outcome = self._one(partition, record, now_ms, limits, prompts)
                 if isinstance(outcome, Invalid):
                     invalid.append((record, outcome))
                 else:
@@ -86,11 +87,16 @@ class PromptLikes:
         return complete
 
     def _one(
-        self, partition: int, record: Any, now_ms: int, prompts: list[tuple[int, Prompt, bytes]]
+        self,
+        partition: int,
+        record: Any,
+        now_ms: int,
+        limits: InputLimits,
+        prompts: list[tuple[int, Prompt, bytes]],
     ) -> str | Invalid:
         """Decide one like; returns why it is invalid, or PROMPTED, DUPLICATE or a skip reason."""
         ctx = self._ctx
-        decoded = decode_like(record.key, record.value, self._max_bytes)
+        decoded = decode_like(record.key, record.value, limits)
         if isinstance(decoded, Invalid):
             return decoded
         self._reports.observe(partition, decoded.ts)

@@ -29,7 +29,7 @@ class RouteFeedback:
         self._ctx = ctx
         self._reports = reports
         self._counts_topic = settings.topic(CREATOR_EVENTS)
-        self._max_bytes = settings.max_record_bytes
+        self._limits = ctx.limits
         self._consumed = ctx.metrics.records_consumed.labels(settings.topic(PROMPT_FEEDBACK))
         self._batch_seconds = ctx.metrics.batch_duration.labels("route_feedback")
 
@@ -39,10 +39,11 @@ class RouteFeedback:
         started = time.perf_counter()
         invalid: list[tuple[Any, Invalid]] = []
         audit: dict[int, list[bytes]] = {}
+        limits = self._limits.at(int(time.time() * 1000))
         for tp, records in batch.items():
             partition = tp.partition
             for record in records:
-                decoded = decode_feedback(record.key, record.value, self._max_bytes)
+                decoded = decode_feedback(record.key, record.value, limits)
                 if isinstance(decoded, Invalid):
                     invalid.append((record, decoded))
                     continue

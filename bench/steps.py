@@ -87,14 +87,14 @@ async def measure(n: int, batch: int) -> dict[str, float]:
     from likeflow.domain.user_state import UserState
     from likeflow.sinks.kafka_batch import KeyPartitioner
     from streams.events import CountRecord, CreatorEvent, Invalid, Like
-    from streams.validation import decode_like, decode_mapping
+    from streams.validation import InputLimits, decode_like, decode_mapping
     from tables.codecs import UserStateCodec
 
     ds = DataSet(likes=n, users=max(1, n * 2 // 5), videos=5_000, creators=500)
     now = int(time.time() * 1000)
     maps: dict[str, Any] = {}
     for body in mappings(ds, now - 3_600_000):
-        decoded = decode_mapping(body["video_id"].encode(), orjson.dumps(body), 65536)
+        decoded = decode_mapping(body["video_id"].encode(), orjson.dumps(body), InputLimits().at(now))
         if not isinstance(decoded, Invalid) and hasattr(decoded, "products"):
             maps[decoded.video_id] = decoded
     raw = list(likes(ds, now - 3_600_000, 3_600_000 / n))
@@ -108,7 +108,8 @@ async def measure(n: int, batch: int) -> dict[str, float]:
     out: dict[str, float] = {}
 
     decoded_likes: list[Any] = []
-    out["decode_like"] = _cpu(lambda: decoded_likes.extend(decode_like(k, v, 65536) for k, v in raw), n)
+    limits = InputLimits().at(now)
+    out["decode_like"] = _cpu(lambda: decoded_likes.extend(decode_like(k, v, limits) for k, v in raw), n)
     users: list[str] = []
     out["pseudonymize"] = _cpu(lambda: users.extend(pseudonymize(like.user_id) for like in decoded_likes), n)
     joined: list[Any] = []
@@ -283,9 +284,10 @@ async def _handlers(raw: list[tuple[bytes, bytes]], n: int, batch: int, settings
 
 class _Mappings:
     def __init__(self, settings: Any) -> None:
+        from likeflow.policies import input_limits_from
         from likeflow.replicas.video_mappings import VideoMappings
 
-        self._replica = VideoMappings(settings.max_record_bytes)
+        self._replica = VideoMappings(input_limits_from(settings))
         ds = DataSet(videos=5_000, creators=500)
         for body in mappings(ds, int(time.time() * 1000) - 3_600_000):
             self._replica.apply(body["video_id"].encode(), orjson.dumps(body))

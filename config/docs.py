@@ -116,8 +116,29 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
         "campaign_start_hour": "Local hour (0-24) the campaign starts; may wrap past midnight.",
         "campaign_end_hour": "Local hour (0-24) the campaign ends (exclusive).",
     },
-    "Input limits and batching": {
-        "max_record_bytes": "Larger input records are dead-lettered as `oversized`. >= 1024.",
+    "Input limits (docs/security.md)": {
+        "max_record_bytes": "Larger input records are dead-lettered as `oversized` (their dead letter "
+        "keeps this much of the value, with its size and SHA-256). 1024-900000.",
+        "max_key_bytes": "Larger record keys are dead-lettered as `oversized`; >= the id limit, 16-4096.",
+        "max_id_chars": "Longest id (user, video, creator, product, event, prompt) in characters; 8-1024.",
+        "max_title_chars": "Longest product title in characters; 16-4096.",
+        "max_products_per_mapping": "Most products one `video-products` record may list; 1-500.",
+        "max_clock_skew_s": "A record whose `ts` is more than this ahead of the worker's clock is "
+        "dead-lettered as `future_ts`; no event-time clock moves past now + this (s). 1-86400.",
+        "max_order_cents": "Largest `amount_cents` of an order on `prompt-feedback`; larger is "
+        "dead-lettered as `invalid_value`. 1 to 2^53.",
+        "mappings_max_bytes": "Bytes of `video-products` records one worker's replica holds; the "
+        'mapping of a new video beyond it is refused (`likeflow_mapping_updates_total{outcome="refused"}`, '
+        "alert at 80%). >= 1 MiB.",
+        "max_likes_per_user": "Likes remembered per user within the dedupe horizon; more are skipped "
+        "as `rate_limited` before the state grows. Checked with the prompt cap and id and title "
+        "limits: a user's state must fit one changelog record (900 kB). >= 1.",
+        "state_cache_keys": "Decoded user states and counter rows kept in memory per partition; the "
+        "rest are decoded from the store again when needed. >= 100.",
+        "creator_retention_days": "A creator without a closed window for this long (event time) is "
+        "forgotten: its standing, Redis documents and `creator-quality` record. >= 1.",
+    },
+    "Batching": {
         "batch_max": "Records per fetch for the batch handlers, and per batch of the low-volume "
         "agents. >= 1.",
         "batch_within_ms": "How long a low-volume agent's batch may wait to fill (ms). >= 1.",

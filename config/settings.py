@@ -13,6 +13,9 @@ from typing import Any, TypeVar
 from likeflow.errors import EXIT_USAGE, LikeflowError
 
 ENV_PREFIX = "LIKEFLOW_"
+# A user's state is one record of the `user_state` changelog: it must stay below the brokers'
+# default record limit (message.max.bytes, 1 MiB) with room for the batch's overhead.
+MAX_STATE_RECORD_BYTES = 900_000
 
 T = TypeVar("T")
 
@@ -153,8 +156,32 @@ class Settings:
     campaign_start_hour: int = 0
     campaign_end_hour: int = 0
 
-    # --- input limits and batching ---
+    # --- input limits (docs/security.md, threat model) ---
     max_record_bytes: int = 65_536
+    # Record keys longer than this are dead-lettered (a 128-character id is at most 512 bytes).
+    max_key_bytes: int = 512
+    max_id_chars: int = 128
+    max_title_chars: int = 256
+    max_products_per_mapping: int = 50
+    # A record stamped more than this ahead of the worker's clock is dead-lettered (`future_ts`),
+    # and no event-time clock (retention, counter sources, mapping versions) moves past now + it.
+    max_clock_skew_s: float = 300.0
+    # The largest `amount_cents` of an order on `prompt-feedback` (default ¥100,000).
+    max_order_cents: int = 10_000_000
+    # Bytes of `video-products` records (as received) one worker's replica may hold; a mapping of
+    # a new video beyond it is refused (counted, alerted at 80%).
+    mappings_max_bytes: int = 256 * 1024 * 1024
+    # Likes remembered per user within the dedupe horizon: more are skipped as `rate_limited`
+    # before the user's state grows (bounds a user's changelog record).
+    max_likes_per_user: int = 5_000
+    # Decoded user states and counter rows kept per partition in memory (the rest are decoded
+    # again from the store when needed).
+    state_cache_keys: int = 100_000
+    # A creator without a closed window for this long (event time) is forgotten: standing row,
+    # Redis documents and its `creator-quality` record (a tombstone).
+    creator_retention_days: int = 30
+
+    # --- batching ---
     # Records per fetch (all partitions together) for the batch handlers, and per batch of the
     # low-volume agents.
     batch_max: int = 2000
@@ -271,12 +298,49 @@ class Settings:
         _check(0 <= self.campaign_discount_pct < 100, "CAMPAIGN_DISCOUNT_PCT", "must be 0-99")
         for name in ("campaign_start_hour", "campaign_end_hour"):
             _check(0 <= getattr(self, name) <= 24, name.upper(), "must be an hour 0-24")
-        _check(self.max_record_bytes >= 1024, "MAX_RECORD_BYTES", "must be >= 1024")
+        self._check_limits()
         _check(self.batch_max >= 1, "BATCH_MAX", "must be >= 1")
         _check(self.batch_within_ms >= 1, "BATCH_WITHIN_MS", "must be >= 1 ms")
         _check(1 <= self.fetch_max_wait_ms <= 1500, "FETCH_MAX_WAIT_MS", "must be 1-1500 ms")
         _check(1 <= self.max_batches_in_flight <= 64, "MAX_BATCHES_IN_FLIGHT", "must be 1-64")
         _check(bool(self.kafka_urls), "KAFKA_BOOTSTRAP", "must list at least one host:port")
+
+    def _check_limits(self) -> None:
+        # Dead letters carry the original value (at most this), its key and headers plus ~1.5 KiB
+        # of likeflow.dlq.* headers: they must stay under the brokers' 1 MiB record limit.
+        _check(1024 <= self.max_record_bytes <= 900_000, "MAX_RECORD_BYTES", "must be 1024-900000")
+        _check(16 <= self.max_key_bytes <= 4096, "MAX_KEY_BYTES", "must be 16-4096")
+        _check(8 <= self.max_id_chars <= 1024, "MAX_ID_CHARS", "must be 8-1024")
+        _check(self.max_key_bytes >= self.max_id_chars, "MAX_KEY_BYTES", "must be >= LIKEFLOW_MAX_ID_CHARS")
+        _check(16 <= self.max_title_chars <= 4096, "MAX_TITLE_CHARS", "must be 16-4096")
+        _check(1 <= self.max_products_per_mapping <= 500, "MAX_PRODUCTS_PER_MAPPING", "must be 1-500")
+        _check(1 <= self.max_clock_skew_s <= 86_400, "MAX_CLOCK_SKEW_S", "must be 1-86400 s")
+        _check(1 <= self.max_order_cents <= 2**53, "MAX_ORDER_CENTS", "must be 1 to 2^53")
+        _check(self.mappings_max_bytes >= 1024 * 1024, "MAPPINGS_MAX_BYTES", "must be >= 1 MiB")
+        _check(self.max_likes_per_user >= 1, "MAX_LIKES_PER_USER", "must be >= 1")
+        _check(self.state_cache_keys >= 100, "STATE_CACHE_KEYS", "must be >= 100")
+        _check(self.creator_retention_days >= 1, "CREATOR_RETENTION_DAYS", "must be >= 1")
+        worst = self.user_state_worst_bytes
+        _check(
+            worst <= MAX_STATE_RECORD_BYTES,
+            "MAX_LIKES_PER_USER",
+            f"with LIKEFLOW_PROMPTS_PER_HOUR, LIKEFLOW_MAX_ID_CHARS and LIKEFLOW_MAX_TITLE_CHARS allows a "
+            f"user state of {worst} bytes, above the {MAX_STATE_RECORD_BYTES}-byte changelog record limit: "
+            "lower them",
+        )
+
+    @property
+    def user_state_worst_bytes(self) -> int:
+        """The largest changelog record one user's state can need under these settings (bytes).
+
+        `seen` holds at most `max_likes_per_user` event-id digests (~40 bytes each with its ts);
+        `sent` at most `prompts_per_hour` prompts per clock hour of the guard horizon plus one,
+        each at most a prompt of maximum-length ids and title (its copy repeats the title, every
+        character up to 6 bytes as a JSON escape); the profile at most 32 categories.
+        """
+        horizon_hours = max(self.repeat_window_hours, self.dedupe_horizon_hours, 1) + 1
+        prompt = 6 * self.max_id_chars + 2 * 6 * self.max_title_chars + 600
+        return 256 + 40 * self.max_likes_per_user + self.prompts_per_hour * horizon_hours * prompt + 32 * 450
 
     def _check_security(self) -> None:
         protocol = self.kafka_security_protocol

@@ -9,6 +9,7 @@ import logging
 import logging.config
 import platform
 import sys
+import time
 from importlib import metadata
 from typing import Any
 
@@ -254,7 +255,7 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
         namespace_for,
         topic_events,
     )
-    from likeflow.policies import quality_policies_from
+    from likeflow.policies import input_limits_from, quality_policies_from
     from likeflow.sinks.redis_quality import RedisQualityStore
 
     policy, _ = quality_policies_from(settings)
@@ -273,7 +274,8 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
         read = 0
         if args.from_files:
             print("[backfill] reading the archives and recomputing with the live engine", flush=True)
-            for item in file_events([Path(p) for p in args.from_files], settings.max_record_bytes, invalid):
+            limits = input_limits_from(settings).at(int(time.time() * 1000))
+            for item in file_events([Path(p) for p in args.from_files], limits, invalid):
                 run.apply(item)
                 read += 1
         else:

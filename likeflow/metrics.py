@@ -68,8 +68,45 @@ class Metrics:
         )
         self.mapping_updates = Counter(
             "likeflow_mapping_updates_total",
-            "Video mapping records applied, by outcome (set, removed, stale).",
+            "Video mapping records applied, by outcome (set, removed, stale; refused: a new video "
+            "while the replica is at LIKEFLOW_MAPPINGS_MAX_BYTES).",
             ["outcome"],
+            registry=r,
+        )
+        self.mappings_bytes = Gauge(
+            "likeflow_video_mappings_bytes",
+            "Bytes of video-products records held by this worker's mapping replica (as received).",
+            registry=r,
+        )
+        self.mappings_max_bytes = Gauge(
+            "likeflow_video_mappings_max_bytes",
+            "LIKEFLOW_MAPPINGS_MAX_BYTES: above it the mapping of a new video is refused.",
+            registry=r,
+        )
+        self.user_controls_stateless = Counter(
+            "likeflow_user_controls_stateless_total",
+            "Privacy controls for a user with no state that created none, by control: a consent "
+            "with the default choices, an erasure (kept in the erasure ledger only).",
+            ["control"],
+            registry=r,
+        )
+        self.clock_repairs = Counter(
+            "likeflow_clock_repairs_total",
+            "Stored event times found beyond now + LIKEFLOW_MAX_CLOCK_SKEW_S and brought back to "
+            "it (state written before the limit existed), by what held them.",
+            ["what"],
+            registry=r,
+        )
+        self.dead_letters_refused = Counter(
+            "likeflow_dead_letters_refused_total",
+            "Dead letters the broker refused for good (record too large or invalid): counted, "
+            "logged and skipped so that one record cannot stop the worker, by source topic.",
+            ["topic"],
+            registry=r,
+        )
+        self.creators_expired = Counter(
+            "likeflow_creators_expired_total",
+            "Creators forgotten after LIKEFLOW_CREATOR_RETENTION_DAYS without a closed window.",
             registry=r,
         )
         self.creator_events = Counter(
@@ -205,10 +242,15 @@ class Metrics:
             self.redis_write_errors.labels(outcome)
         for store in ("prompts", "quality"):
             self.redis_pending.labels(store)
-        for outcome in ("set", "removed", "stale"):
+        for outcome in ("set", "removed", "stale", "refused"):
             self.mapping_updates.labels(outcome)
         for control in ("consent", "erasure"):
             self.user_controls.labels(control)
+            self.user_controls_stateless.labels(control)
+        for topic in input_topics:
+            self.dead_letters_refused.labels(topic)
+        for site in CLOCK_REPAIR_SITES:
+            self.clock_repairs.labels(site)
         for change in ("demoted", "recovered"):
             self.creator_changes.labels(change)
         for reason in SKIP_REASONS:
@@ -239,5 +281,8 @@ def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
             histogram._buckets[i].inc(n)
 
 
+# What can hold an event time from beyond now + skew (written before the limit existed):
+# user states, the counters' partition clocks and count records, the judge's creator rows.
+CLOCK_REPAIR_SITES = ("user_state", "counter_clock", "count_record", "creator_standing")
 # Why a valid like produced no prompt: dropped before the decision, or the decision's reasons.
 SKIP_REASONS = ("unlike", "no_mapping", *(r.value for r in NoPromptReason))

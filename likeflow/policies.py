@@ -9,6 +9,7 @@ from likeflow.domain.quality.counting import WindowPolicy
 from likeflow.domain.quality.judging import JudgePolicy
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy
 from streams.events import FEEDBACK_SOURCE, LIKES_SOURCE, source_name
+from streams.validation import InputLimits
 
 
 def policies_from(settings: Settings) -> tuple[GuardPolicy, RankingPolicy]:
@@ -27,6 +28,19 @@ def policies_from(settings: Settings) -> tuple[GuardPolicy, RankingPolicy]:
         tz_offset_minutes=settings.tz_offset_minutes,
     )
     return guards, ranking
+
+
+def input_limits_from(settings: Settings) -> InputLimits:
+    """What one input record may hold (docs/security.md); `at(now_ms)` adds the time ceiling."""
+    return InputLimits(
+        max_record_bytes=settings.max_record_bytes,
+        max_key_bytes=settings.max_key_bytes,
+        max_id_chars=settings.max_id_chars,
+        max_title_chars=settings.max_title_chars,
+        max_products=settings.max_products_per_mapping,
+        max_order_cents=settings.max_order_cents,
+        max_skew_ms=int(settings.max_clock_skew_s * 1000),
+    )
 
 
 def pricing_from(settings: Settings) -> PricePolicy:

@@ -48,6 +48,12 @@ class DeadLetterReason(StrEnum):
     UNKNOWN_ENUM = "unknown_enum"
     KEY_MISMATCH = "key_mismatch"
     LATE = "late"
+    # Stamped more than LIKEFLOW_MAX_CLOCK_SKEW_S ahead of the worker's clock.
+    FUTURE_TS = "future_ts"
+    # Feedback whose prompt_id was not issued by likeflow for this creator, product and user.
+    UNKNOWN_PROMPT = "unknown_prompt"
+    # An audit-log record that is not an entry of its chain (written there by something else).
+    NOT_AN_AUDIT_ENTRY = "not_an_audit_entry"
 
 
 @dataclass(frozen=True, slots=True)

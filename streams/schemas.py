@@ -26,15 +26,11 @@ from streams.events import (
     UserErasure,
     VideoMapping,
 )
-from streams.validation import (
-    MAX_CATEGORY_CHARS,
-    MAX_ID_CHARS,
-    MAX_INT,
-    MAX_PRODUCTS,
-    MAX_TITLE_CHARS,
-    MAX_TS_MS,
-    MIN_TS_MS,
-)
+from streams.validation import MAX_CATEGORY_CHARS, MAX_INT, MAX_TS_MS, MIN_TS_MS, InputLimits
+
+# The schemas state the default limits (docs/settings.md, "Input limits"); a deployment's
+# settings may differ, and the decoders apply those.
+_LIMITS = InputLimits()
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 BASE_ID = "https://likeflow.example/schemas/v1/"
@@ -48,12 +44,20 @@ RULES_BEYOND_SCHEMA = {
     "double, nesting deeper than 1024 (a schema sees parsed values)",
     DeadLetterReason.WRONG_TYPE: "integers are written without a fraction or exponent (1.0 is not an "
     "integer here, though JSON Schema's `integer` accepts it)",
-    DeadLetterReason.INVALID_VALUE: "product ids unique within a mapping; min_price_cents <= price_cents",
+    DeadLetterReason.INVALID_VALUE: "product ids unique within a mapping; min_price_cents <= price_cents; "
+    "ids of printable characters only (no control, format, surrogate or unassigned code points, no "
+    "separator but the ASCII space) and creator ids without braces; titles and categories without "
+    "control, format (bidi, zero-width; the emoji joiner U+200D is allowed) or surrogate characters",
+    DeadLetterReason.FUTURE_TS: "ts at most LIKEFLOW_MAX_CLOCK_SKEW_S (300 s) ahead of the worker's clock",
+    DeadLetterReason.UNKNOWN_PROMPT: "feedback's prompt_id must be one likeflow issued for its creator, "
+    "product and user (docs/events.md)",
+    DeadLetterReason.NOT_AN_AUDIT_ENTRY: "audit-log records only: written there by something other than "
+    "likeflow's audit writer",
 }
 
-_ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS, "pattern": r"\S"}
+_ID = {"type": "string", "minLength": 1, "maxLength": _LIMITS.max_id_chars, "pattern": r"\S"}
 _TS = {"type": "integer", "minimum": MIN_TS_MS, "maximum": MAX_TS_MS, "description": "epoch milliseconds"}
-_STRING_LIMITS = {"title": MAX_TITLE_CHARS, "category": MAX_CATEGORY_CHARS, "text": None}
+_STRING_LIMITS = {"title": _LIMITS.max_title_chars, "category": MAX_CATEGORY_CHARS, "text": None}
 _MINIMUMS = {"price_cents": 1, "min_price_cents": 1}
 
 
@@ -145,14 +149,14 @@ def _feedback() -> dict[str, Any]:
 
 
 def _amount() -> dict[str, Any]:
-    return {"type": "integer", "minimum": 0, "maximum": MAX_INT}
+    return {"type": "integer", "minimum": 0, "maximum": _LIMITS.max_order_cents}
 
 
 def _mapping() -> dict[str, Any]:
     product = object_schema(Product)
     return object_schema(
         VideoMapping,
-        overrides={"products": {"type": "array", "maxItems": MAX_PRODUCTS, "items": product}},
+        overrides={"products": {"type": "array", "maxItems": _LIMITS.max_products, "items": product}},
     )
 
 

@@ -7,7 +7,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from config import Settings
-from streams.validation import decode_consent, decode_erasure, decode_feedback, decode_like, decode_mapping
+from streams.validation import (
+    InputLimits,
+    decode_consent,
+    decode_erasure,
+    decode_feedback,
+    decode_like,
+    decode_mapping,
+)
 
 if TYPE_CHECKING:
     import faust
@@ -33,7 +40,7 @@ USER_ERASURE = "user-erasure"
 AUDIT_LOG = "audit-log"
 
 
-Decoder = Callable[[bytes | None, bytes | None, int], Any]
+Decoder = Callable[[bytes | None, bytes | None, InputLimits], Any]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import orjson
@@ -25,14 +27,40 @@ from streams.events import (
 R = DeadLetterReason
 T = TypeVar("T")
 
-MAX_ID_CHARS = 128
-MAX_TITLE_CHARS = 256
 MAX_CATEGORY_CHARS = 64
-MAX_PRODUCTS = 50
 # Epoch-ms bounds: below 1e11 is 1973, almost surely a seconds timestamp; above is year 9999.
 MIN_TS_MS = 100_000_000_000
 MAX_TS_MS = 253_402_300_799_999
 MAX_INT = 2**53  # integers above this lose precision in JSON consumers written in JavaScript
+# Ids that name Redis keys carry them as Redis Cluster hash tags (`{creator}`): a brace in one
+# would move the tag, and with it the key's slot (likeflow/sinks/redis_keys.py).
+HASH_TAG_CHARS = frozenset("{}")
+# Characters no id or title may hold: controls (Cc), format characters (Cf: bidi overrides such as
+# U+202E that reorder the text around them, zero-width spaces and joiners) and lone surrogates
+# (Cs). The zero-width joiner U+200D alone is allowed in titles, where it joins emoji sequences.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
+_EMOJI_JOINER = "\u200d"
+
+
+@dataclass(frozen=True, slots=True)
+class InputLimits:
+    """What one input record may hold (settings with safe defaults; docs/security.md), and the
+    newest event time accepted, `max_ts` (epoch ms): the worker's clock plus the allowed skew,
+    fixed once per batch by `at`. A record stamped later is dead-lettered as `future_ts`, so no
+    clock derived from records (retention, counter sources, mapping versions) passes it."""
+
+    max_record_bytes: int = 65_536
+    max_key_bytes: int = 512
+    max_id_chars: int = 128
+    max_title_chars: int = 256
+    max_products: int = 50
+    max_order_cents: int = 10_000_000
+    max_skew_ms: int = 300_000
+    max_ts: int = 0  # 0 until `at`: every ts is then in the future
+
+    def at(self, now_ms: int) -> InputLimits:
+        """These limits as of the wall clock `now_ms` (epoch ms)."""
+        return replace(self, max_ts=min(now_ms + self.max_skew_ms, MAX_TS_MS))
 
 
 class _FieldError(Exception):
@@ -42,7 +70,12 @@ class _FieldError(Exception):
         self.error = error
 
 
-def _str(obj: dict[str, Any], name: str, max_chars: int, *, where: str = "") -> str:
+def _str(
+    obj: dict[str, Any], name: str, max_chars: int, *, where: str = "", text: bool = False, tag: bool = False
+) -> str:
+    """A required, non-empty string field of at most `max_chars`: an id (printable characters
+    only; with `tag`, no braces either), or with `text` a title or category (no control, format
+    or surrogate characters)."""
     if name not in obj or obj[name] is None:
         raise _FieldError(R.MISSING_FIELD, f"{where}{name} is required")
     value = obj[name]
@@ -52,7 +85,39 @@ def _str(obj: dict[str, Any], name: str, max_chars: int, *, where: str = "") -> 
         raise _FieldError(R.INVALID_VALUE, f"{where}{name} must not be empty")
     if len(value) > max_chars:
         raise _FieldError(R.INVALID_VALUE, f"{where}{name} is longer than {max_chars} characters")
+    problem = text_problem(value) if text else id_problem(value, tag=tag)
+    if problem:
+        raise _FieldError(R.INVALID_VALUE, f"{where}{name} {problem}")
     return value
+
+
+def id_problem(value: str, *, tag: bool = False) -> str | None:
+    """Why `value` cannot be an id (None if it can): every character printable (no controls,
+    format characters, surrogates, unassigned code points or separators other than the ASCII
+    space); with `tag` (ids used as Redis hash tags) no brace either."""
+    if value.isprintable():
+        if tag and not HASH_TAG_CHARS.isdisjoint(value):
+            return "must not contain '{' or '}' (it is a Redis Cluster hash tag)"
+        return None
+    for index, char in enumerate(value):
+        if not char.isprintable():
+            return f"has the unprintable character {_describe(char)} at {index}"
+    return None  # pragma: no cover - isprintable() was False for some character
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be shown as a title (None if it can): a control, format (bidi override,
+    zero-width) or surrogate character. Other scripts, emoji and the emoji joiner are text."""
+    if value.isprintable():
+        return None
+    for index, char in enumerate(value):
+        if char != _EMOJI_JOINER and unicodedata.category(char) in _REFUSED_CATEGORIES:
+            return f"has the control or format character {_describe(char)} at {index}"
+    return None
+
+
+def _describe(char: str) -> str:
+    return f"U+{ord(char):04X} ({unicodedata.category(char)})"
 
 
 def _int(obj: dict[str, Any], name: str, minimum: int, *, where: str = "") -> int:
@@ -68,13 +133,22 @@ def _int(obj: dict[str, Any], name: str, minimum: int, *, where: str = "") -> in
     return value
 
 
-def _ts(obj: dict[str, Any], *, where: str = "") -> int:
+def _ts(obj: dict[str, Any], limits: InputLimits, *, where: str = "") -> int:
     ts = _int(obj, "ts", 0, where=where)
     if ts < MIN_TS_MS:
         raise _FieldError(R.INVALID_VALUE, f"{where}ts={ts} is not epoch milliseconds (seconds?)")
-    if ts > MAX_TS_MS:
-        raise _FieldError(R.INVALID_VALUE, f"{where}ts={ts} is after year 9999")
+    if ts > limits.max_ts:
+        raise _FieldError(R.FUTURE_TS, future_error(ts, limits))
     return ts
+
+
+def future_error(ts: int, limits: InputLimits) -> str:
+    """The dead-letter error of a record stamped `ts`, beyond `limits.max_ts`."""
+    now = limits.max_ts - limits.max_skew_ms
+    return (
+        f"ts={ts} is {(ts - now) / 1000:.0f} s ahead of the worker's clock; at most "
+        f"{limits.max_skew_ms / 1000:.0f} s (LIKEFLOW_MAX_CLOCK_SKEW_S) are accepted"
+    )
 
 
 def _bool(obj: dict[str, Any], name: str, *, where: str = "") -> bool:
@@ -103,9 +177,9 @@ def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def _load_object(value: bytes, max_bytes: int) -> dict[str, Any]:
-    if len(value) > max_bytes:
-        raise _FieldError(R.OVERSIZED, f"record is {len(value)} bytes, limit {max_bytes}")
+def _load_object(value: bytes, limits: InputLimits) -> dict[str, Any]:
+    if len(value) > limits.max_record_bytes:
+        raise _FieldError(R.OVERSIZED, f"record is {len(value)} bytes, limit {limits.max_record_bytes}")
     try:
         obj = orjson.loads(value)
     except (orjson.JSONDecodeError, RecursionError) as exc:
@@ -116,9 +190,11 @@ def _load_object(value: bytes, max_bytes: int) -> dict[str, Any]:
     return obj
 
 
-def _key_text(key: bytes | None) -> str | None:
+def _key_text(key: bytes | None, limits: InputLimits) -> str | None:
     if key is None:
         return None
+    if len(key) > limits.max_key_bytes:
+        raise _FieldError(R.OVERSIZED, f"record key is {len(key)} bytes, limit {limits.max_key_bytes}")
     try:
         return key.decode("utf-8")
     except UnicodeDecodeError:
@@ -132,14 +208,14 @@ def _decode(build: Callable[[], T]) -> T | Invalid:
         return Invalid(exc.reason, exc.error)
 
 
-def decode_like(key: bytes | None, value: bytes | None, max_bytes: int) -> Like | Invalid:
+def decode_like(key: bytes | None, value: bytes | None, limits: InputLimits) -> Like | Invalid:
     """Validate a `likes` record (key: user_id); never raises on bad input.
 
     The common well-formed like is accepted by a single pass of inline checks (the hot path of
     every worker); anything that fails one goes through `decode_like_checked`, which finds the
     reason. Both accept exactly the same records (tests/unit/test_validation.py).
     """
-    if value is not None and key is not None and len(value) <= max_bytes:
+    if value is not None and key is not None and len(value) <= limits.max_record_bytes:
         try:
             obj = orjson.loads(value)
         except (orjson.JSONDecodeError, RecursionError):
@@ -147,23 +223,28 @@ def decode_like(key: bytes | None, value: bytes | None, max_bytes: int) -> Like 
         if type(obj) is dict:
             event_id, user_id, video_id = obj.get("event_id"), obj.get("user_id"), obj.get("video_id")
             ts, action = obj.get("ts"), obj.get("action")
+            max_chars = limits.max_id_chars
             if (
                 type(event_id) is str
                 and type(user_id) is str
                 and type(video_id) is str
                 and type(ts) is int
-                and MIN_TS_MS <= ts <= MAX_TS_MS
+                and MIN_TS_MS <= ts <= limits.max_ts
                 and (action is None or (type(action) is str and action in ACTIONS))
-                and 0 < len(event_id) <= MAX_ID_CHARS
-                and 0 < len(user_id) <= MAX_ID_CHARS
-                and 0 < len(video_id) <= MAX_ID_CHARS
+                and 0 < len(event_id) <= max_chars
+                and 0 < len(user_id) <= max_chars
+                and 0 < len(video_id) <= max_chars
                 and event_id.strip()
                 and user_id.strip()
                 and video_id.strip()
+                and event_id.isprintable()
+                and user_id.isprintable()
+                and video_id.isprintable()
+                and len(key) <= limits.max_key_bytes
                 and _key_equals(key, user_id)
             ):
                 return Like(event_id, user_id, video_id, ts, action or "like")
-    return decode_like_checked(key, value, max_bytes)
+    return decode_like_checked(key, value, limits)
 
 
 def _key_equals(key: bytes, text: str) -> bool:
@@ -173,42 +254,44 @@ def _key_equals(key: bytes, text: str) -> bool:
         return False
 
 
-def decode_like_checked(key: bytes | None, value: bytes | None, max_bytes: int) -> Like | Invalid:
+def decode_like_checked(key: bytes | None, value: bytes | None, limits: InputLimits) -> Like | Invalid:
     """`decode_like` field by field: the first rule a record breaks is its dead-letter reason."""
 
     def build() -> Like:
+        key_text = _key_text(key, limits)
         if value is None:
             raise _FieldError(R.MISSING_FIELD, "record value is null; a like must be a JSON object")
-        obj = _load_object(value, max_bytes)
+        obj = _load_object(value, limits)
+        ids = limits.max_id_chars
         like = Like(
-            event_id=_str(obj, "event_id", MAX_ID_CHARS),
-            user_id=_str(obj, "user_id", MAX_ID_CHARS),
-            video_id=_str(obj, "video_id", MAX_ID_CHARS),
-            ts=_ts(obj),
+            event_id=_str(obj, "event_id", ids),
+            user_id=_str(obj, "user_id", ids),
+            video_id=_str(obj, "video_id", ids),
+            ts=_ts(obj, limits),
             action=_enum(obj, "action", ACTIONS, "like"),
         )
-        _check_key(_key_text(key), like.user_id, "likes", "user_id")
+        _check_key(key_text, like.user_id, "likes", "user_id")
         return like
 
     return _decode(build)
 
 
 def decode_mapping(
-    key: bytes | None, value: bytes | None, max_bytes: int
+    key: bytes | None, value: bytes | None, limits: InputLimits
 ) -> VideoMapping | MappingRemoval | Invalid:
     """Validate a `video-products` record (key: video_id); null value or no products removes."""
 
     def build() -> VideoMapping | MappingRemoval:
-        key_text = _key_text(key)
+        key_text = _key_text(key, limits)
         if value is None:
             if not key_text:
                 raise _FieldError(R.KEY_MISMATCH, "tombstone without a key: cannot tell which video")
             return MappingRemoval(video_id=key_text, ts=None)
-        obj = _load_object(value, max_bytes)
-        video_id = _str(obj, "video_id", MAX_ID_CHARS)
-        creator_id = _str(obj, "creator_id", MAX_ID_CHARS)
-        ts = _ts(obj)
-        products = _products(obj)
+        obj = _load_object(value, limits)
+        video_id = _str(obj, "video_id", limits.max_id_chars)
+        creator_id = _str(obj, "creator_id", limits.max_id_chars, tag=True)
+        ts = _ts(obj, limits)
+        products = _products(obj, limits)
         _check_key(key_text, video_id, "video-products", "video_id")
         if not products:
             return MappingRemoval(video_id=video_id, ts=ts)
@@ -217,14 +300,14 @@ def decode_mapping(
     return _decode(build)
 
 
-def _products(obj: dict[str, Any]) -> tuple[Product, ...]:
+def _products(obj: dict[str, Any], limits: InputLimits) -> tuple[Product, ...]:
     raw = obj.get("products")
     if raw is None:
         raise _FieldError(R.MISSING_FIELD, "products is required (use [] to remove the mapping)")
     if type(raw) is not list:
         raise _FieldError(R.WRONG_TYPE, f"products must be a list, got {_kind(raw)}")
-    if len(raw) > MAX_PRODUCTS:
-        raise _FieldError(R.INVALID_VALUE, f"products has {len(raw)} entries, limit {MAX_PRODUCTS}")
+    if len(raw) > limits.max_products:
+        raise _FieldError(R.INVALID_VALUE, f"products has {len(raw)} entries, limit {limits.max_products}")
     products: list[Product] = []
     seen: set[str] = set()
     for index, item in enumerate(raw):
@@ -232,9 +315,9 @@ def _products(obj: dict[str, Any]) -> tuple[Product, ...]:
         if type(item) is not dict:
             raise _FieldError(R.WRONG_TYPE, f"products[{index}] must be an object")
         product = Product(
-            product_id=_str(item, "product_id", MAX_ID_CHARS, where=where),
-            title=_str(item, "title", MAX_TITLE_CHARS, where=where),
-            category=_str(item, "category", MAX_CATEGORY_CHARS, where=where),
+            product_id=_str(item, "product_id", limits.max_id_chars, where=where),
+            title=_str(item, "title", limits.max_title_chars, where=where, text=True),
+            category=_str(item, "category", MAX_CATEGORY_CHARS, where=where, text=True),
             price_cents=_int(item, "price_cents", 1, where=where),
             certified=_bool(item, "certified", where=where),
             stock=_int(item, "stock", 0, where=where),
@@ -267,65 +350,77 @@ def _check_key(key_text: str | None, expected: str, topic: str, field: str) -> N
         raise _FieldError(R.KEY_MISMATCH, f"record key differs from {field}; {topic} is keyed by it")
 
 
-def decode_feedback(key: bytes | None, value: bytes | None, max_bytes: int) -> CreatorEvent | Invalid:
-    """Validate a `prompt-feedback` record (key: creator_id); never raises on bad input."""
+def decode_feedback(key: bytes | None, value: bytes | None, limits: InputLimits) -> CreatorEvent | Invalid:
+    """Validate a `prompt-feedback` record (key: creator_id); never raises on bad input.
+
+    Only the record's shape: whether likeflow issued its prompt is checked where the prompt key
+    is (`likeflow.domain.prompt_ids`, in the feedback handler)."""
 
     def build() -> CreatorEvent:
+        key_text = _key_text(key, limits)
         if value is None:
             raise _FieldError(R.MISSING_FIELD, "record value is null; feedback must be a JSON object")
-        obj = _load_object(value, max_bytes)
+        obj = _load_object(value, limits)
         kind = _enum(obj, "kind", FEEDBACK_KINDS, None)
         if kind is None:
             raise _FieldError(R.MISSING_FIELD, "kind is required")
         amount = 0
         if kind == "order":
             amount = _int(obj, "amount_cents", 0)
+            if amount > limits.max_order_cents:
+                raise _FieldError(
+                    R.INVALID_VALUE,
+                    f"amount_cents={amount} is above {limits.max_order_cents} (LIKEFLOW_MAX_ORDER_CENTS)",
+                )
         elif obj.get("amount_cents") not in (None, 0):
             raise _FieldError(R.INVALID_VALUE, f"amount_cents is only for orders, not {kind}")
+        ids = limits.max_id_chars
         event = CreatorEvent(
-            event_id=_str(obj, "event_id", MAX_ID_CHARS),
-            prompt_id=_str(obj, "prompt_id", MAX_ID_CHARS),
-            creator_id=_str(obj, "creator_id", MAX_ID_CHARS),
-            product_id=_str(obj, "product_id", MAX_ID_CHARS),
-            user_id=_str(obj, "user_id", MAX_ID_CHARS),
+            event_id=_str(obj, "event_id", ids),
+            prompt_id=_str(obj, "prompt_id", ids),
+            creator_id=_str(obj, "creator_id", ids, tag=True),
+            product_id=_str(obj, "product_id", ids),
+            user_id=_str(obj, "user_id", ids),
             kind=kind,
-            ts=_ts(obj),
+            ts=_ts(obj, limits),
             amount_cents=amount,
         )
-        _check_key(_key_text(key), event.creator_id, "prompt-feedback", "creator_id")
+        _check_key(key_text, event.creator_id, "prompt-feedback", "creator_id")
         return event
 
     return _decode(build)
 
 
-def decode_consent(key: bytes | None, value: bytes | None, max_bytes: int) -> UserConsent | Invalid:
+def decode_consent(key: bytes | None, value: bytes | None, limits: InputLimits) -> UserConsent | Invalid:
     """Validate a `user-consent` record (key: user_id); never raises on bad input."""
 
     def build() -> UserConsent:
+        key_text = _key_text(key, limits)
         if value is None:
             raise _FieldError(R.MISSING_FIELD, "record value is null; consent must be a JSON object")
-        obj = _load_object(value, max_bytes)
+        obj = _load_object(value, limits)
         consent = UserConsent(
-            user_id=_str(obj, "user_id", MAX_ID_CHARS),
+            user_id=_str(obj, "user_id", limits.max_id_chars),
             prompts=_bool(obj, "prompts"),
             personalized=_bool(obj, "personalized"),
-            ts=_ts(obj),
+            ts=_ts(obj, limits),
         )
-        _check_key(_key_text(key), consent.user_id, "user-consent", "user_id")
+        _check_key(key_text, consent.user_id, "user-consent", "user_id")
         return consent
 
     return _decode(build)
 
 
-def decode_erasure(key: bytes | None, value: bytes | None, max_bytes: int) -> UserErasure | Invalid:
+def decode_erasure(key: bytes | None, value: bytes | None, limits: InputLimits) -> UserErasure | Invalid:
     """Validate a `user-erasure` record (key: user_id); never raises on bad input."""
 
     def build() -> UserErasure:
+        key_text = _key_text(key, limits)
         if value is None:
             raise _FieldError(R.MISSING_FIELD, "record value is null; an erasure must be a JSON object")
-        obj = _load_object(value, max_bytes)
-        erasure = UserErasure(user_id=_str(obj, "user_id", MAX_ID_CHARS), ts=_ts(obj))
-        _check_key(_key_text(key), erasure.user_id, "user-erasure", "user_id")
+        obj = _load_object(value, limits)
+        erasure = UserErasure(user_id=_str(obj, "user_id", limits.max_id_chars), ts=_ts(obj, limits))
+        _check_key(key_text, erasure.user_id, "user-erasure", "user_id")
         return erasure
 
     return _decode(build)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,11 +21,12 @@ from likeflow.domain.quality.engine import Effects, StoredValue, apply_record
 from likeflow.domain.quality.index import PartitionIndex
 from likeflow.domain.quality.windows import COUNT_FIELDS
 from likeflow.ops.replay import archive_lines
+from likeflow.policies import input_limits_from
 from likeflow.progress import Progress
 from likeflow.sinks.redis_quality import RedisQualityStore
 from streams.events import CountRecord, CreatorEvent, DeadLetterReason, Invalid
 from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK
-from streams.validation import decode_feedback
+from streams.validation import InputLimits, decode_feedback
 
 Windows = dict[str, dict[int, dict[str, int]]]  # creator -> window start -> counts
 
@@ -93,7 +95,7 @@ def namespace_for(since_ms: int, until_ms: int, sources: Iterable[str]) -> str:
     return f"bf-{digest}"
 
 
-def events_from_line(line: bytes, max_bytes: int) -> CreatorEvent | Invalid:
+def events_from_line(line: bytes, limits: InputLimits) -> CreatorEvent | Invalid:
     """A feedback record, or a prompt as on `order-prompts` (counted as the creator's prompt)."""
     try:
         obj = orjson.loads(line)
@@ -102,7 +104,7 @@ def events_from_line(line: bytes, max_bytes: int) -> CreatorEvent | Invalid:
     if isinstance(obj, dict) and "like_ts" in obj:
         return _prompt_event(obj)
     key = obj.get("creator_id") if isinstance(obj, dict) else None
-    return decode_feedback(key.encode() if isinstance(key, str) else None, line, max_bytes)
+    return decode_feedback(key.encode() if isinstance(key, str) else None, line, limits)
 
 
 def _prompt_event(obj: dict[str, Any]) -> CreatorEvent | Invalid:
@@ -215,10 +217,10 @@ def recompute(
     return run.finish()
 
 
-def file_events(paths: list[Path], max_bytes: int, invalid: list[str]) -> Iterator[SourcedEvent]:
+def file_events(paths: list[Path], limits: InputLimits, invalid: list[str]) -> Iterator[SourcedEvent]:
     """Creator events from JSON-lines archives; invalid lines are noted in `invalid`."""
     for path, number, line, _ in archive_lines(paths):
-        event = events_from_line(line, max_bytes)
+        event = events_from_line(line, limits)
         if isinstance(event, Invalid):
             invalid.append(f"{path}:{number}: {event.reason.value}: {event.error}")
             continue
@@ -283,7 +285,7 @@ def _item_of(
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             invalid.append(f"{where}: not a count record: {exc}")
             return None
-    event = events_from_line(record.value, settings.max_record_bytes)
+    event = events_from_line(record.value, input_limits_from(settings).at(int(time.time() * 1000)))
     if isinstance(event, Invalid):
         invalid.append(f"{where}: {event.reason.value}: {event.error}")
         return None

@@ -25,6 +25,7 @@ from aiokafka.structs import OffsetAndMetadata
 from config import Settings
 from likeflow.connections import kafka_client_kwargs, pseudonymizer, topic_partitions
 from likeflow.errors import LikeflowError
+from likeflow.policies import input_limits_from
 from likeflow.progress import Progress
 from likeflow.sinks.dead_letter_records import dead_letter_headers, pseudonymised_header, without_raw_user_id
 from streams.events import Invalid
@@ -101,6 +102,7 @@ async def replay_files(
     if missing:
         raise ReplayError(f"no such file: {', '.join(missing)}")
     decode, key_field = spec.replay
+    limits = input_limits_from(settings)
     result = FileReplayResult()
     total_bytes = sum(_uncompressed_size(p) for p in paths)
     progress = Progress(total_bytes, f"replay {topic}", progress_out)
@@ -113,7 +115,7 @@ async def replay_files(
     try:
         for path, number, line, consumed in archive_lines(paths):
             key = _key_of(line, key_field)
-            event = decode(key, line, settings.max_record_bytes)
+            event = decode(key, line, limits.at(int(time.time() * 1000)))
             if isinstance(event, Invalid):
                 result.invalid += 1
                 problem = f"{path}:{number}: {event.reason.value}: {event.error}"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 from likeflow.domain.mappings import MappingOutcome, mapping_outcome
 from likeflow.replicas.compacted import CompactedFollower
 from streams.events import Invalid, VideoMapping
-from streams.validation import decode_mapping
+from streams.validation import InputLimits, decode_mapping
 
 
 class VideoMappings(CompactedFollower):
@@ -19,9 +21,9 @@ class VideoMappings(CompactedFollower):
     `ingest_mappings` agent dead-letters each of them once.
     """
 
-    def __init__(self, max_record_bytes: int) -> None:
+    def __init__(self, limits: InputLimits) -> None:
         super().__init__()
-        self._max_bytes = max_record_bytes
+        self._limits = limits
         self._mappings: dict[str, VideoMapping] = {}
 
     def get(self, video_id: str) -> VideoMapping | None:
@@ -33,7 +35,7 @@ class VideoMappings(CompactedFollower):
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         """Apply one `video-products` record (newest `ts` wins; a tombstone removes)."""
-        update = decode_mapping(key, value, self._max_bytes)
+        update = decode_mapping(key, value, self._limits.at(int(time.time() * 1000)))
         if isinstance(update, Invalid):
             return
         if mapping_outcome(self._mappings.get(update.video_id), update) is MappingOutcome.STALE:

@@ -22,7 +22,7 @@ from likeflow.domain.privacy import DAY_MS
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.stall import StallDetector
 from likeflow.metrics import Metrics
-from likeflow.policies import policies_from, pricing_from, quality_policies_from
+from likeflow.policies import input_limits_from, policies_from, pricing_from, quality_policies_from
 from likeflow.replicas.creator_weights import CreatorWeights
 from likeflow.replicas.video_mappings import VideoMappings
 from likeflow.sinks.audit_log import WorkerAudit
@@ -120,7 +120,8 @@ def create_app(settings: Settings) -> faust.App:
     windows, judging = quality_policies_from(settings)
     redis_client = connections.redis_client(settings)
     weights = CreatorWeights()
-    mappings = VideoMappings(settings.max_record_bytes)
+    limits = input_limits_from(settings)
+    mappings = VideoMappings(limits)
 
     def producer() -> AIOKafkaProducer:
         return kafka_producer(app)
@@ -170,6 +171,7 @@ def create_app(settings: Settings) -> faust.App:
         audit=audit,
         producer=producer,
         user_states=user_states,
+        limits=limits,
         creator_weight=weights,
     )
     register_agents(app, ctx)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import orjson
 from jsonschema import Draft202012Validator
 
 from config import Settings
+from likeflow.policies import input_limits_from
 from streams.events import CONTRACT_HEADER, CONTRACT_VERSION, Invalid
 from streams.topics import DEAD_LETTERS, SPECS_BY_NAME
 
@@ -35,7 +37,7 @@ def check_produced(settings: Settings, topic: str, key: bytes | None, value: byt
     if spec is None or spec.replay is None or value is None or not (SCHEMAS / f"{name}.json").exists():
         return
     decode = spec.replay[0]
-    if isinstance(decode(key, value, settings.max_record_bytes), Invalid):
+    if isinstance(decode(key, value, input_limits_from(settings).at(int(time.time() * 1000))), Invalid):
         return
     errors = [e.message for e in validator(name).iter_errors(orjson.loads(value))]
     assert not errors, f"{name}: the decoder accepts what schemas/{name}.json refuses: {errors} in {value!r}"

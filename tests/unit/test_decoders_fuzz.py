@@ -22,6 +22,7 @@ from streams.events import (
     VideoMapping,
 )
 from streams.validation import (
+    InputLimits,
     decode_consent,
     decode_erasure,
     decode_feedback,
@@ -29,9 +30,9 @@ from streams.validation import (
     decode_like_checked,
     decode_mapping,
 )
+from tests.factories import LIMITS
 
-MAX = 65_536
-DECODERS: list[tuple[str, Callable[[bytes | None, bytes | None, int], Any], tuple[type, ...]]] = [
+DECODERS: list[tuple[str, Callable[[bytes | None, bytes | None, InputLimits], Any], tuple[type, ...]]] = [
     ("like", decode_like, (Like,)),
     ("mapping", decode_mapping, (VideoMapping, MappingRemoval)),
     ("feedback", decode_feedback, (CreatorEvent,)),
@@ -76,12 +77,12 @@ near_valid_objects = st.dictionaries(st.sampled_from(FIELDS), json_values, max_s
 
 
 def check(
-    decode: Callable[[bytes | None, bytes | None, int], Any],
+    decode: Callable[[bytes | None, bytes | None, InputLimits], Any],
     ok: tuple[type, ...],
     key: bytes | None,
     value: bytes | None,
 ) -> None:
-    result = decode(key, value, MAX)
+    result = decode(key, value, LIMITS)
     assert isinstance(result, ok + (Invalid,))
     if isinstance(result, Invalid):
         assert isinstance(result.reason, DeadLetterReason) and result.error
@@ -106,7 +107,7 @@ def test_arbitrary_json(name: str, decode: Any, ok: tuple[type, ...], obj: Any, 
 @settings(max_examples=200, deadline=None)
 @given(obj=json_values | near_valid_objects)
 def test_backfill_lines(obj: Any) -> None:
-    result = events_from_line(orjson.dumps(obj), MAX)
+    result = events_from_line(orjson.dumps(obj), LIMITS)
     assert isinstance(result, CreatorEvent | Invalid)
     if isinstance(result, CreatorEvent):
         assert all(
@@ -125,7 +126,7 @@ def test_backfill_lines(obj: Any) -> None:
         b'{"ts": 1e999}',
         b'"\\ud800"',
         b"\xff" * 100,
-        b" " * (MAX + 1),
+        b" " * (LIMITS.max_record_bytes + 1),
     ],
 )
 def test_hostile_inputs(value: bytes) -> None:
@@ -151,4 +152,4 @@ def test_the_like_fast_path_accepts_exactly_what_the_checked_path_accepts(
     obj: Any, key: bytes | None
 ) -> None:
     value = orjson.dumps(obj)
-    assert decode_like(key, value, MAX) == decode_like_checked(key, value, MAX)
+    assert decode_like(key, value, LIMITS) == decode_like_checked(key, value, LIMITS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from likeflow.domain.mappings import MappingOutcome, mapping_outcome
 from likeflow.replicas.video_mappings import VideoMappings
 from streams.events import MappingRemoval
+from streams.validation import InputLimits
 from tests.factories import BASE_TS, mapping, mapping_json
 
 
@@ -21,7 +22,7 @@ def test_replica_applies_updates_in_any_order_to_the_same_result() -> None:
     older = mapping_json("v1", ts=BASE_TS, creator_id="c-old")
     newer = mapping_json("v1", ts=BASE_TS + 1, creator_id="c-new")
     for order in ((older, newer), (newer, older), (newer, older, newer)):
-        replica = VideoMappings(max_record_bytes=65_536)
+        replica = VideoMappings(InputLimits())
         for value in order:
             replica.apply(b"v1", value)
         found = replica.get("v1")
@@ -29,7 +30,7 @@ def test_replica_applies_updates_in_any_order_to_the_same_result() -> None:
 
 
 def test_replica_removes_on_tombstone_and_empty_products_and_skips_garbage() -> None:
-    replica = VideoMappings(max_record_bytes=65_536)
+    replica = VideoMappings(InputLimits())
     replica.apply(b"v1", mapping_json("v1"))
     replica.apply(b"v2", mapping_json("v2"))
     replica.apply(b"v3", b"{not json")  # dead-lettered by the ingest agent, ignored here

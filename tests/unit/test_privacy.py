@@ -20,7 +20,7 @@ from streams.events import Like, UserConsent, UserErasure, VideoMapping
 from streams.validation import decode_consent, decode_erasure, decode_mapping
 from tables.codecs import UserStateCodec
 from tables.state_store import ChangelogStore
-from tests.factories import BASE_TS, like, mapping, mapping_json, product
+from tests.factories import BASE_TS, LIMITS, like, mapping, mapping_json, product
 from tests.unit.fakes import FakeTable
 
 KEY = b"k" * 32
@@ -165,7 +165,7 @@ def test_campaign_price_is_the_same_discount_for_all_within_the_merchant_floor()
 def test_a_floor_above_the_price_is_a_dead_letter() -> None:
     bad = [{"product_id": "p", "title": "t", "category": "c", "price_cents": 100, "certified": True,
             "stock": 1, "min_price_cents": 101}]  # fmt: skip
-    assert "min_price_cents" in decode_mapping(b"v1", mapping_json(products=bad), 65536).error  # type: ignore[union-attr]
+    assert "min_price_cents" in decode_mapping(b"v1", mapping_json(products=bad), LIMITS).error  # type: ignore[union-attr]
 
 
 histories = st.lists(
@@ -222,14 +222,14 @@ def emitted(decision: object) -> Any:
 
 def test_consent_and_erasure_decoders() -> None:
     ok = decode_consent(
-        b"u1", orjson.dumps({"user_id": "u1", "prompts": False, "personalized": True, "ts": BASE_TS}), 1024
+        b"u1", orjson.dumps({"user_id": "u1", "prompts": False, "personalized": True, "ts": BASE_TS}), LIMITS
     )
     assert ok == UserConsent("u1", False, True, BASE_TS)
-    missing = decode_consent(b"u1", orjson.dumps({"user_id": "u1", "prompts": "no", "ts": BASE_TS}), 1024)
+    missing = decode_consent(b"u1", orjson.dumps({"user_id": "u1", "prompts": "no", "ts": BASE_TS}), LIMITS)
     assert getattr(missing, "reason", None) is not None
-    assert decode_erasure(b"u1", orjson.dumps({"user_id": "u1", "ts": BASE_TS}), 1024) == UserErasure(
+    assert decode_erasure(b"u1", orjson.dumps({"user_id": "u1", "ts": BASE_TS}), LIMITS) == UserErasure(
         "u1", BASE_TS
     )
     assert getattr(
-        decode_erasure(b"u2", orjson.dumps({"user_id": "u1", "ts": BASE_TS}), 1024), "reason", None
+        decode_erasure(b"u2", orjson.dumps({"user_id": "u1", "ts": BASE_TS}), LIMITS), "reason", None
     )

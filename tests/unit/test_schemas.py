@@ -15,9 +15,9 @@ from jsonschema import Draft202012Validator
 from streams.events import DeadLetterReason, Invalid
 from streams.schemas import RULES_BEYOND_SCHEMA, schemas
 from streams.validation import decode_consent, decode_erasure, decode_feedback, decode_like, decode_mapping
+from tests.factories import LIMITS
 
 ROOT = Path(__file__).resolve().parents[2]
-MAX_BYTES = 65_536
 NOW = 1_795_000_000_000
 DECODERS: dict[str, tuple[Any, str]] = {
     "likes": (decode_like, "user_id"),
@@ -105,7 +105,7 @@ def key_of(topic: str, value: Any) -> bytes:
 def test_a_record_the_decoder_refuses_for_a_schema_rule_breaks_the_schema(
     topic: str, value: Any, reason: DeadLetterReason
 ) -> None:
-    decoded = DECODERS[topic][0](key_of(topic, value), orjson.dumps(value), MAX_BYTES)
+    decoded = DECODERS[topic][0](key_of(topic, value), orjson.dumps(value), LIMITS)
     assert isinstance(decoded, Invalid) and decoded.reason == reason, decoded
     assert not validator(topic).is_valid(value)
 
@@ -139,5 +139,5 @@ def test_the_like_decoder_and_schema_agree(
         encoded = orjson.dumps(record)
     except TypeError:
         return
-    accepted = not isinstance(decode_like(key, encoded, MAX_BYTES), Invalid)
+    accepted = not isinstance(decode_like(key, encoded, LIMITS), Invalid)
     assert accepted == validator("likes").is_valid(record), record

@@ -8,22 +8,20 @@ import pytest
 from streams.events import CreatorEvent, Invalid, Like, MappingRemoval, VideoMapping
 from streams.events import DeadLetterReason as R
 from streams.validation import decode_feedback, decode_like, decode_mapping
-from tests.factories import BASE_TS, like_json, mapping_json
-
-MAX = 65_536
+from tests.factories import BASE_TS, LIMITS, like_json, mapping_json
 
 
 def test_valid_like_defaults_action_to_like() -> None:
-    assert decode_like(b"u1", like_json(), MAX) == Like("e1", "u1", "v1", BASE_TS, "like")
+    assert decode_like(b"u1", like_json(), LIMITS) == Like("e1", "u1", "v1", BASE_TS, "like")
 
 
 def test_unlike_is_valid() -> None:
-    result = decode_like(b"u1", like_json(action="unlike"), MAX)
+    result = decode_like(b"u1", like_json(action="unlike"), LIMITS)
     assert isinstance(result, Like) and result.action == "unlike"
 
 
 def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
-    assert isinstance(decode_like(b"u1", like_json(extra={"a": 1}), MAX), Like)
+    assert isinstance(decode_like(b"u1", like_json(extra={"a": 1}), LIMITS), Like)
 
 
 @pytest.mark.parametrize(
@@ -61,12 +59,12 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
         (b"u2", like_json(), R.KEY_MISMATCH),
         (None, like_json(), R.KEY_MISMATCH),
         (b"\xff", like_json(), R.KEY_MISMATCH),
-        (b"u1", b" " * (MAX + 1), R.OVERSIZED),
+        (b"u1", b" " * (LIMITS.max_record_bytes + 1), R.OVERSIZED),
         (b"u1", b"[" * 10_000 + b"]" * 10_000, R.MALFORMED_JSON),
     ],
 )
 def test_bad_likes_get_a_reason(key: bytes | None, value: bytes | None, reason: R) -> None:
-    result = decode_like(key, value, MAX)
+    result = decode_like(key, value, LIMITS)
     assert isinstance(result, Invalid), result
     assert result.reason == reason, result.error
     assert result.error
@@ -74,23 +72,23 @@ def test_bad_likes_get_a_reason(key: bytes | None, value: bytes | None, reason: 
 
 def test_deep_nesting_inside_an_object_is_rejected_not_crashed() -> None:
     value = b'{"event_id":"e","user_id":"u1","video_id":' + b"[" * 10_000 + b"]" * 10_000 + b',"ts":1}'
-    result = decode_like(b"u1", value, MAX)
+    result = decode_like(b"u1", value, LIMITS)
     assert isinstance(result, Invalid)
 
 
 def test_valid_mapping() -> None:
-    result = decode_mapping(b"v1", mapping_json(), MAX)
+    result = decode_mapping(b"v1", mapping_json(), LIMITS)
     assert isinstance(result, VideoMapping)
     assert result.products[0].offer == "order"
     assert result.products[0].eligible
 
 
 def test_tombstone_removes_the_mapping() -> None:
-    assert decode_mapping(b"v1", None, MAX) == MappingRemoval("v1", None)
+    assert decode_mapping(b"v1", None, LIMITS) == MappingRemoval("v1", None)
 
 
 def test_empty_product_list_removes_the_mapping_as_of_its_ts() -> None:
-    assert decode_mapping(b"v1", mapping_json(products=[]), MAX) == MappingRemoval("v1", BASE_TS)
+    assert decode_mapping(b"v1", mapping_json(products=[]), LIMITS) == MappingRemoval("v1", BASE_TS)
 
 
 def _product(**overrides: object) -> dict[str, object]:
@@ -124,20 +122,20 @@ def _product(**overrides: object) -> dict[str, object]:
 )
 def test_bad_mappings_get_a_reason(key: bytes | None, products: list[object] | None, reason: R) -> None:
     value = mapping_json(products=products) if products is not None else None  # type: ignore[arg-type]
-    result = decode_mapping(key, value, MAX)
+    result = decode_mapping(key, value, LIMITS)
     assert isinstance(result, Invalid), result
     assert result.reason == reason, result.error
 
 
 def test_mapping_without_products_field_is_missing_field() -> None:
     value = orjson.dumps({"video_id": "v1", "creator_id": "c1", "ts": BASE_TS})
-    result = decode_mapping(b"v1", value, MAX)
+    result = decode_mapping(b"v1", value, LIMITS)
     assert isinstance(result, Invalid) and result.reason == R.MISSING_FIELD
 
 
 def test_error_message_names_the_field_and_position() -> None:
     result = decode_mapping(
-        b"v1", mapping_json(products=[_product(), _product(stock="3", product_id="p2")]), MAX
+        b"v1", mapping_json(products=[_product(), _product(stock="3", product_id="p2")]), LIMITS
     )
     assert isinstance(result, Invalid)
     assert "products[1].stock" in result.error
@@ -158,7 +156,7 @@ def feedback_json(**fields: object) -> bytes:
 
 
 def test_valid_feedback() -> None:
-    result = decode_feedback(b"c1", feedback_json(kind="order", amount_cents=1999), MAX)
+    result = decode_feedback(b"c1", feedback_json(kind="order", amount_cents=1999), LIMITS)
     assert isinstance(result, CreatorEvent) and result.amount_cents == 1999 and result.kind == "order"
 
 
@@ -175,5 +173,5 @@ def test_valid_feedback() -> None:
     ],
 )
 def test_bad_feedback_gets_a_reason(key: bytes, value: bytes, reason: R) -> None:
-    result = decode_feedback(key, value, MAX)
+    result = decode_feedback(key, value, LIMITS)
     assert isinstance(result, Invalid) and result.reason == reason, result
