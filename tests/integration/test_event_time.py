@@ -21,7 +21,6 @@ import pytest
 import redis.asyncio as aioredis
 
 from config import Settings
-from likeflow.domain.decide import prompt_id_for
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.kafka_batch import KeyPartitioner
 from likeflow.sinks.redis_keys import windows_key
@@ -61,7 +60,7 @@ class Scenario:
                 like = {"event_id": event_id, "user_id": user, "video_id": f"{creator}-v", "ts": ts}
                 self.likes.setdefault(hour, []).append((user.encode(), orjson.dumps(like), []))
                 self._count(creator, "prompt", ts)
-                prompt_id = prompt_id_for(event_id, f"{creator}-p")
+                prompt_id = f"prompt-of-{event_id}"  # produce() makes it one the worker issued
                 kinds = [("click", ts + 60_000)]
                 if j % 4 == 0:
                     kinds.append(("order", ts + 120_000))
