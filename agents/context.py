@@ -13,6 +13,7 @@ from agents.retention import RetentionSweeper
 from config import Settings
 from likeflow.domain.decide import GuardPolicy
 from likeflow.domain.pricing import PricePolicy
+from likeflow.domain.prompt_ids import PromptIds
 from likeflow.domain.quality.counting import WindowPolicy
 from likeflow.domain.quality.judging import JudgePolicy
 from likeflow.domain.ranking import RankingPolicy
@@ -78,5 +79,8 @@ class PipelineContext:
     producer: Callable[[], AIOKafkaProducer]  # likeflow.worker.faust_batch.kafka_producer
     user_states: ChangelogStore[UserState]  # tables.state_store over tables.user_state
     limits: InputLimits  # likeflow.policies.input_limits_from: what one input record may hold
+    # tables.state_store over tables.erasure_ledger: pseudonym -> latest erasure ts, never expired.
+    erasures: ChangelogStore[int]
+    prompt_ids: PromptIds  # likeflow.domain.prompt_ids, keyed by a key derived from the user key
     # likeflow.replicas.creator_weights.CreatorWeights (the judge's weights; 1.0 until judged).
     creator_weight: CreatorWeight = neutral_creator_weight

@@ -10,7 +10,7 @@ from typing import Any
 
 from agents.context import PipelineContext
 from likeflow.batches import Completion, Records, Turn
-from likeflow.domain.decide import Duplicate, Skip, decide
+from likeflow.domain.decide import Duplicate, NoPromptReason, Skip, decide
 from likeflow.domain.pseudonym import edge_pseudonym
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.user_state import UserState
@@ -112,7 +112,9 @@ class PromptLikes:
         like = Like(decoded.event_id, user, decoded.video_id, decoded.ts, decoded.action)
         state = self._states.get(partition, user)
         if state is None:
-            state = UserState()
+            # A user without state may still have been erased (retention deleted the state, the
+            # ledger keeps the erasure): a like from before it is ignored all the same.
+            state = UserState(erased_ts=ctx.erasures.get(partition, user) or 0)
         decision = decide(
             state,
             like,
@@ -121,6 +123,7 @@ class PromptLikes:
             now_ms=now_ms,
             guards=ctx.guards,
             ranking=ctx.ranking,
+            prompt_ids=ctx.prompt_ids,
             pricing=ctx.pricing,
             offset=record.offset,
         )
@@ -134,6 +137,8 @@ class PromptLikes:
                 # source once (by offset), so a re-send counts only if the first never arrived.
                 self._reports.add(partition, CreatorEvent.for_prompt(original), decision.sent.offset)
             return DUPLICATE
+        if isinstance(decision, Skip) and decision.reason in UNCHANGED:
+            return decision.reason.value  # nothing of the like was recorded: no state to write
         self._states.put(partition, user, state)
         ctx.retention.touch(partition, user, state)
         if isinstance(decision, Skip):
@@ -202,6 +207,8 @@ class PromptLikes:
 
 PROMPTED = "prompted"
 DUPLICATE = "duplicate"
+# Skips decided before anything of the like is recorded in the user's state.
+UNCHANGED = frozenset({NoPromptReason.PROMPTS_OFF, NoPromptReason.ERASED, NoPromptReason.TOO_LATE})
 
 
 async def _all(futures: Sequence[asyncio.Future[Any]]) -> None:

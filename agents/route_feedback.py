@@ -9,11 +9,17 @@ from typing import Any
 
 from agents.context import PipelineContext
 from likeflow.batches import Completion, Records, Turn
+from likeflow.domain.prompt_ids import is_legacy_id
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.sinks.kafka_batch import OutputBatch
-from streams.events import Invalid
+from streams.events import DeadLetterReason, Invalid
 from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK
 from streams.validation import decode_feedback
+
+UNKNOWN_PROMPT = Invalid(
+    DeadLetterReason.UNKNOWN_PROMPT,
+    "prompt_id is not a prompt likeflow issued for this creator_id, product_id and user_id",
+)
 
 
 class RouteFeedback:
@@ -30,6 +36,7 @@ class RouteFeedback:
         self._reports = reports
         self._counts_topic = settings.topic(CREATOR_EVENTS)
         self._limits = ctx.limits
+        self._legacy_until = settings.legacy_prompt_ids_until_ms
         self._consumed = ctx.metrics.records_consumed.labels(settings.topic(PROMPT_FEEDBACK))
         self._batch_seconds = ctx.metrics.batch_duration.labels("route_feedback")
 
@@ -50,6 +57,13 @@ class RouteFeedback:
                 # The edge for feedback: the app reports the raw user id; only its pseudonym
                 # goes on.
                 feedback = replace(decoded, user_id=ctx.pseudonymize(decoded.user_id))
+                if not ctx.prompt_ids.verify(
+                    feedback.prompt_id, feedback.creator_id, feedback.product_id, feedback.user_id
+                ) and not (feedback.ts <= self._legacy_until and is_legacy_id(feedback.prompt_id)):
+                    # Not a prompt likeflow issued for this creator, product and user: a forged
+                    # click must not move the creator's rates or the platform's averages.
+                    invalid.append((record, UNKNOWN_PROMPT))
+                    continue
                 self._reports.observe(partition, feedback.ts)
                 self._reports.add(partition, feedback, record.offset)
                 audit.setdefault(partition, []).append(feedback.to_json())

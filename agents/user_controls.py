@@ -9,7 +9,7 @@ import faust
 
 from agents.context import PipelineContext
 from agents.decoding import Decoder, valid_events
-from likeflow.domain.privacy import apply_consent, apply_erasure
+from likeflow.domain.privacy import apply_consent, apply_erasure, needs_state
 from likeflow.domain.pseudonym import edge_pseudonym
 from likeflow.domain.user_state import UserState
 from streams.events import UserConsent, UserErasure
@@ -30,7 +30,9 @@ def register(app: faust.App, ctx: PipelineContext) -> tuple[Any, Any]:
     on the changelog out of order.
     """
     states = ctx.user_states
+    ledger = ctx.erasures
     controls = ctx.metrics.user_controls
+    stateless = ctx.metrics.user_controls_stateless
 
     def stream_of(
         topic: Any, decode: Decoder[T], name: str, apply: Callable[[int, T, Any], Awaitable[None]]
@@ -51,18 +53,36 @@ def register(app: faust.App, ctx: PipelineContext) -> tuple[Any, Any]:
 
     async def consent(partition: int, control: UserConsent, headers: Any) -> None:
         user = edge_pseudonym(control.user_id, headers, ctx.pseudonymize)
-        state = states.get(partition, user) or UserState()
-        if apply_consent(state, control):
-            await save(partition, user, state)
+        held = states.get(partition, user)
+        if held is None and not needs_state(control):
+            # Admission: a user never seen who keeps the default choices needs no state (a
+            # flood of consent records for invented ids creates none).
+            stateless.labels("consent").inc()
+        else:
+            state = held or UserState()
+            if apply_consent(state, control):
+                await save(partition, user, state)
         ctx.retention.observe(partition, control.ts)
         controls.labels("consent").inc()
 
     async def erasure(partition: int, control: UserErasure, headers: Any) -> None:
         user = edge_pseudonym(control.user_id, headers, ctx.pseudonymize)
-        state = apply_erasure(states.get(partition, user) or UserState(), control)
-        # The state first (a like processed from now on sees the erasure), then Redis.
-        await save(partition, user, state)
-        await ctx.prompt_store.erase(user, state.erased_ts)
+        erased_ts = max(control.ts, ledger.get(partition, user) or 0)
+        # The ledger first: it outlives the state (retention), so a pre-erasure like replayed
+        # any time later is still ignored (docs/privacy.md). Its changelog is on the same
+        # partition as the state's, acknowledged before this control's offset is committed.
+        ledger.put(partition, user, erased_ts)
+        ledger_acknowledged = await ledger.flush(partition)
+        held = states.get(partition, user)
+        if held is None:
+            # Nothing held to erase: the ledger entry alone (admission: no state for an id
+            # never seen). A like processed later finds the ledger when it creates the state.
+            stateless.labels("erasure").inc()
+        else:
+            # The state next (a like processed from now on sees the erasure), then Redis.
+            await save(partition, user, apply_erasure(held, UserErasure(control.user_id, erased_ts)))
+        await ledger_acknowledged
+        await ctx.prompt_store.erase(user, erased_ts)
         ctx.retention.observe(partition, control.ts)
         controls.labels("erasure").inc()
 

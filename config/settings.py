@@ -177,6 +177,9 @@ class Settings:
     # Decoded user states and counter rows kept per partition in memory (the rest are decoded
     # again from the store when needed).
     state_cache_keys: int = 100_000
+    # Upgrade from a version before keyed prompt ids: feedback stamped at or before this time
+    # (epoch ms) may name a prompt by its old, unkeyed id (a UUIDv5). 0: none is accepted.
+    legacy_prompt_ids_until_ms: int = 0
     # A creator without a closed window for this long (event time) is forgotten: standing row,
     # Redis documents and its `creator-quality` record (a tombstone).
     creator_retention_days: int = 30
@@ -320,6 +323,7 @@ class Settings:
         _check(self.max_likes_per_user >= 1, "MAX_LIKES_PER_USER", "must be >= 1")
         _check(self.state_cache_keys >= 100, "STATE_CACHE_KEYS", "must be >= 100")
         _check(self.creator_retention_days >= 1, "CREATOR_RETENTION_DAYS", "must be >= 1")
+        _check(self.legacy_prompt_ids_until_ms >= 0, "LEGACY_PROMPT_IDS_UNTIL_MS", "must be epoch ms or 0")
         worst = self.user_state_worst_bytes
         _check(
             worst <= MAX_STATE_RECORD_BYTES,

@@ -19,6 +19,7 @@ def policies_from(settings: Settings) -> tuple[GuardPolicy, RankingPolicy]:
         prompts_per_hour=settings.prompts_per_hour,
         dedupe_horizon_ms=settings.dedupe_horizon_hours * HOUR_MS,
         language=settings.language,
+        max_likes_per_user=settings.max_likes_per_user,
     )
     ranking = RankingPolicy(
         affinity_half_life_ms=settings.affinity_half_life_hours * HOUR_MS,

@@ -1,4 +1,4 @@
-"""Faust table declarations: per-user prompt state and creator quality counts and standings."""
+"""Faust table declarations: per-user prompt state, the erasure ledger, creator counts and standings."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import faust
 from config import Settings
 
 USER_STATE_TABLE = "user_state"
+ERASURE_LEDGER_TABLE = "erasure_ledger"
 CREATOR_COUNTS_TABLE = "creator_counts"
 CREATOR_STANDING_TABLE = "creator_standing"
 # A compacted changelog keeps a user's overwritten and deleted states until the cleaner runs;
@@ -26,6 +27,7 @@ class Tables:
     """The Faust tables of one app (values are JSON-ready dicts; keys are str ids)."""
 
     user_state: Any
+    erasure_ledger: Any
     creator_counts: Any
     creator_standing: Any
 
@@ -64,6 +66,11 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
             "user pseudonym -> seen likes, recent prompts, affinity, consent",
             configs=USER_STATE_CHANGELOG_CONFIGS,
             raw=True,
+        ),
+        # Never expires (compacted, no tombstones): an erasure must outlive the user's state,
+        # which retention deletes, so that a pre-erasure like replayed later is still ignored.
+        erasure_ledger=table(
+            ERASURE_LEDGER_TABLE, "user pseudonym -> ts of the user's latest erasure request", raw=True
         ),
         creator_counts=table(
             CREATOR_COUNTS_TABLE, "window rows, dedupe entries and partition clocks", raw=True

@@ -6,12 +6,15 @@ from typing import Any
 
 import orjson
 
+from likeflow.domain.prompt_ids import PromptIds
 from streams.events import Like, Product, VideoMapping
 from streams.validation import InputLimits
 
 BASE_TS = 1_795_000_000_000  # 2026-11-18T11:06:40Z = 19:06:40 in UTC+8 (evening peak)
 # The default input limits as of a year after BASE_TS: every ts the unit tests use is accepted.
 LIMITS = InputLimits().at(BASE_TS + 365 * 24 * 3_600_000)
+# Prompt ids of the unit tests (the workers key theirs with a key derived from the user key).
+PROMPT_IDS = PromptIds(b"prompt-id key for unit tests")
 
 
 def product(product_id: str = "p1", **overrides: Any) -> Product:

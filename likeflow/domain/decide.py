@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import hashlib
-import uuid
 from dataclasses import dataclass
 from enum import StrEnum
 
 from likeflow.domain.affinity import add_like, scores_at
 from likeflow.domain.copy import offer_text
 from likeflow.domain.pricing import PricePolicy, offer_price
+from likeflow.domain.prompt_ids import PromptIds
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy, rank
 from likeflow.domain.user_state import SentPrompt, UserState
 from streams.events import Like, Prompt, VideoMapping, kept
 
-# Fixed namespace: prompt ids must stay the same across versions and replays.
-PROMPT_ID_NAMESPACE = uuid.UUID("6f1d3c5e-8a57-4b0e-9a7e-1f4c2b9d0a11")
 NO_CAMPAIGN = PricePolicy()
 
 
@@ -28,6 +25,8 @@ class NoPromptReason(StrEnum):
     TOO_LATE = "too_late"
     PROMPTS_OFF = "prompts_off"
     ERASED = "erased"
+    # The user liked more than `max_likes_per_user` times within the dedupe horizon.
+    RATE_LIMITED = "rate_limited"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +37,8 @@ class GuardPolicy:
     prompts_per_hour: int = 3
     dedupe_horizon_ms: int = 24 * HOUR_MS
     language: str = "zh"
+    # Likes remembered per user within the dedupe horizon (bounds the user's state).
+    max_likes_per_user: int = 5_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,25 +71,6 @@ class Skip:
 Decision = Emit | Duplicate | Skip
 
 
-_NAMESPACE_BYTES = PROMPT_ID_NAMESPACE.bytes
-
-
-def prompt_id_for(event_id: str, product_id: str) -> str:
-    """Deterministic prompt id: a redelivered like gets the same id (UUIDv5 hex).
-
-    RFC 4122 name-based UUID (SHA-1) built directly, without `uuid.UUID` objects: the same value
-    as `uuid.uuid5(PROMPT_ID_NAMESPACE, f"{event_id}\x1f{product_id}").hex`.
-    """
-    digest = bytearray(
-        hashlib.sha1(
-            _NAMESPACE_BYTES + f"{event_id}\x1f{product_id}".encode(), usedforsecurity=False
-        ).digest()[:16]
-    )
-    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return digest.hex()
-
-
 def decide(
     state: UserState,
     like: Like,
@@ -98,16 +80,19 @@ def decide(
     now_ms: int,
     guards: GuardPolicy,
     ranking: RankingPolicy,
+    prompt_ids: PromptIds,
     pricing: PricePolicy = NO_CAMPAIGN,
     offset: int = -1,
 ) -> Decision:
     """Decide the prompt for `like` joined with `mapping`, updating `state` in place.
 
-    `offset` is the like's position in its input partition, kept with the prompt it produces.
+    `offset` is the like's position in its input partition, kept with the prompt it produces;
+    `prompt_ids` issues the prompt's id (deterministic: a redelivered like gets the same one).
 
     The user's controls first: a user who turned prompts off gets none and the like is not
     recorded; a like from before the user's erasure request is ignored. Then dedupe (by
-    event_id, so redelivery is a no-op), then: eligible products (certified,
+    event_id, so redelivery is a no-op), the per-user cap on likes remembered (skipped as
+    `rate_limited` before the state grows), then: eligible products (certified,
     in stock) ranked against the user's profile *before* this like; products offered to the user
     within `repeat_window_ms` of this like are passed over, so a repeat like falls through to the
     best product not yet offered; a like more than `dedupe_horizon_ms` behind the user's latest is
@@ -120,17 +105,26 @@ def decide(
         return Skip(NoPromptReason.PROMPTS_OFF)
     if state.erased(like.ts):
         return Skip(NoPromptReason.ERASED)
-    if like.event_id in state.seen:
+    if state.remembers(like.event_id):
         return Duplicate(state.sent_for(like.event_id))
     if like.ts < state.high_ts - guards.dedupe_horizon_ms:
         # Older than the dedupe horizon: its event_id may have been pruned from `seen`, so it
         # could be a redelivery we can no longer recognise. Refusing it keeps dedupe exact.
         return Skip(NoPromptReason.TOO_LATE)
+    if len(state.seen) >= guards.max_likes_per_user:
+        # The like's own time may prune old entries first (the state's clock is a maximum, so
+        # this is idempotent); a user still at the cap is skipped before the state grows.
+        state.high_ts = max(state.high_ts, like.ts)
+        _prune(state, guards)
+        if len(state.seen) >= guards.max_likes_per_user:
+            return Skip(NoPromptReason.RATE_LIMITED)
     personalized = state.consent is None or state.consent.personalized
     # The profile's scores at the like, decayed once: ranked on, then updated with the like.
     current = scores_at(state.affinity, like.ts, ranking.affinity_half_life_ms) if personalized else {}
-    decision = _choose(state, like, mapping, creator_weight, now_ms, guards, ranking, pricing, current)
-    state.seen[like.event_id] = like.ts
+    decision = _choose(
+        state, like, mapping, creator_weight, now_ms, guards, ranking, pricing, current, prompt_ids
+    )
+    state.remember(like.event_id, like.ts)
     if isinstance(decision, Emit):
         state.sent.append(
             SentPrompt(like.event_id, decision.prompt.product_id, like.ts, decision.raw, offset)
@@ -152,6 +146,7 @@ def _choose(
     ranking: RankingPolicy,
     pricing: PricePolicy,
     current: dict[str, float],
+    prompt_ids: PromptIds,
 ) -> Decision:
     eligible = mapping.eligible
     if not eligible:
@@ -175,7 +170,7 @@ def _choose(
     score, best = rank(candidates, state.affinity, like.ts, creator_weight, ranking, current)[0]
     price_cents = offer_price(best, like.ts, pricing)
     prompt = Prompt(
-        prompt_id=prompt_id_for(like.event_id, best.product_id),
+        prompt_id=prompt_ids.issue(like.event_id, best.product_id, mapping.creator_id, like.user_id),
         user_id=like.user_id,
         video_id=like.video_id,
         creator_id=mapping.creator_id,

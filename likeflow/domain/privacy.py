@@ -22,6 +22,12 @@ def apply_consent(state: UserState, consent: UserConsent) -> bool:
     return True
 
 
+def needs_state(consent: UserConsent) -> bool:
+    """Whether `consent` must be kept for a user the job holds nothing about: only a refusal.
+    The default (prompts and personalisation on) is what a user without state gets anyway."""
+    return not (consent.prompts and consent.personalized)
+
+
 def apply_erasure(state: UserState, erasure: UserErasure) -> UserState:
     """The state left after erasing the user: only the erasure ts and their consent choice.
 

@@ -23,13 +23,18 @@ class Pseudonymizer:
     which key made it, so a key rotation shows in the data instead of silently splitting users.
     """
 
-    __slots__ = ("_keyed", "version", "_prefix", "_recent", "_max_recent")
+    __slots__ = ("_keyed", "_derive", "version", "_prefix", "_recent", "_max_recent")
+
+    # Longer ids are not remembered: a user id has at most LIKEFLOW_MAX_ID_CHARS (default 128)
+    # characters, and a dead letter's oversized key must not fill the cache.
+    MAX_REMEMBERED_CHARS = 128
 
     def __init__(self, key: bytes, version: int, max_recent: int = 100_000) -> None:
         if len(key) < MIN_KEY_CHARS:
             raise ValueError(f"the pseudonym key must be at least {MIN_KEY_CHARS} bytes")
         # The keyed HMAC state, copied per id: the key schedule is computed once, not per call.
         self._keyed = hmac.new(key, digestmod=hashlib.sha256)
+        self._derive = hmac.new(key, digestmod=hashlib.sha512)
         self.version = version
         self._prefix = f"v{version}."
         # Recently seen ids (an active user likes again within minutes): at most `max_recent`,
@@ -43,10 +48,19 @@ class Pseudonymizer:
             keyed = self._keyed.copy()
             keyed.update(user_id.encode("utf-8"))
             pseudonym = self._prefix + keyed.hexdigest()[:DIGEST_HEX_CHARS]
-            if len(self._recent) >= self._max_recent:
-                self._recent.clear()
-            self._recent[user_id] = pseudonym
+            if len(user_id) <= self.MAX_REMEMBERED_CHARS:
+                if len(self._recent) >= self._max_recent:
+                    self._recent.clear()
+                self._recent[user_id] = pseudonym
         return pseudonym
+
+    def derive(self, purpose: str) -> bytes:
+        """A 32-byte key for `purpose` derived from the pseudonym key, for keys that rotate with
+        it: HMAC-SHA512 of the purpose, a function pseudonyms (HMAC-SHA256) never compute, so no
+        user id, not even a crafted one, has a pseudonym that reveals part of it."""
+        keyed = self._derive.copy()
+        keyed.update(purpose.encode())
+        return keyed.digest()[:32]
 
     def __repr__(self) -> str:
         return f"Pseudonymizer(version={self.version}, key=<hidden>)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -9,6 +10,19 @@ import orjson
 
 from likeflow.domain.affinity import Affinity
 from streams.events import Prompt
+
+# Event ids up to this long are remembered as they are (a UUID is 36); longer ones as a digest,
+# so that a user's `seen` costs at most ~60 bytes per like however long the ids a client sends.
+SEEN_ID_CHARS = 40
+
+
+def seen_key(event_id: str) -> str:
+    """How `event_id` is remembered in `UserState.seen`: itself, or "#" and a 96-bit BLAKE2b
+    digest of it when longer than `SEEN_ID_CHARS` (collisions only ever make one user's like a
+    duplicate of another of the same user's likes, at odds of ~2^-96)."""
+    if len(event_id) <= SEEN_ID_CHARS:
+        return event_id
+    return "#" + hashlib.blake2b(event_id.encode(), digest_size=12).hexdigest()
 
 
 @dataclass(slots=True)
@@ -54,8 +68,9 @@ class ConsentState:
 class UserState:
     """Everything the prompt decision needs about one user, in event time (epoch ms).
 
-    `seen` maps the event_id of every like processed within the dedupe horizon to its ts, so a
-    redelivered like (Kafka at-least-once, producer retries) changes nothing; `sent` holds the
+    `seen` maps the event_id (`seen_key`) of every like processed within the dedupe horizon to
+    its ts, so a redelivered like (Kafka at-least-once, producer retries) changes nothing; it
+    holds at most `GuardPolicy.max_likes_per_user` entries; `sent` holds the
     prompts emitted within the guard horizon, so a redelivered like gets its original prompt
     back byte for byte. `high_ts` is the highest like ts seen: the user's own event-time clock,
     which drives pruning so that replays prune exactly like the live run did. `consent` is the
@@ -91,6 +106,46 @@ class UserState:
         """`sent_for(event_id)`'s prompt, decoded."""
         sent = self.sent_for(event_id)
         return None if sent is None else sent.prompt
+
+    def remembers(self, event_id: str) -> bool:
+        """Whether the like `event_id` was processed within the dedupe horizon. (A state written
+        before long ids were digested holds them as they are: both forms are looked up.)"""
+        key = seen_key(event_id)
+        return key in self.seen or (key is not event_id and event_id in self.seen)
+
+    def remember(self, event_id: str, ts: int) -> None:
+        """Note the like `event_id` at `ts` (epoch ms) as processed."""
+        self.seen[seen_key(event_id)] = ts
+
+    def clamp_times(self, max_ts: int) -> bool:
+        """Bring every event time held above `max_ts` (epoch ms; the worker's clock plus the
+        allowed skew) down to it; True when something changed.
+
+        A state written before future timestamps were refused at the edge may hold one (a like
+        stamped in year 9999 makes every later like `too_late`, a consent or erasure stamped so
+        can never be superseded, and the user never expires): the worker repairs it when it loads
+        the state (docs/security.md)."""
+        changed = False
+        if self.high_ts > max_ts:
+            self.high_ts, changed = max_ts, True
+        if self.erased_ts > max_ts:
+            self.erased_ts, changed = max_ts, True
+        if self.consent is not None and self.consent.ts > max_ts:
+            self.consent = ConsentState(self.consent.prompts, self.consent.personalized, max_ts)
+            changed = True
+        if any(ts > max_ts for ts in self.seen.values()):
+            self.seen = {e: min(ts, max_ts) for e, ts in self.seen.items()}
+            changed = True
+        for category, (score, ref) in list(self.affinity.items()):
+            if ref > max_ts:
+                self.affinity[category] = (score, max_ts)
+                changed = True
+        # A prompt keeps its bytes, its like time included: one liked beyond the ceiling is junk
+        # (that like would be dead-lettered now) and is dropped rather than re-timed.
+        if any(sent.like_ts > max_ts for sent in self.sent):
+            self.sent = [sent for sent in self.sent if sent.like_ts <= max_ts]
+            changed = True
+        return changed
 
     @property
     def last_active_ts(self) -> int:

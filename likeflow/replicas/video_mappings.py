@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 
 from likeflow.domain.mappings import MappingOutcome, mapping_outcome
 from likeflow.replicas.compacted import CompactedFollower
 from streams.events import Invalid, VideoMapping
 from streams.validation import InputLimits, decode_mapping
+
+log = logging.getLogger(__name__)
 
 
 class VideoMappings(CompactedFollower):
@@ -19,12 +23,30 @@ class VideoMappings(CompactedFollower):
     user (two extra Kafka hops per like). The lookup is processing-time: the mapping this worker
     has applied when the like is processed. Invalid records are skipped here; the partitioned
     `ingest_mappings` agent dead-letters each of them once.
+
+    Memory is bounded: the replica holds at most `max_bytes` of records (their size as received;
+    in memory a mapping takes about as much again, docs/capacity.md). At the cap the mapping of a
+    new video is refused (`on_refused`) while updates and removals of held videos still apply,
+    so a flood of invented videos cannot crash every worker, and a restart that re-reads the
+    compacted topic stops at the same bound.
     """
 
-    def __init__(self, limits: InputLimits) -> None:
+    def __init__(
+        self,
+        limits: InputLimits,
+        max_bytes: int = 256 * 1024 * 1024,
+        on_refused: Callable[[], None] | None = None,
+        on_size: Callable[[int], None] | None = None,
+    ) -> None:
         super().__init__()
         self._limits = limits
+        self._max_bytes = max_bytes
+        self._on_refused = on_refused
+        self._on_size = on_size
         self._mappings: dict[str, VideoMapping] = {}
+        self._sizes: dict[str, int] = {}
+        self.bytes = 0
+        self._last_warned = 0.0
 
     def get(self, video_id: str) -> VideoMapping | None:
         """The video's current mapping, or None when it has no products."""
@@ -40,7 +62,33 @@ class VideoMappings(CompactedFollower):
             return
         if mapping_outcome(self._mappings.get(update.video_id), update) is MappingOutcome.STALE:
             return
+        video_id = update.video_id
+        held = self._sizes.get(video_id, 0)
         if isinstance(update, VideoMapping):
-            self._mappings[update.video_id] = update
+            size = len(value or b"")
+            if not held and self.bytes + size > self._max_bytes:
+                self._refuse(video_id)
+                return
+            self._mappings[video_id] = update
+            self._sizes[video_id] = size
+            self.bytes += size - held
         else:
-            self._mappings.pop(update.video_id, None)
+            self._mappings.pop(video_id, None)
+            self._sizes.pop(video_id, None)
+            self.bytes -= held
+        if self._on_size is not None:
+            self._on_size(self.bytes)
+
+    def _refuse(self, video_id: str) -> None:
+        if self._on_refused is not None:
+            self._on_refused()
+        now = time.monotonic()
+        if now - self._last_warned >= 10.0:
+            self._last_warned = now
+            log.error(
+                "video mapping replica full (%d of %d bytes, LIKEFLOW_MAPPINGS_MAX_BYTES): mapping of "
+                "new video %r refused; likes of such videos are skipped as no_mapping",
+                self.bytes,
+                self._max_bytes,
+                video_id[:64],
+            )

@@ -8,8 +8,14 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from likeflow.metrics import Metrics
-from likeflow.sinks.dead_letter_records import dead_letter_headers, pseudonymised_header, without_raw_user_id
-from likeflow.sinks.kafka_batch import OutputBatch
+from likeflow.sinks.dead_letter_records import (
+    HEADER_PREFIX,
+    dead_letter_headers,
+    fitted,
+    pseudonymised_header,
+    without_raw_user_id,
+)
+from likeflow.sinks.kafka_batch import OutputBatch, OutRecord
 from streams.events import Invalid
 
 log = logging.getLogger(__name__)
@@ -33,7 +39,12 @@ class DeadLetterSink:
 
     Dead letters of `user_keyed_topics` (full names) keep no raw user id: key and `user_id` are
     replaced by the pseudonym where the record can be parsed, and the record is marked so the
-    edge does not pseudonymise it again if it is repaired and published anew.
+    edge does not pseudonymise it again if it is repaired and published anew; those of
+    `user_field_topics` (records that name a user but are keyed otherwise) get their `user_id`
+    field replaced. Every dead letter fits the topic: a key or value over its limit is cut to it,
+    with its size and SHA-256 in headers, and the original headers are capped. A dead letter the
+    broker still refuses for good is counted (`likeflow_dead_letters_refused_total`), logged and
+    skipped: the batch's offsets then move on, so one record cannot stop the worker.
     """
 
     def __init__(
@@ -43,12 +54,19 @@ class DeadLetterSink:
         metrics: Metrics,
         user_keyed_topics: Collection[str] = (),
         pseudonymize: Callable[[str], str] | None = None,
+        *,
+        user_field_topics: Collection[str] = (),
+        max_key_bytes: int = 512,
+        max_value_bytes: int = 65_536,
     ) -> None:
         self.topic = topic
         self._partition_of = partition_of  # key bytes -> partition of the dead-letter topic
         self._metrics = metrics
         self._user_keyed = frozenset(user_keyed_topics) if pseudonymize else frozenset()
+        self._user_field = frozenset(user_field_topics) if pseudonymize else frozenset()
         self._pseudonymize = pseudonymize
+        self._max_key_bytes = max_key_bytes
+        self._max_value_bytes = max_value_bytes
         self._last_logged: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
@@ -71,13 +89,36 @@ class DeadLetterSink:
             offset=record.offset,
         )
         key, value = record.key, record.value if value is None else value
-        if record.topic in self._user_keyed and self._pseudonymize is not None:
-            key, value, changed = without_raw_user_id(key, value, self._pseudonymize)
+        # The key first (an oversized one is no user id, and is never hashed or pseudonymised
+        # whole), then the raw user id out, then the value cut: its SHA-256 names no raw id.
+        key, _, cut_key = fitted(key, None, max_key_bytes=self._max_key_bytes, max_value_bytes=0)
+        user_keyed = record.topic in self._user_keyed
+        if (user_keyed or record.topic in self._user_field) and self._pseudonymize is not None:
+            key, value, changed = without_raw_user_id(
+                key, value, self._pseudonymize, key_is_user_id=user_keyed
+            )
             if changed:
                 headers = pseudonymised_header(headers)
-        outputs.add(self.topic, self._partition_of(key or b""), key, value, None, headers)
+        _, value, cut_value = fitted(None, value, max_key_bytes=0, max_value_bytes=self._max_value_bytes)
+        headers += cut_key + cut_value
+        outputs.add(
+            self.topic, self._partition_of(key or b""), key, value, None, headers, on_refused=self._refused
+        )
         self._metrics.dead_letters.labels(record.topic, reason).inc()
         self._log(record, reason, invalid.error)
+
+    def _refused(self, record: OutRecord, exc: BaseException) -> None:
+        headers = dict(record[3])
+        source = headers.get(HEADER_PREFIX + "topic", b"?").decode("utf-8", "replace")
+        self._metrics.dead_letters_refused.labels(source).inc()
+        log.error(
+            "dead letter of %s[%s]@%s refused by the broker (%r): counted and skipped; the record's "
+            "offset is committed without it (is the dead-letter topic's max.message.bytes below 1 MiB?)",
+            source,
+            headers.get(HEADER_PREFIX + "partition", b"?").decode("utf-8", "replace"),
+            headers.get(HEADER_PREFIX + "offset", b"?").decode("utf-8", "replace"),
+            exc,
+        )
 
     def add_all(self, outputs: OutputBatch, invalid: Sequence[tuple[SourceRecord, Invalid]]) -> None:
         """`add` for each (record, why) pair."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from agents.route_feedback import RouteFeedback
 from config import Settings
 from likeflow import connections
 from likeflow.domain.privacy import DAY_MS
+from likeflow.domain.prompt_ids import prompt_ids_for
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.stall import StallDetector
 from likeflow.metrics import Metrics
@@ -48,7 +50,7 @@ from streams.topics import (
     declare_topics,
 )
 from tables import declare_tables
-from tables.codecs import CreatorCountsCodec, UserStateCodec
+from tables.codecs import CreatorCountsCodec, ErasureLedgerCodec, UserStateCodec
 from tables.state_store import ChangelogStore
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
@@ -121,13 +123,32 @@ def create_app(settings: Settings) -> faust.App:
     redis_client = connections.redis_client(settings)
     weights = CreatorWeights()
     limits = input_limits_from(settings)
-    mappings = VideoMappings(limits)
+    mappings = VideoMappings(
+        limits,
+        settings.mappings_max_bytes,
+        on_refused=metrics.mapping_updates.labels("refused").inc,
+        on_size=metrics.mappings_bytes.set,
+    )
+    metrics.mappings_max_bytes.set(settings.mappings_max_bytes)
 
     def producer() -> AIOKafkaProducer:
         return kafka_producer(app)
 
-    user_states = ChangelogStore(tables.user_state, UserStateCodec(), producer)
-    creator_counts = ChangelogStore(tables.creator_counts, CreatorCountsCodec(), producer)
+    skew_ms = limits.max_skew_ms
+
+    def ceiling() -> int:
+        return int(time.time() * 1000) + skew_ms
+
+    user_states = ChangelogStore(
+        tables.user_state,
+        UserStateCodec(ceiling, metrics.clock_repairs.labels("user_state").inc),
+        producer,
+        max_cached=settings.state_cache_keys,
+    )
+    erasures = ChangelogStore(tables.erasure_ledger, ErasureLedgerCodec(), producer)
+    creator_counts = ChangelogStore(
+        tables.creator_counts, CreatorCountsCodec(), producer, max_cached=settings.state_cache_keys
+    )
     store = RedisPromptStore(
         redis_client,
         prefix=settings.redis_prefix,
@@ -148,10 +169,14 @@ def create_app(settings: Settings) -> faust.App:
         metrics=metrics,
         dead_letters=DeadLetterSink(
             settings.topic(DEAD_LETTERS),
-            KeyPartitioner(settings.partitions),
+            # Dead-letter keys are whatever a client sent: a small cache of short keys only.
+            KeyPartitioner(settings.partitions, max_keys=10_000, max_cached_bytes=64),
             metrics,
             user_keyed_topics=[settings.topic(name) for name in CO_PARTITIONED_TOPICS],
             pseudonymize=pseudonymize,
+            user_field_topics=[settings.topic(PROMPT_FEEDBACK)],
+            max_key_bytes=settings.max_key_bytes,
+            max_value_bytes=settings.max_record_bytes,
         ),
         prompt_store=store,
         guards=guards,
@@ -172,6 +197,8 @@ def create_app(settings: Settings) -> faust.App:
         producer=producer,
         user_states=user_states,
         limits=limits,
+        erasures=erasures,
+        prompt_ids=prompt_ids_for(pseudonymize),
         creator_weight=weights,
     )
     register_agents(app, ctx)
@@ -186,6 +213,7 @@ def create_app(settings: Settings) -> faust.App:
         metrics,
         {
             "user_state": user_states,
+            "erasure_ledger": erasures,
             "creator_counts": creator_counts,
             "creator_standing": tables.creator_standing.data,
         },
@@ -245,7 +273,7 @@ def _register_batch_handlers(
     for topic, handler in handlers:
         router.register(topic.get_topic_name(), handler)
         app.topics.add(topic)  # subscribed (and co-partitioned by Faust's assignor) like an agent's
-    for store in (ctx.user_states, creator_counts):
+    for store in (ctx.user_states, ctx.erasures, creator_counts):
         router.restore(store.changelog_topic, store.apply_changelog)
 
     async def forget_partitions(app: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
@@ -253,6 +281,7 @@ def _register_batch_handlers(
         # worker may own these partitions next, and what this one holds in memory is re-read.
         for held in (
             ctx.user_states,
+            ctx.erasures,
             creator_counts,
             like_sources,
             feedback_sources,

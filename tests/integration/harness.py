@@ -15,14 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from config import Settings
 from likeflow.connections import kafka_client_kwargs
+from likeflow.domain.prompt_ids import PromptIds, prompt_ids_for
+from likeflow.domain.pseudonym import Pseudonymizer
 from likeflow.worker.watchdog import STALL_EXIT_CODE
-from tests.integration.contract import check_consumed, check_produced
+from streams.topics import PROMPT_FEEDBACK
+from tests.integration.contract import check_consumed, check_produced, contract_name
 
 Record = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
 
@@ -109,7 +113,6 @@ class WorkerProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def health(self) -> dict[str, Any] | None:
-        import orjson
 
         try:
             with urllib.request.urlopen(self._url("/health"), timeout=2) as resp:  # noqa: S310
@@ -139,8 +142,45 @@ class WorkerProcess:
         return f"http://{self.settings.web_host}:{self.settings.web_port}{path}"
 
 
-async def produce(settings: Settings, topic: str, records: Iterable[Record]) -> int:
-    """Send records in order (aiokafka's default murmur2 partitioner, as Faust uses); returns count."""
+def pseudonymizer_for(settings: Settings) -> Pseudonymizer:
+    """The pseudonyms the worker of `settings` gives to user ids."""
+    return Pseudonymizer(settings.user_key.encode(), settings.user_key_version)
+
+
+def prompt_ids_of(settings: Settings) -> PromptIds:
+    """The prompt ids the worker of `settings` issues, and accepts in feedback."""
+    return prompt_ids_for(pseudonymizer_for(settings))
+
+
+def with_issued_prompt_ids(settings: Settings, records: Iterable[Record]) -> list[Record]:
+    """Feedback `records` as an app sends them: each names a prompt the worker issued for its
+    creator, product and user. A `prompt_id` the worker would not accept is replaced by the id
+    of a prompt for them (the old value taken as the like's event id, so distinct stays
+    distinct); records that are not feedback objects are left as they are."""
+    ids, pseudonymize = prompt_ids_of(settings), pseudonymizer_for(settings)
+    out: list[Record] = []
+    for key, value, headers in records:
+        try:
+            body = orjson.loads(value) if value is not None else None
+        except orjson.JSONDecodeError:
+            body = None
+        names = ("prompt_id", "creator_id", "product_id", "user_id")
+        if isinstance(body, dict) and all(isinstance(body.get(n), str) for n in names):
+            user = pseudonymize(body["user_id"])
+            if not ids.verify(body["prompt_id"], body["creator_id"], body["product_id"], user):
+                body["prompt_id"] = ids.issue(body["prompt_id"], body["product_id"], body["creator_id"], user)
+                value = orjson.dumps(body)
+        out.append((key, value, headers))
+    return out
+
+
+async def produce(settings: Settings, topic: str, records: Iterable[Record], *, as_sent: bool = False) -> int:
+    """Send records in order (aiokafka's default murmur2 partitioner, as Faust uses); returns count.
+
+    Feedback gets prompt ids the worker accepts (`with_issued_prompt_ids`), as the app echoes
+    the id of the prompt it showed; `as_sent` sends it unchanged (forged feedback)."""
+    if contract_name(settings, topic) == PROMPT_FEEDBACK and not as_sent:
+        records = with_issued_prompt_ids(settings, records)
     producer = AIOKafkaProducer(**kafka_client_kwargs(settings), acks="all")
     await producer.start()
     n = 0

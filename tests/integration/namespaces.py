@@ -9,8 +9,7 @@ import uuid
 import pytest
 
 from config import Settings, load_settings
-from likeflow.domain.pseudonym import Pseudonymizer
-from tests.integration.harness import free_port
+from tests.integration.harness import free_port, prompt_ids_of, pseudonymizer_for
 
 # Every namespace `private_settings` hands out this session, dropped from the stack at its end
 # (conftest.py, `pytest_sessionfinish`).
@@ -42,6 +41,4 @@ def private_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathF
     )
 
 
-def pseudonymizer_for(settings: Settings) -> Pseudonymizer:
-    """The pseudonyms the worker of `settings` gives to user ids."""
-    return Pseudonymizer(settings.user_key.encode(), settings.user_key_version)
+__all__ = ["SESSION_NAMESPACES", "private_settings", "prompt_ids_of", "pseudonymizer_for"]

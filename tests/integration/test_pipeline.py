@@ -10,7 +10,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from config import Settings
-from likeflow.domain.decide import prompt_id_for
+from likeflow.domain.prompt_ids import PromptIds
 from likeflow.domain.pseudonym import Pseudonymizer
 from likeflow.sinks.redis_keys import prompts_key
 from streams.topics import LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
@@ -18,6 +18,7 @@ from tests.integration.harness import (
     Consumed,
     WorkerProcess,
     produce,
+    prompt_ids_of,
     read_topic_until,
     wait_until,
     zset_members,
@@ -164,10 +165,14 @@ async def test_likes_become_exactly_the_expected_prompts(
     # A redelivered like re-sends its prompt byte for byte, never a different one.
     assert all(len(set(copies)) == 1 for copies in by_id.values())
 
-    known = {prompt_id_for(e, pid): (e, pid) for e, pid in EXACT | U3_CANDIDATES}
-    unexpected = [p for p in prompts if p["prompt_id"] not in known]
+    # Each id is the one the worker issues for its like and product (the nonce) and its creator,
+    # product and user (the tag).
+    ids = prompt_ids_of(settings)
+    assert all(ids.verify(p["prompt_id"], p["creator_id"], p["product_id"], p["user_id"]) for p in prompts)
+    known = {PromptIds.nonce(e, pid): (e, pid) for e, pid in EXACT | U3_CANDIDATES}
+    unexpected = [p for p in prompts if p["prompt_id"][:16] not in known]
     assert not unexpected
-    pairs = {known[p["prompt_id"]] for p in prompts}
+    pairs = {known[p["prompt_id"][:16]] for p in prompts}
     assert EXACT <= pairs
     u3 = pairs - EXACT
     assert len(u3) == 3 and u3 <= U3_CANDIDATES

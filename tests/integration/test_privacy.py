@@ -38,6 +38,7 @@ from tests.integration.harness import (
     Consumed,
     Record,
     WorkerProcess,
+    present,
     produce,
     read_topic,
     read_topic_until,
@@ -208,57 +209,97 @@ async def test_consent_erasure_and_no_raw_id_anywhere(
     assert all(stores[name] for name in stores), "every store was actually read"
 
 
-async def test_retention_tombstones_users_idle_past_the_horizon(
-    worker: WorkerProcess, settings: Settings, pseudonym: Pseudonymizer
+async def test_retention_tombstones_idle_users_and_the_erasure_ledger_outlives_it(
+    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
-    """A user idle for more than 30 days of the partition's event time is deleted, with a tombstone.
+    """A user idle for more than 30 days of the partition's event time is deleted, with a
+    tombstone; so is an erased user's remainder. The erasure itself stays in the erasure ledger:
+    a like from before it, replayed after retention deleted the state, is still ignored.
 
-    The likes go to a video with no eligible product: they update user state but emit no prompt,
-    so no creator event far in the past or future disturbs the quality windows of other tests.
+    A worker of its own: its partitions' clocks start with this test's likes (no record may be
+    stamped ahead of the wall clock, so a shared worker's clock could not be moved past its next
+    sweep). The idle user likes a video with no eligible product: state, no prompt.
     """
-    quiet = f"{VIDEO}-quiet"
-    await publish_video(settings, worker, quiet, certified=False)
-    partitioner = DefaultPartitioner()
-    partitions = list(range(settings.partitions))
-
-    def partition(user: str) -> int:
-        return int(partitioner(user.encode(), partitions, partitions))
-
-    idle = raw_user("idle")
-    # An active user on the same partition: their likes move that partition's event-time clock.
-    active = next(u for u in (raw_user(f"active{i}") for i in range(100)) if partition(u) == partition(idle))
-    expired_before = worker.metric_sum("likeflow_users_expired_total")
-    await produce(settings, settings.topic(LIKES), [like(idle, NOW - 40 * DAY_MS, quiet)])
-    await read_topic_until(
-        settings,
-        changelog(settings),
-        lambda rs: latest_state(rs, pseudonym(idle))[0],
-        60,
-        "the idle user's state",
-    )
-    await produce(settings, settings.topic(LIKES), [like(active, NOW + 2 * 3_600_000, quiet)])
-    records = await read_topic_until(
-        settings,
-        changelog(settings),
-        lambda rs: latest_state(rs, pseudonym(idle)) == (True, None),
-        60,
-        "the idle user's tombstone",
-    )
-    found, state = latest_state(records, pseudonym(active))
-    assert found and state is not None, "the active user is kept"
-    assert worker.metric_sum("likeflow_users_expired_total") > expired_before
-    # The tombstoned history is compacted away within the configured bound.
-    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
-    await admin.start()
+    settings = private_settings(base_settings, tmp_path_factory)
+    await ensure_topics(settings)
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()
     try:
-        described = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, changelog(settings))]
+        pseudonym = pseudonymizer_for(settings)
+        quiet = f"{VIDEO}-quiet"
+        await publish_video(settings, worker, quiet, certified=False)
+        await publish_video(settings, worker, VIDEO)
+        partitioner = DefaultPartitioner()
+        partitions = list(range(settings.partitions))
+
+        def partition(user: str) -> int:
+            return int(partitioner(user.encode(), partitions, partitions))
+
+        idle = raw_user("idle")
+        # An active user and an erased one on the same partition: the active user's like moves
+        # that partition's event-time clock.
+        same = (raw_user(f"same{i}") for i in range(1000))
+        active, erased = [u for u in same if partition(u) == partition(idle)][:2]
+        expired_before = worker.metric_sum("likeflow_users_expired_total")
+        pre_erasure = like(erased, NOW - 40 * DAY_MS - 3_600_000)
+        await produce(settings, settings.topic(LIKES), [like(idle, NOW - 40 * DAY_MS, quiet), pre_erasure])
+        await produce(settings, settings.topic(USER_ERASURE), [control(erased, ts=NOW - 40 * DAY_MS)])
+        await read_topic_until(
+            settings,
+            changelog(settings),
+            lambda rs: latest_state(rs, pseudonym(idle))[0] and latest_state(rs, pseudonym(erased))[0],
+            60,
+            "the idle and the erased user's state",
         )
+        await produce(settings, settings.topic(LIKES), [like(active, NOW, quiet)])
+        records = await read_topic_until(
+            settings,
+            changelog(settings),
+            lambda rs: all(latest_state(rs, pseudonym(u)) == (True, None) for u in (idle, erased)),
+            60,
+            "the idle and the erased user's tombstones",
+        )
+        found, state = latest_state(records, pseudonym(active))
+        assert found and state is not None, "the active user is kept"
+        assert worker.metric_sum("likeflow_users_expired_total") >= expired_before + 2
+
+        # The erased user's state is gone; their pre-erasure like, replayed (as an archive replay
+        # or a reset of the group would), is ignored because the ledger remembers the erasure.
+        skipped_before = worker.metric_sum("likeflow_likes_skipped_total", reason="erased")
+        replayed = like(erased, NOW - 40 * DAY_MS - 1_800_000)
+        await produce(settings, settings.topic(LIKES), [replayed])
+        await wait_until(
+            lambda: worker.metric_sum("likeflow_likes_skipped_total", reason="erased") > skipped_before,
+            30,
+            "the replayed pre-erasure like to be skipped as erased",
+            worker,
+        )
+        ledger = await read_topic(settings, f"{settings.app_id}-erasure_ledger-changelog")
+        assert [int(present(r.value)) for r in ledger if r.key == pseudonym(erased).encode()] == [
+            NOW - 40 * DAY_MS
+        ]
+        sent = [
+            orjson.loads(r.value)
+            for r in await read_topic(settings, settings.topic(ORDER_PROMPTS))
+            if r.value
+        ]
+        replayed_ts = orjson.loads(present(replayed[1]))["ts"]
+        assert not [p for p in sent if p["user_id"] == pseudonym(erased) and p["like_ts"] == replayed_ts]
+
+        # The tombstoned history is compacted away within the configured bound.
+        admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
+        await admin.start()
+        try:
+            described = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, changelog(settings))]
+            )
+        finally:
+            await admin.close()
+        configs = {name: value for name, value, *_ in described[0].resources[0][4]}
+        for name, value in USER_STATE_CHANGELOG_CONFIGS.items():
+            assert configs[name] == value, name
     finally:
-        await admin.close()
-    configs = {name: value for name, value, *_ in described[0].resources[0][4]}
-    for name, value in USER_STATE_CHANGELOG_CONFIGS.items():
-        assert configs[name] == value, name
+        worker.stop()
 
 
 async def test_the_price_is_the_same_for_everyone_on_the_real_stack(

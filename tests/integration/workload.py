@@ -8,17 +8,18 @@ records, so each user's likes and each creator's events keep their produce order
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from config import Settings
-from likeflow.domain.decide import Emit, Skip, decide, prompt_id_for
+from likeflow.domain.decide import Emit, Skip, decide
 from likeflow.domain.user_state import UserState
 from likeflow.policies import policies_from
 from streams.events import Like, Product, VideoMapping
-from tests.integration.harness import Record
+from tests.integration.harness import Record, prompt_ids_of, pseudonymizer_for
 
 HOUR_MS = 3_600_000
 COUNT_OF_KIND = {"click": "clicks", "order": "orders", "return": "returns", "complaint": "complaints"}
@@ -123,6 +124,9 @@ def build(settings: Settings, scale: Scale, seed: int, base_ts: int) -> Workload
     """
     rng = random.Random(seed)
     guards, ranking = policies_from(settings)
+    # The worker's own pseudonyms and prompt ids: the oracle's prompts are the worker's, byte for
+    # byte but for emitted_ts.
+    pseudonymize, prompt_ids = pseudonymizer_for(settings), prompt_ids_of(settings)
     wl = Workload()
     creators = [f"c{i}" for i in range(scale.creators)]
     videos: dict[str, VideoMapping] = {}
@@ -135,7 +139,7 @@ def build(settings: Settings, scale: Scale, seed: int, base_ts: int) -> Workload
             videos[video] = VideoMapping(video, body["creator_id"], body["ts"], products)
     span_ms = 50 * 60_000
     states: dict[str, UserState] = {}
-    emitted: list[tuple[str, str, int, str]] = []  # prompt_id, creator, like ts, user
+    emitted: list[tuple[str, str, int, str, str]] = []  # prompt_id, creator, like ts, user, product
     video_names = list(videos) or ["v0"]
     weights = [1.0 / (rank + 1) for rank in range(len(video_names))]
     for i in range(scale.likes):
@@ -162,25 +166,26 @@ def build(settings: Settings, scale: Scale, seed: int, base_ts: int) -> Workload
         state = states.setdefault(user, UserState())
         decision = decide(
             state,
-            Like(f"l{i}", user, video, ts),
+            Like(f"l{i}", pseudonymize(user), video, ts),
             mapping,
             creator_weight=1.0,
             now_ms=ts,
             guards=guards,
             ranking=ranking,
+            prompt_ids=prompt_ids,
         )
         if isinstance(decision, Emit):
             prompt = decision.prompt
-            emitted.append((prompt.prompt_id, prompt.creator_id, ts, user))
+            emitted.append((prompt.prompt_id, prompt.creator_id, ts, user, prompt.product_id))
         elif isinstance(decision, Skip):
             reason = decision.reason.value
             # A too-late like leaves no trace in the user's state, so its retry is refused again.
             count = copies if reason == "too_late" else 1
             wl.expected_skips[reason] = wl.expected_skips.get(reason, 0) + count
-    wl.expected_prompt_ids = {p for p, _, _, _ in emitted}
-    for _, creator, ts, _ in emitted:
+    wl.expected_prompt_ids = {p for p, _, _, _, _ in emitted}
+    for _, creator, ts, _, _ in emitted:
         _window(wl.expected_windows.setdefault(creator, {}), ts)["prompts"] += 1
-    for j, (prompt_id, creator, ts, user) in enumerate(emitted):
+    for j, (prompt_id, creator, ts, user, product) in enumerate(emitted):
         if rng.random() >= scale.feedback_ratio:
             continue
         kind = rng.choice(["click", "click", "order", "return", "complaint"])
@@ -189,7 +194,7 @@ def build(settings: Settings, scale: Scale, seed: int, base_ts: int) -> Workload
             "event_id": f"f{j}",
             "prompt_id": prompt_id,
             "creator_id": creator,
-            "product_id": "x",
+            "product_id": product,
             "user_id": user,
             "kind": kind,
             "ts": ts + rng.randint(0, 60_000),
@@ -204,7 +209,7 @@ def build(settings: Settings, scale: Scale, seed: int, base_ts: int) -> Workload
         if rng.random() < scale.duplicate_ratio:
             wl.feedback.append(record)
     _late_feedback(rng, wl, scale, base_ts)
-    _raced(rng, wl, scale, base_ts, span_ms)
+    _raced(rng, wl, scale, base_ts, span_ms, lambda e, p, c, u: prompt_ids.issue(e, p, c, pseudonymize(u)))
     poison_count = int(scale.likes * scale.poison_ratio)
     wl.poison = [poison_record(rng, k, settings.max_record_bytes) for k in range(poison_count)]
     return wl
@@ -222,7 +227,14 @@ def _late_feedback(rng: random.Random, wl: Workload, scale: Scale, base_ts: int)
         wl.late_feedback.append((key, orjson.dumps(event), []))
 
 
-def _raced(rng: random.Random, wl: Workload, scale: Scale, base_ts: int, span_ms: int) -> None:
+def _raced(
+    rng: random.Random,
+    wl: Workload,
+    scale: Scale,
+    base_ts: int,
+    span_ms: int,
+    prompt_id: Callable[[str, str, str, str], str],
+) -> None:
     """Videos of their own creators, each liked once by users of their own; the mapping is
     replaced (newer ts, another product) in the middle of the likes. Each like must produce
     exactly one prompt, for the product of either version."""
@@ -247,7 +259,7 @@ def _raced(rng: random.Random, wl: Workload, scale: Scale, base_ts: int, span_ms
             ts = base_ts + rng.randrange(span_ms)
             body = {"event_id": event_id, "user_id": user, "video_id": video, "ts": ts}
             wl.raced_likes.append((user.encode(), orjson.dumps(body), []))
-            wl.raced[event_id] = {prompt_id_for(event_id, f"{video}-p{v}") for v in (0, 1)}
+            wl.raced[event_id] = {prompt_id(event_id, f"{video}-p{v}", creator, user) for v in (0, 1)}
 
 
 def interleave(rng: random.Random, good: list[Record], bad: list[Record]) -> list[Record]:

@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 
 import orjson
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from likeflow.domain.decide import (
-    PROMPT_ID_NAMESPACE,
     Duplicate,
     Emit,
     GuardPolicy,
     NoPromptReason,
     Skip,
     decide,
-    prompt_id_for,
 )
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy
 from likeflow.domain.user_state import UserState
 from streams.events import Like, Prompt, VideoMapping
-from tests.factories import BASE_TS, like, mapping, product
+from tests.factories import BASE_TS, PROMPT_IDS, like, mapping, product
 
 GUARDS = GuardPolicy()
 RANKING = RankingPolicy()
@@ -31,7 +26,16 @@ HOUR_START = BASE_TS - BASE_TS % HOUR_MS
 
 
 def run(state: UserState, lk: Like, mp: VideoMapping, guards: GuardPolicy = GUARDS):  # type: ignore[no-untyped-def]
-    return decide(state, lk, mp, creator_weight=1.0, now_ms=lk.ts + 5, guards=guards, ranking=RANKING)
+    return decide(
+        state,
+        lk,
+        mp,
+        creator_weight=1.0,
+        now_ms=lk.ts + 5,
+        guards=guards,
+        ranking=RANKING,
+        prompt_ids=PROMPT_IDS,
+    )
 
 
 def emitted(decision: object) -> Prompt:
@@ -51,7 +55,7 @@ def test_emits_the_best_eligible_product() -> None:
     assert prompt.product_id == "well-stocked"
     assert prompt.creator_id == "c1" and prompt.video_id == "v1" and prompt.user_id == "u1"
     assert prompt.like_ts == BASE_TS and prompt.emitted_ts == BASE_TS + 5
-    assert prompt.prompt_id == prompt_id_for("e1", "well-stocked")
+    assert prompt.prompt_id == PROMPT_IDS.issue("e1", "well-stocked", "c1", "u1")
     assert prompt.text == "同款 title well-stocked ¥129.00，一键下单"
 
 
@@ -124,6 +128,7 @@ def test_redelivered_like_returns_the_original_prompt_and_changes_nothing() -> N
         now_ms=BASE_TS + 999_999,
         guards=GUARDS,
         ranking=RANKING,
+        prompt_ids=PROMPT_IDS,
     )
     assert isinstance(again, Duplicate) and again.sent is not None
     assert again.sent.raw == first.to_json(), "the original bytes, not a new decision"
@@ -165,8 +170,12 @@ def test_affinity_from_past_likes_steers_the_choice() -> None:
 
 
 def test_prompt_ids_are_deterministic_and_distinct() -> None:
-    assert prompt_id_for("e1", "p1") == prompt_id_for("e1", "p1")
-    assert len({prompt_id_for("e1", "p1"), prompt_id_for("e1", "p2"), prompt_id_for("e2", "p1")}) == 3
+    issue = PROMPT_IDS.issue
+    assert issue("e1", "p1", "c1", "u1") == issue("e1", "p1", "c1", "u1")
+    assert (
+        len({issue("e1", "p1", "c1", "u1"), issue("e1", "p2", "c1", "u1"), issue("e2", "p1", "c1", "u1")})
+        == 3
+    )
 
 
 def test_a_replay_gives_the_same_prompts_except_emitted_ts() -> None:
@@ -181,7 +190,16 @@ def test_a_replay_gives_the_same_prompts_except_emitted_ts() -> None:
                 product(f"b{v}", category="bag", stock=3),
             )
             lk = like(f"e{i}", video_id=f"v{v}", ts=BASE_TS + i * 600_000)
-            d = decide(state, lk, mp, creator_weight=1.0, now_ms=now_ms, guards=GUARDS, ranking=RANKING)
+            d = decide(
+                state,
+                lk,
+                mp,
+                creator_weight=1.0,
+                now_ms=now_ms,
+                guards=GUARDS,
+                ranking=RANKING,
+                prompt_ids=PROMPT_IDS,
+            )
             if isinstance(d, Emit):
                 out.append(replace(d.prompt, emitted_ts=0))
         return out
@@ -206,16 +224,3 @@ def test_state_round_trips_through_json() -> None:
 def test_copy_language_follows_the_policy(language: str, text: str) -> None:
     prompt = emitted(run(UserState(), like(), mapping("v1", product("a")), GuardPolicy(language=language)))
     assert prompt.text == text
-
-
-@given(event_id=st.text(min_size=1, max_size=40), product_id=st.text(min_size=1, max_size=40))
-def test_prompt_ids_are_rfc_4122_uuid5(event_id: str, product_id: str) -> None:
-    expected = uuid.uuid5(PROMPT_ID_NAMESPACE, f"{event_id}\x1f{product_id}").hex
-    assert prompt_id_for(event_id, product_id) == expected
-
-
-def test_a_state_round_trips_through_its_changelog_bytes_with_the_prompts_as_sent() -> None:
-    state = UserState()
-    first = emitted(run(state, like("e1"), mapping("v1", product("a"), product("b"))))
-    restored = UserState.from_dict(orjson.loads(state.to_json()))
-    assert restored.sent[0].raw == first.to_json() and restored.to_json() == state.to_json()

@@ -20,7 +20,7 @@ from streams.events import Like, UserConsent, UserErasure, VideoMapping
 from streams.validation import decode_consent, decode_erasure, decode_mapping
 from tables.codecs import UserStateCodec
 from tables.state_store import ChangelogStore
-from tests.factories import BASE_TS, LIMITS, like, mapping, mapping_json, product
+from tests.factories import BASE_TS, LIMITS, PROMPT_IDS, like, mapping, mapping_json, product
 from tests.unit.fakes import FakeTable
 
 KEY = b"k" * 32
@@ -30,7 +30,15 @@ RANKING = RankingPolicy()
 
 def run(state: UserState, lk: Like, mp: VideoMapping, pricing: PricePolicy = NO_CAMPAIGN) -> Any:
     return decide(
-        state, lk, mp, creator_weight=1.0, now_ms=lk.ts, guards=GUARDS, ranking=RANKING, pricing=pricing
+        state,
+        lk,
+        mp,
+        creator_weight=1.0,
+        now_ms=lk.ts,
+        guards=GUARDS,
+        ranking=RANKING,
+        prompt_ids=PROMPT_IDS,
+        pricing=pricing,
     )
 
 

@@ -15,7 +15,7 @@ from likeflow.domain.user_state import UserState
 from likeflow.ops.rebuild import Changelog, decode_key, quality_documents, windows_updates
 from streams.events import Prompt, UserErasure
 from tables.codecs import UserStateCodec
-from tests.factories import BASE_TS, like, mapping, product
+from tests.factories import BASE_TS, PROMPT_IDS, like, mapping, product
 
 
 def emit(state: UserState, event_id: str, ts: int) -> None:
@@ -28,6 +28,7 @@ def emit(state: UserState, event_id: str, ts: int) -> None:
         now_ms=ts,
         guards=GuardPolicy(),
         ranking=RankingPolicy(),
+        prompt_ids=PROMPT_IDS,
     )
     assert isinstance(decision, Emit)
 
