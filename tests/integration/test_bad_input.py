@@ -55,6 +55,14 @@ BAD_LIKES: list[tuple[Record, str]] = [
     ((b"bad-u110", like_value(110, user_id="bad-u110", ts=NOW // 1000), []), "invalid_value"),
     ((b"bad-u111", None, []), "missing_field"),
     ((b"bad-u112", b'"just a string"', []), "not_an_object"),
+    # A client's clock in year 9999, and one just beyond the allowed skew (300 s).
+    ((b"bad-u113", like_value(113, user_id="bad-u113", ts=253_402_300_799_000), []), "future_ts"),
+    ((b"bad-u114", like_value(114, user_id="bad-u114", ts=NOW + 3_600_000), []), "future_ts"),
+    # A zero-width space and a bidi override in ids.
+    (("bad-u115\u200b".encode(), like_value(115, user_id="bad-u115\u200b"), []), "invalid_value"),
+    ((b"bad-u116", like_value(116, user_id="bad-u116", video_id="bad-v1\u202e"), []), "invalid_value"),
+    # A key far over LIKEFLOW_MAX_KEY_BYTES (its dead letter keeps the first 512 bytes).
+    ((b"bad-u117" + b"k" * 100_000, like_value(117, user_id="bad-u117"), []), "oversized"),
 ]
 PRODUCT = {
     "product_id": "bad-p1",
@@ -64,7 +72,38 @@ PRODUCT = {
     "certified": True,
     "stock": 9,
 }
+
+
+def mapping_record(video_id: str, *, creator_id: str = "c", ts: int = NOW) -> Record:
+    body = {"video_id": video_id, "creator_id": creator_id, "ts": ts, "products": [PRODUCT]}
+    return video_id.encode(), orjson.dumps(body), []
+
+
 BAD_MAPPINGS: list[tuple[Record, str]] = [
+    (
+        (
+            b"bad-v5",
+            orjson.dumps(
+                {
+                    "video_id": "bad-v5",
+                    "creator_id": "c",
+                    "ts": NOW,
+                    # An RLO would show "¥99.00" as "00.99¥" next to the prompt's price.
+                    "products": [{**PRODUCT, "title": "dress \u202e00.99\u00a5"}],
+                }
+            ),
+            [],
+        ),
+        "invalid_value",
+    ),
+    (
+        mapping_record("bad-v7", creator_id="}c{"),
+        "invalid_value",
+    ),
+    (
+        mapping_record("bad-v6", ts=NOW + 24 * 3_600_000),
+        "future_ts",
+    ),
     (
         (
             b"bad-v2",
@@ -176,7 +215,9 @@ async def test_bad_records_are_dead_lettered_and_valid_ones_still_prompt(
     # other byte as received; those of `video-products` are the original bytes, untouched.
     expected_by_key: dict[bytes | None, tuple[bytes | None, Record, str]] = {}
     for (key, value, headers), reason in BAD_LIKES:
-        dead_key, dead_value, _ = without_raw_user_id(key, value, pseudonym)
+        # An oversized key is cut to LIKEFLOW_MAX_KEY_BYTES before it is pseudonymised.
+        cut = key[: settings.max_key_bytes] if key is not None else None
+        dead_key, dead_value, _ = without_raw_user_id(cut, value, pseudonym)
         expected_by_key[dead_key] = (dead_value, (key, value, headers), reason)
     for mapping, reason in BAD_MAPPINGS:
         expected_by_key[mapping[0]] = (mapping[1], mapping, reason)
@@ -199,10 +240,13 @@ async def test_bad_records_are_dead_lettered_and_valid_ones_still_prompt(
     for record in dead:
         expected_value, (key, value, headers), reason = expected_by_key[record.key]
         header_map = dict(record.headers)
+        if key is not None and len(key) > settings.max_key_bytes:
+            assert header_map["likeflow.dlq.key_size"] == str(len(key)).encode()
         if expected_value is not None and len(expected_value) > settings.max_record_bytes:
             # Cut to fit, with what identifies the whole: its size and SHA-256.
             assert header_map["likeflow.dlq.value_size"] == str(len(expected_value)).encode()
-            assert header_map["likeflow.dlq.value_sha256"] == hashlib.sha256(expected_value).hexdigest().encode()
+            digest = hashlib.sha256(expected_value).hexdigest().encode()
+            assert header_map["likeflow.dlq.value_sha256"] == digest
             expected_value = expected_value[: settings.max_record_bytes]
         assert record.value == expected_value
         assert b"bad-u" not in b"%r %r" % (record.key, record.value), "a raw user id in a dead letter"
