@@ -12,8 +12,11 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 from config import Settings
+from likeflow.connections import kafka_client_kwargs
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_keys import windows_key
 from streams.topics import (
@@ -334,6 +337,47 @@ async def test_forged_feedback_moves_no_counter_and_keeps_no_raw_user_id(
         await client.aclose()
 
 
+async def test_a_state_stamped_in_year_9999_is_repaired_when_the_worker_starts(
+    hostile_worker: WorkerProcess, hostile_settings: Settings
+) -> None:
+    """A deployment hit before the fix holds users whose clock is in year 9999: every later like
+    of theirs was `too_late`, also after a restart. The worker repairs such a state as it loads
+    it (the migration path)."""
+    settings, worker = hostile_settings, hostile_worker
+    pseudonym = pseudonymizer_for(settings)
+    video = f"hv-repair-{RUN}"
+    await publish(settings, worker, [mapping(video, [product(f"{video}-p")])])
+    user = f"stuck-{RUN}"
+    stuck = {"seen": {"old-like": YEAR_9999}, "sent": [], "affinity": {}, "high_ts": YEAR_9999,
+             "consent": None, "erased_ts": 0}  # fmt: skip
+    partition = (murmur2(user.encode()) & 0x7FFFFFFF) % settings.partitions
+    worker.stop()
+    producer = AIOKafkaProducer(**kafka_client_kwargs(settings), acks="all")
+    await producer.start()
+    try:
+        # What an earlier version wrote: the user's state on its partition of the changelog.
+        await producer.send_and_wait(
+            changelog(settings, "user_state"),
+            orjson.dumps(stuck),
+            key=pseudonym(user).encode(),
+            partition=partition,
+        )
+    finally:
+        await producer.stop()
+    worker.start()
+    repairs_before = worker.metric_sum("likeflow_clock_repairs_total", what="user_state")
+    await produce(settings, settings.topic(LIKES), [like(user, video)])
+    await read_topic_until(
+        settings,
+        settings.topic(ORDER_PROMPTS),
+        lambda rs: bool(prompts_for(rs, {pseudonym(user)})),
+        30,
+        "a prompt for the repaired user",
+    )
+    assert worker.metric_sum("likeflow_clock_repairs_total", what="user_state") > repairs_before
+    assert worker.metric_sum("likeflow_likes_skipped_total", reason="too_late") == 0
+
+
 async def test_the_mapping_replica_stops_at_its_cap(
     hostile_worker: WorkerProcess, hostile_settings: Settings
 ) -> None:
@@ -379,6 +423,12 @@ async def test_the_mapping_replica_stops_at_its_cap(
     held, refused = decided()
     assert held >= 1 and refused >= 1
     assert held * size <= MAPPINGS_MAX_BYTES
-    sent = await read_topic(settings, settings.topic(ORDER_PROMPTS))
-    assert len(prompts_for(sent, {pseudonym(u) for u in likers})) == held
+    mine = {pseudonym(u) for u in likers}
+    await read_topic_until(
+        settings,
+        settings.topic(ORDER_PROMPTS),
+        lambda rs: len(prompts_for(rs, mine)) == held,
+        30,
+        "a prompt for each like of a held video",
+    )
     assert worker.alive()
