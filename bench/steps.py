@@ -204,12 +204,13 @@ async def _handlers(raw: list[tuple[bytes, bytes]], n: int, batch: int, settings
     from agents.retention import RetentionSweeper
     from likeflow.batches import Turn
     from likeflow.connections import pseudonymizer
+    from likeflow.domain.prompt_ids import prompt_ids_for
     from likeflow.domain.quality.sources import SourceReports
     from likeflow.metrics import Metrics
-    from likeflow.policies import policies_from, pricing_from, quality_policies_from
+    from likeflow.policies import input_limits_from, policies_from, pricing_from, quality_policies_from
     from likeflow.sinks.dead_letters import DeadLetterSink
     from likeflow.sinks.kafka_batch import KeyPartitioner
-    from tables.codecs import CreatorCountsCodec, UserStateCodec
+    from tables.codecs import CreatorCountsCodec, ErasureLedgerCodec, UserStateCodec
     from tables.state_store import ChangelogStore
 
     producer = _UnsentProducer(bootstrap_servers="127.0.0.1:1")
@@ -221,6 +222,8 @@ async def _handlers(raw: list[tuple[bytes, bytes]], n: int, batch: int, settings
 
     user_states = ChangelogStore(table("user_state"), UserStateCodec(), lambda: producer)
     counts = ChangelogStore(table("creator_counts"), CreatorCountsCodec(), lambda: producer)
+    erasures = ChangelogStore(table("erasure_ledger"), ErasureLedgerCodec(), lambda: producer)
+    pseudonymize = pseudonymizer(settings)
     guards, ranking = policies_from(settings)
     windows, judging = quality_policies_from(settings)
     maps = _Mappings(settings)
@@ -251,10 +254,13 @@ async def _handlers(raw: list[tuple[bytes, bytes]], n: int, batch: int, settings
         windows=windows,
         judging=judging,
         video_mappings=maps,
-        pseudonymize=pseudonymizer(settings),
+        pseudonymize=pseudonymize,
         retention=RetentionSweeper(user_states, 30 * 86_400_000, on_expired=lambda n: None),
         producer=lambda: producer,
         user_states=user_states,
+        limits=input_limits_from(settings),
+        erasures=erasures,
+        prompt_ids=prompt_ids_for(pseudonymize),
         creator_weight=lambda creator_id: 1.0,
     )
     partition_of = KeyPartitioner(settings.partitions)

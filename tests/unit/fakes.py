@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiokafka.errors import MessageSizeTooLargeError
+
 
 class FakeBatch:
     """aiokafka's BatchBuilder, keeping the appended records."""
@@ -28,14 +30,21 @@ class FakeProducer:
         self.sent: list[tuple[str, int, bytes | None, bytes | None]] = []
         self.batch_limit = batch_limit
         self.fail: BaseException | None = None
+        # A batch holding a value longer than this is refused as the broker would (too large).
+        self.max_value_bytes: int | None = None
 
     def create_batch(self) -> FakeBatch:
         return FakeBatch(self.batch_limit)
 
     async def send_batch(self, batch: FakeBatch, topic: str, *, partition: int) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        too_large = self.max_value_bytes is not None and any(
+            len(v or b"") > self.max_value_bytes for _, v in batch.records
+        )
         if self.fail is not None:
             future.set_exception(self.fail)
+        elif too_large:
+            future.set_exception(MessageSizeTooLargeError())
         else:
             self.sent += [(topic, partition, k, v) for k, v in batch.records]
             future.set_result(None)
