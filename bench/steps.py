@@ -82,6 +82,7 @@ def _cpu(fn: Callable[[], Any], n: int) -> float:
 async def measure(n: int, batch: int) -> dict[str, float]:
     """µs of CPU per like, by step, and for the handlers end to end."""
     from likeflow.domain.decide import Duplicate, decide
+    from likeflow.domain.prompt_ids import prompt_ids_for
     from likeflow.domain.pseudonym import Pseudonymizer
     from likeflow.domain.quality.sources import SourceReports
     from likeflow.domain.user_state import UserState
@@ -104,6 +105,7 @@ async def measure(n: int, batch: int) -> dict[str, float]:
     guards, ranking = policies_from(settings)
     windows, _ = quality_policies_from(settings)
     pseudonymize = Pseudonymizer(b"k" * 48, 1)
+    prompt_ids = prompt_ids_for(pseudonymize)
     codec = UserStateCodec()
     out: dict[str, float] = {}
 
@@ -140,6 +142,7 @@ async def measure(n: int, batch: int) -> dict[str, float]:
                         now_ms=now,
                         guards=guards,
                         ranking=ranking,
+                        prompt_ids=prompt_ids,
                     )
                 )
 
