@@ -9,7 +9,8 @@ through the agents' own sinks:
 
 - prompts: the prompts still in `sent` of each user's `user_state` value, through the same
   idempotent Lua upsert (a prompt already stored is left alone), minus any prompt of a user's
-  erased past (like_ts <= erased_ts), which the worker would not have written either;
+  erased past (like_ts <= the later of the state's erasure ts and the erasure ledger's), which
+  the worker would not have written either;
 - windows: each creator's `creator_counts` window rows, through the same version-guarded script,
   at version = the highest source offset stamped on those rows;
 - standing: the document the judge last served, stored with its version in the creator's
@@ -49,7 +50,7 @@ from likeflow.sinks.redis_keys import platform_key, standing_key, windows_key
 from likeflow.sinks.redis_prompts import RedisPromptStore, ServedPrompt
 from likeflow.sinks.redis_quality import RedisQualityStore, WindowsUpdate
 from streams.events import Prompt
-from tables import CREATOR_COUNTS_TABLE, CREATOR_STANDING_TABLE, USER_STATE_TABLE
+from tables import CREATOR_COUNTS_TABLE, CREATOR_STANDING_TABLE, ERASURE_LEDGER_TABLE, USER_STATE_TABLE
 
 log = logging.getLogger(__name__)
 
@@ -304,13 +305,16 @@ async def rebuild_redis(
     try:
         await redis.ping()
         users = await read_changelog(settings, changelog_topic(settings, USER_STATE_TABLE), progress=progress)
+        ledger = await read_changelog(
+            settings, changelog_topic(settings, ERASURE_LEDGER_TABLE), progress=progress
+        )
         counts = await read_changelog(
             settings, changelog_topic(settings, CREATOR_COUNTS_TABLE), progress=progress
         )
         standing = await read_changelog(
             settings, changelog_topic(settings, CREATOR_STANDING_TABLE), progress=progress
         )
-        report.records_read = users.records + counts.records + standing.records
+        report.records_read = users.records + ledger.records + counts.records + standing.records
 
         # Prompts, user by user, in the order each user's state holds them (the upsert's trim
         # gives the same set whatever the order).
@@ -318,6 +322,8 @@ async def rebuild_redis(
         for user, stored in users.values.items():
             report.users += 1
             state = UserState.from_dict(stored)
+            # The ledger outlives the state's own erasure ts (retention): the later one counts.
+            state.erased_ts = max(state.erased_ts, int(ledger.values.get(user, 0)))
             if state.erased_ts:
                 # The erasure marker first (a FLUSHALL took it): the upsert then refuses every
                 # prompt liked up to the erasure, from this rebuild or a worker's retried write.
