@@ -11,16 +11,27 @@ import platform
 import sys
 import time
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import likeflow
 from config import ConfigError, Settings, load_settings, unknown_variables
-from likeflow.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE
+from likeflow.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE, LikeflowError
 from likeflow.logs import logging_config
 from streams.events import CONTRACT_VERSION
 from streams.topics import BACKFILL_SOURCES, REPLAYABLE_TOPICS
 
+if TYPE_CHECKING:
+    from likeflow.ops.replay import TopicCopy
+
 log = logging.getLogger(__name__)
+
+
+class NotConfirmed(LikeflowError):
+    """A command that changes what the job reads or serves was not confirmed (no --yes, or no
+    at the prompt): nothing was changed; the message says how to confirm."""
+
+    exit_code = EXIT_USAGE
+
 
 # Generation thresholds of the cyclic garbage collector in a worker (Python's default: 700, 10, 10).
 GC_THRESHOLDS = (100_000, 50, 100)
@@ -222,13 +233,63 @@ def _cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_replay_topic(settings: Settings, args: argparse.Namespace) -> int:
-    from likeflow.ops.replay import copy_topic_range
+    from likeflow.ops.replay import copy_topic_range, copy_topics
 
-    copied = asyncio.run(copy_topic_range(settings, args.source, args.dest, args.since, args.until))
-    for partition, count in sorted(copied.items()):
-        print(f"{args.source}[{partition}]\t{count} records copied")
-    print(f"total\t{sum(copied.values())} records copied to {args.dest}")
+    # The destinations are live inputs of the job: a copy cannot be taken back.
+    _, dest = copy_topics(settings, args.source, args.dest)
+    asks = not (args.yes or args.dry_run)
+    if asks and not _interactive():
+        raise NotConfirmed(
+            f"replay topic writes to the live input topic {dest!r} and cannot be undone; pass --yes "
+            "to copy, or run it with --dry-run first to see what would be copied"
+        )
+
+    def confirm(found: TopicCopy) -> bool:
+        _print_copy(found, args.since, args.until)
+        try:
+            answer = input(f"copy these {found.total} records to {found.dest}? [y/N] ")
+        except EOFError:
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
+    result = asyncio.run(
+        copy_topic_range(
+            settings,
+            args.source,
+            args.dest,
+            args.since,
+            args.until,
+            dry_run=args.dry_run,
+            confirm=confirm if asks else None,
+        )
+    )
+    if asks and not result.sent:
+        raise NotConfirmed(f"not confirmed: nothing was copied to {dest!r}")
+    _print_copy(result, args.since, args.until)
     return 0
+
+
+def _print_copy(result: TopicCopy, since_ms: int, until_ms: int) -> None:
+    """The per-partition and total lines of `replay topic` (what it copied, or would copy)."""
+    verb = "records copied" if result.sent else "records in range (not sent)"
+    for partition, count in sorted(result.in_range.items()):
+        print(f"{result.source}[{partition}]\t{count} {verb}")
+    window = f"[{_iso_ms(since_ms)}, {_iso_ms(until_ms)})"
+    if result.sent:
+        print(f"total\t{result.total} records of {window} copied to {result.dest}")
+    else:
+        print(f"total\t{result.total} records of {window} would be copied to {result.dest}; nothing sent")
+
+
+def _iso_ms(ms: int) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _interactive() -> bool:
+    """True when a person can answer a question: stdin is a terminal."""
+    return sys.stdin is not None and sys.stdin.isatty()
 
 
 def _cmd_reset_offsets(settings: Settings, args: argparse.Namespace) -> int:
@@ -308,6 +369,21 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
             affected = sorted({c.creator_id for c in changes})
             print(f"[backfill] {len(changes)} windows of {len(affected)} creators differ from live")
             if args.swap:
+                # Serving's windows of the range are replaced (or removed, for a creator with
+                # none recomputed) for every creator: say what, and only go on with --yes.
+                live_count = sum(len(w) for w in live.values())
+                print(
+                    f"[backfill] --swap replaces the served windows in [{_iso_ms(args.since)}, "
+                    f"{_iso_ms(args.until)}) of {len(creators)} creators ({live_count} windows of "
+                    f"{len(live)} creators served now) with the {n_windows} windows of shadow "
+                    f"namespace {namespace}",
+                    flush=True,
+                )
+                if not args.yes:
+                    raise NotConfirmed(
+                        "--swap changes what is served and has no undo: nothing was swapped; re-run "
+                        "the same command with --yes to swap"
+                    )
                 swapped = await store.swap(namespace, creators, args.since, args.until)
                 print(f"[backfill] swapped: serving now shows the recomputed windows of {swapped} creators")
         finally:
@@ -400,11 +476,31 @@ def build_parser() -> argparse.ArgumentParser:
     rfile.add_argument("--dry-run", action="store_true", help="validate only; send nothing")
     rfile.add_argument("--strict", action="store_true", help="stop at the first invalid line (exit 1)")
     rfile.set_defaults(func=_cmd_replay_file)
-    rtopic = replay_sub.add_parser("topic", help="copy records in [--since, --until) between topics")
-    rtopic.add_argument("--from", dest="source", required=True, metavar="SRC")
-    rtopic.add_argument("--to", dest="dest", required=True, metavar="DST")
+    rtopic = replay_sub.add_parser(
+        "topic", help="copy records in [--since, --until) from a topic to a replayable input topic"
+    )
+    rtopic.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="SRC",
+        help="a contract topic name (the topic prefix is added) or the full name of another (archive) topic",
+    )
+    rtopic.add_argument(
+        "--to",
+        dest="dest",
+        required=True,
+        choices=REPLAYABLE_TOPICS,
+        help="the input topic to write to (contract name; the topic prefix is added)",
+    )
     rtopic.add_argument("--since", type=_time_arg, required=True, help="ISO-8601 or epoch ms (inclusive)")
     rtopic.add_argument("--until", type=_time_arg, required=True, help="ISO-8601 or epoch ms (exclusive)")
+    rtopic.add_argument(
+        "--dry-run", action="store_true", help="read and count what would be copied; send nothing"
+    )
+    rtopic.add_argument(
+        "--yes", action="store_true", help="copy without asking (needed when stdin is not a terminal)"
+    )
     rtopic.set_defaults(func=_cmd_replay_topic)
 
     backfill = sub.add_parser("backfill", help="recompute creator windows for a past range, diff, swap")
@@ -420,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument(
         "--swap", action="store_true", help="promote the recomputed windows into serving, atomically"
     )
+    backfill.add_argument("--yes", action="store_true", help="confirm --swap (it replaces what is served)")
     backfill.set_defaults(func=_cmd_backfill)
 
     reset = sub.add_parser("reset-offsets", help="rewind the job's consumer group to a point in time")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import gzip
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TextIO, cast
@@ -24,7 +25,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from config import Settings
 from likeflow.connections import kafka_client_kwargs, pseudonymizer, topic_partitions
-from likeflow.errors import LikeflowError
+from likeflow.errors import EXIT_USAGE, LikeflowError
 from likeflow.policies import input_limits_from
 from likeflow.progress import Progress
 from likeflow.sinks.dead_letter_records import dead_letter_headers, pseudonymised_header, without_raw_user_id
@@ -40,6 +41,13 @@ MAX_PROBLEMS_KEPT = 100
 
 class ReplayError(LikeflowError):
     """The command cannot go on; the message says why and what to do."""
+
+
+class ReplayArgumentError(ReplayError):
+    """An argument the command refuses (a destination that is not replayable, a future time):
+    the message says which and what to give instead."""
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass(slots=True)
@@ -169,67 +177,132 @@ def _uncompressed_size(path: Path) -> int:
     return size
 
 
+def copy_topics(settings: Settings, source: str, dest: str) -> tuple[str, str]:
+    """The full topic names `replay topic` reads and writes.
+
+    `dest` must be a replayable contract topic (its records are decoded by the job like live
+    ones); anything else, the audit log above all, is refused: one stray record there stops
+    every chain that ends in it. Both get the topic prefix when they are contract names; any
+    other `source` is a full topic name (an archive topic) used as is.
+    """
+    if dest not in REPLAYABLE_TOPICS:
+        raise ReplayArgumentError(
+            f"replay topic writes to the input topics {', '.join(REPLAYABLE_TOPICS)} (contract names, "
+            f"the topic prefix is added); not {dest!r}"
+        )
+    src = settings.topic(source) if source in SPECS_BY_NAME else source
+    dst = settings.topic(dest)
+    if src == dst:
+        raise ReplayArgumentError(f"--from and --to are the same topic {dst!r}: nothing to copy")
+    return src, dst
+
+
+@dataclass(frozen=True, slots=True)
+class TopicCopy:
+    """What `replay topic` found (and copied, when `sent`): full topic names and, per source
+    partition, the records with since <= timestamp < until."""
+
+    source: str
+    dest: str
+    in_range: dict[int, int]
+    sent: bool
+
+    @property
+    def total(self) -> int:
+        return sum(self.in_range.values())
+
+
 async def copy_topic_range(
     settings: Settings,
     source: str,
     dest: str,
     since_ms: int,
     until_ms: int,
+    *,
+    dry_run: bool = False,
+    confirm: Callable[[TopicCopy], bool] | None = None,
     progress_out: TextIO | None = None,
-) -> dict[int, int]:
-    """Copy records with since_ms <= timestamp < until_ms from `source` to `dest`.
+) -> TopicCopy:
+    """Copy records with since_ms <= timestamp < until_ms from `source` to `dest` (names as
+    `copy_topics` resolves them).
 
     Keeps key, value, headers and timestamp (the partition follows the key, as with the live
     producers). Starts at offsets-for-times(since) and reads to the end offsets seen at the
-    start, filtering by timestamp, so out-of-order timestamps are copied exactly. Returns
-    {source partition: records copied}.
+    start, filtering by timestamp, so out-of-order timestamps are copied exactly. `dry_run`
+    reads and counts, sends nothing. With `confirm`, the range is counted first and copied only
+    if `confirm` (shown the count) returns True; the copy reads the same offsets, so it sends
+    exactly what was counted.
     """
+    src, dst = copy_topics(settings, source, dest)
     if until_ms <= since_ms:
         raise ReplayError("--until must be after --since")
     consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), enable_auto_commit=False)
-    producer = AIOKafkaProducer(**kafka_client_kwargs(settings), acks="all", linger_ms=5)
     await consumer.start()
-    await producer.start()
-    copied: dict[int, int] = {}
     try:
-        partitions = await topic_partitions(consumer, source)
-        tps = [TopicPartition(source, p) for p in partitions]
+        await topic_partitions(consumer, dst)  # MissingTopic before anything is read
+        tps = [TopicPartition(src, p) for p in await topic_partitions(consumer, src)]
         consumer.assign(tps)
         starts = await consumer.offsets_for_times({tp: since_ms for tp in tps})
         ends = await consumer.end_offsets(tps)
         firsts = {tp: (found.offset if (found := starts.get(tp)) is not None else ends[tp]) for tp in tps}
-        progress = Progress(
-            sum(ends[tp] - firsts[tp] for tp in tps), f"replay {source} -> {dest}", progress_out
-        )
-        read = 0
-        for tp in tps:
-            copied[tp.partition] = 0
-            if firsts[tp] >= ends[tp]:
-                continue
-            consumer.seek(tp, firsts[tp])
-            while await consumer.position(tp) < ends[tp]:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                records = batch.get(tp, [])
-                read += len(records)
-                progress.update(read, sum(copied.values()))
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        break
-                    if since_ms <= record.timestamp < until_ms:
+        ranges = {tp: (firsts[tp], ends[tp]) for tp in tps}
+        if dry_run or confirm is not None:
+            counted = await _copy_range(consumer, ranges, since_ms, until_ms, None, progress_out)
+            found = TopicCopy(src, dst, counted, sent=False)
+            if dry_run or confirm is None or not confirm(found):
+                return found
+        producer = AIOKafkaProducer(**kafka_client_kwargs(settings), acks="all", linger_ms=5)
+        await producer.start()
+        try:
+            copied = await _copy_range(consumer, ranges, since_ms, until_ms, (producer, dst), progress_out)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        return TopicCopy(src, dst, copied, sent=True)
+    finally:
+        await consumer.stop()
+
+
+async def _copy_range(
+    consumer: AIOKafkaConsumer,
+    ranges: dict[TopicPartition, tuple[int, int]],
+    since_ms: int,
+    until_ms: int,
+    to: tuple[AIOKafkaProducer, str] | None,
+    progress_out: TextIO | None,
+) -> dict[int, int]:
+    """Read each partition's [first, end) offsets and send the records stamped in [since, until)
+    to `to` (producer, topic), or only count them when `to` is None; {partition: records}."""
+    label = f"replay {next(iter(ranges)).topic if ranges else ''} -> {to[1] if to else '(dry run)'}"
+    progress = Progress(sum(end - first for first, end in ranges.values()), label, progress_out)
+    found: dict[int, int] = {}
+    read = 0
+    for tp, (first, end) in ranges.items():
+        found[tp.partition] = 0
+        if first >= end:
+            continue
+        consumer.seek(tp, first)
+        while await consumer.position(tp) < end:
+            batch = await consumer.getmany(tp, timeout_ms=1000)
+            records = batch.get(tp, [])
+            read += len(records)
+            progress.update(read, sum(found.values()))
+            for record in records:
+                if record.offset >= end:
+                    break
+                if since_ms <= record.timestamp < until_ms:
+                    if to is not None:
+                        producer, topic = to
                         await producer.send(
-                            dest,
+                            topic,
                             record.value,
                             key=record.key,
                             headers=list(record.headers) or None,
                             timestamp_ms=record.timestamp,
                         )
-                        copied[tp.partition] += 1
-        await producer.flush()
-        progress.finish()
-    finally:
-        await consumer.stop()
-        await producer.stop()
-    return copied
+                    found[tp.partition] += 1
+    progress.finish()
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +320,16 @@ async def reset_offsets(settings: Settings, to_ms: int, *, dry_run: bool = False
 
     Refuses while the group has live members: a running worker would overwrite the new offsets
     with its next commit. Partitions with nothing at or after `to_ms` move to their end.
+    Refuses a `to_ms` later than now + LIKEFLOW_MAX_CLOCK_SKEW_S: moving to the end of every
+    partition for a time not yet reached would skip the records written until then.
     """
+    now_ms = int(time.time() * 1000)
+    if to_ms > now_ms + settings.max_clock_skew_s * 1000:
+        raise ReplayArgumentError(
+            f"--to-datetime {_iso(to_ms)} is {(to_ms - now_ms) / 1000:.0f} s in the future (more than "
+            f"LIKEFLOW_MAX_CLOCK_SKEW_S = {settings.max_clock_skew_s:g} s): the group would skip every "
+            f"record written until then. Give a time up to now ({_iso(now_ms)})"
+        )
     group = settings.app_id
     admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
     await admin.start()
@@ -297,6 +379,11 @@ async def reset_offsets(settings: Settings, to_ms: int, *, dry_run: bool = False
         finally:
             await committer.stop()
     return moves
+
+
+def _iso(ms: int) -> str:
+    """Epoch ms as ISO-8601 UTC to the second (for messages)."""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
 
 
 class _DescribeGroupsUpToV2(
