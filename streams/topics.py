@@ -68,6 +68,9 @@ class TopicSpec:
     replay: tuple[Decoder, str] | None = None
     #: `backfill --from-topic` can recompute the creator windows from it.
     backfill_source: bool = False
+    #: Its records carry a raw `user_id` (pseudonymised where the job reads it): their dead letters
+    #: keep none, and `replay file` leaves out those of erased users.
+    names_user: bool = False
 
     def partition_count(self, settings: Settings) -> int:
         """Partitions this topic is created with."""
@@ -76,7 +79,14 @@ class TopicSpec:
 
 TOPIC_SPECS: tuple[TopicSpec, ...] = (
     # The prompt handler's source.
-    TopicSpec(LIKES, consumed=True, input=True, co_partitioned=True, replay=(decode_like, "user_id")),
+    TopicSpec(
+        LIKES,
+        consumed=True,
+        input=True,
+        co_partitioned=True,
+        replay=(decode_like, "user_id"),
+        names_user=True,
+    ),
     # Compacted: the latest mapping per video is the state; a null value deletes it. Every
     # worker also follows all of it outside the group (the join's replica).
     TopicSpec(
@@ -94,16 +104,27 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
         input=True,
         replay=(decode_feedback, "creator_id"),
         backfill_source=True,
+        names_user=True,
     ),
     TopicSpec(CREATOR_EVENTS, internal=True, consumed=True, backfill_source=True),
     TopicSpec(CREATOR_WINDOWS, internal=True, partitions=1, consumed=True),
     # Followed by every worker outside the group (each worker's copy of the ranking weights).
     TopicSpec(CREATOR_QUALITY, {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}),
     TopicSpec(
-        USER_CONSENT, consumed=True, input=True, co_partitioned=True, replay=(decode_consent, "user_id")
+        USER_CONSENT,
+        consumed=True,
+        input=True,
+        co_partitioned=True,
+        replay=(decode_consent, "user_id"),
+        names_user=True,
     ),
     TopicSpec(
-        USER_ERASURE, consumed=True, input=True, co_partitioned=True, replay=(decode_erasure, "user_id")
+        USER_ERASURE,
+        consumed=True,
+        input=True,
+        co_partitioned=True,
+        replay=(decode_erasure, "user_id"),
+        names_user=True,
     ),
     # Kept forever (retention.ms -1, never compacted): these are transaction records, which
     # China's E-commerce Law (art. 31) requires to be kept at least 3 years after the transaction;
@@ -115,6 +136,8 @@ SPECS_BY_NAME = {spec.name: spec for spec in TOPIC_SPECS}
 CONSUMED_TOPICS = tuple(s.name for s in TOPIC_SPECS if s.consumed)
 INPUT_TOPICS = tuple(s.name for s in TOPIC_SPECS if s.input)
 CO_PARTITIONED_TOPICS = tuple(s.name for s in TOPIC_SPECS if s.co_partitioned)
+#: Keyed otherwise, but naming a user in their `user_id` field.
+USER_FIELD_TOPICS = tuple(s.name for s in TOPIC_SPECS if s.names_user and not s.co_partitioned)
 REPLAYABLE_TOPICS = tuple(s.name for s in TOPIC_SPECS if s.replay is not None)
 BACKFILL_SOURCES = tuple(s.name for s in TOPIC_SPECS if s.backfill_source)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from likeflow.domain.user_state import ConsentState, UserState
 from streams.events import UserConsent, UserErasure
 
@@ -37,6 +39,13 @@ def apply_erasure(state: UserState, erasure: UserErasure) -> UserState:
     refusal honoured. Retention expires this remainder like any other state.
     """
     return UserState(consent=state.consent, erased_ts=max(state.erased_ts, erasure.ts))
+
+
+def erased_by(ledger: Mapping[str, int], user: str, ts: int) -> bool:
+    """Whether an event of the pseudonymous `user` at `ts` (epoch ms) is covered by an erasure in
+    `ledger` (pseudonym -> the ts of their latest erasure): at or before it, as `UserState.erased`."""
+    erased_ts = ledger.get(user)
+    return erased_ts is not None and ts <= erased_ts
 
 
 def is_expired(last_active_ts: int, clock_ms: int, retention_ms: int) -> bool:

@@ -25,12 +25,20 @@ from aiokafka.structs import OffsetAndMetadata
 
 from config import Settings
 from likeflow.connections import kafka_client_kwargs, pseudonymizer, topic_partitions
+from likeflow.domain.privacy import erased_by
+from likeflow.domain.pseudonym import is_pseudonym
 from likeflow.errors import EXIT_USAGE, LikeflowError
+from likeflow.ops.erasures import read_erasure_ledger
 from likeflow.policies import input_limits_from
 from likeflow.progress import Progress
-from likeflow.sinks.dead_letter_records import dead_letter_headers, pseudonymised_header, without_raw_user_id
+from likeflow.sinks.dead_letter_records import (
+    dead_letter_headers,
+    fitted,
+    pseudonymised_header,
+    without_raw_user_id,
+)
 from streams.events import Invalid
-from streams.topics import DEAD_LETTERS, INPUT_TOPICS, REPLAYABLE_TOPICS, SPECS_BY_NAME
+from streams.topics import DEAD_LETTERS, INPUT_TOPICS, REPLAYABLE_TOPICS, SPECS_BY_NAME, USER_ERASURE
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +64,8 @@ class FileReplayResult:
 
     sent: int = 0
     invalid: int = 0
+    # Valid records of users erased since, from before their erasure: left out (docs/privacy.md).
+    erased: int = 0
     elapsed_s: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -100,8 +110,11 @@ async def replay_files(
     """Publish JSON-lines archives (plain or .gz) to `topic` in file order.
 
     Each record gets the key the live producers use and its own `ts` as the record timestamp.
-    Invalid lines are reported with file and line number and dead-lettered (unless `dry_run`);
-    with `strict`, the first invalid line stops the run before anything after it is sent.
+    Invalid lines are reported with file and line number and dead-lettered (unless `dry_run`)
+    without a raw user id and cut to fit; with `strict`, the first invalid line stops the run
+    before anything after it is sent. A record of a user the erasure ledger says was erased at
+    or after its `ts` is left out (counted in `erased`): an archive must not bring an erased
+    user's data back into the input topics.
     """
     spec = SPECS_BY_NAME.get(topic)
     if spec is None or spec.replay is None:
@@ -114,9 +127,11 @@ async def replay_files(
     result = FileReplayResult()
     total_bytes = sum(_uncompressed_size(p) for p in paths)
     progress = Progress(total_bytes, f"replay {topic}", progress_out)
+    # Records that name a user need the pseudonym key: their dead letters keep no raw user id
+    # (docs/privacy.md), and the erasure ledger is keyed by pseudonym.
+    pseudonymize = pseudonymizer(settings) if spec.names_user else None
+    ledger = await read_erasure_ledger(settings) if pseudonymize is not None and topic != USER_ERASURE else {}
     producer = None if dry_run else AIOKafkaProducer(**kafka_client_kwargs(settings), acks="all", linger_ms=5)
-    # Dead letters of a user-keyed topic keep no raw user id (docs/privacy.md): needs the key.
-    pseudonymize = pseudonymizer(settings) if spec.co_partitioned and producer else None
     if producer is not None:
         await producer.start()
     started = time.monotonic()
@@ -140,14 +155,28 @@ async def replay_files(
                         partition=-1,
                         offset=number,
                     )
-                    dead_key, dead_value = key, line
+                    dead_key: bytes | None = key
+                    dead_value: bytes | None = line
                     if pseudonymize is not None:
-                        dead_key, scrubbed, changed = without_raw_user_id(key, line, pseudonymize)
-                        dead_value = line if scrubbed is None else scrubbed
+                        dead_key, dead_value, changed = without_raw_user_id(
+                            key, line, pseudonymize, key_is_user_id=spec.co_partitioned
+                        )
                         headers = pseudonymised_header(headers) if changed else headers
-                    await producer.send(
-                        settings.topic(DEAD_LETTERS), dead_value, key=dead_key, headers=headers
+                    dead_key, dead_value, cut = fitted(
+                        dead_key,
+                        dead_value,
+                        max_key_bytes=settings.max_key_bytes,
+                        max_value_bytes=settings.max_record_bytes,
                     )
+                    await producer.send(
+                        settings.topic(DEAD_LETTERS), dead_value, key=dead_key, headers=headers + cut
+                    )
+            elif (
+                ledger
+                and pseudonymize is not None
+                and erased_by(ledger, _pseudonym(event, pseudonymize), event.ts)
+            ):
+                result.erased += 1
             else:
                 if producer is not None:
                     await producer.send(settings.topic(topic), line, key=key, timestamp_ms=event.ts)
@@ -165,6 +194,12 @@ async def replay_files(
             await producer.stop()
         result.elapsed_s = progress.finish()
     return result
+
+
+def _pseudonym(event: Any, pseudonymize: Callable[[str], str]) -> str:
+    """The pseudonym of a decoded record's user (an archived dead letter may hold it already)."""
+    user: str = event.user_id
+    return user if is_pseudonym(user) else pseudonymize(user)
 
 
 def _uncompressed_size(path: Path) -> int:

@@ -46,6 +46,7 @@ from streams.topics import (
     DEAD_LETTERS,
     LIKES,
     PROMPT_FEEDBACK,
+    USER_FIELD_TOPICS,
     VIDEO_PRODUCTS,
     declare_topics,
 )
@@ -174,7 +175,7 @@ def create_app(settings: Settings) -> faust.App:
             metrics,
             user_keyed_topics=[settings.topic(name) for name in CO_PARTITIONED_TOPICS],
             pseudonymize=pseudonymize,
-            user_field_topics=[settings.topic(PROMPT_FEEDBACK)],
+            user_field_topics=[settings.topic(name) for name in USER_FIELD_TOPICS],
             max_key_bytes=settings.max_key_bytes,
             max_value_bytes=settings.max_record_bytes,
         ),

@@ -21,6 +21,7 @@ from config import Settings
 from likeflow.connections import kafka_client_kwargs
 from likeflow.domain.privacy import DAY_MS
 from likeflow.domain.pseudonym import PSEUDONYMISED_HEADER, Pseudonymizer
+from likeflow.ops.replay import replay_files
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_keys import prompts_key
 from streams.topics import (
@@ -28,6 +29,7 @@ from streams.topics import (
     DEAD_LETTERS,
     LIKES,
     ORDER_PROMPTS,
+    PROMPT_FEEDBACK,
     USER_CONSENT,
     USER_ERASURE,
     VIDEO_PRODUCTS,
@@ -404,3 +406,46 @@ async def test_dead_letters_keep_no_raw_user_id_and_a_repaired_one_is_not_pseudo
         await producer.stop()
     [prompt] = await prompts_of(settings, {pseudonym(user), pseudonym(pseudonym(user))}, 1)
     assert prompt["user_id"] == pseudonym(user)
+
+
+async def test_replay_file_leaves_out_erased_users_and_its_dead_letters_keep_no_raw_id(
+    worker: WorkerProcess, settings: Settings, pseudonym: Pseudonymizer, tmp_path: Path
+) -> None:
+    """An archive of likes replayed after a user's erasure must not bring the user's raw id (or
+    their pre-erasure likes) back into `likes`; a bad feedback line's dead letter keeps no raw id."""
+    erased = raw_user("archived")
+    await produce(settings, settings.topic(USER_ERASURE), [control(erased, ts=NOW - 3_600_000)])
+    await read_topic_until(
+        settings,
+        f"{settings.app_id}-erasure_ledger-changelog",
+        lambda rs: any(r.key == pseudonym(erased).encode() for r in rs),
+        30,
+        "the erasure in the ledger",
+    )
+    archive = tmp_path / "likes.jsonl"
+    before_erasure, after_erasure = like(erased, NOW - 7_200_000), like(erased, NOW - 60_000)
+    archive.write_bytes(present(before_erasure[1]) + b"\n" + present(after_erasure[1]) + b"\n")
+    result = await replay_files(settings, [archive], LIKES)
+    assert (result.sent, result.erased, result.invalid) == (1, 1, 0)
+    replayed = await read_topic(settings, settings.topic(LIKES))
+    ids = {orjson.loads(present(r.value)).get("event_id") for r in replayed if r.key == erased.encode()}
+    assert orjson.loads(present(after_erasure[1]))["event_id"] in ids
+    assert orjson.loads(present(before_erasure[1]))["event_id"] not in ids
+
+    raw = raw_user("feedback")
+    bad = {"event_id": f"pf-{RUN}", "prompt_id": "p", "creator_id": f"pc-{RUN}", "product_id": "p",
+           "user_id": raw, "kind": "bought", "ts": NOW}  # fmt: skip
+    feedback_archive = tmp_path / "feedback.jsonl"
+    feedback_archive.write_bytes(orjson.dumps(bad) + b"\n")
+    assert (await replay_files(settings, [feedback_archive], PROMPT_FEEDBACK)).invalid == 1
+    dead = await read_topic_until(
+        settings,
+        settings.topic(DEAD_LETTERS),
+        lambda rs: any(b"pf-" + RUN.encode() in (r.value or b"") for r in rs),
+        30,
+        "the feedback line's dead letter",
+    )
+    (letter,) = [r for r in dead if b"pf-" + RUN.encode() in (r.value or b"")]
+    assert raw.encode() not in present(letter.value) and letter.key == f"pc-{RUN}".encode()
+    assert orjson.loads(present(letter.value))["user_id"] == pseudonym(raw)
+    assert dict(letter.headers)[PSEUDONYMISED_HEADER] == b"1"
