@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -13,13 +14,22 @@ import orjson
 from agents.context import PipelineContext
 from likeflow.batches import Completion, Records, Turn
 from likeflow.domain.quality.counting import PartitionClock, WindowPolicy
-from likeflow.domain.quality.engine import ClosedWindow, Effects, StoredValue, apply_record, load_clock
+from likeflow.domain.quality.engine import (
+    ClosedWindow,
+    Effects,
+    StoredValue,
+    apply_record,
+    load_clock,
+    repair_partition,
+)
 from likeflow.domain.quality.index import PartitionIndex
 from likeflow.sinks.kafka_batch import OutputBatch
 from likeflow.sinks.redis_quality import WindowsUpdate
 from streams.events import CountRecord, DeadLetterReason, Invalid
 from streams.topics import CREATOR_EVENTS, CREATOR_WINDOWS
 from tables.state_store import ChangelogStore, Snapshot
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -53,6 +63,11 @@ class CountCreatorEvents:
     at the end of `process` keeps each batch's changelog records to that batch's effects, while
     the next batch is already being counted. Redis versions are the `creator-events` offset of
     the record: monotonic per creator, since all of a creator's events are on one partition.
+
+    No clock passes the time ceiling, the worker's clock plus LIKEFLOW_MAX_CLOCK_SKEW_S, read
+    once per batch: an event stamped later is dead-lettered as `future_ts`, and state or count
+    records an earlier version wrote with later clocks are repaired as they are read
+    (likeflow/domain/quality/engine.py `repair_partition`, `apply_record`).
     """
 
     def __init__(self, ctx: PipelineContext, store: ChangelogStore[StoredValue]) -> None:
@@ -86,9 +101,11 @@ class CountCreatorEvents:
     async def process(self, batch: Records) -> Completion:
         """Count the batch's events (see the class doc)."""
         started = time.perf_counter()
+        ceiling = self._ctx.limits.at(int(time.time() * 1000)).max_ts
         effects = Effects()
         invalid: list[tuple[Any, Invalid]] = []
         late: list[tuple[Any, bytes, str]] = []
+        future: list[tuple[Any, bytes, str]] = []
         updates: dict[str, WindowsUpdate] = {}
         clocks: dict[int, PartitionClock] = {}
         snapshots = []
@@ -97,6 +114,17 @@ class CountCreatorEvents:
             view = _PartitionStore(self._store, partition)
             index = self._index(partition)
             clock = load_clock(view, partition)
+            dropped = effects.dropped_rows
+            if repair_partition(
+                view, index, clock, partition=partition, ceiling=ceiling, policy=self._policy, effects=effects
+            ):
+                log.warning(
+                    "creator_counts partition %d held event times beyond %d (now + max clock skew), "
+                    "written by an earlier version: repaired (%d window rows dropped)",
+                    partition,
+                    ceiling,
+                    effects.dropped_rows - dropped,
+                )
             clocks[partition] = clock
             for record in records:
                 try:
@@ -107,7 +135,7 @@ class CountCreatorEvents:
                         (record, Invalid(DeadLetterReason.MALFORMED_JSON, f"not a count record: {exc}"))
                     )
                     continue
-                before = len(effects.late)
+                before, before_future = len(effects.late), len(effects.future)
                 apply_record(
                     view,
                     index,
@@ -117,16 +145,25 @@ class CountCreatorEvents:
                     record=count,
                     policy=self._policy,
                     effects=effects,
+                    ceiling=ceiling,
                 )
                 late += [(record, event.to_json(), why) for event, why, _ in effects.late[before:]]
+                future += [(record, event.to_json(), why) for event, why, _ in effects.future[before_future:]]
                 self._note_changes(effects, record.offset, updates)
             snapshots.append(self._store.snapshot(partition))
+        if effects.repaired_records:
+            log.warning(
+                "%d count records carried clocks beyond %d (now + max clock skew), written by an "
+                "earlier version: brought down to it",
+                effects.repaired_records,
+                ceiling,
+            )
         self._account(batch, effects, clocks)
         self._batch_seconds.observe(time.perf_counter() - started)
         closed = list(effects.closed)
 
         async def complete(turn: Turn) -> None:
-            await self._complete(turn, closed, invalid, late, updates, snapshots)
+            await self._complete(turn, closed, invalid, late, future, updates, snapshots)
 
         return complete
 
@@ -136,6 +173,7 @@ class CountCreatorEvents:
         closed: list[ClosedWindow],
         invalid: list[tuple[Any, Invalid]],
         late: list[tuple[Any, bytes, str]],
+        future: list[tuple[Any, bytes, str]],
         updates: dict[str, WindowsUpdate],
         snapshots: list[Snapshot],
     ) -> None:
@@ -150,6 +188,8 @@ class CountCreatorEvents:
         ctx.dead_letters.add_all(outputs, invalid)
         for record, value, why in late:
             ctx.dead_letters.add(outputs, record, Invalid(DeadLetterReason.LATE, why), value)
+        for record, value, why in future:
+            ctx.dead_letters.add(outputs, record, Invalid(DeadLetterReason.FUTURE_TS, why), value)
         async with turn:
             # In batch order: each batch's changelog records follow the previous batch's (a
             # restored state is a prefix of them), after this batch's closed windows and dead
@@ -191,6 +231,10 @@ class CountCreatorEvents:
             metrics.late_records.labels(late_source).inc(n)
         if effects.closed:
             metrics.windows_closed.inc(len(effects.closed))
+        if effects.repaired_partitions:
+            metrics.clock_repairs.labels("counter_clock").inc(effects.repaired_partitions)
+        if effects.repaired_records:
+            metrics.clock_repairs.labels("count_record").inc(effects.repaired_records)
         sources: dict[str, tuple[int, bool]] = {}
         for partition, clock in clocks.items():
             watermark = clock.watermark(self._policy)

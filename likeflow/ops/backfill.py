@@ -128,10 +128,21 @@ class Recomputation:
     Records read from `creator-events` are applied as the live job applied them (same
     partitions, offsets and source clocks); loose events (feedback, archives) each become a
     count record of their source, with the source's clock advanced event by event.
+
+    `ceiling` (epoch ms) is the newest event time accepted, as the live job's: the wall clock
+    when the run starts plus the allowed skew (default: `InputLimits`' default skew). Events
+    stamped later are not counted (`future_ts`), and no clock passes it.
     """
 
     def __init__(
-        self, *, partitions: int, since_ms: int, until_ms: int, policy: WindowPolicy, namespace: str
+        self,
+        *,
+        partitions: int,
+        since_ms: int,
+        until_ms: int,
+        policy: WindowPolicy,
+        namespace: str,
+        ceiling: int | None = None,
     ) -> None:
         # Keep every window of the range: a backfill longer than the retention must not expire
         # them. Only the sources present in the input are waited for.
@@ -143,6 +154,7 @@ class Recomputation:
         )
         self._partitions = partitions
         self._since, self._until = since_ms, until_ms
+        self._ceiling = InputLimits().at(int(time.time() * 1000)).max_ts if ceiling is None else ceiling
         self._stores: dict[int, DictStore] = defaultdict(DictStore)
         self._indexes: dict[int, PartitionIndex] = defaultdict(PartitionIndex)
         self._clocks: dict[int, PartitionClock] = defaultdict(PartitionClock)
@@ -182,6 +194,7 @@ class Recomputation:
             record=record,
             policy=self._policy,
             effects=effects,
+            ceiling=self._ceiling,
         )
         for counted, outcome in effects.outcomes:
             if since <= counted.ts < until:

@@ -19,7 +19,13 @@ from likeflow.domain.quality.counting import (
     classify,
     closing,
 )
-from likeflow.domain.quality.engine import Effects, StoredValue, apply_record, load_clock
+from likeflow.domain.quality.engine import (
+    Effects,
+    StoredValue,
+    apply_record,
+    load_clock,
+    repair_partition,
+)
 from likeflow.domain.quality.index import PartitionIndex
 from likeflow.domain.quality.windows import Counts, rates, total, window_start
 from streams.events import CountRecord, CreatorEvent, CreatorEventKind
@@ -32,6 +38,8 @@ POLICY = WindowPolicy(
     size_ms=H, grace_ms=H, retention_ms=7 * 24 * H, dedupe_horizon_ms=24 * H, sources=SOURCES
 )
 CODEC = CreatorCountsCodec()
+# The newest event time accepted (the worker's clock plus the skew): far beyond every workload.
+CEILING = T0 + 400 * 24 * H
 
 
 class LogStore:
@@ -86,15 +94,25 @@ def record(source: str, *events: CreatorEvent, clock: int | None = None, idle: b
 
 
 def run(
-    records: list[CountRecord], store: LogStore | None = None, start: int = 0
+    records: list[CountRecord], store: LogStore | None = None, start: int = 0, ceiling: int = CEILING
 ) -> tuple[LogStore, Effects]:
+    """Apply `records[start:]` as one batch of the handler: load, repair, apply, flush."""
     store = store or LogStore()
     index = PartitionIndex.rebuild(store.values.items())
     clock = load_clock(store, 0)
     effects = Effects()
+    repair_partition(store, index, clock, partition=0, ceiling=ceiling, policy=POLICY, effects=effects)
     for offset, r in enumerate(records[start:], start):
         apply_record(
-            store, index, clock, partition=0, offset=offset, record=r, policy=POLICY, effects=effects
+            store,
+            index,
+            clock,
+            partition=0,
+            offset=offset,
+            record=r,
+            policy=POLICY,
+            effects=effects,
+            ceiling=ceiling,
         )
     store.flush()
     return store, effects
@@ -165,14 +183,30 @@ def test_an_event_is_late_only_against_its_own_source() -> None:
     # Its source's clock is T0 + 2H + 5: the window [T0, T0+H) ended before that minus the grace.
     assert (
         classify(
-            clock, None, None, offset=11, index=0, ts=T0 + 30, source_clock=T0 + 2 * H + 5, policy=POLICY
+            clock,
+            None,
+            None,
+            offset=11,
+            index=0,
+            ts=T0 + 30,
+            source_clock=T0 + 2 * H + 5,
+            policy=POLICY,
+            ceiling=CEILING,
         )
         == Outcome.LATE
     )
     # 1 h 59 min behind its source, but its window [T0+H, T0+2H) is still open for it.
     assert (
         classify(
-            clock, None, None, offset=11, index=0, ts=T0 + H + 6, source_clock=T0 + 2 * H + 5, policy=POLICY
+            clock,
+            None,
+            None,
+            offset=11,
+            index=0,
+            ts=T0 + H + 6,
+            source_clock=T0 + 2 * H + 5,
+            policy=POLICY,
+            ceiling=CEILING,
         )
         == Outcome.COUNTED
     )
@@ -192,7 +226,7 @@ def test_feedback_hours_behind_the_likes_is_not_late() -> None:
 def test_redelivery_is_recognised_whichever_write_survived_a_crash() -> None:
     clock = PartitionClock(offset=10)
     row = WindowRow("c1", T0, Counts(prompts=3), last_offset=12, last_index=1)
-    args: dict[str, Any] = {"ts": T0, "source_clock": T0, "policy": POLICY}
+    args: dict[str, Any] = {"ts": T0, "source_clock": T0, "policy": POLICY, "ceiling": CEILING}
     assert classify(clock, None, None, offset=9, index=0, **args) == Outcome.REDELIVERED, "the clock says so"
     assert classify(clock, row, None, offset=12, index=1, **args) == Outcome.REDELIVERED, "only the row"
     assert classify(clock, row, None, offset=12, index=0, **args) == Outcome.REDELIVERED
@@ -341,6 +375,7 @@ def test_counts_are_exact_after_a_crash_at_any_changelog_prefix(
                 record=records[offset],
                 policy=POLICY,
                 effects=Effects(),
+                ceiling=CEILING,
             )
         flushed_at.append((min(start + batch, len(records)), store.flush()))
     cut = int(len(store.log) * crash_at)
@@ -371,3 +406,190 @@ def test_the_first_closing_closes_every_window_held() -> None:
     jump = record("likes/0", clock=T0 + 5 * H)
     _, effects = run([quiet, *likes, jump])
     assert [w.start_ms for w in effects.closed] == [T0, T0 + H]
+
+
+# --- the time ceiling: records and state stamped in the future ----------------------------------
+
+YEAR_9999 = 253_402_300_799_000  # 9999-12-31T23:59:59Z, as a hostile like once carried
+NOW = T0 + 10 * H
+NOW_CEILING = NOW + 300_000  # the worker's clock plus the default 5-minute skew
+
+
+def old_version_state(*, closed: int = YEAR_9999) -> LogStore:
+    """What an earlier version left after counting a like stamped in year 9999 on `likes/0`: the
+    source's clock (and, with every other source idle, the watermark) in year 9999, a window row
+    and a dedupe entry there, and the real windows the jump expired already gone."""
+    store = LogStore()
+    clock = PartitionClock(
+        offset=41,
+        sources={
+            "likes/0": SourceClock(YEAR_9999, False, 17),
+            "prompt-feedback/0": SourceClock(NOW - 2 * H, True),
+        },
+        closed_until=closed,
+    )
+    junk_start = window_start(YEAR_9999, H)
+    store.put("w|c1|" + str(junk_start), WindowRow("c1", junk_start, Counts(prompts=1), 40, 0, 1), 0)
+    store.put("w|c2|" + str(NOW - 3 * H), WindowRow("c2", NOW - 3 * H, Counts(clicks=2), 39, 0, 0), 0)
+    store.put("s|hostile-click", Seen(40, 1, YEAR_9999, "prompt-feedback/0"), 1)
+    store.put("s|fine-click", Seen(39, 0, NOW - 3 * H + 5, "prompt-feedback/0"), 1)
+    store.put("p|0", clock, 2)
+    store.flush()
+    return LogStore.restored(store.log)
+
+
+def test_an_event_beyond_the_ceiling_is_not_counted_and_moves_no_clock() -> None:
+    hostile = CountRecord(
+        "likes/0", YEAR_9999, [event("prompt:x", "prompt", YEAR_9999)], [YEAR_9999], False, [3]
+    )
+    later = record("likes/0", event("prompt:y", "prompt", NOW - 10 * 60_000))
+    store, effects = run([hostile, later], ceiling=NOW_CEILING)
+    assert [o for _, o in effects.outcomes] == [Outcome.FUTURE, Outcome.COUNTED]
+    assert [(e.event_id, source) for e, _, source in effects.future] == [("prompt:x", "likes/0")]
+    assert "beyond the newest event time accepted" in effects.future[0][1]
+    assert effects.late == [], "a future event is not late: it has its own outcome and dead-letter reason"
+    assert effects.repaired_records == 1, "the record's clocks were brought down to the ceiling"
+    clock = load_clock(store, 0)
+    assert clock.sources["likes/0"].clock == NOW_CEILING
+    assert windows(store) == {("c1", window_start(NOW - 10 * 60_000, H)): Counts(prompts=1).to_dict()}
+
+
+def test_a_count_record_with_a_clock_from_year_9999_no_longer_makes_its_source_late() -> None:
+    """A record an earlier version wrote after a like stamped in year 9999: its events are fine,
+    its clocks are not. They are brought down to the ceiling: the events and the later records
+    of the source count."""
+    ts = NOW - 20 * 60_000
+    poisoned = CountRecord("likes/0", YEAR_9999, [event("prompt:a", "prompt", ts)], [YEAR_9999], False, [5])
+    after = CountRecord(
+        "likes/0", YEAR_9999, [event("prompt:b", "prompt", ts + 60_000)], [YEAR_9999], False, [6]
+    )
+    store, effects = run([poisoned, after], ceiling=NOW_CEILING)
+    assert [o for _, o in effects.outcomes] == [Outcome.COUNTED, Outcome.COUNTED]
+    assert effects.repaired_records == 2
+    assert windows(store)[("c1", window_start(ts, H))]["prompts"] == 2
+    # Without a ceiling (the old version), every prompt of the source was late, for good.
+    _, unbounded = run([poisoned, after], ceiling=YEAR_9999)
+    assert [o for _, o in unbounded.outcomes] == [Outcome.LATE, Outcome.LATE]
+
+
+def test_a_stored_clock_from_year_9999_is_repaired_on_load() -> None:
+    store = old_version_state()
+    index = PartitionIndex.rebuild(store.values.items())
+    clock = load_clock(store, 0)
+    effects = Effects()
+    assert repair_partition(
+        store, index, clock, partition=0, ceiling=NOW_CEILING, policy=POLICY, effects=effects
+    )
+    assert clock.sources["likes/0"].clock == NOW_CEILING
+    assert clock.sources["likes/0"].offset == 17, "the prompts' dedupe offset is not a time: kept"
+    assert clock.sources["prompt-feedback/0"].clock == NOW - 2 * H, "a clock under the ceiling is kept"
+    # The feedback source is idle, so the watermark follows likes/0, now at the ceiling.
+    assert clock.closed_until == window_start(NOW_CEILING - POLICY.grace_ms, H)
+    assert clock.offset == 41
+    assert effects.repaired_partitions == 1 and effects.dropped_rows == 1
+    junk_start = window_start(YEAR_9999, H)
+    assert effects.removed == {"c1": {junk_start}}, "Redis loses the junk window too"
+    assert set(windows(store)) == {("c2", NOW - 3 * H)}, "the real window stays"
+    assert "s|hostile-click" not in store.values and "s|fine-click" in store.values
+    assert junk_start not in index.windows and index.by_creator.get("c1") is None
+    assert store.values["p|0"] is clock and store.dirty["p|0"] == 2, "the repaired clock is written"
+    again = Effects()
+    assert not repair_partition(
+        store, index, clock, partition=0, ceiling=NOW_CEILING + H, policy=POLICY, effects=again
+    ), "idempotent: a later ceiling finds nothing to repair"
+    assert again.repaired_partitions == 0 and not again.removed
+
+
+def test_closed_until_is_set_back_to_what_the_repaired_clocks_give() -> None:
+    clock = PartitionClock(
+        sources={"likes/0": SourceClock(YEAR_9999), "prompt-feedback/0": SourceClock(T0 + 3 * H)},
+        closed_until=window_start(YEAR_9999, H),
+    )
+    assert clock.repair(NOW_CEILING, POLICY)
+    assert clock.closed_until == T0 + 2 * H, "the slower active source holds the watermark again"
+    never_heard = PartitionClock(sources={"likes/0": SourceClock(YEAR_9999)}, closed_until=YEAR_9999)
+    assert never_heard.repair(NOW_CEILING, POLICY)
+    assert never_heard.closed_until == 0, "the feedback source never reported: it holds every window"
+    fine = PartitionClock(sources={"likes/0": SourceClock(NOW)}, closed_until=NOW - 2 * H)
+    assert not fine.repair(NOW_CEILING, POLICY) and fine.closed_until == NOW - 2 * H
+
+
+def test_after_the_repair_the_source_counts_and_its_windows_close_again() -> None:
+    """The issue's case on the counters: after a year-9999 like every later prompt of the
+    partition was late, also after a restart. The repaired partition counts them and closes
+    their windows as the sources move on."""
+    store = old_version_state()
+    ts = NOW - 5 * 60_000
+    prompt = CountRecord("likes/0", ts, [event("prompt:new", "prompt", ts, "c3")], [ts], False, [18])
+    click = record("prompt-feedback/0", event("click:new", "click", ts + 60_000, "c3"))
+    store, effects = run(
+        [*[CountRecord("likes/0", 0, [], [])] * 42, prompt, click], store, start=42, ceiling=NOW_CEILING
+    )
+    assert [o for _, o in effects.outcomes] == [Outcome.COUNTED, Outcome.COUNTED]
+    assert windows(store)[("c3", window_start(ts, H))] == Counts(prompts=1, clicks=1).to_dict()
+    # Two hours later both sources have moved on: the window closes for the judge.
+    later = NOW + 2 * H
+    moves = [CountRecord(s, later, [], []) for s in SOURCES]
+    store, effects = run(
+        [*[CountRecord("likes/0", 0, [], [])] * 44, *moves], store, start=44, ceiling=later + 300_000
+    )
+    assert ("c3", window_start(ts, H), 1) in [(w.creator_id, w.start_ms, w.revision) for w in effects.closed]
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 10_000), batch=st.integers(1, 6), crash_at=st.floats(0, 1))
+def test_repair_and_ceiling_keep_counts_exact_at_any_crash_point(
+    seed: int, batch: int, crash_at: float
+) -> None:
+    """An old version's state (clocks, a row and a dedupe entry in year 9999), then a workload
+    with hostile records (an event and clocks in year 9999): processed in batches with a crash
+    at any changelog prefix and a restart from the last durable commit, the windows equal those
+    of the run without a crash; nothing beyond the ceiling is ever counted or kept."""
+    rng = random.Random(seed)
+    records = workload(seed)
+    for _ in range(3):
+        source = rng.choice(SOURCES)
+        hostile = event(f"hostile-{rng.random()}", "click" if "feedback" in source else "prompt", YEAR_9999)
+        offsets = [-1]  # de-duplicated by event id (an offset would pass every later like's)
+        records.insert(
+            rng.randrange(len(records) + 1),
+            CountRecord(source, YEAR_9999, [hostile], [YEAR_9999], False, offsets),
+        )
+    ceiling = T0 + 30 * H
+    initial = old_version_state(closed=window_start(YEAR_9999, H))
+    first = len(initial.log)
+    # The old state's clock had applied offsets up to 41: the workload continues from there.
+    padded = [CountRecord("likes/0", 0, [], [])] * 42 + records
+    expected, _ = run(padded, LogStore.restored(initial.log), 42, ceiling)
+    store = LogStore.restored(initial.log)
+    index = PartitionIndex.rebuild(store.values.items())
+    clock = load_clock(store, 0)
+    flushed_at: list[tuple[int, int]] = []
+    for begin in range(42, len(padded), batch):
+        effects = Effects()
+        repair_partition(store, index, clock, partition=0, ceiling=ceiling, policy=POLICY, effects=effects)
+        for offset in range(begin, min(begin + batch, len(padded))):
+            apply_record(
+                store,
+                index,
+                clock,
+                partition=0,
+                offset=offset,
+                record=padded[offset],
+                policy=POLICY,
+                effects=effects,
+                ceiling=ceiling,
+            )
+        flushed_at.append((min(begin + batch, len(padded)), store.flush()))
+    cut = first + int((len(store.log) - first) * crash_at)
+    durable = [offset for offset, length in flushed_at if length <= cut]
+    committed = durable[-1] if durable else 42
+    after, _ = run(padded, LogStore.restored(store.log[:cut]), committed, ceiling)
+    assert windows(after) == windows(expected)
+    assert all(start <= ceiling for _, start in windows(after))
+    restored_clock = load_clock(after, 0)
+    assert (
+        all(s.clock <= ceiling for s in restored_clock.sources.values())
+        and restored_clock.closed_until <= ceiling
+    )
+    assert not any(isinstance(v, Seen) and v.ts > ceiling for v in after.values.values())

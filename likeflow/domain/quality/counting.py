@@ -23,6 +23,14 @@ restored state is the state after some prefix of those writes; each row and dedu
 stamped with the (offset, index) of the event that last wrote it, and the clock with the offset
 of the last record fully applied, so a redelivered event is recognised whichever of its writes
 survived, and nothing is counted twice or lost.
+
+No clock moves past the **time ceiling** (epoch ms: the worker's clock plus
+LIKEFLOW_MAX_CLOCK_SKEW_S, fixed once per batch by the caller). An event stamped beyond it is
+not counted (`Outcome.FUTURE`, dead-lettered as `future_ts`); a record's clocks beyond it are
+brought down to it; a partition clock stored by an earlier version that let them through is
+repaired when it is loaded (`PartitionClock.repair`). The ceiling is the one input besides
+idleness that comes from the wall clock: it only decides for records and state stamped in the
+future, which the handlers upstream already refuse.
 """
 
 from __future__ import annotations
@@ -96,6 +104,27 @@ class PartitionClock:
         if lowest is None:
             lowest = highest
         return None if lowest is None else lowest - policy.grace_ms
+
+    def repair(self, ceiling: int, policy: WindowPolicy) -> bool:
+        """Bring a clock stored before the time ceiling existed under `ceiling` (epoch ms); True
+        when something changed (an earlier version let a record stamped in year 9999 move it).
+
+        Every source clock beyond the ceiling is brought down to it. A `closed_until` beyond it
+        (the partition's watermark followed such a source) is set back to what the repaired
+        clocks give: windows up to the real watermark close again, in order, with the next
+        record (a window already sent is sent again with a higher revision, which the judge
+        applies as such); a later one would call windows closed that no source has passed.
+        Idempotent: a repaired clock is left alone by any later, higher ceiling.
+        """
+        changed = False
+        for source in self.sources.values():
+            if source.clock > ceiling:
+                source.clock, changed = ceiling, True
+        if self.closed_until > ceiling:
+            watermark = self.watermark(policy)
+            self.closed_until = 0 if watermark is None else closed_until(watermark, policy.size_ms)
+            changed = True
+        return changed
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the table."""
@@ -185,6 +214,7 @@ class Outcome(StrEnum):
     REDELIVERED = "redelivered"  # this very event was applied before a crash
     DUPLICATE = "duplicate"  # another event with the same event_id was counted
     LATE = "late"  # its window had closed for its source (or expired)
+    FUTURE = "future_ts"  # stamped beyond the time ceiling (the worker's clock plus the skew)
 
 
 def window_key(creator_id: str, start_ms: int) -> str:
@@ -212,13 +242,15 @@ def classify(
     ts: int,
     source_clock: int,
     policy: WindowPolicy,
+    ceiling: int,
     source_offset: int = -1,
     source_high: int = -1,
 ) -> Outcome:
     """Decide what the event at (`offset`, `index`) with event time `ts` does, before any write.
 
     `row` is the window row it would count into, `seen` its event_id's dedupe entry (if seen
-    within the horizon), `source_clock` its source's clock at this event. A prompt event is
+    within the horizon), `source_clock` its source's clock at this event (at most `ceiling`,
+    the newest event time accepted, epoch ms; a later `ts` is never counted). A prompt event is
     de-duplicated by `source_offset`, the like it came from, against `source_high`, the highest
     one applied from its source: a source reports its likes in order, so a prompt at or below
     it was counted (or found late) before, whether re-sent after a restart or for a duplicate
@@ -226,6 +258,8 @@ def classify(
     """
     if offset <= clock.offset or (row is not None and row.stamped_at_or_after(offset, index)):
         return Outcome.REDELIVERED
+    if ts > ceiling:
+        return Outcome.FUTURE
     if source_offset >= 0:
         if source_offset <= source_high:
             return Outcome.DUPLICATE

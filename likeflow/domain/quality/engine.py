@@ -72,15 +72,71 @@ class Effects:
 
     outcomes: list[tuple[CreatorEvent, Outcome]] = field(default_factory=list)
     late: list[tuple[CreatorEvent, str, str]] = field(default_factory=list)  # (event, why, source)
+    future: list[tuple[CreatorEvent, str, str]] = field(default_factory=list)  # (event, why, source)
     closed: list[ClosedWindow] = field(default_factory=list)
     changed: dict[str, dict[int, WindowRow]] = field(default_factory=dict)  # creator -> start -> row
     removed: dict[str, set[int]] = field(default_factory=dict)  # creator -> window starts expired
+    # State written before the time ceiling existed, found beyond it and repaired: partitions
+    # (`repair_partition`) and count records whose clocks were brought down to it.
+    repaired_partitions: int = 0
+    repaired_records: int = 0
+    dropped_rows: int = 0  # window rows that started beyond the ceiling, deleted
 
 
 def load_clock(store: Store, partition: int) -> PartitionClock:
-    """The partition's clock from `store` (a fresh one if none)."""
+    """The partition's clock from `store` (a fresh one if none). A caller that applies records
+    to it calls `repair_partition` first."""
     value = store.get(clock_key(partition))
     return value if isinstance(value, PartitionClock) else PartitionClock()
+
+
+def repair_partition(
+    store: Store,
+    index: PartitionIndex,
+    clock: PartitionClock,
+    *,
+    partition: int,
+    ceiling: int,
+    policy: WindowPolicy,
+    effects: Effects,
+) -> bool:
+    """Bring a partition's state written before the time ceiling existed under `ceiling` (epoch
+    ms: the worker's clock plus the allowed skew); True when something was repaired.
+
+    An earlier version counted records stamped in year 9999 and let them move the clocks. Such
+    state is repaired where it is loaded, so a worker that holds it mends it on start:
+
+    - the clock (`PartitionClock.repair`): source clocks and `closed_until` brought back;
+    - window rows that start beyond the ceiling are deleted (and their Redis fields, through
+      `effects.removed`): they hold only events that would now be refused, and can never close
+      nor expire (both follow the watermark, which stays under the ceiling);
+    - dedupe entries of an hour that starts beyond the ceiling are deleted: they would never
+      expire (their source's clock stays under it).
+
+    Cheap when there is nothing to repair (a look at the clock and at the index's window starts
+    and dedupe hours), so the handler calls it for every partition of every batch. Idempotent,
+    and crash-safe: the deletions and the clock go through `store` like any other write, and a
+    repair a crash lost is made again on the next load.
+    """
+    repaired = clock.repair(ceiling, policy)
+    junk = [start for start in index.windows if start > ceiling]
+    for start in junk:
+        for creator_id in sorted(index.windows.pop(start)):
+            store.delete(window_key(creator_id, start), ROW_ORDER)
+            index.drop_window(creator_id, start)
+            effects.removed.setdefault(creator_id, set()).add(start)
+            effects.changed.get(creator_id, {}).pop(start, None)
+            effects.dropped_rows += 1
+    for buckets in index.seen.values():
+        for bucket in [b for b in buckets if b > ceiling]:
+            for event_id in buckets.pop(bucket):
+                store.delete(seen_key(event_id), SEEN_ORDER)
+            repaired = True
+    repaired = repaired or bool(junk)
+    if repaired:
+        store.put(clock_key(partition), clock, CLOCK_ORDER)
+        effects.repaired_partitions += 1
+    return repaired
 
 
 def apply_record(
@@ -93,18 +149,29 @@ def apply_record(
     record: CountRecord,
     policy: WindowPolicy,
     effects: Effects,
+    ceiling: int,
 ) -> None:
     """Apply the count record read at `offset` of counting partition `partition`.
 
-    Counts each of its events exactly once (or not at all when late), advances the source's
-    clock, closes the windows the partition's watermark passed and expires old state. `clock`
-    is the partition's clock, updated in place and written to `store` last.
+    Counts each of its events exactly once (or not at all when late, or stamped beyond
+    `ceiling`), advances the source's clock, closes the windows the partition's watermark passed
+    and expires old state. `clock` is the partition's clock, updated in place and written to
+    `store` last.
+
+    `ceiling` (epoch ms) is the newest event time accepted: the caller's wall clock plus the
+    allowed skew, fixed for a batch (`likeflow backfill`: for its run). The record's clocks are
+    brought down to it, so no source clock passes it (a record written by an earlier version may
+    carry a clock from year 9999, which would make every later record of its source late); an
+    event beyond it is `Outcome.FUTURE`, in `effects.future`.
     """
     source = clock.source(record.source)
     revised: set[tuple[str, int]] = set()
     offsets = record.offsets
+    if record.clock > ceiling or (record.clocks and max(record.clocks) > ceiling):
+        effects.repaired_records += 1
     for i, event in enumerate(record.events):
-        event_clock = max(source.clock, record.clocks[i] if i < len(record.clocks) else event.ts)
+        reported = record.clocks[i] if i < len(record.clocks) else event.ts
+        event_clock = min(max(source.clock, reported), ceiling)
         start = window_start(event.ts, policy.size_ms)
         row_key = window_key(event.creator_id, start)
         row = store.get(row_key)
@@ -122,6 +189,7 @@ def apply_record(
             ts=event.ts,
             source_clock=event_clock,
             policy=policy,
+            ceiling=ceiling,
             source_offset=offsets[i] if by_offset else -1,
             source_high=source.offset,
         )
@@ -141,6 +209,9 @@ def apply_record(
                 effects.changed.setdefault(event.creator_id, {})[start] = row
         elif outcome is Outcome.LATE:
             effects.late.append((event, _why_late(event, source.clock, clock, policy), record.source))
+        elif outcome is Outcome.FUTURE:
+            why = f"ts={event.ts} is beyond the newest event time accepted, {ceiling} (clock plus skew)"
+            effects.future.append((event, why, record.source))
         elif outcome is Outcome.COUNTED:
             row = row or WindowRow(event.creator_id, start)
             row.counts.add_event(event.kind, event.amount_cents)
@@ -152,7 +223,7 @@ def apply_record(
             effects.changed.setdefault(event.creator_id, {})[start] = row
             if start < clock.closed_until:
                 revised.add((event.creator_id, start))  # a closed window counted more: send it again
-    source.clock = max(source.clock, record.clock)
+    source.clock = min(max(source.clock, record.clock), ceiling)
     source.idle = record.idle
     starts = closing(clock, policy, min(index.windows, default=None))
     for start in starts:
