@@ -127,7 +127,8 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
         "dead-lettered as `future_ts`; no event-time clock moves past now + this (s). 1-86400.",
         "max_order_cents": "Largest `amount_cents` of an order on `prompt-feedback`; larger is "
         "dead-lettered as `invalid_value`. 1 to 2^53.",
-        "mappings_max_bytes": "Bytes of `video-products` records one worker's replica holds; the "
+        "mappings_max_bytes": "Memory one worker's replica of `video-products` may hold (a mapping counts "
+        "as its record's bytes + 256 per mapping and per product); the "
         'mapping of a new video beyond it is refused (`likeflow_mapping_updates_total{outcome="refused"}`, '
         "alert at 80%). >= 1 MiB.",
         "max_likes_per_user": "Likes remembered per user within the dedupe horizon; more are skipped "

@@ -168,8 +168,8 @@ class Settings:
     max_clock_skew_s: float = 300.0
     # The largest `amount_cents` of an order on `prompt-feedback` (default ¥100,000).
     max_order_cents: int = 10_000_000
-    # Bytes of `video-products` records (as received) one worker's replica may hold; a mapping of
-    # a new video beyond it is refused (counted, alerted at 80%).
+    # Memory (bytes, estimated) one worker's replica of `video-products` may hold; a mapping of a
+    # new video beyond it is refused (counted, alerted at 80%).
     mappings_max_bytes: int = 256 * 1024 * 1024
     # Likes remembered per user within the dedupe horizon: more are skipped as `rate_limited`
     # before the user's state grows (bounds a user's changelog record).

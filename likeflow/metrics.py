@@ -75,7 +75,7 @@ class Metrics:
         )
         self.mappings_bytes = Gauge(
             "likeflow_video_mappings_bytes",
-            "Bytes of video-products records held by this worker's mapping replica (as received).",
+            "Memory held by this worker's replica of video-products, bytes (estimated per mapping).",
             registry=r,
         )
         self.mappings_max_bytes = Gauge(

@@ -17,7 +17,7 @@ from likeflow.domain.pseudonym import Pseudonymizer
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy
 from likeflow.domain.user_state import ConsentState, UserState, seen_key
 from likeflow.metrics import Metrics
-from likeflow.replicas.video_mappings import VideoMappings
+from likeflow.replicas.video_mappings import VideoMappings, footprint
 from likeflow.sinks.dead_letter_records import MAX_ORIGINAL_HEADER_BYTES, dead_letter_headers, fitted
 from likeflow.sinks.dead_letters import DeadLetterSink
 from likeflow.sinks.kafka_batch import DeliveryError, KeyPartitioner, OutputBatch
@@ -298,7 +298,7 @@ def test_settings_that_allow_a_state_over_the_record_limit_are_refused() -> None
 
 
 def test_the_replica_refuses_new_videos_at_its_cap_but_updates_held_ones() -> None:
-    one = len(mapping_json("v1"))
+    one = footprint(len(mapping_json("v1")), 1)
     refused: list[int] = []
     replica = VideoMappings(LIMITS, max_bytes=2 * one + 10, on_refused=lambda: refused.append(1))
     replica.apply(b"v1", mapping_json("v1"))
