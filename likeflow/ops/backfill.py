@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -16,6 +16,8 @@ from aiokafka.partitioner import murmur2
 
 from config import Settings
 from likeflow.connections import kafka_client_kwargs, topic_partitions
+from likeflow.domain.privacy import erased_by
+from likeflow.domain.pseudonym import is_pseudonym
 from likeflow.domain.quality.counting import PartitionClock, WindowPolicy, WindowRow
 from likeflow.domain.quality.engine import Effects, StoredValue, apply_record
 from likeflow.domain.quality.index import PartitionIndex
@@ -228,6 +230,46 @@ def recompute(
     for item in events:
         run.apply(item)
     return run.finish()
+
+
+@dataclass(slots=True)
+class ErasureFilter:
+    """Leaves out the events of users erased since, from before their erasure (the erasure
+    ledger, docs/privacy.md): a recomputation after an erasure counts without them, as any
+    other recomputation of the job's outputs does (`replay file`, `rebuild-redis`)."""
+
+    ledger: Mapping[str, int]  # user pseudonym -> erasure ts (epoch ms)
+    pseudonymize: Callable[[str], str]  # for archived feedback, which names users by raw id
+    left_out: int = 0
+
+    def keep(self, item: SourcedEvent | SourcedRecord) -> SourcedEvent | SourcedRecord | None:
+        """`item` without its erased users' events (None when nothing of it is left)."""
+        if not self.ledger:
+            return item
+        if isinstance(item, SourcedEvent):
+            if self._erased(item.event):
+                self.left_out += 1
+                return None
+            return item
+        record = item.record
+        kept = [i for i, event in enumerate(record.events) if not self._erased(event)]
+        if len(kept) == len(record.events):
+            return item
+        self.left_out += len(record.events) - len(kept)
+        # The source's clock still moves with the record (`clock`); only the events go.
+        filtered = CountRecord(
+            record.source,
+            record.clock,
+            [record.events[i] for i in kept],
+            [record.clocks[i] for i in kept if i < len(record.clocks)],
+            record.idle,
+            [record.offsets[i] for i in kept if i < len(record.offsets)],
+        )
+        return SourcedRecord(filtered, item.partition, item.offset)
+
+    def _erased(self, event: CreatorEvent) -> bool:
+        user = event.user_id if is_pseudonym(event.user_id) else self.pseudonymize(event.user_id)
+        return erased_by(self.ledger, user, event.ts)
 
 
 def file_events(paths: list[Path], limits: InputLimits, invalid: list[str]) -> Iterator[SourcedEvent]:

@@ -17,11 +17,12 @@ from likeflow.domain.pseudonym import Pseudonymizer
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy
 from likeflow.domain.user_state import ConsentState, UserState, seen_key
 from likeflow.metrics import Metrics
+from likeflow.ops.backfill import ErasureFilter, SourcedEvent, SourcedRecord
 from likeflow.replicas.video_mappings import VideoMappings, footprint
 from likeflow.sinks.dead_letter_records import MAX_ORIGINAL_HEADER_BYTES, dead_letter_headers, fitted
 from likeflow.sinks.dead_letters import DeadLetterSink
 from likeflow.sinks.kafka_batch import DeliveryError, KeyPartitioner, OutputBatch
-from streams.events import DeadLetterReason, Invalid, UserConsent
+from streams.events import CountRecord, CreatorEvent, DeadLetterReason, Invalid, UserConsent
 from streams.validation import (
     InputLimits,
     decode_feedback,
@@ -311,3 +312,27 @@ def test_the_replica_refuses_new_videos_at_its_cap_but_updates_held_ones() -> No
     replica.apply(b"v2", None)
     replica.apply(b"v3", mapping_json("v3"))
     assert replica.get("v3") is not None and replica.bytes <= 2 * one + 10
+
+
+# --- the erasure ledger in recomputations ---
+
+
+def test_a_backfill_leaves_out_the_events_of_users_erased_since() -> None:
+    pseudonymize = Pseudonymizer(b"k" * 32, 1)
+    gone = pseudonymize("gone")
+    erasures = ErasureFilter({gone: BASE_TS}, pseudonymize)
+
+    def event(user: str, ts: int) -> CreatorEvent:
+        return CreatorEvent(f"e-{user}-{ts}", "p", "c1", "p1", user, "click", ts)
+
+    assert erasures.keep(SourcedEvent(event("gone", BASE_TS), None)) is None  # raw id, as archived
+    after = SourcedEvent(event(gone, BASE_TS + 1), None)
+    assert erasures.keep(after) is after
+    record = CountRecord("likes/0", BASE_TS + 5, [event(gone, BASE_TS - 1), event("v1.other", BASE_TS)],
+                         [BASE_TS - 1, BASE_TS], offsets=[3, 4])  # fmt: skip
+    kept = erasures.keep(SourcedRecord(record, 0, 9))
+    assert isinstance(kept, SourcedRecord) and kept.offset == 9
+    assert [e.user_id for e in kept.record.events] == ["v1.other"]
+    assert (kept.record.clocks, kept.record.offsets, kept.record.clock) == ([BASE_TS], [4], BASE_TS + 5)
+    assert erasures.left_out == 2
+    assert ErasureFilter({}, pseudonymize).keep(SourcedRecord(record, 0, 9)) is not None
