@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import orjson
 
@@ -12,7 +13,12 @@ log = logging.getLogger(__name__)
 
 
 class CreatorWeights(CompactedFollower):
-    """creator_id -> weight in (0, 1]; unknown creators weigh 1.0."""
+    """creator_id -> weight in (0, 1]; unknown creators weigh 1.0.
+
+    A record whose weight is not a finite number in (0, 1] is ignored with a warning (the
+    creator keeps its previous weight): the weight multiplies every prompt score of the
+    creator, so a weight of 0, below 0, above 1, or not a number would hide the creator's
+    products, invert their ranking or let them outrank everyone."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -33,6 +39,16 @@ class CreatorWeights(CompactedFollower):
             self._weights.pop(creator_id, None)
             return
         try:
-            self._weights[creator_id] = float(orjson.loads(value)["weight"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raw = orjson.loads(value)["weight"]
+            if isinstance(raw, bool) or not isinstance(raw, int | float):
+                raise TypeError(f"weight is {type(raw).__name__}")
+            weight = float(raw)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError):
             log.warning("ignoring unreadable creator-quality record for %s", creator_id)
+            return
+        if not (math.isfinite(weight) and 0.0 < weight <= 1.0):
+            log.warning(
+                "ignoring creator-quality record for %s: weight %r is not in (0, 1]", creator_id, weight
+            )
+            return
+        self._weights[creator_id] = weight

@@ -107,3 +107,40 @@ def test_a_replayed_topic_gives_the_same_weights_as_its_compacted_form() -> None
         compacted.apply(key, value)
     assert {c: full(c) for c in ("c1", "c2", "c3")} == {c: compacted(c) for c in ("c1", "c2", "c3")}
     assert (full("c1"), full("c2"), full("c3"), len(full)) == (0.9, 0.5, 1.0, 2)
+
+
+@pytest.mark.parametrize("weight", [0, 0.0, -0.0, -0.5, -1, 1.0000001, 2, 1e308, -1e308], ids=repr)
+def test_a_weight_outside_zero_one_is_ignored_with_a_warning(
+    weight: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A weight multiplies every prompt score of its creator: 0 would hide the creator's
+    products, a negative one invert their ranking, one above 1 let them outrank everyone."""
+    weights = CreatorWeights()
+    weights.apply(b"c1", verdict("c1", 0.5))
+    with caplog.at_level(logging.WARNING, logger="likeflow.replicas.creator_weights"):
+        weights.apply(b"c1", orjson.dumps({"weight": weight}))
+        weights.apply(b"c2", orjson.dumps({"weight": weight}))
+    assert weights("c1") == 0.5, "the previous weight stays"
+    assert weights("c2") == 1.0 and len(weights) == 1
+    assert [r.getMessage() for r in caplog.records] == [
+        f"ignoring creator-quality record for c1: weight {float(weight)!r} is not in (0, 1]",
+        f"ignoring creator-quality record for c2: weight {float(weight)!r} is not in (0, 1]",
+    ]
+
+
+@pytest.mark.parametrize(
+    "value", [b'{"weight": NaN}', b'{"weight": Infinity}', b'{"weight": 1e999}', b'{"weight": true}',
+              b'{"weight": "0.5"}', b'{"weight": [0.5]}'],
+)  # fmt: skip
+def test_a_weight_that_is_not_a_finite_number_is_unreadable(value: bytes) -> None:
+    weights = CreatorWeights()
+    weights.apply(b"c1", verdict("c1", 0.5))
+    weights.apply(b"c1", value)
+    assert weights("c1") == 0.5
+
+
+@pytest.mark.parametrize("weight", [1e-9, 0.2, 1, 1.0])
+def test_a_weight_in_zero_one_is_used(weight: float) -> None:
+    weights = CreatorWeights()
+    weights.apply(b"c1", orjson.dumps({"weight": weight}))
+    assert weights("c1") == float(weight)
