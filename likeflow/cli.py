@@ -427,14 +427,36 @@ def _cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     results = asyncio.run(verify_topic(settings, topic))
     for partition, result in results.items():
         head = f"head seq {result.head.seq} {result.head.hash}" if result.count else "empty"
-        print(f"{topic}[{partition}]\t{result.count} entries verified\t{head}")
+        foreign = f"\t{result.foreign_count} foreign records skipped" if result.foreign_count else ""
+        print(f"{topic}[{partition}]\t{result.count} entries verified\t{head}{foreign}")
+    for partition, result in results.items():
+        for record in result.foreign:
+            print(
+                f"foreign record: {topic}[{partition}]@{record.offset}: not an audit entry ({record.reason})"
+            )
+        if result.foreign_count > len(result.foreign):
+            print(f"foreign record: {topic}[{partition}]: {result.foreign_count - len(result.foreign)} more")
     breaks = [(p, r.first_break) for p, r in results.items() if r.first_break is not None]
     for partition, brk in breaks:
         print(f"first break: {topic}[{partition}]@{brk.offset}: {brk.reason.value} ({brk.detail})")
     total = sum(r.count for r in results.values())
+    foreign_total = sum(r.foreign_count for r in results.values())
+    with_foreign = sum(1 for r in results.values() if r.foreign_count)
     if breaks:
         print(f"BROKEN: {len(breaks)} of {len(results)} partition chains", file=sys.stderr)
-        return 1
+    if foreign_total:
+        print(
+            f"FOREIGN: {foreign_total} records that are not audit entries in {with_foreign} of "
+            f"{len(results)} partitions (skipped; the chains were verified across them). Only the "
+            "workers may write to the audit log: find out who wrote them (docs/audit.md)",
+            file=sys.stderr,
+        )
+    if breaks or foreign_total:
+        if not breaks:
+            print(
+                f"intact apart from the foreign records: {total} entries in {len(results)} partition chains"
+            )
+        return EXIT_FAILED
     print(f"intact: {total} entries in {len(results)} partition chains")
     return 0
 
@@ -528,7 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="the tamper-evident audit trail (docs/audit.md)")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    averify = audit_sub.add_parser("verify", help="re-walk every partition's hash chain; exit 1 at a break")
+    averify = audit_sub.add_parser(
+        "verify",
+        help="re-walk every partition's hash chain; exit 1 at a break or a record that is not an entry",
+    )
     averify.add_argument("--topic", metavar="NAME", help="full topic name (default: the prefixed audit-log)")
     averify.set_defaults(func=_cmd_audit_verify)
 

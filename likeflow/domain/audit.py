@@ -21,7 +21,7 @@ _CANONICAL: Final = orjson.OPT_SORT_KEYS
 
 
 class AuditError(LikeflowError, ValueError):
-    """A record cannot be audited (not JSON, unknown kind) or a chain's last entry is damaged."""
+    """A record cannot be audited (not JSON, unknown kind), or bytes are not a valid entry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +40,13 @@ class Head:
 GENESIS: Final = Head(seq=-1, hash=GENESIS_HASH)
 
 
+# Foreign records a verification lists one by one (all of them are counted).
+MAX_FOREIGN_KEPT: Final = 100
+
+
 class BreakReason(Enum):
     """Why a chain is broken at an entry."""
 
-    UNDECODABLE = "undecodable"  # not JSON, or fields missing or of the wrong type
     NOT_CANONICAL = "not canonical"  # the bytes differ from the canonical encoding of their content
     BAD_HASH = "bad hash"  # the entry's content does not hash to its `hash`
     SEQ_GAP = "seq gap"  # entries missing, repeated or reordered before this one
@@ -60,16 +63,36 @@ class Break:
 
 
 @dataclass(frozen=True, slots=True)
+class Foreign:
+    """A record of the audit log that is not an audit entry (not JSON, or not an entry's fields
+    and types): someone else wrote it. Verification skips it and links the entries around it;
+    removing or altering a real entry still breaks the chain's seq and prev links."""
+
+    offset: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """`count` entries verified from the start, ending at `head`; `first_break` is None when intact."""
+    """`count` entries verified from the start, ending at `head`; `first_break` is None when the
+    chain is intact; `foreign_count` records that are not entries were skipped (the first
+    `MAX_FOREIGN_KEPT` of them in `foreign`)."""
 
     count: int
     head: Head
     first_break: Break | None = None
+    foreign: tuple[Foreign, ...] = ()
+    foreign_count: int = 0
+
+    @property
+    def intact(self) -> bool:
+        """No break: every entry links to the one before it."""
+        return self.first_break is None
 
     @property
     def ok(self) -> bool:
-        return self.first_break is None
+        """Intact, and nothing but entries in the log."""
+        return self.first_break is None and self.foreign_count == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +188,8 @@ def decode_entry(data: bytes) -> Entry:
 
 
 def head_of(data: bytes) -> Head:
-    """The head a chain has after entry `data` (its last entry); raises AuditError if it is damaged."""
+    """The head a chain has after entry `data` (its last entry); raises AuditError, saying why,
+    when `data` is not an entry or does not match its own hash."""
     entry = decode_entry(data)
     if entry_hash(entry.prev, entry.seq, entry.kind, entry.record) != entry.hash:
         raise AuditError(f"the entry with seq {entry.seq} does not match its hash")
@@ -173,26 +197,35 @@ def head_of(data: bytes) -> Head:
 
 
 class ChainVerifier:
-    """Re-walks one chain entry by entry (for logs read incrementally); stops at the first break."""
+    """Re-walks one chain entry by entry (for logs read incrementally); stops at the first break.
+
+    A record that does not decode as an entry is foreign: recorded and skipped, the next entry
+    must link to the last one verified.
+    """
 
     def __init__(self, start: Head = GENESIS) -> None:
         self._head = start
         self._count = 0
         self._break: Break | None = None
+        self._foreign: list[Foreign] = []
+        self._foreign_count = 0
 
     def feed(self, offset: int, data: bytes) -> Break | None:
-        """Check the entry at `offset`; returns the chain's first break (this one or an earlier one)."""
+        """Check the record at `offset`; returns the chain's first break (this one or an earlier one)."""
         if self._break is None:
-            self._break = self._check(offset, data)
+            try:
+                entry = decode_entry(data)
+            except AuditError as exc:
+                self._foreign_count += 1
+                if len(self._foreign) < MAX_FOREIGN_KEPT:
+                    self._foreign.append(Foreign(offset, str(exc)))
+                return None
+            self._break = self._check(offset, data, entry)
             if self._break is None:
                 self._count += 1
         return self._break
 
-    def _check(self, offset: int, data: bytes) -> Break | None:
-        try:
-            entry = decode_entry(data)
-        except AuditError as exc:
-            return Break(offset, BreakReason.UNDECODABLE, str(exc))
+    def _check(self, offset: int, data: bytes, entry: Entry) -> Break | None:
         # Every byte counts: content-preserving rewrites (1e+16 vs 1E+16, spaces) are caught too.
         if encode_entry(entry) != data:
             return Break(offset, BreakReason.NOT_CANONICAL, "bytes differ from the canonical encoding")
@@ -212,11 +245,12 @@ class ChainVerifier:
 
     def result(self) -> VerifyResult:
         """What the walk found so far."""
-        return VerifyResult(self._count, self._head, self._break)
+        return VerifyResult(self._count, self._head, self._break, tuple(self._foreign), self._foreign_count)
 
 
 def verify(entries: Iterable[tuple[int, bytes]], start: Head = GENESIS) -> VerifyResult:
-    """Re-walk `(offset, entry bytes)` in log order from `start`; the first break, or the count and head."""
+    """Re-walk `(offset, record bytes)` in log order from `start`; the first break, or the count
+    and head; records that are not entries are listed as foreign and skipped."""
     verifier = ChainVerifier(start)
     for offset, data in entries:
         if verifier.feed(offset, data) is not None:

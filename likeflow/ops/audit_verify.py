@@ -20,7 +20,9 @@ async def verify_topic(
     settings: Settings, topic: str | None = None, progress_out: TextIO | None = None
 ) -> dict[int, VerifyResult]:
     """Re-walk every partition's chain in `topic` (default: the audit log) from its first record
-    to the end offset seen at the start; returns {partition: result}."""
+    to the end offset seen at the start; returns {partition: result}. Records that are not
+    entries are listed in each result's `foreign` and skipped (the entries around them must
+    still link); a partition's walk stops at its first break."""
     name = topic or settings.topic(AUDIT_LOG)
     consumer = AIOKafkaConsumer(
         **kafka_client_kwargs(settings),

@@ -6,7 +6,8 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -22,7 +23,9 @@ from likeflow.domain.audit import (
     extend,
     head_of,
 )
-from streams.topics import AUDIT_LOG
+from likeflow.sinks.dead_letter_records import dead_letter_headers, fitted
+from streams.events import DeadLetterReason
+from streams.topics import AUDIT_LOG, DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,33 @@ READ_STALL_S = 30.0
 # other outputs wait for the broker. An append that keeps failing while the broker answers (a
 # broken transaction coordinator) stops commits, and the stall watchdog ends the worker.
 RETRY_PAUSES_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+# Records after a chain's last entry that are not entries (someone else wrote them): this many
+# are copied to the dead-letter topic with the next append and logged one by one; the rest are
+# counted in one warning (`likeflow audit verify` lists them all).
+MAX_FOREIGN_COPIED = 100
+MAX_FOREIGN_LOGGED = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ForeignRecord:
+    """A record at the tail of an audit partition that is not a chain entry, as its dead letter:
+    the original key and value (cut to the dead-letter limits) and `likeflow.dlq.*` headers."""
+
+    offset: int
+    reason: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedHead:
+    """A partition's chain head as read from the broker, and the foreign records after it
+    (the first `MAX_FOREIGN_COPIED` in log order; `foreign_count` counts them all)."""
+
+    head: Head
+    foreign: tuple[ForeignRecord, ...] = ()
+    foreign_count: int = 0
 
 
 class AuditTrail:
@@ -72,6 +102,9 @@ class AuditTrail:
         self, settings: Settings, topic: str | None = None, client_id: str = "likeflow-audit"
     ) -> None:
         self.topic = topic or settings.topic(AUDIT_LOG)
+        self._dead_letters = settings.topic(DEAD_LETTERS)
+        self._max_key_bytes = settings.max_key_bytes
+        self._max_value_bytes = settings.max_record_bytes
         self._kwargs = kafka_client_kwargs(settings)
         self._client_id = client_id
         # One transactional producer per audit partition, created when this worker first
@@ -137,10 +170,11 @@ class AuditTrail:
     async def append(self, partition: int, kind: Kind, records: Sequence[bytes]) -> None:
         """Append `records` (JSON bytes each) to the chain of `partition`; returns once all are acked.
 
-        Raises AuditError for a record that is not JSON (nothing of the batch is sent) or when
-        the partition's last entry is damaged, and ProducerFenced when another worker owns the
-        chain now. Other Kafka errors are retried until they pass (`RETRY_PAUSES_S`), each
-        attempt from the head read again, so a retry cannot fork the chain.
+        Raises AuditError for a record that is not JSON (nothing of the batch is sent), and
+        ProducerFenced when another worker owns the chain now. Other Kafka errors are retried
+        until they pass (`RETRY_PAUSES_S`), each attempt from the head read again, so a retry
+        cannot fork the chain. Records at the partition's tail that are not entries do not stop
+        it: the chain continues after its last entry and they are dead-lettered (`_load_head`).
         """
         if not records:
             return
@@ -188,11 +222,21 @@ class AuditTrail:
         # below sees the real end of the chain.
         producer = await self._producer_for(partition)
         head = self._heads.get(partition)
+        foreign: Sequence[ForeignRecord] = ()
         if head is None:
-            head = await self._load_head(partition)
+            loaded = await self._load_head(partition)
+            head, foreign = loaded.head, loaded.foreign
         entries, new_head = extend(head, kind, records)
         await producer.begin_transaction()
-        sent = await asyncio.gather(*await self._send(producer, partition, entries), return_exceptions=True)
+        futures = await self._send(producer, partition, entries)
+        # The foreign records after the old head go to the dead letters in the same transaction
+        # as the entries that continue the chain past them: once it commits they are no longer
+        # at the tail, and a failed attempt finds (and copies) them again.
+        for record in foreign:
+            futures.append(
+                await producer.send(self._dead_letters, record.value, key=record.key, headers=record.headers)
+            )
+        sent = await asyncio.gather(*futures, return_exceptions=True)
         failed = next((r for r in sent if isinstance(r, BaseException)), None)
         if failed is not None:
             raise failed
@@ -221,37 +265,102 @@ class AuditTrail:
         futures.append(await producer.send_batch(builder, self.topic, partition=partition))
         return futures
 
-    async def _load_head(self, partition: int) -> Head:
-        """The head of the chain in `partition`: its last entry, or genesis when it is empty."""
+    async def _load_head(self, partition: int) -> LoadedHead:
+        """The head of the chain in `partition`: its last valid entry (one that decodes and
+        matches its own hash), or genesis when it has none; and the foreign records after it.
+
+        One record that is not an entry at the tail (a stray write by another producer) must not
+        stop every worker that takes the partition: it is skipped, logged and dead-lettered, and
+        the chain continues from the entry before it. `likeflow audit verify` reports it.
+        """
         tp = TopicPartition(self.topic, partition)
         async with self._read_lock:  # the consumer reads one partition at a time
             self._consumer.assign([tp])
             begin = (await self._consumer.beginning_offsets([tp]))[tp]
             end = (await self._consumer.end_offsets([tp]))[tp]
             # read_committed: the end offset is the last stable offset. The last offsets may be
-            # transaction markers (control records, never returned), so the window widens until
-            # it holds an entry.
-            back = 1
-            while end > begin:
-                start = max(begin, end - back)
-                last = None
-                for record in await _read_range(self._consumer, tp, start, end):
-                    last = record
+            # transaction markers (control records, never returned) or foreign records, so the
+            # window moves back, growing, until it holds an entry; each record is read once.
+            later: list[ForeignRecord] = []  # foreign records after the current window, in order
+            later_count = 0
+            upper, back = end, 1
+            while upper > begin:
+                start = max(begin, upper - back)
+                last: tuple[int, Head] | None = None
+                found: list[ForeignRecord] = []  # after `last` in this window
+                found_count = 0
+                async for record in _scan_range(self._consumer, tp, start, upper):
+                    try:
+                        last = (record.offset, head_of(record.value or b""))
+                        found, found_count = [], 0
+                    except AuditError as exc:
+                        found_count += 1
+                        if len(found) < MAX_FOREIGN_COPIED:
+                            found.append(self._foreign(record, partition, str(exc)))
+                later = (found + later)[:MAX_FOREIGN_COPIED]
+                later_count += found_count
                 if last is not None:
-                    head = head_of(last.value or b"")
+                    offset, head = last
                     log.info(
                         "audit chain %s[%d]@%d continues after seq %d",
                         self.topic,
                         partition,
-                        last.offset,
+                        offset,
                         head.seq,
                     )
-                    return head
-                if start == begin:
-                    break
-                back *= 16
+                    loaded = LoadedHead(head, tuple(later), later_count)
+                    self._warn_foreign(partition, loaded, offset)
+                    return loaded
+                upper, back = start, back * 16
         log.info("audit chain %s[%d] starts at genesis", self.topic, partition)
-        return GENESIS
+        loaded = LoadedHead(GENESIS, tuple(later), later_count)
+        self._warn_foreign(partition, loaded, None)
+        return loaded
+
+    def _foreign(self, record: Any, partition: int, reason: str) -> ForeignRecord:
+        """The dead letter of a record of this log that is not an entry (fits the dead-letter topic)."""
+        headers = dead_letter_headers(
+            record.headers,
+            reason=DeadLetterReason.NOT_AN_AUDIT_ENTRY.value,
+            error=reason,
+            topic=self.topic,
+            partition=partition,
+            offset=record.offset,
+        )
+        key, value, cut = fitted(
+            record.key, record.value, max_key_bytes=self._max_key_bytes, max_value_bytes=self._max_value_bytes
+        )
+        return ForeignRecord(record.offset, reason, key, value, headers + cut)
+
+    def _warn_foreign(self, partition: int, loaded: LoadedHead, after: int | None) -> None:
+        """One warning per foreign record (up to `MAX_FOREIGN_LOGGED`), one for the rest."""
+        if not loaded.foreign_count:
+            return
+        where = "genesis" if after is None else f"the entry at @{after} (seq {loaded.head.seq})"
+        for record in loaded.foreign[:MAX_FOREIGN_LOGGED]:
+            log.warning(
+                "audit log %s[%d]@%d is not an audit entry (%s): skipped, the chain continues after %s; "
+                "copied to %s with the next append (reason %s). Find out who wrote it: only the "
+                "workers may write to the audit log",
+                self.topic,
+                partition,
+                record.offset,
+                record.reason,
+                where,
+                self._dead_letters,
+                DeadLetterReason.NOT_AN_AUDIT_ENTRY.value,
+            )
+        rest = loaded.foreign_count - min(len(loaded.foreign), MAX_FOREIGN_LOGGED)
+        if rest:
+            log.warning(
+                "audit log %s[%d]: %d more records after %s are not audit entries (%d of them are "
+                "dead-lettered); `likeflow audit verify` lists them",
+                self.topic,
+                partition,
+                rest,
+                where,
+                max(0, len(loaded.foreign) - MAX_FOREIGN_LOGGED),
+            )
 
 
 class WorkerAudit:
@@ -291,10 +400,13 @@ class WorkerAudit:
             await trail.stop()
 
 
-async def _read_range(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int) -> list[Any]:
-    """Records of `tp` with start <= offset < end (the consumer must have `tp` assigned)."""
+async def _scan_range(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int
+) -> AsyncIterator[Any]:
+    """Records of `tp` with start <= offset < end, in order, one fetch at a time (the consumer
+    must have `tp` assigned). Raises KafkaTimeoutError when a read makes no progress for
+    `READ_STALL_S`."""
     consumer.seek(tp, start)
-    out: list[Any] = []
     deadline = time.monotonic() + READ_STALL_S
     while await consumer.position(tp) < end:
         if time.monotonic() > deadline:
@@ -302,5 +414,9 @@ async def _read_range(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int
             # retries it like any other Kafka error.
             raise KafkaTimeoutError(f"could not read {tp.topic}[{tp.partition}] up to offset {end}")
         batch = await consumer.getmany(tp, timeout_ms=1000)
-        out.extend(r for r in batch.get(tp, []) if r.offset < end)
-    return out
+        records = batch.get(tp, [])
+        if records:
+            deadline = time.monotonic() + READ_STALL_S
+        for record in records:
+            if record.offset < end:
+                yield record

@@ -1,10 +1,12 @@
-"""The audit trail on the real broker: chains survive a restart and a rebalance; tampering is caught."""
+"""The audit trail on the real broker: chains survive restarts, rebalances and strays; tampering is caught."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import orjson
 import pytest
@@ -16,9 +18,11 @@ from config import Settings
 from likeflow.domain.audit import AuditError, BreakReason, head_of
 from likeflow.domain.pseudonym import Pseudonymizer
 from likeflow.ops.audit_verify import verify_topic
+from likeflow.ops.backfill import partition_for
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.audit_log import AuditTrail
-from streams.topics import AUDIT_LOG, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
+from likeflow.sinks.dead_letter_records import HEADER_PREFIX
+from streams.topics import AUDIT_LOG, DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.clock import NOW
 from tests.integration.harness import (
     Consumed,
@@ -32,6 +36,8 @@ from tests.integration.harness import (
     wait_until,
 )
 from tests.integration.namespaces import private_settings
+
+DLQ_PARTITION, DLQ_OFFSET = HEADER_PREFIX + "partition", HEADER_PREFIX + "offset"
 
 
 @pytest.fixture(scope="module")
@@ -242,3 +248,170 @@ async def test_a_zombie_writer_is_fenced_and_cannot_fork_a_chain(audit_settings:
         await owner.stop()
     results = await verify_topic(settings)
     assert results[3].ok and results[3].count == 5, results[3]
+
+
+async def write_stray(settings: Settings, partition: int, values: list[bytes]) -> list[int]:
+    """Write records that are not entries to the audit log (a replay aimed at the wrong topic,
+    say); returns their offsets."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        sent = [
+            await (
+                await producer.send(
+                    settings.topic(AUDIT_LOG),
+                    value,
+                    key=b"stray",
+                    partition=partition,
+                    headers=[("origin", b"a mistake")],
+                )
+            )
+            for value in values
+        ]
+    finally:
+        await producer.stop()
+    return [meta.offset for meta in sent]
+
+
+def not_entries(records: list[Consumed], topic: str) -> list[Consumed]:
+    """The dead letters of records of `topic` that were not audit entries."""
+    return [
+        r
+        for r in records
+        if dict(r.headers).get("likeflow.dlq.reason") == b"not_an_audit_entry"
+        and dict(r.headers).get("likeflow.dlq.topic") == topic.encode()
+    ]
+
+
+async def test_foreign_records_at_a_chain_tail_are_dead_lettered_and_the_chain_goes_on(
+    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = private_settings(base_settings, tmp_path_factory)
+    await ensure_topics(settings)
+    topic = settings.topic(AUDIT_LOG)
+    like = orjson.dumps({"event_id": "e1", "user_id": "u1", "video_id": "v1", "ts": NOW})
+
+    first = AuditTrail(settings)
+    await first.start()
+    try:
+        await first.append(0, "prompt", records("f0", 3))
+    finally:
+        await first.stop()
+    # Partition 0: a chain, then two stray records; partition 1: nothing but a stray record.
+    stray_0 = await write_stray(settings, 0, [like, b"\xff not even text"])
+    stray_1 = await write_stray(settings, 1, [b'{"seq": 0}'])
+
+    caplog.set_level(logging.WARNING, logger="likeflow.sinks.audit_log")
+    second = AuditTrail(settings)
+    await second.start()
+    try:  # a restarted worker: it used to crash here, on every restart, on the chain's head
+        await second.append(0, "feedback", records("g0", 2))
+        await second.append(1, "prompt", records("g1", 1))
+    finally:
+        await second.stop()
+    warned = [r.getMessage() for r in caplog.records]
+    for offset in stray_0:
+        assert any(f"{topic}[0]@{offset} is not an audit entry" in m for m in warned), warned
+    assert any(f"{topic}[1]@{stray_1[0]} is not an audit entry" in m and "genesis" in m for m in warned)
+
+    third = AuditTrail(settings)  # the strays are inside the chain now: nothing more to set aside
+    await third.start()
+    try:
+        await third.append(0, "prompt", records("h0", 1))
+    finally:
+        await third.stop()
+
+    log = await read_topic(settings, topic)
+    chain_0 = [r for r in sorted(log, key=lambda r: r.offset) if r.partition == 0 and r.offset not in stray_0]
+    assert [orjson.loads(present(r.value))["seq"] for r in chain_0] == list(range(6))
+    assert orjson.loads(present(chain_0[3].value))["prev"] == head_of(present(chain_0[2].value)).hash
+    dead = not_entries(
+        await read_topic_until(
+            settings,
+            settings.topic(DEAD_LETTERS),
+            lambda rs: len(not_entries(rs, topic)) >= 3,
+            30,
+            "the stray records' dead letters",
+        ),
+        topic,
+    )
+    assert len(dead) == 3  # once each, not again at the third start
+    by_origin = {(dict(r.headers)[DLQ_PARTITION], dict(r.headers)[DLQ_OFFSET]): r for r in dead}
+    assert set(by_origin) == {(b"0", str(stray_0[0]).encode()), (b"0", str(stray_0[1]).encode()),
+                              (b"1", str(stray_1[0]).encode())}  # fmt: skip
+    first_dead = by_origin[(b"0", str(stray_0[0]).encode())]
+    assert (first_dead.key, first_dead.value) == (b"stray", like)  # the original bytes
+    assert dict(first_dead.headers)["origin"] == b"a mistake"
+
+    results = await verify_topic(settings)
+    assert results[0].intact and results[0].count == 6 and not results[0].ok
+    assert [f.offset for f in results[0].foreign] == stray_0
+    assert results[1].intact and results[1].count == 1
+    assert [f.offset for f in results[1].foreign] == stray_1
+    cli = await run_cli(settings, "audit", "verify")
+    out, err = cli.stdout.decode(), cli.stderr.decode()
+    assert cli.returncode == 1, out + err
+    assert f"foreign record: {topic}[0]@{stray_0[0]}: not an audit entry (expected fields" in out, out
+    assert f"foreign record: {topic}[1]@{stray_1[0]}: not an audit entry" in out, out
+    assert f"{topic}[0]\t6 entries verified" in out and "2 foreign records skipped" in out
+    assert "first break" not in out and "FOREIGN: 3 records" in err and "BROKEN" not in err, err
+
+
+async def test_the_worker_keeps_appending_after_a_stray_record_on_its_audit_partition(
+    base_settings: Settings, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """One record written to `audit-log` by mistake used to crash-loop every worker that took
+    its partition; now the worker restarts, sets it aside and `audit verify` names it."""
+    settings = private_settings(base_settings, tmp_path_factory)
+    await ensure_topics(settings)
+    topic = settings.topic(AUDIT_LOG)
+    video, creator = "st-v", "st-c"
+    item = {"product_id": "st-p", "title": "t", "category": "c", "price_cents": 990,
+            "certified": True, "stock": 9}  # fmt: skip
+    mapping = {"video_id": video, "creator_id": creator, "ts": NOW - 60_000, "products": [item]}
+    users = [u for u in (f"st-u{i}" for i in range(200)) if partition_for(u, settings.partitions) == 0][:6]
+
+    def likes(round_: int) -> list[Record]:
+        return [
+            (
+                u.encode(),
+                orjson.dumps(
+                    {"event_id": f"st-{round_}-{u}", "user_id": u, "video_id": video, "ts": NOW + round_}
+                ),
+                [],
+            )  # fmt: skip
+            for u in users[round_ * 3 : round_ * 3 + 3]
+        ]
+
+    def prompts_on_chain(rs: list[Consumed]) -> int:
+        return sum(
+            1 for r in rs if r.partition == 0 and r.value and orjson.loads(r.value).get("kind") == "prompt"
+        )
+
+    worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()
+    try:
+        await produce(settings, settings.topic(VIDEO_PRODUCTS), [(video.encode(), orjson.dumps(mapping), [])])
+        await wait_until(
+            lambda: worker.metric_sum("likeflow_mapping_updates_total") >= 1, 30, "the mapping", worker
+        )
+        await produce(settings, settings.topic(LIKES), likes(0))
+        await read_topic_until(settings, topic, lambda rs: prompts_on_chain(rs) >= 3, 60, "3 audited prompts")
+        worker.stop()
+        [stray] = await write_stray(settings, 0, [orjson.dumps({"event_id": "x", "user_id": "y"})])
+        worker.start()
+        await produce(settings, settings.topic(LIKES), likes(1))
+        await read_topic_until(
+            settings, topic, lambda rs: prompts_on_chain(rs) >= 6, 60, "3 more audited prompts"
+        )
+        assert worker.alive(), worker.tail()
+        assert f"{topic}[0]@{stray} is not an audit entry" in worker.log_path.read_text()
+    finally:
+        worker.stop()
+    results = await verify_topic(settings)
+    assert results[0].intact and [f.offset for f in results[0].foreign] == [stray]
+    assert results[0].count >= 6 and all(r.intact and not r.foreign for p, r in results.items() if p != 0)
+    cli = await run_cli(settings, "audit", "verify")
+    assert cli.returncode == 1
+    assert f"foreign record: {topic}[0]@{stray}: not an audit entry".encode() in cli.stdout
+    assert b"first break" not in cli.stdout

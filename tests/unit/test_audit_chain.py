@@ -1,4 +1,4 @@
-"""The audit hash chain: an intact chain verifies; any alteration, deletion, swap or insertion is caught."""
+"""The audit hash chain: an intact chain verifies, any alteration is caught, foreign records are skipped."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from hypothesis import strategies as st
 from likeflow.domain.audit import (
     GENESIS,
     GENESIS_HASH,
+    MAX_FOREIGN_KEPT,
     AuditError,
     BreakReason,
     Entry,
     Head,
+    VerifyResult,
     encode_entry,
     entry_hash,
     extend,
@@ -97,6 +99,14 @@ def test_altering_one_byte_of_a_record_is_caught_at_its_offset(index: int) -> No
     assert result.count == index
 
 
+def first_problem(result: VerifyResult) -> int | None:
+    """The offset of the first break or foreign record (what an operator is shown first)."""
+    offsets = [f.offset for f in result.foreign]
+    if result.first_break is not None:
+        offsets.append(result.first_break.offset)
+    return min(offsets, default=None)
+
+
 def test_every_single_byte_change_is_caught() -> None:
     entries = chain(4)
     target = entries[2]
@@ -104,7 +114,12 @@ def test_every_single_byte_change_is_caught() -> None:
         for new in {target[pos] ^ 1, ord("E") if target[pos] == ord("e") else target[pos] ^ 2}:
             tampered = [*entries[:2], target[:pos] + bytes([new]) + target[pos + 1 :], entries[3]]
             result = verify(at(tampered))
-            assert result.first_break is not None and result.first_break.offset == 102, (pos, new)
+            assert not result.ok and first_problem(result) == 102, (pos, new)
+            if result.foreign:
+                # No longer an entry: skipped, and the next one does not follow the last verified.
+                assert [f.offset for f in result.foreign] == [102], (pos, new)
+                assert result.first_break is not None, (pos, new)
+                assert (result.first_break.offset, result.first_break.reason) == (103, BreakReason.SEQ_GAP)
 
 
 def test_content_preserving_rewrite_is_caught() -> None:
@@ -177,13 +192,62 @@ def test_duplicated_entry_is_caught() -> None:
     assert result.first_break is not None and result.first_break.offset == 104
 
 
-@pytest.mark.parametrize("junk", [b"", b"null", b"{}", b"[1]", b'{"seq": 0}', b"\xff\xfe"])
-def test_undecodable_entry_is_caught(junk: bytes) -> None:
+JUNK = [
+    b"",
+    b"null",
+    b"{}",
+    b"[1]",
+    b'{"seq": 0}',
+    b"\xff\xfe",
+    b'{"event_id":"e1","user_id":"u1","video_id":"v"}',
+]
+
+
+@pytest.mark.parametrize("junk", JUNK)
+def test_a_record_that_is_not_an_entry_is_foreign_and_the_chain_is_verified_across_it(junk: bytes) -> None:
+    entries = chain(4)
+    result = verify(at([entries[0], junk, *entries[1:], junk]))
+    assert result.intact and not result.ok
+    assert result.count == 4 and result.head == head_of(entries[-1])
+    assert [f.offset for f in result.foreign] == [101, 105] and result.foreign_count == 2
+    assert all(f.reason for f in result.foreign)
+
+
+@pytest.mark.parametrize("junk", JUNK)
+def test_an_entry_replaced_by_a_foreign_record_still_breaks_the_chain(junk: bytes) -> None:
     entries = chain(4)
     entries[1] = junk
     result = verify(at(entries))
+    assert [f.offset for f in result.foreign] == [101]
     assert result.first_break is not None
-    assert (result.first_break.offset, result.first_break.reason) == (101, BreakReason.UNDECODABLE)
+    assert (result.first_break.offset, result.first_break.reason) == (102, BreakReason.SEQ_GAP)
+    assert result.count == 1
+
+
+def test_foreign_records_say_why() -> None:
+    entries = chain(2)
+    result = verify(at([b"not json", entries[0], b'{"seq": 0}', entries[1]]))
+    assert result.intact and result.count == 2
+    reasons = {f.offset: f.reason for f in result.foreign}
+    assert reasons[100].startswith("not JSON")
+    assert reasons[102].startswith("expected fields") and "['seq']" in reasons[102]
+
+
+def test_foreign_records_are_all_counted_and_the_first_ones_listed() -> None:
+    entries = chain(2)
+    many = [entries[0], *[b"x"] * (MAX_FOREIGN_KEPT + 5), entries[1]]
+    result = verify(at(many, 0))
+    assert result.intact and result.count == 2
+    assert result.foreign_count == MAX_FOREIGN_KEPT + 5 and len(result.foreign) == MAX_FOREIGN_KEPT
+    assert [f.offset for f in result.foreign] == list(range(1, MAX_FOREIGN_KEPT + 1))
+
+
+def test_foreign_records_after_a_break_are_not_walked() -> None:
+    entries = chain(4)
+    del entries[1]
+    result = verify(at([*entries, b"junk"]))
+    assert result.first_break is not None and result.first_break.offset == 101
+    assert result.foreign == () and result.foreign_count == 0
 
 
 def test_head_of_refuses_a_damaged_entry() -> None:
@@ -230,7 +294,9 @@ def test_property_any_chain_verifies_and_any_byte_flip_is_caught(
     raw[pos] ^= 1 << bit
     tampered[index] = bytes(raw)
     broken = verify(at(tampered, 0))
-    assert broken.first_break is not None and broken.first_break.offset == index
+    # An entry altered into something that is no entry at all is foreign; the entry after it
+    # (if any) then breaks the chain.
+    assert not broken.ok and first_problem(broken) == index
     assert broken.count == index
 
 
