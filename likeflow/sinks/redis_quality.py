@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from likeflow.metrics import Metrics
-from likeflow.sinks.redis_keys import window_field, windows_key
+from likeflow.sinks.redis_keys import standing_key, window_field, windows_key
 from likeflow.sinks.redis_prompts import REDIS_DOWN, run_concurrently
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,20 @@ redis.call('HSET', KEYS[1], 'version', ARGV[1])
 local n = tonumber(ARGV[2])
 for i = 0, n - 1 do redis.call('HSET', KEYS[1], ARGV[3 + 2 * i], ARGV[4 + 2 * i]) end
 for i = 3 + 2 * n, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
+return 1
+"""
+
+# KEYS[1] = a forgotten creator's windows hash, KEYS[2] = its standing (one slot: the creator id
+# is the hash tag); ARGV[1] = the expiry cutoff (epoch ms). The standing goes; the windows hash
+# goes unless it holds a window starting at or after the cutoff: the counting handler wrote it
+# for a creator that came back, whose served windows must stay.
+FORGET_LUA = """
+redis.call('DEL', KEYS[2])
+local cutoff = tonumber(ARGV[1])
+for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+  if string.sub(f, 1, 2) == 'w:' and tonumber(string.sub(f, 3)) >= cutoff then return 0 end
+end
+redis.call('DEL', KEYS[1])
 return 1
 """
 
@@ -99,6 +113,7 @@ class RedisQualityStore:
         self._doc_script = client.register_script(VERSIONED_DOC_LUA)
         self._windows_script = client.register_script(VERSIONED_WINDOWS_LUA)
         self._swap_script = client.register_script(SWAP_LUA)
+        self._forget_script = client.register_script(FORGET_LUA)
         # Redis Cluster refuses a script or MULTI whose keys lie in different slots.
         self._one_node = not isinstance(client, RedisCluster)
         # Writes that failed while Redis was unreachable, merged per key (the newest version
@@ -106,6 +121,10 @@ class RedisQualityStore:
         self._max_pending = max_pending
         self._pending_docs: dict[str, tuple[int, dict[str, Any]]] = {}
         self._pending_windows: dict[str, WindowsUpdate] = {}
+        # Creators to forget, by their standing key: (creator_id, cutoff ms). Written after the
+        # documents and windows of the same flush; a standing document held later (the creator
+        # was judged again) cancels it.
+        self._pending_forget: dict[str, tuple[str, int]] = {}
         self._pending_gauge = metrics.redis_pending.labels("quality")
         self._size_ms = 0  # window size (ms), known from the first write_windows call
         self._flushing = asyncio.Lock()
@@ -116,7 +135,19 @@ class RedisQualityStore:
         A Redis outage is logged and counted, not raised: the documents are held (see
         `max_pending`) and written with the next call; the tables are the source of truth.
         """
+        for key, _, _ in docs:
+            self._pending_forget.pop(key, None)
         _hold_docs(self._pending_docs, docs)
+        return await self._flush()
+
+    async def forget_creators(self, creator_ids: Sequence[str], cutoff_ms: int) -> int:
+        """Delete the standing of creators the judge forgot, and their windows hash unless it
+        holds a window starting at or after `cutoff_ms` (the counting handler wrote one since:
+        the creator came back). Held like any write while Redis is down; call it after the
+        documents written before the creators were forgotten. Returns how many windows hashes
+        went."""
+        for creator_id in creator_ids:
+            self._pending_forget[standing_key(self.prefix, creator_id)] = (creator_id, cutoff_ms)
         return await self._flush()
 
     def hold_windows(self, updates: Sequence[WindowsUpdate], size_ms: int) -> None:
@@ -148,8 +179,8 @@ class RedisQualityStore:
         while True:
             # Take what is held: updates queued while this flush is in flight go to the next one
             # (merged into a dict being written, they would be cleared unwritten).
-            docs, windows = self._pending_docs, self._pending_windows
-            self._pending_docs, self._pending_windows = {}, {}
+            docs, windows, forget = self._pending_docs, self._pending_windows, self._pending_forget
+            self._pending_docs, self._pending_windows, self._pending_forget = {}, {}, {}
             calls = [(self._doc_script, [k], [v, orjson.dumps(doc)]) for k, (v, doc) in docs.items()]
             for u in windows.values():
                 args: list[Any] = [u.version, len(u.written)]
@@ -157,15 +188,23 @@ class RedisQualityStore:
                     args += [window_field(start), _window_value(start, self._size_ms, counts)]
                 args += [window_field(gone) for gone in sorted(u.deleted)]
                 calls.append((self._windows_script, [windows_key(self.prefix, u.creator_id)], args))
+            # Last: after the windows the counting handler wrote for a creator that came back.
+            for key, (creator_id, cutoff) in forget.items():
+                calls.append((self._forget_script, [windows_key(self.prefix, creator_id), key], [cutoff]))
             accepted = await self._run(calls)
             if accepted is not None or not self._max_pending:
-                self._pending_gauge.set(len(self._pending_docs) + len(self._pending_windows))
+                self._pending_gauge.set(
+                    len(self._pending_docs) + len(self._pending_windows) + len(self._pending_forget)
+                )
                 return accepted or 0
             # Not written: hold it again, under anything queued meanwhile (which is newer).
             _hold_docs(docs, [(k, v, d) for k, (v, d) in self._pending_docs.items()])
             _hold_windows(windows, list(self._pending_windows.values()))
-            self._pending_docs, self._pending_windows = docs, windows
-            held = len(docs) + len(windows)
+            for key in self._pending_docs:
+                forget.pop(key, None)  # judged again since: the newer document stays
+            forget.update(self._pending_forget)
+            self._pending_docs, self._pending_windows, self._pending_forget = docs, windows, forget
+            held = len(docs) + len(windows) + len(forget)
             self._pending_gauge.set(held)
             if held <= self._max_pending:
                 return 0

@@ -85,17 +85,24 @@ def test_standing_round_trips() -> None:
 
 
 H = 3_600_000
+CEILING = 10_000 * H  # the newest event time accepted: beyond every window of these tests
 
 
 def test_a_revision_replaces_the_window_and_a_copy_changes_nothing() -> None:
     platform = PlatformHorizon(horizon_ms=24 * H)
     mine: dict[str, dict[str, int]] = {}
-    assert apply_window(mine, platform, start_ms=0, end_ms=H, counts={"prompts": 10, "clicks": 1}, revision=1)
-    assert not apply_window(
-        mine, platform, start_ms=0, end_ms=H, counts={"prompts": 10, "clicks": 1}, revision=1
+    assert apply_window(
+        mine, platform, start_ms=0, end_ms=H, counts={"prompts": 10, "clicks": 1}, revision=1, ceiling=CEILING
     )
-    assert apply_window(mine, platform, start_ms=0, end_ms=H, counts={"prompts": 10, "clicks": 3}, revision=2)
-    assert not apply_window(mine, platform, start_ms=0, end_ms=H, counts={"prompts": 99}, revision=1), "stale"
+    assert not apply_window(
+        mine, platform, start_ms=0, end_ms=H, counts={"prompts": 10, "clicks": 1}, revision=1, ceiling=CEILING
+    )
+    assert apply_window(
+        mine, platform, start_ms=0, end_ms=H, counts={"prompts": 10, "clicks": 3}, revision=2, ceiling=CEILING
+    )
+    assert not apply_window(
+        mine, platform, start_ms=0, end_ms=H, counts={"prompts": 99}, revision=1, ceiling=CEILING
+    ), "stale"
     assert creator_totals(mine, platform.clock, platform.horizon_ms).clicks == 3
     assert platform.totals().clicks == 3 and platform.totals().prompts == 10
 
@@ -112,14 +119,15 @@ def test_the_horizon_slides_and_the_platform_is_derived_from_the_creators() -> N
                 end_ms=(hour + 1) * H,
                 counts={"prompts": 1},
                 revision=1,
+                ceiling=CEILING,
             )
     assert platform.totals().prompts == 6, "three windows of two creators"
     assert sorted(int(s) for s in rows["a"]) == [2 * H, 3 * H, 4 * H]
     rebuilt = PlatformHorizon.rebuild(3 * H, [{"windows": w} for w in rows.values()])
     assert rebuilt.totals() == platform.totals() and rebuilt.clock == platform.clock
-    assert not apply_window(rows["a"], platform, start_ms=0, end_ms=H, counts={"prompts": 5}, revision=2), (
-        "left the horizon"
-    )
+    assert not apply_window(
+        rows["a"], platform, start_ms=0, end_ms=H, counts={"prompts": 5}, revision=2, ceiling=CEILING
+    ), "left the horizon"
 
 
 def test_one_noisy_hour_in_a_long_good_horizon_is_not_bad() -> None:
@@ -145,9 +153,12 @@ def test_a_creator_whose_partition_lags_is_judged_on_its_own_horizon() -> None:
             end_ms=(hour + 1) * H,
             counts={"prompts": 10, "clicks": 5},
             revision=1,
+            ceiling=CEILING,
         )
     behind: dict[str, dict[str, int]] = {}
-    assert apply_window(behind, platform, start_ms=0, end_ms=H, counts={"prompts": 10}, revision=1)
+    assert apply_window(
+        behind, platform, start_ms=0, end_ms=H, counts={"prompts": 10}, revision=1, ceiling=CEILING
+    )
     assert platform.totals(H).prompts == 20, "the platform over the horizon ending with that window"
     assert creator_totals(behind, H, platform.horizon_ms).prompts == 10
 
@@ -157,9 +168,72 @@ def test_a_late_return_weighs_on_the_horizon() -> None:
     on a 7-day horizon the return still counts against the creator's return rate."""
     platform = PlatformHorizon(horizon_ms=7 * 24 * H)
     mine: dict[str, dict[str, int]] = {}
-    apply_window(mine, platform, start_ms=0, end_ms=H, counts={"orders": 1}, revision=1)
-    apply_window(mine, platform, start_ms=72 * H, end_ms=73 * H, counts={"returns": 1}, revision=1)
+    apply_window(mine, platform, start_ms=0, end_ms=H, counts={"orders": 1}, revision=1, ceiling=CEILING)
+    apply_window(
+        mine, platform, start_ms=72 * H, end_ms=73 * H, counts={"returns": 1}, revision=1, ceiling=CEILING
+    )
     horizon = creator_totals(mine, 73 * H, platform.horizon_ms)
     assert (horizon.orders, horizon.returns) == (1, 1)
     one_day = creator_totals(mine, 73 * H, 24 * H)
     assert (one_day.orders, one_day.returns) == (0, 1), "a one-day horizon would have lost the order"
+
+
+YEAR_9999 = 253_402_297_200_000  # an hour boundary in year 9999
+
+
+def test_a_window_that_starts_beyond_the_ceiling_is_never_applied() -> None:
+    """An earlier version could close a window of a like stamped in year 9999: it would move
+    the judge's clock there and take every real window out of the platform's horizon."""
+    platform = PlatformHorizon(horizon_ms=24 * H)
+    mine: dict[str, dict[str, int]] = {}
+    assert apply_window(
+        mine, platform, start_ms=0, end_ms=H, counts={"prompts": 10}, revision=1, ceiling=2 * H
+    )
+    assert not apply_window(
+        mine,
+        platform,
+        start_ms=YEAR_9999,
+        end_ms=YEAR_9999 + H,
+        counts={"prompts": 5},
+        revision=1,
+        ceiling=2 * H,
+    )
+    assert list(mine) == ["0"] and platform.clock == H and platform.totals().prompts == 10
+    # A window that ends beyond the ceiling but starts under it counts; the clock stops there.
+    assert apply_window(
+        mine, platform, start_ms=H, end_ms=2 * H, counts={"prompts": 1}, revision=1, ceiling=H + 5
+    )
+    assert platform.clock == H + 5
+
+
+def test_the_rebuilt_platform_leaves_out_windows_beyond_the_ceiling() -> None:
+    rows = [
+        {"windows": {"0": {"prompts": 3, "end_ms": H, "revision": 1}}},
+        {"windows": {str(YEAR_9999): {"prompts": 50, "end_ms": YEAR_9999 + H, "revision": 1}}},
+    ]
+    rebuilt = PlatformHorizon.rebuild(24 * H, rows, ceiling=2 * H)
+    assert rebuilt.clock == H and rebuilt.totals().prompts == 3
+    unbounded = PlatformHorizon.rebuild(24 * H, rows)
+    assert unbounded.clock == YEAR_9999 + H and unbounded.totals().prompts == 50, "what the bug did"
+
+
+def test_forgetting_a_creator_leaves_the_sums_a_rebuild_of_the_others_gives() -> None:
+    platform = PlatformHorizon(horizon_ms=3 * H)
+    rows: dict[str, dict[str, dict[str, int]]] = {"a": {}, "b": {}}
+    for hour in range(5):
+        for creator, prompts in (("a", 1), ("b", 10)):
+            if creator == "b" and hour > 1:
+                continue  # b stops appearing after two windows
+            apply_window(
+                rows[creator],
+                platform,
+                start_ms=hour * H,
+                end_ms=(hour + 1) * H,
+                counts={"prompts": prompts},
+                revision=1,
+                ceiling=CEILING,
+            )
+    platform.forget(rows.pop("b"))
+    rebuilt = PlatformHorizon.rebuild(3 * H, [{"windows": w} for w in rows.values()])
+    assert platform.totals() == rebuilt.totals() and platform.totals().prompts == 3
+    assert all(c.prompts >= 0 for c in platform.by_start.values()), "nothing pruned is taken out again"

@@ -5,6 +5,10 @@ and again whenever one is revised (a source that was idle counted more into it).
 creator, the latest revision of every window in the horizon; the platform sums are the sum of
 those over all creators, so they are derived state: rebuilt from the creators' rows after a
 restart, never counted twice.
+
+Nothing beyond the time ceiling (the worker's clock plus the allowed skew) enters the sums or
+moves the judge's clock: a window that starts beyond it is refused, and the clock is at most it
+(likeflow/domain/quality/creator_rows.py repairs rows an earlier version wrote).
 """
 
 from __future__ import annotations
@@ -51,6 +55,13 @@ class PlatformHorizon:
         for name in COUNT_FIELDS:
             setattr(held, name, getattr(held, name) + sign * int(counts.get(name, 0)))
 
+    def forget(self, windows: WindowsField) -> None:
+        """Take a forgotten creator's windows (its row's `windows`) out of the sums that still
+        hold them, so that the sums stay those a rebuild from the remaining rows gives."""
+        for start, window in windows.items():
+            if int(start) in self.by_start:
+                self._add(int(start), window, -1)
+
     def prune(self) -> None:
         """Forget the sums of windows that left the horizon."""
         floor = self.floor
@@ -58,13 +69,20 @@ class PlatformHorizon:
             del self.by_start[start]
 
     @classmethod
-    def rebuild(cls, horizon_ms: int, rows: Iterable[Mapping[str, Any]]) -> PlatformHorizon:
-        """The sums and clock derived from every creator row's windows."""
+    def rebuild(
+        cls, horizon_ms: int, rows: Iterable[Mapping[str, Any]], ceiling: int | None = None
+    ) -> PlatformHorizon:
+        """The sums and clock derived from every creator row's windows; with `ceiling` (epoch
+        ms), windows that start beyond it are left out and the clock is at most it."""
         platform = cls(horizon_ms)
         for row in rows:
             for start, window in (row.get("windows") or {}).items():
+                if ceiling is not None and int(start) > ceiling:
+                    continue
                 platform._add(int(start), window, 1)
                 platform.clock = max(platform.clock, int(window.get("end_ms", 0)))
+        if ceiling is not None:
+            platform.clock = min(platform.clock, ceiling)
         platform.prune()
         return platform
 
@@ -77,17 +95,21 @@ def apply_window(
     end_ms: int,
     counts: Mapping[str, int],
     revision: int,
+    ceiling: int,
 ) -> bool:
     """Apply revision `revision` of one creator window to the creator's `windows` and the platform.
 
     Returns False (nothing changed) for a revision at or below the one held, the same window
-    redelivered or sent again after a crash upstream, and for a window already outside the
-    creator's horizon (behind its latest window by more than the horizon). A newer revision
+    redelivered or sent again after a crash upstream, for a window already outside the
+    creator's horizon (behind its latest window by more than the horizon), and for a window
+    that starts beyond `ceiling` (epoch ms; only an earlier version sent one). A newer revision
     replaces the old counts in both places. The creator's windows are kept for one horizon
     behind its latest window: a creator's windows all come from one counting partition, so they
     close in its order whatever the other partitions do.
     """
-    platform.clock = max(platform.clock, end_ms)
+    if start_ms > ceiling:
+        return False
+    platform.clock = max(platform.clock, min(end_ms, ceiling))
     key = str(start_ms)
     held = windows.get(key)
     latest = max([end_ms, *(int(w["end_ms"]) for w in windows.values())])
