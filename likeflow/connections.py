@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio.cluster import RedisCluster
 
-from config import Settings
+from config import ConfigError, Settings
 from config.secrets import read_secret
 from likeflow.domain.pseudonym import MIN_KEY_CHARS, Pseudonymizer
 from likeflow.errors import LikeflowError
@@ -108,9 +108,35 @@ def redis_client(settings: Settings) -> aioredis.Redis:
     return client
 
 
+# Placeholder texts the docs and manifests ever showed in place of a user key, compared without
+# case and anything but letters and digits (deploy/k8s/secret.yaml shipped the first one).
+PLACEHOLDER_KEY_TEXTS = ("replaceme", "withatleast32randomcharacters")
+# A key with fewer distinct characters than this is no random key ("aaaa…", "abab…").
+MIN_KEY_DISTINCT_CHARS = 8
+MAKE_A_KEY = (
+    'make one with `make secrets` (local), or `python3 -c "import secrets; '
+    'print(secrets.token_urlsafe(48))"` and store it in the Secret (docs/deploy.md)'
+)
+
+
 def pseudonymizer(settings: Settings) -> Pseudonymizer:
-    """The user-id pseudonymizer from the configured key (raises ConfigError saying what to set)."""
+    """The user-id pseudonymizer from the configured key (raises ConfigError saying what to set).
+
+    Refuses a key that is a documented placeholder or has too few distinct characters: with a
+    guessable key anyone can recompute every pseudonym from user ids (docs/privacy.md).
+    """
     key = read_secret(settings.user_key, settings.user_key_file, "user_key", min_length=MIN_KEY_CHARS)
+    source = (
+        "LIKEFLOW_USER_KEY" if settings.user_key else f"LIKEFLOW_USER_KEY_FILE={settings.user_key_file!r}"
+    )
+    folded = "".join(c for c in key.lower() if c.isalnum())
+    if any(text in folded for text in PLACEHOLDER_KEY_TEXTS):
+        raise ConfigError(f"{source} holds the placeholder text of the docs, not a key: {MAKE_A_KEY}")
+    if len(set(key)) < MIN_KEY_DISTINCT_CHARS:
+        raise ConfigError(
+            f"{source} holds a key of fewer than {MIN_KEY_DISTINCT_CHARS} distinct characters, not a "
+            f"random key: {MAKE_A_KEY}"
+        )
     return Pseudonymizer(key.encode("utf-8"), settings.user_key_version)
 
 

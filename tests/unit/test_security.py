@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import ssl
 from pathlib import Path
@@ -10,7 +11,14 @@ import pytest
 from redis.asyncio.connection import SSLConnection
 
 from config import ConfigError, Settings, load_settings
-from likeflow.connections import faust_broker_credentials, kafka_client_kwargs, redis_client
+from likeflow.connections import (
+    faust_broker_credentials,
+    kafka_client_kwargs,
+    kafka_sasl_password,
+    pseudonymizer,
+    redis_client,
+)
+from likeflow.domain.pseudonym import Pseudonymizer
 
 PASSWORD = "pw-" + secrets.token_hex(12)
 
@@ -150,3 +158,65 @@ async def test_plain_redis_by_default() -> None:
     assert client.connection_pool.connection_class is not SSLConnection
     assert "password" not in client.connection_pool.connection_kwargs
     await client.aclose()
+
+
+PLACEHOLDER = "REPLACE-ME-with-at-least-32-random-characters"  # what deploy/k8s/secret.yaml shipped
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        PLACEHOLDER,
+        PLACEHOLDER.lower(),
+        "replace_me_" + secrets.token_hex(16),
+        secrets.token_hex(8) + " Replace Me " + secrets.token_hex(8),
+        "with-at-least-32-random-characters-" + secrets.token_hex(4),
+    ],
+)
+def test_the_documented_placeholder_key_is_refused(tmp_path: Path, key: str) -> None:
+    key_file = tmp_path / "user-key"
+    key_file.write_text(key + "\n")
+    key_file.chmod(0o600)
+    for settings in (Settings(user_key=key), Settings(user_key_file=str(key_file))):
+        with pytest.raises(ConfigError, match="placeholder") as info:
+            pseudonymizer(settings)
+        message = str(info.value)
+        assert "make secrets" in message and "secrets.token_urlsafe(48)" in message
+        assert key not in message, "the message never shows the key"
+
+
+@pytest.mark.parametrize("key", ["k" * 48, "ab" * 20, "0123456" * 6])
+def test_a_key_of_few_distinct_characters_is_refused(key: str) -> None:
+    with pytest.raises(ConfigError, match="fewer than 8 distinct characters") as info:
+        pseudonymizer(Settings(user_key=key))
+    assert "LIKEFLOW_USER_KEY" in str(info.value) and key not in str(info.value)
+
+
+def test_a_random_key_is_accepted() -> None:
+    key = secrets.token_urlsafe(48)
+    assert pseudonymizer(Settings(user_key=key))("u1") == Pseudonymizer(key.encode(), 1)("u1")
+    assert pseudonymizer(Settings(user_key="01234567" * 4))("u1").startswith("v1.")
+
+
+@pytest.mark.parametrize(
+    ("mode", "warned"),
+    [(0o600, False), (0o400, False), (0o640, False), (0o440, False), (0o644, True), (0o660, True),
+     (0o604, True), (0o602, True), (0o601, True), (0o666, True)],
+)  # fmt: skip
+def test_a_secrets_file_others_can_reach_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, mode: int, warned: bool
+) -> None:
+    secret = tmp_path / f"password-{mode:o}"
+    secret.write_text(PASSWORD)
+    secret.chmod(mode)
+    caplog.set_level(logging.WARNING, logger="config.secrets")
+    settings = sasl_settings(tmp_path, LIKEFLOW_KAFKA_SASL_PASSWORD_FILE=str(secret))
+    assert kafka_sasl_password(settings) == PASSWORD  # read all the same
+    kafka_sasl_password(settings)  # once per file
+    lines = [r.getMessage() for r in caplog.records if r.name == "config.secrets"]
+    if warned:
+        assert len(lines) == 1, lines
+        assert str(secret) in lines[0] and f"chmod 600 {secret}" in lines[0]
+        assert "LIKEFLOW_KAFKA_SASL_PASSWORD_FILE" in lines[0] and PASSWORD not in lines[0]
+    else:
+        assert lines == []
