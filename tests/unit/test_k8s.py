@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 import yaml
 
 import likeflow
-from config import load_settings
+from config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -47,11 +48,89 @@ def worker() -> tuple[dict[str, Any], dict[str, Any]]:
     return pod, container
 
 
+def settings_of_the_config_map() -> Settings:
+    return load_settings(manifests()["ConfigMap"]["data"])
+
+
 def test_the_config_map_holds_valid_settings() -> None:
-    settings = load_settings(manifests()["ConfigMap"]["data"])
+    settings = settings_of_the_config_map()
     assert settings.web_host == "0.0.0.0"  # noqa: S104 (inside the pod network, docs/security.md)
     _, container = worker()
     assert container["envFrom"] == [{"configMapRef": {"name": manifests()["ConfigMap"]["metadata"]["name"]}}]
+
+
+def test_the_settings_are_secure_by_default() -> None:
+    """SASL_SSL to Kafka and TLS with an ACL user to Redis, every secret from a file."""
+    settings = settings_of_the_config_map()
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert settings.kafka_sasl_mechanism.startswith("SCRAM-")
+    assert settings.kafka_sasl_username and settings.kafka_sasl_password_file and settings.kafka_ssl_cafile
+    assert settings.redis_url.startswith("rediss://")
+    assert settings.redis_username and settings.redis_password_file and settings.redis_ssl_cafile
+    data = manifests()["ConfigMap"]["data"]
+    for value in ("LIKEFLOW_USER_KEY", "LIKEFLOW_KAFKA_SASL_PASSWORD", "LIKEFLOW_REDIS_PASSWORD"):
+        assert value not in data, f"never {value} itself in a ConfigMap: its _FILE, mounted from a Secret"
+
+
+def documented_secrets() -> dict[str, set[str]]:
+    """Secret name -> its keys, from the `kubectl create secret generic` commands of docs/deploy.md."""
+    text = (ROOT / "docs" / "deploy.md").read_text().replace("\\\n", " ")
+    found: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        command = re.search(r"kubectl .*create secret generic ([a-z0-9][a-z0-9.-]*)(.*)", line)
+        if command:
+            found[command.group(1)] = set(re.findall(r"--from-file=([^=\s]+)=", command.group(2)))
+    return found
+
+
+def test_no_secret_is_applied_with_the_manifests() -> None:
+    """`kubectl apply -k` must never install a placeholder over the key or password an operator made."""
+    assert "Secret" not in manifests()
+    assert not (K8S / "secret.yaml").exists()
+
+
+def test_every_secret_file_is_mounted_from_a_secret_the_docs_create() -> None:
+    pod, container = worker()
+    settings = settings_of_the_config_map()
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    created = documented_secrets()
+    files = ("user_key_file", "kafka_sasl_password_file", "kafka_ssl_cafile", "redis_password_file",
+             "redis_ssl_cafile")  # fmt: skip
+    used = set()
+    for name in files:
+        path = getattr(settings, name)
+        directory, key = path.rsplit("/", 1)
+        mount = mounts.get(directory)
+        assert mount is not None, f"{name}={path}: no volume is mounted at {directory}"
+        assert mount.get("readOnly") is True, f"{directory} must be mounted read-only"
+        secret = volumes[mount["name"]].get("secret")
+        assert secret is not None, f"{name}: the volume at {directory} is not a Secret"
+        assert secret["defaultMode"] == 0o400
+        assert key in created.get(secret["secretName"], set()), (
+            f"docs/deploy.md does not create Secret {secret['secretName']} with key {key} ({name})"
+        )
+        used.add(secret["secretName"])
+    assert used == set(created), "docs/deploy.md creates a Secret nothing mounts, or the reverse"
+    # The container user reads the 0400 files through fsGroup (0440).
+    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["fsGroup"] == 1000
+
+
+def test_the_network_policy_opens_only_the_web_port_to_the_workers() -> None:
+    policy = manifests()["NetworkPolicy"]["spec"]
+    labels = manifests()["StatefulSet"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    settings = settings_of_the_config_map()
+    [rule] = policy["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": settings.web_port}]
+    assert rule["from"] and all("namespaceSelector" in peer for peer in rule["from"]), "never from anywhere"
+    _, container = worker()
+    assert [p["containerPort"] for p in container["ports"]] == [settings.web_port]
+    egress = {(p["protocol"], p["port"]) for r in policy["egress"] for p in r["ports"]}
+    kafka = {("TCP", int(url.rsplit(":", 1)[1])) for url in settings.kafka_bootstrap.split(",")}
+    redis_port = int(settings.redis_url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+    assert egress == kafka | {("TCP", redis_port), ("UDP", 53), ("TCP", 53)}
 
 
 def test_probes_use_health_for_liveness_and_ready_for_readiness() -> None:
@@ -65,22 +144,8 @@ def test_probes_use_health_for_liveness_and_ready_for_readiness() -> None:
 
 def test_termination_grace_is_above_the_shutdown_timeout() -> None:
     pod, _ = worker()
-    settings = load_settings(manifests()["ConfigMap"]["data"])
+    settings = settings_of_the_config_map()
     assert pod["terminationGracePeriodSeconds"] > settings.shutdown_timeout_s
-
-
-def test_the_pseudonym_key_is_a_secret_mounted_as_the_key_file() -> None:
-    pod, container = worker()
-    settings = load_settings(manifests()["ConfigMap"]["data"])
-    secret = manifests()["Secret"]
-    [volume] = [v for v in pod["volumes"] if "secret" in v]
-    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
-    [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
-    [key_name] = secret["stringData"]
-    assert settings.user_key_file == f"{mount['mountPath']}/{key_name}"
-    assert "LIKEFLOW_USER_KEY" not in manifests()["ConfigMap"]["data"], "never the key in a ConfigMap"
-    # The container user reads the 0400 file through fsGroup.
-    assert pod["securityContext"]["runAsUser"] == pod["securityContext"]["fsGroup"] == 1000
 
 
 def test_the_disruption_budget_and_service_select_the_workers() -> None:
