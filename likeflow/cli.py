@@ -225,7 +225,8 @@ def _cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
     if result.invalid > 20:
         print(f"invalid: ... and {result.invalid - 20} more (each one dead-lettered)", file=sys.stderr)
     verb = "valid (dry run, nothing sent)" if args.dry_run else "sent"
-    print(f"{result.sent} {verb}, {result.invalid} invalid, {result.elapsed_s:.1f} s")
+    erased = f", {result.erased} of users erased since left out" if result.erased else ""
+    print(f"{result.sent} {verb}, {result.invalid} invalid{erased}, {result.elapsed_s:.1f} s")
     if not result.sent:
         print("likeflow: no valid record in the archives; nothing was replayed", file=sys.stderr)
         return EXIT_FAILED
@@ -306,9 +307,10 @@ def _cmd_reset_offsets(settings: Settings, args: argparse.Namespace) -> int:
 def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from likeflow.connections import redis_client
+    from likeflow.connections import pseudonymizer, redis_client
     from likeflow.metrics import Metrics
     from likeflow.ops.backfill import (
+        ErasureFilter,
         Recomputation,
         diff,
         file_events,
@@ -316,6 +318,7 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
         namespace_for,
         topic_events,
     )
+    from likeflow.ops.erasures import read_erasure_ledger
     from likeflow.policies import input_limits_from, quality_policies_from
     from likeflow.sinks.redis_quality import RedisQualityStore
 
@@ -325,6 +328,9 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
 
     async def run() -> int:
         invalid: list[str] = []
+        ledger = await read_erasure_ledger(settings)
+        # The pseudonym key only when someone was erased (archived feedback names raw user ids).
+        erasures = ErasureFilter(ledger, pseudonymizer(settings) if ledger else str)
         run = Recomputation(
             partitions=settings.partitions,
             since_ms=args.since,
@@ -337,15 +343,18 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
             print("[backfill] reading the archives and recomputing with the live engine", flush=True)
             limits = input_limits_from(settings).at(int(time.time() * 1000))
             for item in file_events([Path(p) for p in args.from_files], limits, invalid):
-                run.apply(item)
                 read += 1
+                if kept := erasures.keep(item):
+                    run.apply(kept)
         else:
             print(f"[backfill] reading {args.from_topic} and recomputing with the live engine", flush=True)
             async for record in topic_events(settings, settings.topic(args.from_topic), invalid):
-                run.apply(record)
                 read += 1
+                if kept := erasures.keep(record):
+                    run.apply(kept)
         result = run.finish()
-        print(f"[backfill] {read} events read", flush=True)
+        left_out = f" ({erasures.left_out} of users erased since left out)" if erasures.left_out else ""
+        print(f"[backfill] {read} events read{left_out}", flush=True)
         for problem in invalid[:20]:
             print(f"invalid: {problem}", file=sys.stderr)
         client = redis_client(settings)
