@@ -101,6 +101,8 @@ POISON_VALUES: tuple[bytes, ...] = (
     b"[" * 10_000 + b"]" * 10_000,
     b"{not json",
     b'{"event_id": 1}',
+    b'{"event_id": "p", "user_id": "u", "video_id": "v", "ts": 253402300799000}',  # year 9999
+    '{"event_id": "p\u202e", "user_id": "u", "video_id": "v", "ts": 1795000000000}'.encode(),
 )
 
 
