@@ -9,6 +9,7 @@ LIKEFLOW_CREATOR_RETENTION_DAYS is forgotten in the `creator_standing` table, on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -229,15 +230,45 @@ async def test_a_creator_without_a_window_for_the_retention_is_forgotten(
 ) -> None:
     """LIKEFLOW_CREATOR_RETENTION_DAYS=1: one creator's windows two days ago, then another
     creator's windows now. The first is forgotten: its `creator_standing` row (a tombstone on
-    the changelog), its verdict on `creator-quality` (a tombstone) and its Redis documents."""
+    the changelog), its verdict on `creator-quality` (a tombstone) and its Redis documents.
+
+    The table also holds a row an earlier version wrote with a window in year 9999 (and a
+    judgment there): it is repaired when the judge loads the table, and neither the judge's
+    clock nor the platform uses that window (with it, the clock would be in year 9999 and
+    every creator would be forgotten)."""
     settings = load_settings(
         private.to_env(), creator_retention_days=1, quality_grace_minutes=0, demotion_min_orders=1
     )
     await ensure_topics(settings)
     now = int(time.time() * 1000)
     tag = uuid.uuid4().hex[:6]
-    old, new, tick = f"ex-old-{tag}", f"ex-new-{tag}", f"ex-tick-{tag}"
+    old, new, tick, junk = f"ex-old-{tag}", f"ex-new-{tag}", f"ex-tick-{tag}", f"ex-junk-{tag}"
     worker = WorkerProcess(settings, tmp_path / "worker.log")
+    worker.start()  # creates the table changelogs
+    worker.stop()
+    # The junk row's real window is older than the old creator's: it is forgotten with it.
+    older = (now - 60 * H) - (now - 60 * H) % H
+    counts = {"prompts": 0, "clicks": 1, "orders": 0, "returns": 0, "complaints": 0, "gmv_cents": 0}
+    junk_row = {
+        "windows": {
+            str(older): {**counts, "end_ms": older + H, "revision": 1},
+            str(YEAR_9999): {**counts, "end_ms": YEAR_9999 + H, "revision": 1},
+        },
+        "standing": {"demoted": False, "bad_streak": 0, "good_streak": 0, "score": 1.0, "weight": 1.0,
+                     "last_window": YEAR_9999 + H, "reasons": []},
+        "last_offset": 0,
+    }  # fmt: skip
+    producer = AIOKafkaProducer(**kafka_client_kwargs(settings), acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            changelog(settings, "creator_standing"),
+            orjson.dumps(junk_row),
+            key=orjson.dumps(junk),
+            partition=0,
+        )
+    finally:
+        await producer.stop()
     worker.start()
     try:
         await produce(
@@ -265,7 +296,10 @@ async def test_a_creator_without_a_window_for_the_retention_is_forgotten(
             ],
         )
         await judged(old)
-        assert await redis.exists(standing_key(settings.redis_prefix, old))
+        deadline = time.monotonic() + 30  # Redis is written after the batch's verdicts are sent
+        while not await redis.exists(standing_key(settings.redis_prefix, old)):
+            assert time.monotonic() < deadline, "the old creator's standing never reached Redis"
+            await asyncio.sleep(0.2)
         assert get_json(worker, f"/creators/{old}/quality")[0] == 200
         # Now: `new`'s window closes and moves the judge's clock two days on.
         await produce(
@@ -299,6 +333,13 @@ async def test_a_creator_without_a_window_for_the_retention_is_forgotten(
         assert standing[orjson.dumps(old)][0] is not None, "the row"
         assert standing[orjson.dumps(old)][-1] is None, "then its tombstone"
         assert standing[orjson.dumps(new)][-1] is not None
+        assert worker.metric_sum("likeflow_clock_repairs_total", what="creator_standing") == 1
+        seeded, written, forgotten = standing[orjson.dumps(junk)]
+        assert seeded is not None
+        repaired = orjson.loads(written or b"null")
+        assert list(repaired["windows"]) == [str(older)], "the repair, written back"
+        assert repaired["standing"]["last_window"] == older + H
+        assert forgotten is None, "then forgotten with the old creator"
     finally:
         worker.stop()
 
