@@ -99,12 +99,13 @@ async def measure(n: int, batch: int) -> dict[str, float]:
         if not isinstance(decoded, Invalid) and hasattr(decoded, "products"):
             maps[decoded.video_id] = decoded
     raw = list(likes(ds, now - 3_600_000, 3_600_000 / n))
-    settings = load_settings({}, user_key="k" * 48)
+    # A fixed key of the bench's own (the worker refuses keys of few distinct characters).
+    settings = load_settings({}, user_key="bench-key-" + "0123456789abcdef" * 3)
     from likeflow.policies import policies_from, quality_policies_from
 
     guards, ranking = policies_from(settings)
     windows, _ = quality_policies_from(settings)
-    pseudonymize = Pseudonymizer(b"k" * 48, 1)
+    pseudonymize = Pseudonymizer(settings.user_key.encode(), 1)
     prompt_ids = prompt_ids_for(pseudonymize)
     codec = UserStateCodec()
     out: dict[str, float] = {}
@@ -186,6 +187,7 @@ def _count(encoded: list[tuple[int, bytes]], policy: Any) -> None:
     from streams.events import CountRecord
 
     stores: dict[int, Any] = {}
+    ceiling = int(time.time() * 1000) + 300_000  # the worker's clock plus the default skew
     for offset, (k, raw) in enumerate(encoded):
         store = stores.setdefault(k, (DictStore(), PartitionIndex(), PartitionClock()))
         apply_record(
@@ -197,6 +199,7 @@ def _count(encoded: list[tuple[int, bytes]], policy: Any) -> None:
             record=CountRecord.from_json(raw),
             policy=policy,
             effects=Effects(),
+            ceiling=ceiling,
         )
 
 

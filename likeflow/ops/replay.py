@@ -130,7 +130,9 @@ async def replay_files(
     # Records that name a user need the pseudonym key: their dead letters keep no raw user id
     # (docs/privacy.md), and the erasure ledger is keyed by pseudonym.
     pseudonymize = pseudonymizer(settings) if spec.names_user else None
-    ledger = await read_erasure_ledger(settings) if pseudonymize is not None and topic != USER_ERASURE else {}
+    # Read when the first valid record of a user needs it (an archive with nothing valid in it
+    # is reported without asking Kafka).
+    ledger: dict[str, int] | None = None if pseudonymize is not None and topic != USER_ERASURE else {}
     producer = None if dry_run else AIOKafkaProducer(**kafka_client_kwargs(settings), acks="all", linger_ms=5)
     if producer is not None:
         await producer.start()
@@ -171,10 +173,10 @@ async def replay_files(
                     await producer.send(
                         settings.topic(DEAD_LETTERS), dead_value, key=dead_key, headers=headers + cut
                     )
-            elif (
-                ledger
-                and pseudonymize is not None
-                and erased_by(ledger, _pseudonym(event, pseudonymize), event.ts)
+            elif pseudonymize is not None and erased_by(
+                ledger := ledger if ledger is not None else await read_erasure_ledger(settings),
+                _pseudonym(event, pseudonymize),
+                event.ts,
             ):
                 result.erased += 1
             else:
