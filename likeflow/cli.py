@@ -337,6 +337,7 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
             until_ms=args.until,
             policy=policy,
             namespace=namespace,
+            ceiling=input_limits_from(settings).at(int(time.time() * 1000)).max_ts,
         )
         read = 0
         if args.from_files:

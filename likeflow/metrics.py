@@ -112,7 +112,7 @@ class Metrics:
         self.creator_events = Counter(
             "likeflow_creator_events_total",
             "Creator events (prompts and feedback) by kind and outcome (counted, duplicate, "
-            "redelivered, late).",
+            "redelivered, late, future_ts).",
             ["kind", "outcome"],
             registry=r,
         )

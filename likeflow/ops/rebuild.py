@@ -45,7 +45,7 @@ from likeflow.domain.quality.judging import platform_document
 from likeflow.domain.user_state import UserState
 from likeflow.errors import ServiceUnavailable
 from likeflow.metrics import Metrics
-from likeflow.policies import quality_policies_from
+from likeflow.policies import input_limits_from, quality_policies_from
 from likeflow.sinks.redis_keys import platform_key, standing_key, windows_key
 from likeflow.sinks.redis_prompts import RedisPromptStore, ServedPrompt
 from likeflow.sinks.redis_quality import RedisQualityStore, WindowsUpdate
@@ -169,8 +169,10 @@ async def read_changelog(
 # -- pure derivations: table values -> the documents the sinks write -----------------------------
 
 
-def windows_updates(counts: Mapping[str, Any]) -> dict[str, WindowsUpdate]:
-    """Every creator's windows from the `creator_counts` rows (keys `w|creator|start`).
+def windows_updates(counts: Mapping[str, Any], ceiling: int | None = None) -> dict[str, WindowsUpdate]:
+    """Every creator's windows from the `creator_counts` rows (keys `w|creator|start`); with
+    `ceiling` (epoch ms, the newest event time accepted), rows of windows that start beyond it
+    are left out (an earlier version's junk, which a worker deletes when it loads them).
 
     The version is the highest source offset stamped on the creator's rows: the offset of the
     last event that counted into them, which is the version the agent wrote with it. (When the
@@ -182,6 +184,8 @@ def windows_updates(counts: Mapping[str, Any]) -> dict[str, WindowsUpdate]:
         if not key.startswith("w|"):
             continue
         row = WindowRow.from_dict(value)
+        if ceiling is not None and row.start_ms > ceiling:
+            continue
         update = updates.setdefault(row.creator_id, WindowsUpdate(row.creator_id, row.last_offset))
         update.version = max(update.version, row.last_offset)
         update.written[row.start_ms] = row.counts.to_dict()
@@ -189,19 +193,20 @@ def windows_updates(counts: Mapping[str, Any]) -> dict[str, WindowsUpdate]:
 
 
 def quality_documents(
-    prefix: str, standing: Mapping[str, Any], horizon_ms: int
+    prefix: str, standing: Mapping[str, Any], horizon_ms: int, ceiling: int | None = None
 ) -> tuple[list[tuple[str, int, dict[str, Any]]], int]:
     """(key, version, doc) of the platform and of every creator's standing, from `creator_standing`;
     and how many creator rows had no served document (not judged yet).
 
     The platform document is derived from every creator's horizon windows, as the judge derives
-    it, at the version the judge last changed it (the highest `last_offset` of the rows).
+    it, at the version the judge last changed it (the highest `last_offset` of the rows); with
+    `ceiling` (epoch ms), windows that start beyond it are left out, as the judge does.
     """
     docs: list[tuple[str, int, dict[str, Any]]] = []
     without = 0
     rows = [row for row in standing.values() if isinstance(row, dict)]
     if rows:
-        platform = PlatformHorizon.rebuild(horizon_ms, rows)
+        platform = PlatformHorizon.rebuild(horizon_ms, rows, ceiling)
         doc, _ = platform_document(platform.totals())
         docs.append((platform_key(prefix), max(int(r.get("last_offset", -1)) for r in rows), doc))
     for key, row in sorted(standing.items()):
@@ -340,7 +345,9 @@ async def rebuild_redis(
         if progress is not None and prompts:
             progress("prompts", report.prompts, report.prompts)
 
-        updates = list(windows_updates(counts.values).values())
+        # Nothing from beyond the worker's clock plus the skew (an earlier version's junk).
+        ceiling = input_limits_from(settings).at(int(time.time() * 1000)).max_ts
+        updates = list(windows_updates(counts.values, ceiling).values())
         report.creators = len(updates)
         report.windows = sum(len(u.written) for u in updates)
         for chunk in _chunks(updates, CREATORS_PER_WRITE):
@@ -349,7 +356,7 @@ async def rebuild_redis(
             report.windows_accepted += await quality_store.write_windows(chunk, window_policy.size_ms)
 
         docs, report.creators_without_doc = quality_documents(
-            settings.redis_prefix, standing.values, judge_policy.horizon_ms
+            settings.redis_prefix, standing.values, judge_policy.horizon_ms, ceiling
         )
         report.docs = len(docs)
         for doc_chunk in _chunks(docs, CREATORS_PER_WRITE):
