@@ -17,20 +17,11 @@ from likeflow.domain.quality.judging import CreatorStanding, apply_verdict, judg
 from likeflow.sinks.redis_keys import platform_key, standing_key
 from streams.events import CONTRACT_HEADER_MAP
 from streams.topics import CREATOR_WINDOWS
-from tables import put_for_event
+from tables import delete_for_event, put_for_event
 
 log = logging.getLogger(__name__)
 
 DAY_MS = 24 * 3_600_000
-
-
-def delete_for_event(table: Any, event: Any, key: str) -> Any:
-    """Delete `table[key]`, logging the tombstone to the partition `event` came from (as
-    `tables.put_for_event` does for a write; Faust's `del table[key]` would take the partition
-    of its current event). Returns Faust's future for the changelog record."""
-    if key in table.data:
-        del table.data[key]
-    return table.send_changelog(event.message.partition, key, None, value_serializer="raw")
 
 
 def register(app: faust.App, ctx: PipelineContext) -> Any:

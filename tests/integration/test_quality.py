@@ -267,10 +267,14 @@ def like(user: str, video: str, ts: int) -> Record:
     )
 
 
-async def test_bad_creator_is_demoted_ranks_lower_and_recovers(private: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["memory://", "rocksdict://"])
+async def test_bad_creator_is_demoted_ranks_lower_and_recovers(
+    private: Settings, tmp_path: Path, store: str
+) -> None:
     # Judged on a two-hour horizon: the last two closed windows decide.
     settings = with_overrides(
         private,
+        store=store,
         quality_grace_minutes=0,
         quality_horizon_hours=2,
         demotion_min_prompts=8,

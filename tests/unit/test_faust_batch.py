@@ -16,6 +16,7 @@ from typing import Any
 
 import aiokafka
 import faust
+from faust import streams as faust_streams
 from faust.stores import memory, rocksdb
 from faust.tables.recovery import Recovery
 from faust.transport import consumer as faust_consumer
@@ -117,6 +118,9 @@ def test_the_stores_written_keep_their_shape() -> None:
     assert params(rocksdb.Store.set_persisted_offset) == ["self", "tp", "offset"]
     assert rocksdb.Store.offset_key == b"__faust\0offset__"
     assert params(faust_aiokafka.Producer._ensure_producer) == ["self"]
+    # tables.put_for_event sets Faust's current event around a write; RocksDB's _set reads it.
+    assert "current_event()" in inspect.getsource(rocksdb.Store._set)
+    assert "_current_event.get(" in inspect.getsource(faust_streams.current_event)
 
 
 async def test_completions_overlap_but_send_and_mark_in_batch_order() -> None:
