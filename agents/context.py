@@ -84,3 +84,10 @@ class PipelineContext:
     prompt_ids: PromptIds  # likeflow.domain.prompt_ids, keyed by a key derived from the user key
     # likeflow.replicas.creator_weights.CreatorWeights (the judge's weights; 1.0 until judged).
     creator_weight: CreatorWeight = neutral_creator_weight
+
+
+def new_user_state(ctx: PipelineContext, partition: int, user: str) -> UserState:
+    """The state of a user the job holds nothing about (never seen, or expired by retention):
+    empty but for an erasure the ledger remembers, so that nothing created for the user (a like,
+    a consent) brings back what the erasure covers. Every handler that creates a state uses it."""
+    return UserState(erased_ts=ctx.erasures.get(partition, user) or 0)

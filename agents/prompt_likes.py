@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from agents.context import PipelineContext
+from agents.context import PipelineContext, new_user_state
 from likeflow.batches import Completion, Records, Turn
 from likeflow.domain.decide import Duplicate, NoPromptReason, Skip, decide
 from likeflow.domain.pseudonym import edge_pseudonym
@@ -114,7 +114,7 @@ class PromptLikes:
         if state is None:
             # A user without state may still have been erased (retention deleted the state, the
             # ledger keeps the erasure): a like from before it is ignored all the same.
-            state = UserState(erased_ts=ctx.erasures.get(partition, user) or 0)
+            state = new_user_state(ctx, partition, user)
         decision = decide(
             state,
             like,
@@ -207,8 +207,13 @@ class PromptLikes:
 
 PROMPTED = "prompted"
 DUPLICATE = "duplicate"
-# Skips decided before anything of the like is recorded in the user's state.
-UNCHANGED = frozenset({NoPromptReason.PROMPTS_OFF, NoPromptReason.ERASED, NoPromptReason.TOO_LATE})
+# Skips that record nothing of the like in the user's state, so no changelog write. (A
+# rate-limited like may prune the state by its time: a function of the state's clock that the
+# user's next written like repeats, so it need not be written now; writing it would re-send a
+# capped user's whole state with every batch.)
+UNCHANGED = frozenset(
+    {NoPromptReason.PROMPTS_OFF, NoPromptReason.ERASED, NoPromptReason.TOO_LATE, NoPromptReason.RATE_LIMITED}
+)
 
 
 async def _all(futures: Sequence[asyncio.Future[Any]]) -> None:

@@ -8,8 +8,10 @@ from dataclasses import replace
 from typing import Any
 
 from agents.context import PipelineContext
+from agents.decoding import wall_clock_ms
 from likeflow.batches import Completion, Records, Turn
 from likeflow.domain.prompt_ids import is_legacy_id
+from likeflow.domain.pseudonym import edge_pseudonym
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.sinks.kafka_batch import OutputBatch
 from streams.events import DeadLetterReason, Invalid
@@ -46,7 +48,11 @@ class RouteFeedback:
         started = time.perf_counter()
         invalid: list[tuple[Any, Invalid]] = []
         audit: dict[int, list[bytes]] = {}
-        limits = self._limits.at(int(time.time() * 1000))
+        now_ms = wall_clock_ms()
+        limits = self._limits.at(now_ms)
+        # Ids of before the upgrade to keyed ids, during the window the operator opened; it closes
+        # by the worker's clock, not by the records' own (a sender's) timestamps.
+        legacy_until = self._legacy_until if now_ms <= self._legacy_until else 0
         for tp, records in batch.items():
             partition = tp.partition
             for record in records:
@@ -54,12 +60,14 @@ class RouteFeedback:
                 if isinstance(decoded, Invalid):
                     invalid.append((record, decoded))
                     continue
-                # The edge for feedback: the app reports the raw user id; only its pseudonym
-                # goes on.
-                feedback = replace(decoded, user_id=ctx.pseudonymize(decoded.user_id))
+                # The edge for feedback: the app reports the raw user id; only its pseudonym goes
+                # on (a repaired dead letter, marked pseudonymised, carries it already).
+                feedback = replace(
+                    decoded, user_id=edge_pseudonym(decoded.user_id, record.headers, ctx.pseudonymize)
+                )
                 if not ctx.prompt_ids.verify(
                     feedback.prompt_id, feedback.creator_id, feedback.product_id, feedback.user_id
-                ) and not (feedback.ts <= self._legacy_until and is_legacy_id(feedback.prompt_id)):
+                ) and not (feedback.ts <= legacy_until and is_legacy_id(feedback.prompt_id)):
                     # Not a prompt likeflow issued for this creator, product and user: a forged
                     # click must not move the creator's rates or the platform's averages.
                     invalid.append((record, UNKNOWN_PROMPT))

@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 import faust
 
-from agents.context import PipelineContext
+from agents.context import PipelineContext, new_user_state
 from agents.decoding import Decoder, valid_events
 from likeflow.domain.privacy import apply_consent, apply_erasure, needs_state
 from likeflow.domain.pseudonym import edge_pseudonym
@@ -59,7 +59,7 @@ def register(app: faust.App, ctx: PipelineContext) -> tuple[Any, Any]:
             # flood of consent records for invented ids creates none).
             stateless.labels("consent").inc()
         else:
-            state = held or UserState()
+            state = held or new_user_state(ctx, partition, user)
             if apply_consent(state, control):
                 await save(partition, user, state)
         ctx.retention.observe(partition, control.ts)

@@ -138,7 +138,7 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
         "rest are decoded from the store again when needed. >= 100.",
         "legacy_prompt_ids_until_ms": "Upgrading from a version with unkeyed prompt ids: feedback "
         "stamped at or before this time (epoch ms) may name a prompt by its old id (a UUIDv5), "
-        "unchecked; set it to the upgrade time plus a day, then back to 0. 0 = none.",
+        "unchecked, until the worker's clock passes it; set it to the upgrade time plus a day. 0 = none.",
         "creator_retention_days": "A creator without a closed window for this long (event time) is "
         "forgotten: its standing, Redis documents and `creator-quality` record. >= 1.",
     },

@@ -314,7 +314,11 @@ class Settings:
         _check(1024 <= self.max_record_bytes <= 900_000, "MAX_RECORD_BYTES", "must be 1024-900000")
         _check(16 <= self.max_key_bytes <= 4096, "MAX_KEY_BYTES", "must be 16-4096")
         _check(8 <= self.max_id_chars <= 1024, "MAX_ID_CHARS", "must be 8-1024")
-        _check(self.max_key_bytes >= self.max_id_chars, "MAX_KEY_BYTES", "must be >= LIKEFLOW_MAX_ID_CHARS")
+        _check(
+            self.max_key_bytes >= 4 * self.max_id_chars,
+            "MAX_KEY_BYTES",
+            "must be >= 4 x LIKEFLOW_MAX_ID_CHARS (a user id of that many characters, in UTF-8)",
+        )
         _check(16 <= self.max_title_chars <= 4096, "MAX_TITLE_CHARS", "must be 16-4096")
         _check(1 <= self.max_products_per_mapping <= 500, "MAX_PRODUCTS_PER_MAPPING", "must be 1-500")
         _check(1 <= self.max_clock_skew_s <= 86_400, "MAX_CLOCK_SKEW_S", "must be 1-86400 s")
@@ -322,7 +326,11 @@ class Settings:
         _check(self.mappings_max_bytes >= 1024 * 1024, "MAPPINGS_MAX_BYTES", "must be >= 1 MiB")
         _check(self.max_likes_per_user >= 1, "MAX_LIKES_PER_USER", "must be >= 1")
         _check(self.state_cache_keys >= 100, "STATE_CACHE_KEYS", "must be >= 100")
-        _check(self.creator_retention_days >= 1, "CREATOR_RETENTION_DAYS", "must be >= 1")
+        _check(
+            self.creator_retention_days * 24 >= self.quality_horizon_hours,
+            "CREATOR_RETENTION_DAYS",
+            "must cover LIKEFLOW_QUALITY_HORIZON_HOURS (a creator is judged over that span)",
+        )
         _check(self.legacy_prompt_ids_until_ms >= 0, "LEGACY_PROMPT_IDS_UNTIL_MS", "must be epoch ms or 0")
         worst = self.user_state_worst_bytes
         _check(
@@ -337,14 +345,17 @@ class Settings:
     def user_state_worst_bytes(self) -> int:
         """The largest changelog record one user's state can need under these settings (bytes).
 
-        `seen` holds at most `max_likes_per_user` event-id digests (~40 bytes each with its ts);
-        `sent` at most `prompts_per_hour` prompts per clock hour of the guard horizon plus one,
-        each at most a prompt of maximum-length ids and title (its copy repeats the title, every
-        character up to 6 bytes as a JSON escape); the profile at most 32 categories.
+        `seen` holds at most `max_likes_per_user` entries of at most 60 bytes (an ASCII id of up to
+        40 characters or a 25-character digest, and its ts); `sent` at most `prompts_per_hour`
+        prompts per clock hour of the guard horizon plus one, each at most a prompt whose six ids
+        and title (twice: its copy repeats it) take 4 bytes a character (UTF-8: orjson escapes
+        nothing but quotes and backslashes, and ids and titles hold no control character); the
+        profile at most 32 categories of 64 characters.
         """
         horizon_hours = max(self.repeat_window_hours, self.dedupe_horizon_hours, 1) + 1
-        prompt = 6 * self.max_id_chars + 2 * 6 * self.max_title_chars + 600
-        return 256 + 40 * self.max_likes_per_user + self.prompts_per_hour * horizon_hours * prompt + 32 * 450
+        prompt = 4 * (6 * self.max_id_chars + 2 * self.max_title_chars) + 600
+        profile = 32 * (4 * 64 + 40)
+        return 256 + 60 * self.max_likes_per_user + self.prompts_per_hour * horizon_hours * prompt + profile
 
     def _check_security(self) -> None:
         protocol = self.kafka_security_protocol

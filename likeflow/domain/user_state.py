@@ -11,16 +11,17 @@ import orjson
 from likeflow.domain.affinity import Affinity
 from streams.events import Prompt
 
-# Event ids up to this long are remembered as they are (a UUID is 36); longer ones as a digest,
-# so that a user's `seen` costs at most ~60 bytes per like however long the ids a client sends.
+# ASCII event ids up to this long are remembered as they are (a UUID is 36); longer or non-ASCII
+# ones (up to 4 bytes a character in the changelog's UTF-8) as a digest, so that a user's `seen`
+# costs at most ~60 bytes per like whatever ids a client sends.
 SEEN_ID_CHARS = 40
 
 
 def seen_key(event_id: str) -> str:
     """How `event_id` is remembered in `UserState.seen`: itself, or "#" and a 96-bit BLAKE2b
-    digest of it when longer than `SEEN_ID_CHARS` (collisions only ever make one user's like a
-    duplicate of another of the same user's likes, at odds of ~2^-96)."""
-    if len(event_id) <= SEEN_ID_CHARS:
+    digest of it when longer than `SEEN_ID_CHARS` or not ASCII (collisions only ever make one
+    user's like a duplicate of another of the same user's likes, at odds of ~2^-96)."""
+    if len(event_id) <= SEEN_ID_CHARS and event_id.isascii():
         return event_id
     return "#" + hashlib.blake2b(event_id.encode(), digest_size=12).hexdigest()
 

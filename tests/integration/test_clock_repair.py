@@ -237,7 +237,11 @@ async def test_a_creator_without_a_window_for_the_retention_is_forgotten(
     clock nor the platform uses that window (with it, the clock would be in year 9999 and
     every creator would be forgotten)."""
     settings = load_settings(
-        private.to_env(), creator_retention_days=1, quality_grace_minutes=0, demotion_min_orders=1
+        private.to_env(),
+        creator_retention_days=1,
+        quality_horizon_hours=24,  # the retention must cover the horizon
+        quality_grace_minutes=0,
+        demotion_min_orders=1,
     )
     await ensure_topics(settings)
     now = int(time.time() * 1000)

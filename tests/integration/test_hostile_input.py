@@ -46,6 +46,7 @@ RUN = uuid.uuid4().hex[:6]
 MAPPINGS_MAX_BYTES = 1024 * 1024
 MAX_LIKES_PER_USER = 200
 YEAR_9999 = 253_402_300_799_000
+HOUR = 3_600_000
 
 
 @pytest.fixture(scope="module")
@@ -271,6 +272,50 @@ async def test_controls_for_unknown_users_create_no_state(
     states = await read_topic(settings, changelog(settings, "user_state"))
     invented = {pseudonym(u).encode() for u in defaults + erased}
     assert not [r for r in states if r.key in invented], "a state for an id never seen"
+
+
+async def test_a_consent_after_an_erasure_does_not_bring_back_the_users_likes(
+    hostile_worker: WorkerProcess, hostile_settings: Settings
+) -> None:
+    """A user erased while the job held nothing about them (or after retention deleted their
+    state) has a ledger entry only; a consent record for them creates a state, which must still
+    know the erasure, or a replayed like from before it would get a prompt again."""
+    settings, worker = hostile_settings, hostile_worker
+    pseudonym = pseudonymizer_for(settings)
+    video = f"hv-erased-{RUN}"
+    await publish(settings, worker, [mapping(video, [product(f"{video}-p")])])
+    user = f"erased-then-consent-{RUN}"
+    await produce(
+        settings,
+        settings.topic(USER_ERASURE),
+        [(user.encode(), orjson.dumps({"user_id": user, "ts": NOW - HOUR}), [])],
+    )
+    await read_topic_until(
+        settings,
+        changelog(settings, "erasure_ledger"),
+        lambda rs: any(r.key == pseudonym(user).encode() for r in rs),
+        30,
+        "the erasure in the ledger",
+    )
+    refusal = {"user_id": user, "prompts": True, "personalized": False, "ts": NOW - HOUR // 2}
+    await produce(settings, settings.topic(USER_CONSENT), [(user.encode(), orjson.dumps(refusal), [])])
+    await read_topic_until(
+        settings,
+        changelog(settings, "user_state"),
+        lambda rs: any(r.key == pseudonym(user).encode() for r in rs),
+        30,
+        "the state the consent created",
+    )
+    erased_before = worker.metric_sum("likeflow_likes_skipped_total", reason="erased")
+    await produce(settings, settings.topic(LIKES), [like(user, video, NOW - 2 * HOUR)])
+    await wait_until(
+        lambda: worker.metric_sum("likeflow_likes_skipped_total", reason="erased") > erased_before,
+        30,
+        "the pre-erasure like to be skipped as erased",
+        worker,
+    )
+    sent = await read_topic(settings, settings.topic(ORDER_PROMPTS))
+    assert not prompts_for(sent, {pseudonym(user)})
 
 
 async def test_forged_feedback_moves_no_counter_and_keeps_no_raw_user_id(

@@ -53,8 +53,14 @@ class InProcess:
     feedback: RouteFeedback
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
-    async def run(self, topic: str, records: list[tuple[bytes | None, bytes | None]]) -> None:
-        """One fetched batch of `records` (key, value) of `topic`, processed and completed."""
+    async def run(
+        self,
+        topic: str,
+        records: Sequence[tuple[bytes | None, bytes | None]],
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """One fetched batch of `records` (key, value) of `topic`, each with `headers`, processed
+        and completed."""
         from faust.types import TP
 
         partition_of = KeyPartitioner(self.settings.partitions)
@@ -63,7 +69,7 @@ class InProcess:
             partition = partition_of(key or b"")
             offset = self.offsets.get((topic, partition), 0)
             self.offsets[(topic, partition)] = offset + 1
-            record = _Record(topic, partition, offset, key, value)
+            record = _Record(topic, partition, offset, key, value, tuple(headers))
             batch.setdefault(TP(topic, partition), []).append(record)
         handler = self.likes if topic == "likes" else self.feedback
         complete = await handler.process(cast(Records, batch))
@@ -77,7 +83,7 @@ class _Record:
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[()] = ()
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def in_process(settings: Settings | None = None, mappings: Sequence[tuple[bytes, bytes]] = ()) -> InProcess:

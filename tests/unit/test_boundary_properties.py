@@ -153,29 +153,34 @@ def test_no_record_moves_a_clock_past_now_plus_skew_or_a_state_past_its_cap(
 
 
 def test_a_state_at_its_cap_stays_below_the_changelog_limit() -> None:
-    """The worst state the defaults allow: every like remembered, with the longest ids and
-    titles, the most prompts, the widest profile, fits one changelog record."""
+    """The worst state the defaults allow fits one changelog record: every like remembered
+    (40-character ASCII ids, the longest kept as they are), and the prompts of the first likes of
+    each hour with every id and title of the longest length in 4-byte characters (emoji), which
+    the sent prompts keep as they are; the widest profile."""
     defaults = load_settings({}, user_key="k" * 48)
     guards = GuardPolicy(
         max_likes_per_user=defaults.max_likes_per_user, prompts_per_hour=defaults.prompts_per_hour
     )
     state = UserState()
-    long_title = "\u4e00" * defaults.max_title_chars
+    wide = "\U0001f600"  # 4 bytes in UTF-8
+    ids, titles = defaults.max_id_chars, defaults.max_title_chars
     start = NOW - 23 * HOUR
-    for i in range(defaults.max_likes_per_user + 50):
-        ts = start + i * (23 * HOUR // (defaults.max_likes_per_user + 50))
+    likes = defaults.max_likes_per_user + 50
+    per_hour: dict[int, int] = {}
+    for i in range(likes):
+        ts = start + i * (23 * HOUR // likes)
+        hour = ts // HOUR
+        per_hour[hour] = per_hour.get(hour, 0) + 1
+        prompted = per_hour[hour] <= defaults.prompts_per_hour
+        event_id = f"{i:06d}".ljust(ids, wide) if prompted else f"{i:040d}"
         products = [
-            product(
-                f"p{i}-{j}".ljust(defaults.max_id_chars, "p"), title=long_title, category=f"c{i % 40}-{j}"
-            )
+            product(f"{i}-{j}".ljust(ids, wide), title=wide * titles, category=f"{i % 40}{j}".ljust(64, wide))
             for j in range(3)
         ]
-        mp = mapping(
-            f"v{i % 97}".ljust(defaults.max_id_chars, "v"), *products, creator_id="c" * defaults.max_id_chars
-        )
+        mp = mapping(f"{i % 97}".ljust(ids, wide), *products, creator_id=wide * ids)
         decide(
             state,
-            Like(f"{i}".ljust(defaults.max_id_chars, "e"), "v1." + "a" * 32, mp.video_id, ts),
+            Like(event_id, "v1." + "a" * 32, mp.video_id, ts),
             mp,
             creator_weight=1.0,
             now_ms=ts,
@@ -184,6 +189,7 @@ def test_a_state_at_its_cap_stays_below_the_changelog_limit() -> None:
             prompt_ids=PROMPT_IDS,
         )
     assert len(state.seen) == defaults.max_likes_per_user
+    assert len(state.sent) >= 23 * defaults.prompts_per_hour
     assert len(state.to_json()) <= defaults.user_state_worst_bytes
 
 
