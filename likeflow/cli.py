@@ -308,10 +308,14 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from likeflow.connections import pseudonymizer, redis_client
+    from likeflow.domain.prompt_ids import prompt_ids_for
     from likeflow.metrics import Metrics
     from likeflow.ops.backfill import (
         ErasureFilter,
+        IssuedPrompts,
         Recomputation,
+        SourcedEvent,
+        SourcedRecord,
         diff,
         file_events,
         live_windows,
@@ -321,6 +325,7 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     from likeflow.ops.erasures import read_erasure_ledger
     from likeflow.policies import input_limits_from, quality_policies_from
     from likeflow.sinks.redis_quality import RedisQualityStore
+    from streams.topics import CREATOR_EVENTS
 
     policy, _ = quality_policies_from(settings)
     sources = args.from_files or [f"topic:{settings.topic(args.from_topic)}"]
@@ -329,8 +334,21 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> int:
         invalid: list[str] = []
         ledger = await read_erasure_ledger(settings)
-        # The pseudonym key only when someone was erased (archived feedback names raw user ids).
-        erasures = ErasureFilter(ledger, pseudonymizer(settings) if ledger else str)
+        # Count records of `creator-events` were checked when the job wrote them; feedback and
+        # prompts are checked here as the live job checks them (the pseudonym key is needed).
+        counts_only = args.from_topic == CREATOR_EVENTS
+        key = pseudonymizer(settings) if ledger or not counts_only else None
+        erasures = ErasureFilter(ledger, key or str)
+        issued = (
+            None
+            if key is None or counts_only
+            else IssuedPrompts(prompt_ids_for(key), key, settings.legacy_prompt_ids_until_ms)
+        )
+
+        def admitted(item: SourcedEvent | SourcedRecord) -> SourcedEvent | SourcedRecord | None:
+            kept = erasures.keep(item)
+            return kept if kept is None or issued is None else issued.keep(kept)
+
         run = Recomputation(
             partitions=settings.partitions,
             since_ms=args.since,
@@ -345,17 +363,22 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
             limits = input_limits_from(settings).at(int(time.time() * 1000))
             for item in file_events([Path(p) for p in args.from_files], limits, invalid):
                 read += 1
-                if kept := erasures.keep(item):
+                if kept := admitted(item):
                     run.apply(kept)
         else:
             print(f"[backfill] reading {args.from_topic} and recomputing with the live engine", flush=True)
             async for record in topic_events(settings, settings.topic(args.from_topic), invalid):
                 read += 1
-                if kept := erasures.keep(record):
+                if kept := admitted(record):
                     run.apply(kept)
         result = run.finish()
-        left_out = f" ({erasures.left_out} of users erased since left out)" if erasures.left_out else ""
-        print(f"[backfill] {read} events read{left_out}", flush=True)
+        left_out = f", {erasures.left_out} of users erased since left out" if erasures.left_out else ""
+        refused = (
+            f", {issued.refused} naming no prompt likeflow issued (unknown_prompt)"
+            if issued and issued.refused
+            else ""
+        )
+        print(f"[backfill] {read} events read{left_out}{refused}", flush=True)
         for problem in invalid[:20]:
             print(f"invalid: {problem}", file=sys.stderr)
         client = redis_client(settings)

@@ -200,7 +200,10 @@ class ChainVerifier:
     """Re-walks one chain entry by entry (for logs read incrementally); stops at the first break.
 
     A record that does not decode as an entry is foreign: recorded and skipped, the next entry
-    must link to the last one verified.
+    must link to the last one verified. So is one shaped like an entry that neither matches its
+    own hash nor links to the chain (the rule the writer uses to find a chain's head, so the two
+    agree on what a chain is); an entry that links but does not match its hash is a tampered
+    entry: a break.
     """
 
     def __init__(self, start: Head = GENESIS) -> None:
@@ -216,14 +219,22 @@ class ChainVerifier:
             try:
                 entry = decode_entry(data)
             except AuditError as exc:
-                self._foreign_count += 1
-                if len(self._foreign) < MAX_FOREIGN_KEPT:
-                    self._foreign.append(Foreign(offset, str(exc)))
+                self._add_foreign(offset, str(exc))
+                return None
+            links = entry.seq == self._head.next_seq and entry.prev == self._head.hash
+            intact = entry_hash(entry.prev, entry.seq, entry.kind, entry.record) == entry.hash
+            if not intact and not links:
+                self._add_foreign(offset, f"seq {entry.seq}: matches neither its hash nor the chain")
                 return None
             self._break = self._check(offset, data, entry)
             if self._break is None:
                 self._count += 1
         return self._break
+
+    def _add_foreign(self, offset: int, why: str) -> None:
+        self._foreign_count += 1
+        if len(self._foreign) < MAX_FOREIGN_KEPT:
+            self._foreign.append(Foreign(offset, why))
 
     def _check(self, offset: int, data: bytes, entry: Entry) -> Break | None:
         # Every byte counts: content-preserving rewrites (1e+16 vs 1E+16, spaces) are caught too.

@@ -17,7 +17,8 @@ from aiokafka.partitioner import murmur2
 from config import Settings
 from likeflow.connections import kafka_client_kwargs, topic_partitions
 from likeflow.domain.privacy import erased_by
-from likeflow.domain.pseudonym import is_pseudonym
+from likeflow.domain.prompt_ids import PromptIds, is_legacy_id
+from likeflow.domain.pseudonym import archived_pseudonym
 from likeflow.domain.quality.counting import PartitionClock, WindowPolicy, WindowRow
 from likeflow.domain.quality.engine import Effects, StoredValue, apply_record
 from likeflow.domain.quality.index import PartitionIndex
@@ -268,8 +269,33 @@ class ErasureFilter:
         return SourcedRecord(filtered, item.partition, item.offset)
 
     def _erased(self, event: CreatorEvent) -> bool:
-        user = event.user_id if is_pseudonym(event.user_id) else self.pseudonymize(event.user_id)
-        return erased_by(self.ledger, user, event.ts)
+        return erased_by(self.ledger, archived_pseudonym(event.user_id, self.pseudonymize), event.ts)
+
+
+@dataclass(slots=True)
+class IssuedPrompts:
+    """Keeps only the events of prompts likeflow issued, the check the live feedback handler
+    makes (agents/route_feedback.py): a recomputation from archives or `prompt-feedback`
+    counts no forged click. Count records of `creator-events` were checked when written."""
+
+    prompt_ids: PromptIds
+    pseudonymize: Callable[[str], str]
+    # LIKEFLOW_LEGACY_PROMPT_IDS_UNTIL_MS: events stamped up to it may carry unkeyed ids.
+    legacy_until_ms: int = 0
+    refused: int = 0
+
+    def keep(self, item: SourcedEvent | SourcedRecord) -> SourcedEvent | SourcedRecord | None:
+        """`item`, or None (counted in `refused`) when its prompt is not one likeflow issued."""
+        if isinstance(item, SourcedRecord):
+            return item
+        event = item.event
+        user = archived_pseudonym(event.user_id, self.pseudonymize)
+        if self.prompt_ids.verify(event.prompt_id, event.creator_id, event.product_id, user) or (
+            event.ts <= self.legacy_until_ms and is_legacy_id(event.prompt_id)
+        ):
+            return item
+        self.refused += 1
+        return None
 
 
 def file_events(paths: list[Path], limits: InputLimits, invalid: list[str]) -> Iterator[SourcedEvent]:

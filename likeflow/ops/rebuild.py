@@ -40,6 +40,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from config import Settings
 from likeflow.connections import kafka_client_kwargs, redis_client, topic_partitions
 from likeflow.domain.quality.counting import WindowRow
+from likeflow.domain.quality.creator_rows import repair_row
 from likeflow.domain.quality.horizon import PlatformHorizon
 from likeflow.domain.quality.judging import platform_document
 from likeflow.domain.user_state import UserState
@@ -204,6 +205,11 @@ def quality_documents(
     """
     docs: list[tuple[str, int, dict[str, Any]]] = []
     without = 0
+    if ceiling is not None:
+        # As the judge loads them: an earlier version's windows and verdicts beyond the ceiling out.
+        standing = {
+            k: (repair_row(v, ceiling) or v) if isinstance(v, dict) else v for k, v in standing.items()
+        }
     rows = [row for row in standing.values() if isinstance(row, dict)]
     if rows:
         platform = PlatformHorizon.rebuild(horizon_ms, rows, ceiling)

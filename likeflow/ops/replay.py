@@ -26,7 +26,7 @@ from aiokafka.structs import OffsetAndMetadata
 from config import Settings
 from likeflow.connections import kafka_client_kwargs, pseudonymizer, topic_partitions
 from likeflow.domain.privacy import erased_by
-from likeflow.domain.pseudonym import is_pseudonym
+from likeflow.domain.pseudonym import archived_pseudonym
 from likeflow.errors import EXIT_USAGE, LikeflowError
 from likeflow.ops.erasures import read_erasure_ledger
 from likeflow.policies import input_limits_from
@@ -175,7 +175,7 @@ async def replay_files(
                     )
             elif pseudonymize is not None and erased_by(
                 ledger := ledger if ledger is not None else await read_erasure_ledger(settings),
-                _pseudonym(event, pseudonymize),
+                archived_pseudonym(event.user_id, pseudonymize),
                 event.ts,
             ):
                 result.erased += 1
@@ -196,12 +196,6 @@ async def replay_files(
             await producer.stop()
         result.elapsed_s = progress.finish()
     return result
-
-
-def _pseudonym(event: Any, pseudonymize: Callable[[str], str]) -> str:
-    """The pseudonym of a decoded record's user (an archived dead letter may hold it already)."""
-    user: str = event.user_id
-    return user if is_pseudonym(user) else pseudonymize(user)
 
 
 def _uncompressed_size(path: Path) -> int:

@@ -138,6 +138,19 @@ def test_changing_prev_is_caught() -> None:
     doc["prev"] = "f" * 64
     entries[4] = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
     result = verify(at(entries))
+    # Matching neither its hash nor the chain, the altered entry reads as a foreign record (as
+    # the writer would skip it); the chain breaks at the next entry, which links to what is gone.
+    assert [f.offset for f in result.foreign] == [104]
+    assert result.first_break is not None
+    assert (result.first_break.offset, result.first_break.reason) == (105, BreakReason.SEQ_GAP)
+
+
+def test_an_entry_that_links_but_does_not_match_its_hash_is_a_break() -> None:
+    entries = chain()
+    doc = orjson.loads(entries[4])
+    doc["record"]["price_cents"] = 1
+    entries[4] = orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+    result = verify(at(entries))
     assert result.first_break is not None
     assert (result.first_break.offset, result.first_break.reason) == (104, BreakReason.BAD_HASH)
 
