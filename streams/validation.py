@@ -36,9 +36,10 @@ MAX_INT = 2**53  # integers above this lose precision in JSON consumers written 
 # would move the tag, and with it the key's slot (likeflow/sinks/redis_keys.py).
 HASH_TAG_CHARS = frozenset("{}")
 # Characters no id or title may hold: controls (Cc), format characters (Cf: bidi overrides such as
-# U+202E that reorder the text around them, zero-width spaces and joiners) and lone surrogates
-# (Cs). The zero-width joiner U+200D alone is allowed in titles, where it joins emoji sequences.
-_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs"})
+# U+202E that reorder the text around them, zero-width spaces and joiners), lone surrogates (Cs)
+# and the line and paragraph separators U+2028/U+2029 (Zl, Zp: a line break in a one-line offer).
+# The zero-width joiner U+200D alone is allowed in titles, where it joins emoji sequences.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _EMOJI_JOINER = "\u200d"
 
 
@@ -107,12 +108,13 @@ def id_problem(value: str, *, tag: bool = False) -> str | None:
 
 def text_problem(value: str) -> str | None:
     """Why `value` cannot be shown as a title (None if it can): a control, format (bidi override,
-    zero-width) or surrogate character. Other scripts, emoji and the emoji joiner are text."""
+    zero-width), surrogate or line/paragraph separator character. Other scripts, emoji and the
+    emoji joiner are text."""
     if value.isprintable():
         return None
     for index, char in enumerate(value):
         if char != _EMOJI_JOINER and unicodedata.category(char) in _REFUSED_CATEGORIES:
-            return f"has the control or format character {_describe(char)} at {index}"
+            return f"has the control, format or separator character {_describe(char)} at {index}"
     return None
 
 

@@ -30,8 +30,8 @@ class CompactedFollower:
     def __init__(self) -> None:
         self.ready = asyncio.Event()
 
-    def apply(self, key: bytes | None, value: bytes | None) -> None:
-        """Apply one record (a null value is a tombstone)."""
+    def apply(self, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None) -> None:
+        """Apply one record (a null value is a tombstone; `timestamp_ms` its Kafka timestamp)."""
         raise NotImplementedError
 
     async def follow(self, kafka: Mapping[str, Any], topic: str) -> None:
@@ -66,7 +66,7 @@ class CompactedFollower:
             batch = await consumer.getmany(timeout_ms=POLL_TIMEOUT_MS)
             for records in batch.values():
                 for record in records:
-                    self.apply(record.key, record.value)
+                    self.apply(record.key, record.value, record.timestamp)
             if self.ready.is_set():
                 continue
             if pending is None:

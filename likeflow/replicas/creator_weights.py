@@ -30,7 +30,7 @@ class CreatorWeights(CompactedFollower):
     def __len__(self) -> int:
         return len(self._weights)
 
-    def apply(self, key: bytes | None, value: bytes | None) -> None:
+    def apply(self, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None) -> None:
         """Apply one `creator-quality` record (a null value forgets the creator)."""
         if key is None:
             return

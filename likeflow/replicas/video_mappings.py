@@ -24,13 +24,15 @@ class VideoMappings(CompactedFollower):
     has applied when the like is processed. Invalid records are skipped here; the partitioned
     `ingest_mappings` agent dead-letters each of them once.
 
-    Memory is bounded: the replica holds at most `max_bytes`, each mapping counted as
-    `footprint` (its record's size plus Python's overhead per mapping and product: 1.1-1.4x of
-    what tracemalloc reports, from 3-product mappings with short titles to 50-product ones with
-    256-character titles, so the cap errs on the safe side). At the cap the mapping of a new video is refused
-    (`on_refused`) while updates and removals of held videos still apply, so a flood of invented
-    videos cannot crash every worker, and a restart that re-reads the compacted topic stops at
-    the same bound.
+    Memory is bounded: the replica holds at most `max_bytes` (updates included), each mapping
+    counted as `footprint` (its record's size plus Python's overhead per mapping and product:
+    1.1-1.4x of what tracemalloc reports, from 3-product mappings with short titles to 50-product
+    ones with 256-character titles, so the cap errs on the safe side). At the cap the mapping of
+    a new video is refused (`on_refused`), and a held video whose update would pass it is
+    dropped (its old mapping is stale); updates that fit and removals still apply. A flood of
+    invented videos or of growing updates cannot crash every worker, and a restart that re-reads
+    the compacted topic stops at the same bound (near the cap, which videos fit can differ
+    between workers: each admits in the order it read the partitions).
     """
 
     def __init__(
@@ -57,9 +59,18 @@ class VideoMappings(CompactedFollower):
     def __len__(self) -> int:
         return len(self._mappings)
 
-    def apply(self, key: bytes | None, value: bytes | None) -> None:
-        """Apply one `video-products` record (newest `ts` wins; a tombstone removes)."""
-        update = decode_mapping(key, value, self._limits.at(int(time.time() * 1000)))
+    def apply(self, key: bytes | None, value: bytes | None, timestamp_ms: int | None = None) -> None:
+        """Apply one `video-products` record (newest `ts` wins; a tombstone removes).
+
+        Its `ts` is judged against the earlier of the worker's clock and the record's Kafka
+        timestamp (`timestamp_ms`): every worker, and this one after a restart that re-reads the
+        compacted topic, then accepts or refuses the same records, not more as the wall clock
+        moves on (a producer whose clock runs ahead would otherwise see its refused mapping
+        accepted later, over a newer one)."""
+        now = int(time.time() * 1000)
+        if timestamp_ms is not None and 0 < timestamp_ms < now:
+            now = timestamp_ms
+        update = decode_mapping(key, value, self._limits.at(now))
         if isinstance(update, Invalid):
             return
         if mapping_outcome(self._mappings.get(update.video_id), update) is MappingOutcome.STALE:
@@ -68,18 +79,23 @@ class VideoMappings(CompactedFollower):
         held = self._sizes.get(video_id, 0)
         if isinstance(update, VideoMapping):
             size = footprint(len(value or b""), len(update.products))
-            if not held and self.bytes + size > self._max_bytes:
+            if self.bytes - held + size <= self._max_bytes:
+                self._mappings[video_id] = update
+                self._sizes[video_id] = size
+                self.bytes += size - held
+            else:
+                # Over the cap: a new video is refused; a held one that grows past it is dropped
+                # rather than kept as it was (its old products, stock and prices are stale).
                 self._refuse(video_id)
-                return
-            self._mappings[video_id] = update
-            self._sizes[video_id] = size
-            self.bytes += size - held
+                self._forget(video_id)
         else:
-            self._mappings.pop(video_id, None)
-            self._sizes.pop(video_id, None)
-            self.bytes -= held
+            self._forget(video_id)
         if self._on_size is not None:
             self._on_size(self.bytes)
+
+    def _forget(self, video_id: str) -> None:
+        self._mappings.pop(video_id, None)
+        self.bytes -= self._sizes.pop(video_id, 0)
 
     def _refuse(self, video_id: str) -> None:
         if self._on_refused is not None:

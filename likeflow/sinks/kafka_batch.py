@@ -32,7 +32,7 @@ class KeyPartitioner:
     longer than `max_cached_bytes` are hashed every time, so the cache holds at most
     `max_keys` x `max_cached_bytes` bytes whatever the input."""
 
-    def __init__(self, partitions: int, max_keys: int = 200_000, max_cached_bytes: int = 160) -> None:
+    def __init__(self, partitions: int, max_keys: int = 500_000, max_cached_bytes: int = 160) -> None:
         self.partitions = partitions
         self._cache: dict[bytes, int] = {}
         self._max_keys = max_keys

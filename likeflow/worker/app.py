@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +12,7 @@ from prometheus_client import generate_latest
 from agents import register_agents
 from agents.context import PipelineContext
 from agents.count_creator_events import CountCreatorEvents
+from agents.decoding import wall_clock_ms
 from agents.idle_sources import IdleSources
 from agents.prompt_likes import PromptLikes
 from agents.retention import RetentionSweeper
@@ -135,10 +135,8 @@ def create_app(settings: Settings) -> faust.App:
     def producer() -> AIOKafkaProducer:
         return kafka_producer(app)
 
-    skew_ms = limits.max_skew_ms
-
     def ceiling() -> int:
-        return int(time.time() * 1000) + skew_ms
+        return limits.at(wall_clock_ms()).max_ts
 
     user_states = ChangelogStore(
         tables.user_state,

@@ -17,7 +17,7 @@ from likeflow.domain.pseudonym import Pseudonymizer
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy
 from likeflow.domain.user_state import ConsentState, UserState, seen_key
 from likeflow.metrics import Metrics
-from likeflow.ops.backfill import ErasureFilter, SourcedEvent, SourcedRecord
+from likeflow.ops.backfill import ErasureFilter, IssuedPrompts, SourcedEvent, SourcedRecord
 from likeflow.replicas.video_mappings import VideoMappings, footprint
 from likeflow.sinks.dead_letter_records import MAX_ORIGINAL_HEADER_BYTES, dead_letter_headers, fitted
 from likeflow.sinks.dead_letters import DeadLetterSink
@@ -259,6 +259,9 @@ def test_long_event_ids_are_remembered_as_digests() -> None:
     _decide(state, long_id, BASE_TS, GuardPolicy())
     assert list(state.seen) == [seen_key(long_id)] and len(seen_key(long_id)) == 25
     assert state.remembers(long_id)
+    # 40 characters of 4 bytes each are 160 bytes in the changelog: digested too.
+    wide = "\U0001f600" * 40
+    assert seen_key(wide).startswith("#") and seen_key("e" * 40) == "e" * 40
     legacy = UserState(seen={long_id: BASE_TS})  # written before ids were digested
     assert legacy.remembers(long_id)
 
@@ -336,3 +339,40 @@ def test_a_backfill_leaves_out_the_events_of_users_erased_since() -> None:
     assert (kept.record.clocks, kept.record.offsets, kept.record.clock) == ([BASE_TS], [4], BASE_TS + 5)
     assert erasures.left_out == 2
     assert ErasureFilter({}, pseudonymize).keep(SourcedRecord(record, 0, 9)) is not None
+
+
+def test_a_held_video_that_grows_past_the_cap_is_dropped_not_kept_stale() -> None:
+    small = mapping_json("v1")
+    replica = VideoMappings(LIMITS, max_bytes=footprint(len(small), 1) + 100)
+    replica.apply(b"v1", small)
+    big = mapping_json("v1", ts=BASE_TS + 1, products=[_product(product_id=f"p{i}") for i in range(5)])
+    replica.apply(b"v1", big)
+    assert replica.get("v1") is None and replica.bytes == 0
+
+
+def test_the_replica_judges_a_future_ts_by_the_record_timestamp_too() -> None:
+    """A re-read after the wall clock moved on decides as the first read did."""
+    later = mapping_json("v1", ts=BASE_TS + 3_600_000)  # an hour ahead of the record's timestamp
+    replica = VideoMappings(LIMITS)
+    replica.apply(b"v1", later, timestamp_ms=BASE_TS)
+    assert replica.get("v1") is None
+    replica.apply(b"v1", mapping_json("v1", ts=BASE_TS + 60_000), timestamp_ms=BASE_TS)
+    held = replica.get("v1")
+    assert held is not None and held.ts == BASE_TS + 60_000
+
+
+def test_a_backfill_counts_only_the_feedback_of_issued_prompts() -> None:
+    pseudonymize = Pseudonymizer(b"k" * 32, 1)
+    issued = IssuedPrompts(PROMPT_IDS, pseudonymize)
+    real = PROMPT_IDS.issue("l1", "p1", "c1", pseudonymize("alice"))
+
+    def click(prompt_id: str, user: str) -> SourcedEvent:
+        return SourcedEvent(CreatorEvent("f", prompt_id, "c1", "p1", user, "click", BASE_TS), None)
+
+    assert issued.keep(click(real, "alice")) is not None  # archived feedback names the raw id
+    assert issued.keep(click(real, pseudonymize("alice"))) is not None  # as on creator-events
+    assert issued.keep(click(real, "mallory")) is None
+    assert issued.keep(click("0" * 32, "alice")) is None
+    assert issued.refused == 2
+    record = SourcedRecord(CountRecord("likes/0", BASE_TS, [], []), 0, 1)
+    assert issued.keep(record) is record

@@ -138,7 +138,7 @@ likes_near_valid = st.fixed_dictionaries(
     {},
     optional={
         "event_id": st.text(max_size=130) | json_values,
-        "user_id": st.sampled_from(["u1", " ", "", "u" * 129]) | json_values,
+        "user_id": st.sampled_from(["u1", " ", "", "u" * 129, "u1" + " " * 600, "u1\u200b"]) | json_values,
         "video_id": st.text(max_size=5) | json_values,
         "ts": st.integers(10**10, 3 * 10**14) | st.booleans() | json_values,
         "action": st.sampled_from(["like", "unlike", "LIKE", None]) | json_values,
@@ -147,7 +147,7 @@ likes_near_valid = st.fixed_dictionaries(
 
 
 @settings(max_examples=500, deadline=None)
-@given(obj=likes_near_valid, key=st.sampled_from([b"u1", b"", b"\xff", None, b" "]))
+@given(obj=likes_near_valid, key=st.sampled_from([b"u1", b"", b"\xff", None, b" ", b"u1" + b" " * 600]))
 def test_the_like_fast_path_accepts_exactly_what_the_checked_path_accepts(
     obj: Any, key: bytes | None
 ) -> None:
