@@ -195,8 +195,21 @@ class BatchConsumer(faust_aiokafka.Consumer):
         # not delivered; Faust seeks back to the committed offsets and they are fetched again.
         if by_topic and self.flow_active and not self.should_stop:
             if self.app.consumer_generation_id == generation:
-                await self._deliver(by_topic)
+                await self._deliver_shielded(by_topic)
         return rest
+
+    async def _deliver_shielded(self, by_topic: dict[str, dict[TP, list[Any]]]) -> None:
+        """`_deliver`, finished even if the fetcher task awaiting it is cancelled.
+
+        Faust cancels its fetcher at shutdown (and on some rebalances) while a handler may be in
+        `process`, whose changelog writes may already be on their way: the batch must then
+        still complete and become committable, or the next owner finds its likes in the
+        restored state and redelivers them as duplicates. The batch counts as processing from
+        here, so `wait_empty` (which commits) waits for it even if cancelled before it starts.
+        """
+        self._processing += 1
+        self._idle.clear()
+        await asyncio.shield(asyncio.ensure_future(self._deliver(by_topic)))
 
     def _restore_in_bulk(self, records: Any, active_partitions: Any) -> Any:
         """Apply every fetched changelog record of the router's tables to storage, in offset
@@ -251,9 +264,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return [r for r in batch if r.offset >= read]
 
     async def _deliver(self, by_topic: dict[str, dict[TP, list[Any]]]) -> None:
+        """Hand each topic's batch to its handler (counted in `_processing` by the caller)."""
         router = self.batch_router
-        self._processing += 1
-        self._idle.clear()
         try:
             for topic, batch in by_topic.items():
                 pipeline = self._pipeline(topic)

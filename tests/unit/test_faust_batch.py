@@ -193,3 +193,31 @@ async def test_room_waits_while_the_limit_is_reached() -> None:
     assert not waiting.done()
     release.set()
     await asyncio.wait_for(waiting, 1)
+
+
+async def test_a_delivery_finishes_when_the_fetcher_is_cancelled() -> None:
+    """Faust cancels its fetcher at shutdown, possibly inside a handler's `process`: the batch
+    still completes, and until it has the consumer is not idle (wait_empty does not commit)."""
+    release = asyncio.Event()
+    delivered: list[str] = []
+
+    async def deliver(by_topic: dict[str, Any]) -> None:
+        try:
+            await release.wait()  # the handler's process, its changelog writes in flight
+            delivered.append("done")
+        finally:
+            consumer._processing -= 1
+            if not consumer._processing:
+                consumer._idle.set()
+
+    consumer: Any = SimpleNamespace(_processing=0, _idle=asyncio.Event(), _deliver=deliver)
+    consumer._idle.set()
+    fetcher = asyncio.ensure_future(faust_batch.BatchConsumer._deliver_shielded(consumer, {"likes": {}}))
+    await asyncio.sleep(0)
+    fetcher.cancel()
+    await asyncio.sleep(0)
+    assert fetcher.cancelled() or fetcher.done()
+    assert not consumer._idle.is_set(), "a batch in flight after the cancel: not idle"
+    release.set()
+    await asyncio.wait_for(consumer._idle.wait(), 1)
+    assert delivered == ["done"]
