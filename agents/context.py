@@ -18,6 +18,7 @@ from likeflow.domain.quality.counting import WindowPolicy
 from likeflow.domain.quality.judging import JudgePolicy
 from likeflow.domain.ranking import RankingPolicy
 from likeflow.domain.user_state import UserState
+from likeflow.engine import ChangelogStore
 from likeflow.metrics import Metrics
 from likeflow.sinks.dead_letters import DeadLetterSink
 from likeflow.sinks.redis_prompts import RedisPromptStore
@@ -26,7 +27,6 @@ from streams.events import VideoMapping
 from streams.topics import Topics
 from streams.validation import InputLimits
 from tables import Tables
-from tables.state_store import ChangelogStore
 
 CreatorWeight = Callable[[str], float]
 # Raw user id -> pseudonym (likeflow.domain.pseudonym.Pseudonymizer).
@@ -76,10 +76,10 @@ class PipelineContext:
     retention: RetentionSweeper  # agents.retention: per-user state expiry
     audit: AuditAppender  # likeflow.sinks.audit_log.WorkerAudit
     # The aiokafka producer of the app (started with it): every output goes through it.
-    producer: Callable[[], AIOKafkaProducer]  # likeflow.worker.faust_batch.kafka_producer
-    user_states: ChangelogStore[UserState]  # tables.state_store over tables.user_state
+    producer: Callable[[], AIOKafkaProducer]  # likeflow.engine.kafka_producer
+    user_states: ChangelogStore[UserState]  # likeflow.engine.ChangelogStore over tables.user_state
     limits: InputLimits  # likeflow.policies.input_limits_from: what one input record may hold
-    # tables.state_store over tables.erasure_ledger: pseudonym -> latest erasure ts, never expired.
+    # ChangelogStore over tables.erasure_ledger: pseudonym -> latest erasure ts, never expired.
     erasures: ChangelogStore[int]
     prompt_ids: PromptIds  # likeflow.domain.prompt_ids, keyed by a key derived from the user key
     # likeflow.replicas.creator_weights.CreatorWeights (the judge's weights; 1.0 until judged).

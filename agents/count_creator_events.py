@@ -12,7 +12,6 @@ from typing import Any
 import orjson
 
 from agents.context import PipelineContext
-from likeflow.batches import Completion, Records, Turn
 from likeflow.domain.quality.counting import PartitionClock, WindowPolicy
 from likeflow.domain.quality.engine import (
     ClosedWindow,
@@ -23,11 +22,10 @@ from likeflow.domain.quality.engine import (
     repair_partition,
 )
 from likeflow.domain.quality.index import PartitionIndex
-from likeflow.sinks.kafka_batch import OutputBatch
+from likeflow.engine import ChangelogStore, Completion, OutputBatch, Records, Snapshot, Turn
 from likeflow.sinks.redis_quality import WindowsUpdate
 from streams.events import CountRecord, DeadLetterReason, Invalid
 from streams.topics import CREATOR_EVENTS, CREATOR_WINDOWS
-from tables.state_store import ChangelogStore, Snapshot
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from agents.context import PipelineContext
-from likeflow.sinks.kafka_batch import OutputBatch
+from likeflow.engine import OutputBatch
 from streams.events import Invalid
 from streams.validation import InputLimits
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from agents.context import PipelineContext
 from likeflow.domain.quality.sources import SourceReports
-from likeflow.sinks.kafka_batch import OutputBatch
+from likeflow.engine import OutputBatch
 from streams.topics import CREATOR_EVENTS
 
 log = logging.getLogger(__name__)

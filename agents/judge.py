@@ -14,10 +14,10 @@ from agents.context import PipelineContext
 from likeflow.domain.quality.creator_rows import expired_creators, repair_row, sweep_due
 from likeflow.domain.quality.horizon import PlatformHorizon, apply_window, creator_totals
 from likeflow.domain.quality.judging import CreatorStanding, apply_verdict, judge_horizon, platform_document
+from likeflow.engine import delete_for_event, put_for_event
 from likeflow.sinks.redis_keys import platform_key, standing_key
 from streams.events import CONTRACT_HEADER_MAP
 from streams.topics import CREATOR_WINDOWS
-from tables import delete_for_event, put_for_event
 
 log = logging.getLogger(__name__)
 

@@ -9,18 +9,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from agents.context import PipelineContext, new_user_state
-from likeflow.batches import Completion, Records, Turn
 from likeflow.domain.decide import Duplicate, NoPromptReason, Skip, decide
 from likeflow.domain.pseudonym import edge_pseudonym
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.user_state import UserState
+from likeflow.engine import ChangelogStore, Completion, KeyPartitioner, OutputBatch, Records, Turn
 from likeflow.metrics import observe_many
-from likeflow.sinks.kafka_batch import KeyPartitioner, OutputBatch
 from likeflow.sinks.redis_prompts import ServedPrompt
 from streams.events import CONTRACT_HEADERS, CreatorEvent, Invalid, Like, Prompt
 from streams.topics import CREATOR_EVENTS, LIKES, ORDER_PROMPTS
 from streams.validation import InputLimits, decode_like
-from tables.state_store import ChangelogStore
 
 
 class PromptLikes:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from likeflow.domain.privacy import is_expired
 from likeflow.domain.ranking import HOUR_MS
 from likeflow.domain.user_state import UserState
-from tables.state_store import ChangelogStore
+from likeflow.engine import ChangelogStore
 
 
 class RetentionSweeper:

@@ -9,11 +9,10 @@ from typing import Any
 
 from agents.context import PipelineContext
 from agents.decoding import wall_clock_ms
-from likeflow.batches import Completion, Records, Turn
 from likeflow.domain.prompt_ids import is_legacy_id
 from likeflow.domain.pseudonym import edge_pseudonym
 from likeflow.domain.quality.sources import SourceReports
-from likeflow.sinks.kafka_batch import OutputBatch
+from likeflow.engine import Completion, OutputBatch, Records, Turn
 from streams.events import DeadLetterReason, Invalid
 from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK
 from streams.validation import decode_feedback

@@ -86,7 +86,7 @@ async def measure(n: int, batch: int) -> dict[str, float]:
     from likeflow.domain.pseudonym import Pseudonymizer
     from likeflow.domain.quality.sources import SourceReports
     from likeflow.domain.user_state import UserState
-    from likeflow.sinks.kafka_batch import KeyPartitioner
+    from likeflow.engine import KeyPartitioner
     from streams.events import CountRecord, CreatorEvent, Invalid, Like
     from streams.validation import InputLimits, decode_like, decode_mapping
     from tables.codecs import UserStateCodec
@@ -208,16 +208,14 @@ async def _handlers(raw: list[tuple[bytes, bytes]], n: int, batch: int, settings
     from agents.count_creator_events import CountCreatorEvents
     from agents.prompt_likes import PromptLikes
     from agents.retention import RetentionSweeper
-    from likeflow.batches import Turn
     from likeflow.connections import pseudonymizer
     from likeflow.domain.prompt_ids import prompt_ids_for
     from likeflow.domain.quality.sources import SourceReports
+    from likeflow.engine import ChangelogStore, KeyPartitioner, Turn
     from likeflow.metrics import Metrics
     from likeflow.policies import input_limits_from, policies_from, pricing_from, quality_policies_from
     from likeflow.sinks.dead_letters import DeadLetterSink
-    from likeflow.sinks.kafka_batch import KeyPartitioner
     from tables.codecs import CreatorCountsCodec, ErasureLedgerCodec, UserStateCodec
-    from tables.state_store import ChangelogStore
 
     producer = _UnsentProducer(bootstrap_servers="127.0.0.1:1")
     metrics = Metrics()

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
+from likeflow.engine import OutputBatch, OutRecord
 from likeflow.metrics import Metrics
 from likeflow.sinks.dead_letter_records import (
     HEADER_PREFIX,
@@ -15,7 +16,6 @@ from likeflow.sinks.dead_letter_records import (
     pseudonymised_header,
     without_raw_user_id,
 )
-from likeflow.sinks.kafka_batch import OutputBatch, OutRecord
 from streams.events import Invalid
 
 log = logging.getLogger(__name__)

@@ -23,18 +23,23 @@ from likeflow.domain.privacy import DAY_MS
 from likeflow.domain.prompt_ids import prompt_ids_for
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.stall import StallDetector
+from likeflow.engine import (
+    BatchRouter,
+    ChangelogStore,
+    KeyPartitioner,
+    SeekFirstTableManager,
+    install_batch_transport,
+    kafka_producer,
+)
 from likeflow.metrics import Metrics
 from likeflow.policies import input_limits_from, policies_from, pricing_from, quality_policies_from
 from likeflow.replicas.creator_weights import CreatorWeights
 from likeflow.replicas.video_mappings import VideoMappings
 from likeflow.sinks.audit_log import WorkerAudit
 from likeflow.sinks.dead_letters import DeadLetterSink
-from likeflow.sinks.kafka_batch import KeyPartitioner
 from likeflow.sinks.quality_view import creator_quality
 from likeflow.sinks.redis_prompts import RedisPromptStore
 from likeflow.sinks.redis_quality import RedisQualityStore
-from likeflow.worker.faust_batch import BatchRouter, install_batch_transport, kafka_producer
-from likeflow.worker.faust_recovery import SeekFirstTableManager, install_fetch_snapshot
 from likeflow.worker.faust_web import WEB_DRIVER_URL
 from likeflow.worker.monitor import Monitor
 from likeflow.worker.watchdog import StallWatchdog
@@ -52,7 +57,6 @@ from streams.topics import (
 )
 from tables import declare_tables
 from tables.codecs import CreatorCountsCodec, ErasureLedgerCodec, UserStateCodec
-from tables.state_store import ChangelogStore
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 BATCH_AGENTS = ("prompt_likes", "route_feedback", "count_creator_events", "judge_creators")
@@ -64,7 +68,6 @@ PRODUCER_MAX_BATCH_BYTES = 512 * 1024
 
 def create_app(settings: Settings) -> faust.App:
     """A fully wired Faust app; nothing runs until a worker starts it."""
-    install_fetch_snapshot()
     router = BatchRouter(
         max_in_flight=settings.max_batches_in_flight, fetch_max_wait_ms=settings.fetch_max_wait_ms
     )
@@ -112,7 +115,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         # Faust's own recovery can drop input records fetched while it seeks to the committed
-        # offsets, which freezes that partition's commits (likeflow/worker/faust_recovery.py).
+        # offsets, which freezes that partition's commits (likeflow/engine/recovery.py).
         TableManager=SeekFirstTableManager,
     )
     # The hot topics reach their handlers as fetched batches, not as Faust events.

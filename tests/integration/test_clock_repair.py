@@ -26,9 +26,9 @@ from config import Settings, load_settings
 from likeflow.connections import kafka_client_kwargs, topic_partitions
 from likeflow.domain.quality.counting import PartitionClock, Seen, SourceClock, WindowRow
 from likeflow.domain.quality.windows import Counts
+from likeflow.engine import KeyPartitioner
 from likeflow.metrics import Metrics
 from likeflow.ops.topics import ensure_topics
-from likeflow.sinks.kafka_batch import KeyPartitioner
 from likeflow.sinks.redis_keys import standing_key, window_field, windows_key
 from likeflow.sinks.redis_quality import RedisQualityStore
 from streams.events import CountRecord, CreatorEvent, source_name

@@ -21,8 +21,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from config import Settings
+from likeflow.engine import KeyPartitioner
 from likeflow.ops.topics import ensure_topics
-from likeflow.sinks.kafka_batch import KeyPartitioner
 from likeflow.sinks.redis_keys import windows_key
 from streams.topics import DEAD_LETTERS, LIKES, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.harness import Record, WorkerProcess, produce, read_topic, wait_until

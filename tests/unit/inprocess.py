@@ -13,20 +13,18 @@ from agents.prompt_likes import PromptLikes
 from agents.retention import RetentionSweeper
 from agents.route_feedback import RouteFeedback
 from config import Settings, load_settings
-from likeflow.batches import Records, Turn
 from likeflow.domain.privacy import DAY_MS
 from likeflow.domain.prompt_ids import prompt_ids_for
 from likeflow.domain.pseudonym import Pseudonymizer
 from likeflow.domain.quality.sources import SourceReports
+from likeflow.engine import ChangelogStore, KeyPartitioner, Records, Turn
+from likeflow.engine.testing import FakeProducer, FakeTable
 from likeflow.metrics import Metrics
 from likeflow.policies import input_limits_from, policies_from, pricing_from, quality_policies_from
 from likeflow.replicas.video_mappings import VideoMappings
 from likeflow.sinks.dead_letters import DeadLetterSink
-from likeflow.sinks.kafka_batch import KeyPartitioner
 from streams.events import FEEDBACK_SOURCE, LIKES_SOURCE
 from tables.codecs import ErasureLedgerCodec, UserStateCodec
-from tables.state_store import ChangelogStore
-from tests.unit.fakes import FakeProducer, FakeTable
 
 
 class _NoServing:

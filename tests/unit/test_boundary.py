@@ -16,12 +16,13 @@ from likeflow.domain.prompt_ids import PromptIds, is_legacy_id
 from likeflow.domain.pseudonym import Pseudonymizer
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy
 from likeflow.domain.user_state import ConsentState, UserState, seen_key
+from likeflow.engine import DeliveryError, KeyPartitioner, OutputBatch
+from likeflow.engine.testing import FakeProducer
 from likeflow.metrics import Metrics
 from likeflow.ops.backfill import ErasureFilter, IssuedPrompts, SourcedEvent, SourcedRecord
 from likeflow.replicas.video_mappings import VideoMappings, footprint
 from likeflow.sinks.dead_letter_records import MAX_ORIGINAL_HEADER_BYTES, dead_letter_headers, fitted
 from likeflow.sinks.dead_letters import DeadLetterSink
-from likeflow.sinks.kafka_batch import DeliveryError, KeyPartitioner, OutputBatch
 from streams.events import CountRecord, CreatorEvent, DeadLetterReason, Invalid, UserConsent
 from streams.validation import (
     InputLimits,
@@ -33,7 +34,6 @@ from streams.validation import (
 )
 from tables.codecs import UserStateCodec
 from tests.factories import BASE_TS, LIMITS, PROMPT_IDS, like, like_json, mapping, mapping_json, product
-from tests.unit.fakes import FakeProducer
 
 R = DeadLetterReason
 
@@ -155,7 +155,7 @@ def test_feedback_dead_letters_keep_no_raw_user_id_and_their_creator_key() -> No
     value = orjson.dumps({"user_id": "alice", "creator_id": "c1", "kind": "buy"})
     sink.add(outputs, _Record("fb", b"c1", value), Invalid(R.UNKNOWN_ENUM, "kind"))
     asyncio.run(_deliver(outputs))
-    ((_, _, key, sent),) = producer.sent
+    ((_, _, key, sent, _),) = producer.sent
     assert key == b"c1" and sent is not None and b"alice" not in sent
     assert orjson.loads(sent)["user_id"] == pseudonymize("alice")
 
@@ -174,7 +174,7 @@ def test_a_dead_letter_the_broker_refuses_is_counted_and_the_others_go_out() -> 
     for i, size in enumerate((10, 5000, 20)):
         sink.add(outputs, _Record("likes", f"u{i}".encode(), b"x" * size), Invalid(R.MALFORMED_JSON, "x"))
     asyncio.run(_deliver(outputs))
-    assert [len(v or b"") for _, _, _, v in producer.sent] == [10, 20]
+    assert [len(v or b"") for *_, v, _ in producer.sent] == [10, 20]
     assert metrics.registry.get_sample_value("likeflow_dead_letters_refused_total", {"topic": "likes"}) == 1
 
 

@@ -227,13 +227,13 @@ def test_no_exception_escapes_a_handler_and_every_record_is_accounted_for(
     # Every feedback record is forwarded to the counters or dead-lettered.
     forwarded = sum(
         len(CountRecord.from_json(v or b"").events)
-        for topic, _, _, v in sent
+        for topic, _, _, v, _ in sent
         if topic == "creator-events" and CountRecord.from_json(v or b"").source.startswith("prompt-feedback")
     )
     assert forwarded + total("likeflow_dead_letters_total", topic="prompt-feedback") == len(feedback_records)
     # Dead letters fit; no clock or state passes the ceiling (the handlers read the clock a few
     # ms after this module did).
-    dead = [(k, v) for topic, _, k, v in sent if topic == "likeflow-dlq"]
+    dead = [(k, v) for topic, _, k, v, _ in sent if topic == "likeflow-dlq"]
     assert all(len(v or b"") <= worker.settings.max_record_bytes for _, v in dead)
     assert all(len(k or b"") <= worker.settings.max_key_bytes for k, _ in dead)
     ceiling = int(time.time() * 1000) + LIMITS.max_skew_ms

@@ -8,7 +8,7 @@ import orjson
 
 from config import load_settings
 from likeflow.domain.pseudonym import PSEUDONYMISED_HEADER
-from likeflow.sinks.kafka_batch import KeyPartitioner
+from likeflow.engine import KeyPartitioner
 from tests.factories import mapping_json
 from tests.unit.inprocess import InProcess, in_process, run
 
@@ -60,7 +60,7 @@ def test_a_repaired_feedback_dead_letter_counts_when_published_again() -> None:
     again, it is taken as is, and its prompt id still checks."""
     w = worker()
     run(w.run("likes", [like("u1", "l1", NOW - 60_000)]))
-    (prompt,) = [orjson.loads(v or b"") for topic, _, _, v in w.producer.sent if topic == "order-prompts"]
+    (prompt,) = [orjson.loads(v or b"") for topic, _, _, v, _ in w.producer.sent if topic == "order-prompts"]
     feedback = {"event_id": "f1", "prompt_id": prompt["prompt_id"], "creator_id": prompt["creator_id"],
                 "product_id": prompt["product_id"], "user_id": prompt["user_id"], "kind": "click",
                 "ts": NOW}  # fmt: skip

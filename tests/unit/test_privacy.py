@@ -16,12 +16,12 @@ from likeflow.domain.privacy import DAY_MS, apply_consent, apply_erasure, is_exp
 from likeflow.domain.pseudonym import Pseudonymizer, is_pseudonym
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy, local_hour
 from likeflow.domain.user_state import UserState
+from likeflow.engine import ChangelogStore
+from likeflow.engine.testing import FakeTable
 from streams.events import Like, UserConsent, UserErasure, VideoMapping
 from streams.validation import decode_consent, decode_erasure, decode_mapping
 from tables.codecs import UserStateCodec
-from tables.state_store import ChangelogStore
 from tests.factories import BASE_TS, LIMITS, PROMPT_IDS, like, mapping, mapping_json, product
-from tests.unit.fakes import FakeTable
 
 KEY = b"k" * 32
 GUARDS = GuardPolicy()

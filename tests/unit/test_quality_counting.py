@@ -44,7 +44,7 @@ CEILING = T0 + 400 * 24 * H
 
 class LogStore:
     """The engine's Store with a changelog: each flush appends the changed keys (row, dedupe,
-    clock order) as encoded bytes, like `tables.state_store.ChangelogStore`."""
+    clock order) as encoded bytes, like `likeflow.engine.ChangelogStore`."""
 
     def __init__(self) -> None:
         self.values: dict[str, StoredValue] = {}

@@ -41,7 +41,7 @@ from typing import Any
 
 from likeflow.domain.quality.windows import Counts, window_start
 
-# Write order within one flush (tables.state_store.ChangelogStore): rows, dedupe entries, clock.
+# Write order within one flush (likeflow.engine.ChangelogStore): rows, dedupe entries, clock.
 ROW_ORDER, SEEN_ORDER, CLOCK_ORDER = 0, 1, 2
 
 

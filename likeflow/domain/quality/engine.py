@@ -1,6 +1,6 @@
 """Applies one count record to key-value state: the single implementation of the counter logic.
 
-The live handler runs it over a `tables.state_store.ChangelogStore`; `likeflow backfill` runs it
+The live handler runs it over a `likeflow.engine.ChangelogStore`; `likeflow backfill` runs it
 over a dict. Both get the same counts from the same records in the same order
 (likeflow/domain/quality/counting.py explains the rules and why they are exact).
 """

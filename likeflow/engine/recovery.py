@@ -23,11 +23,9 @@ fetch after the resume starts at the committed offsets.
 
 Two more holes show up once the partitions stay paused across the seek:
 
-- Faust hands aiokafka its *live* set of active partitions for a fetch that may wait up to a
-  second, and aiokafka reads an empty set as "every partition". When recovery pauses the
-  changelogs (the set becomes empty) during such a fetch, aiokafka returns records of the paused
-  input partitions and moves their positions past them; Faust then discards them as not active.
-  `install_fetch_snapshot` makes every fetch use a copy of the set, and fetch nothing when empty.
+- A fetch that started before recovery paused the changelogs can return records of paused
+  input partitions (aiokafka reads Faust's then empty set of active partitions as "every
+  partition"): `likeflow.engine.delivery.BatchConsumerThread` fetches over a snapshot instead.
 - `perform_seek` only moves partitions with a committed offset above 0 (aiokafka's
   `seek_to_committed`), so a partition whose group never committed keeps whatever position it
   had. `resume_after_seek` rewinds those to offset 0, which is where the group's
@@ -44,7 +42,6 @@ from typing import Any
 
 from faust.tables import TableManager
 from faust.tables.recovery import Recovery
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 log = logging.getLogger(__name__)
 
@@ -107,27 +104,3 @@ class SeekFirstTableManager(TableManager):
         if self._recovery is None:
             self._recovery = SeekFirstRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
         return self._recovery
-
-
-def install_fetch_snapshot() -> None:
-    """Make Faust's aiokafka fetches use a snapshot of the active partitions (module doc)."""
-    original = AIOKafkaConsumerThread._fetch_records
-    if getattr(original, "likeflow_snapshot", False):
-        return
-
-    # Same signature as Faust's (it passes `timeout=` by keyword).
-    async def fetch_snapshot(
-        self: Any,
-        consumer: Any,
-        active_partitions: Any,
-        timeout: Any = None,  # noqa: ASYNC109
-        max_records: Any = None,
-    ) -> Any:
-        snapshot = set(active_partitions or ())
-        if not snapshot:
-            # aiokafka would read an empty set as "all partitions", paused ones included.
-            return {}
-        return await original(self, consumer, snapshot, timeout=timeout, max_records=max_records)
-
-    fetch_snapshot.likeflow_snapshot = True  # type: ignore[attr-defined]
-    AIOKafkaConsumerThread._fetch_records = fetch_snapshot  # type: ignore[method-assign]

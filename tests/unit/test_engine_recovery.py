@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from likeflow.worker.faust_recovery import resume_after_seek
+from likeflow.engine.recovery import resume_after_seek
 
 
 class FakeConsumer:

@@ -28,16 +28,11 @@ Kafka semantics kept:
   not trusted after that (the supervisor restarts the process).
 
 What the batch topics lose: Faust's per-record sensors and stream operators, `current_event()`
-(table writes must name their changelog partition: see `tables.state_store`), and
+(table writes must name their changelog partition: see `likeflow.engine.state`), and
 `stream_processing_timeout`.
 
-This module is the only place that overrides Faust or aiokafka internals for batch delivery:
-`Consumer._getmany`, `_new_offset` and `_filter_tps_with_pending_acks` (the commit bookkeeping),
-`_read_offset`, `AIOKafkaConsumerThread._create_worker_consumer` (to bound the fetch wait), the
-producer's aiokafka client, and the recovery's offset bookkeeping (`Recovery.active_offsets`,
-`standby_offsets`, `_active_events_received_at`, `_standby_events_received_at`) for the bulk
-restore of the batch handlers' tables. `tests/unit/test_faust_batch.py` fails when faust-streaming or
-aiokafka change them.
+The private Faust and aiokafka names this module uses are listed, with the others the engine
+touches, in `likeflow.engine.internals` (checked against the installed versions by a test).
 """
 
 from __future__ import annotations
@@ -54,12 +49,9 @@ from aiokafka import AIOKafkaProducer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from likeflow.batches import BatchHandler, Completion, Records, Turn
+from likeflow.engine.contract import BatchHandler, Completion, Records, Turn
 
 log = logging.getLogger(__name__)
-
-FAUST_VERSION = "0.15.3"
-AIOKAFKA_VERSION = "0.14.0"
 
 
 @dataclass
@@ -68,7 +60,7 @@ class BatchRouter:
 
     handlers: dict[str, BatchHandler] = field(default_factory=dict)
     # Changelog topics whose records are applied in bulk during recovery and standby replay:
-    # topic -> apply(partition, records) (tables.state_store.ChangelogStore.apply_changelog).
+    # topic -> apply(partition, records) (likeflow.engine.state.ChangelogStore.apply_changelog).
     changelogs: dict[str, Callable[[int, Sequence[Any]], None]] = field(default_factory=dict)
     # Batches of one topic whose outputs may be awaited while the next batch is processed.
     max_in_flight: int = 4
@@ -169,7 +161,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return router
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
-        return BoundedWaitConsumerThread(self, loop=self.loop, beacon=self.beacon)
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     # -- delivery ------------------------------------------------------------------------------
 
@@ -359,12 +351,19 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self._delivered_at.pop(tp, None)
 
 
-class BoundedWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer thread with the broker-side fetch wait bounded (Faust hard-codes 1.5 s).
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread with the broker-side fetch wait bounded and every fetch made over a
+    snapshot of the active partitions.
 
-    A fetch request that finds no records waits up to `fetch.max.wait.ms` at the broker; every
-    partition in it waits too, so a like arriving just after such a fetch started waited up to
-    1.5 s before the worker saw it.
+    - Faust hard-codes a 1.5 s `fetch.max.wait.ms`: a fetch that finds no records waits that
+      long at the broker, and every partition in it waits too, so a like arriving just after
+      such a fetch started waited up to 1.5 s before the worker saw it.
+    - Faust hands aiokafka its *live* set of active partitions for a fetch that may wait, and
+      aiokafka reads an empty set as "every partition". When recovery pauses the changelogs
+      (the set becomes empty) during such a fetch, aiokafka returns records of paused input
+      partitions and moves their positions past them; Faust then discards them as not active
+      (`likeflow.engine.recovery` describes the race around it). A copy is fetched instead,
+      and an empty one fetches nothing.
     """
 
     def _create_worker_consumer(self, transport: Any) -> Any:
@@ -372,6 +371,18 @@ class BoundedWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         router: BatchRouter = transport.batch_router
         consumer._fetch_max_wait_ms = router.fetch_max_wait_ms
         return consumer
+
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: Any,
+        timeout: Any = None,  # noqa: ASYNC109 - Faust's signature (it passes `timeout=` by keyword)
+        max_records: Any = None,
+    ) -> Any:
+        snapshot = set(active_partitions or ())
+        if not snapshot:
+            return {}
+        return await super()._fetch_records(consumer, snapshot, timeout=timeout, max_records=max_records)
 
 
 class BatchTransport(faust_aiokafka.Transport):

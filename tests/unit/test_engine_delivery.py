@@ -1,8 +1,8 @@
 """Batch delivery: completions in order, failures stop what follows, and the Faust internals it needs.
 
-The shape tests fail when faust-streaming or aiokafka change what `likeflow.worker.faust_batch`,
-`likeflow.worker.faust_recovery` and `tables.state_store` override or read: re-check those modules
-against the new version before changing the pins.
+The shape tests fail when faust-streaming or aiokafka change what the engine's modules override
+or read (`likeflow.engine.internals` lists the names): re-check those modules against the new
+version before changing the pins.
 """
 
 from __future__ import annotations
@@ -10,12 +10,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from importlib import metadata
 from types import SimpleNamespace
 from typing import Any
 
 import aiokafka
-import faust
 from faust import streams as faust_streams
 from faust.stores import memory, rocksdb
 from faust.tables.recovery import Recovery
@@ -23,14 +21,9 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from likeflow.batches import Completion, Turn
-from likeflow.worker import faust_batch
-from likeflow.worker.faust_batch import _Pipeline
-
-
-def test_the_versions_these_adaptations_were_written_for() -> None:
-    assert metadata.version("faust-streaming") == faust_batch.FAUST_VERSION == faust.__version__
-    assert metadata.version("aiokafka") == faust_batch.AIOKAFKA_VERSION == aiokafka.__version__
+from likeflow.engine import Completion, Turn
+from likeflow.engine import delivery as faust_batch
+from likeflow.engine.delivery import _Pipeline
 
 
 def params(fn: Any) -> list[str]:

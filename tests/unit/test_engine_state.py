@@ -6,9 +6,9 @@ import orjson
 import pytest
 
 from likeflow.domain.user_state import UserState
+from likeflow.engine import ChangelogStore
+from likeflow.engine.testing import FakeTable
 from tables.codecs import UserStateCodec
-from tables.state_store import ChangelogStore
-from tests.unit.fakes import FakeTable
 
 
 def store_of(table: FakeTable) -> ChangelogStore[UserState]:

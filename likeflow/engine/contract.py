@@ -1,5 +1,5 @@
-"""What batch delivery hands a batch handler and what the handler hands back (`worker.faust_batch`
-delivers; the hot-topic agents implement `BatchHandler`)."""
+"""What batch delivery hands a batch handler and what the handler hands back (`delivery` delivers;
+the hot-topic agents implement `BatchHandler`)."""
 
 from __future__ import annotations
 
