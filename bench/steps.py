@@ -1,8 +1,9 @@
 """Per-step CPU of likeflow's own code per like, in process, on the benchmark's data (no broker).
 
 Each step runs over the same decoded likes, timed with the process CPU clock; "handlers" runs the
-real batch handlers (`PromptLikes`, `CountCreatorEvents`) over fetched-like batches with the
-producer's record batches built for real but not sent, Redis and the audit trail stubbed.
+real batch handlers (`PromptLikes`, `CountCreatorEvents`) over fetched-like batches on the engine's
+in-process harness (`agents.testing`), record batches built for real but not sent, Redis and the
+audit trail kept in memory.
 Run in the job's virtualenv: `.venv/bin/python -m bench.steps [--likes N] [--json PATH]`.
 """
 
@@ -13,13 +14,9 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
-from faust.types import TP
 
 from bench.generate import DataSet, likes, mappings
 from config import load_settings
@@ -34,43 +31,6 @@ STEP_ORDER = (
     "count record (build + encode)",
     "count apply (creator side)",
 )
-
-
-class _RecordingBuilder:
-    def __init__(self, builder: Any) -> None:
-        self._builder = builder
-        self.values: list[bytes | None] = []
-
-    def append(self, *, key: Any, value: Any, timestamp: Any, headers: Any = ()) -> Any:
-        self.values.append(value)
-        return self._builder.append(key=key, value=value, timestamp=timestamp, headers=headers or [])
-
-
-class _UnsentProducer(AIOKafkaProducer):  # type: ignore[misc]
-    """Builds record batches exactly like the real producer; `send_batch` keeps the count
-    records (for the counting handler) and drops the rest."""
-
-    counts: list[tuple[int, bytes]]
-
-    def create_batch(self) -> Any:
-        return _RecordingBuilder(super().create_batch())
-
-    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]:
-        if topic == "creator-events":
-            self.counts = [*getattr(self, "counts", []), *((partition, v) for v in batch.values)]
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-
-@dataclass
-class _Record:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[()] = ()
 
 
 def _cpu(fn: Callable[[], Any], n: int) -> float:
@@ -204,115 +164,29 @@ def _count(encoded: list[tuple[int, bytes]], policy: Any) -> None:
 
 
 async def _handlers(raw: list[tuple[bytes, bytes]], n: int, batch: int, settings: Any) -> float:
-    """The real batch handlers over `raw` likes, with their own changelog store, in batches."""
-    from agents.count_creator_events import CountCreatorEvents
-    from agents.prompt_likes import PromptLikes
-    from agents.retention import RetentionSweeper
-    from likeflow.connections import pseudonymizer
-    from likeflow.domain.prompt_ids import prompt_ids_for
-    from likeflow.domain.quality.sources import SourceReports
-    from likeflow.engine import ChangelogStore, KeyPartitioner, Turn
-    from likeflow.metrics import Metrics
-    from likeflow.policies import input_limits_from, policies_from, pricing_from, quality_policies_from
-    from likeflow.sinks.dead_letters import DeadLetterSink
-    from tables.codecs import CreatorCountsCodec, ErasureLedgerCodec, UserStateCodec
+    """The real batch handlers over `raw` likes on the engine's in-process harness (record
+    batches built for real, not sent), in fetched batches; each batch's count records are then
+    counted as the worker's `creator-events` consumer would."""
+    from agents.testing import in_process
+    from likeflow.engine import KeyPartitioner
+    from likeflow.engine.testing import FakeProducer
 
-    producer = _UnsentProducer(bootstrap_servers="127.0.0.1:1")
-    metrics = Metrics()
-
-    def table(name: str) -> Any:
-        store = SimpleNamespace(data={}, _key_partition={})
-        return SimpleNamespace(data=store, changelog_topic=SimpleNamespace(get_topic_name=lambda: name))
-
-    user_states = ChangelogStore(table("user_state"), UserStateCodec(), lambda: producer)
-    counts = ChangelogStore(table("creator_counts"), CreatorCountsCodec(), lambda: producer)
-    erasures = ChangelogStore(table("erasure_ledger"), ErasureLedgerCodec(), lambda: producer)
-    pseudonymize = pseudonymizer(settings)
-    guards, ranking = policies_from(settings)
-    windows, judging = quality_policies_from(settings)
-    maps = _Mappings(settings)
-
-    class _Noop:
-        async def append(self, *args: Any) -> None: ...
-
-        async def write(self, *args: Any) -> bool:
-            return True
-
-        async def write_windows(self, *args: Any) -> int:
-            return 0
-
-        def hold_windows(self, *args: Any) -> None: ...
-
-        async def flush(self) -> None: ...
-
-    ctx = SimpleNamespace(
-        settings=settings,
-        metrics=metrics,
-        dead_letters=DeadLetterSink("dlq", KeyPartitioner(settings.partitions), metrics),
-        prompt_store=_Noop(),
-        quality_store=_Noop(),
-        audit=_Noop(),
-        guards=guards,
-        ranking=ranking,
-        pricing=pricing_from(settings),
-        windows=windows,
-        judging=judging,
-        video_mappings=maps,
-        pseudonymize=pseudonymize,
-        retention=RetentionSweeper(user_states, 30 * 86_400_000, on_expired=lambda n: None),
-        producer=lambda: producer,
-        user_states=user_states,
-        limits=input_limits_from(settings),
-        erasures=erasures,
-        prompt_ids=prompt_ids_for(pseudonymize),
-        creator_weight=lambda creator_id: 1.0,
-    )
-    partition_of = KeyPartitioner(settings.partitions)
-    reports = SourceReports("likes", settings.partitions, lambda c: partition_of(c.encode()))
-    prompt_likes = PromptLikes(ctx, user_states, reports)  # type: ignore[arg-type]
-    counting = CountCreatorEvents(ctx, counts)  # type: ignore[arg-type]
-    fetched = [_Record("likes", partition_of(k), i, k, v) for i, (k, v) in enumerate(raw)]
+    ds = DataSet(videos=5_000, creators=500)
+    published = [
+        (body["video_id"].encode(), orjson.dumps(body))
+        for body in mappings(ds, int(time.time() * 1000) - 3_600_000)
+    ]
+    worker = in_process(settings, published, producer=FakeProducer(encode=True))
+    harness, partition_of = worker.harness, KeyPartitioner(settings.partitions)
+    # Fetched batches are built before the clock starts: the handlers' CPU is what is measured.
+    fetched = [
+        harness.batch("likes", raw[start : start + batch], partition_of) for start in range(0, n, batch)
+    ]
     started = time.process_time()
-    counted_offset = 0
-    for start in range(0, n, batch):
-        chunk: dict[TP, list[_Record]] = {}
-        for record in fetched[start : start + batch]:
-            chunk.setdefault(TP("likes", record.partition), []).append(record)
-        complete = await prompt_likes.process(chunk)
-        await complete(Turn(None))
-        # What the completion sent to creator-events, fed to the counting handler as a fetch.
-        sent = {}
-        for k, record in reports_sent(producer):
-            sent.setdefault(TP("creator-events", k), []).append(
-                _Record("creator-events", k, counted_offset, None, record)
-            )
-            counted_offset += 1
-        if sent:
-            await (await counting.process(sent))(Turn(None))
+    for records in fetched:
+        await harness.deliver(worker.handlers.likes, records)
+        await worker.count()
     return (time.process_time() - started) / n * 1e6
-
-
-class _Mappings:
-    def __init__(self, settings: Any) -> None:
-        from likeflow.policies import input_limits_from
-        from likeflow.replicas.video_mappings import VideoMappings
-
-        self._replica = VideoMappings(input_limits_from(settings))
-        ds = DataSet(videos=5_000, creators=500)
-        for body in mappings(ds, int(time.time() * 1000) - 3_600_000):
-            self._replica.apply(body["video_id"].encode(), orjson.dumps(body))
-        self.ready = asyncio.Event()
-        self.ready.set()
-
-    def get(self, video_id: str) -> Any:
-        return self._replica.get(video_id)
-
-
-def reports_sent(producer: Any) -> list[tuple[int, bytes]]:
-    """The count records the last completion built (taken from the producer's batches)."""
-    out = getattr(producer, "counts", [])
-    producer.counts = []
-    return out
 
 
 def main() -> None:

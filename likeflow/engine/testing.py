@@ -203,6 +203,19 @@ class Harness:
             batch.setdefault(TP(topic, p), []).append(Record(topic, p, offset, key, value, tuple(headers)))
         return batch
 
+    def refetch(self, sent: Iterable[Sent]) -> Records:
+        """Records a handler sent, as the next fetch of their topic: each in the partition it was
+        sent to, offsets continuing (the harness's loopback from one handler to the next)."""
+        batch: dict[TP, list[Record]] = {}
+        for record in sent:
+            where = (record.topic, record.partition)
+            offset = self._offsets.get(where, 0)
+            self._offsets[where] = offset + 1
+            batch.setdefault(TP(*where), []).append(
+                Record(record.topic, record.partition, offset, record.key, record.value, record.headers)
+            )
+        return batch
+
     async def deliver(self, handler: BatchHandler, batch: Records) -> Delivered:
         """`handler.process(batch)`, then its completion in the topic's pipeline; returns what was
         sent meanwhile and the offsets the batch made committable (none if it failed)."""

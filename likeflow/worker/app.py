@@ -10,18 +10,15 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import generate_latest
 
 from agents import register_agents
+from agents.batch_handlers import build_batch_handlers
 from agents.context import PipelineContext
-from agents.count_creator_events import CountCreatorEvents
 from agents.decoding import wall_clock_ms
 from agents.idle_sources import IdleSources
-from agents.prompt_likes import PromptLikes
 from agents.retention import RetentionSweeper
-from agents.route_feedback import RouteFeedback
 from config import Settings
 from likeflow import connections
 from likeflow.domain.privacy import DAY_MS
 from likeflow.domain.prompt_ids import prompt_ids_for
-from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.stall import StallDetector
 from likeflow.engine import (
     BatchRouter,
@@ -43,7 +40,6 @@ from likeflow.sinks.redis_quality import RedisQualityStore
 from likeflow.worker.faust_web import WEB_DRIVER_URL
 from likeflow.worker.monitor import Monitor
 from likeflow.worker.watchdog import StallWatchdog
-from streams.events import FEEDBACK_SOURCE, LIKES_SOURCE
 from streams.topics import (
     CO_PARTITIONED_TOPICS,
     CONSUMED_TOPICS,
@@ -257,20 +253,11 @@ def _register_batch_handlers(
 ) -> None:
     """The hot topics' batch handlers, their subscriptions, and what a rebalance resets."""
     settings = ctx.settings
-    creator_partition = KeyPartitioner(settings.partitions)
-
-    def counting_partition(creator_id: str) -> int:
-        # Feedback is keyed by creator_id with Kafka's default partitioner: the count records of
-        # one creator land on the partition its feedback would.
-        return creator_partition(creator_id.encode())
-
-    like_sources = SourceReports(LIKES_SOURCE, settings.partitions, counting_partition)
-    feedback_sources = SourceReports(FEEDBACK_SOURCE, settings.partitions, counting_partition)
-    counting = CountCreatorEvents(ctx, creator_counts)
+    built = build_batch_handlers(ctx, creator_counts)
     handlers = (
-        (ctx.topics.likes, PromptLikes(ctx, ctx.user_states, like_sources)),
-        (ctx.topics.prompt_feedback, RouteFeedback(ctx, feedback_sources)),
-        (ctx.topics.creator_events, counting),
+        (ctx.topics.likes, built.likes),
+        (ctx.topics.prompt_feedback, built.feedback),
+        (ctx.topics.creator_events, built.counting),
     )
     for topic, handler in handlers:
         router.register(topic.get_topic_name(), handler)
@@ -281,22 +268,16 @@ def _register_batch_handlers(
     async def forget_partitions(app: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Sent after every batch in flight finished and its offsets were committed: another
         # worker may own these partitions next, and what this one holds in memory is re-read.
-        for held in (
-            ctx.user_states,
-            ctx.erasures,
-            creator_counts,
-            like_sources,
-            feedback_sources,
-            ctx.retention,
-            counting,
-        ):
+        for held in (ctx.user_states, ctx.erasures, creator_counts, ctx.retention):
             held.forget()
+        for forget in built.forgetters():
+            forget()
 
     app.on_partitions_revoked.connect(forget_partitions)  # type: ignore[arg-type]
     idle = IdleSources(
         ctx,
         lambda: app.consumer if app.consumer else None,
-        {settings.topic(LIKES): like_sources, settings.topic(PROMPT_FEEDBACK): feedback_sources},
+        {settings.topic(LIKES): built.like_sources, settings.topic(PROMPT_FEEDBACK): built.feedback_sources},
     )
     app.timer(IDLE_CHECK_INTERVAL_S)(idle.check)
 

@@ -10,6 +10,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agents.testing import in_process
 from config import load_settings
 from likeflow.domain.decide import Duplicate, GuardPolicy, decide
 from likeflow.domain.privacy import apply_consent, apply_erasure, needs_state
@@ -20,7 +21,7 @@ from likeflow.domain.user_state import UserState
 from streams.events import CountRecord, Invalid, Like, UserConsent, UserErasure
 from streams.validation import InputLimits, decode_consent, decode_erasure, decode_like
 from tests.factories import PROMPT_IDS, mapping, mapping_json, product
-from tests.unit.inprocess import in_process, run
+from tests.unit.loop import run
 
 HOUR = 3_600_000
 NOW = int(time.time() * 1000)
@@ -237,7 +238,7 @@ def test_no_exception_escapes_a_handler_and_every_record_is_accounted_for(
     assert all(len(v or b"") <= worker.settings.max_record_bytes for _, v in dead)
     assert all(len(k or b"") <= worker.settings.max_key_bytes for k, _ in dead)
     ceiling = int(time.time() * 1000) + LIMITS.max_skew_ms
-    assert all(clock <= ceiling for clock in worker.likes._reports.clocks.values())
+    assert all(clock <= ceiling for clock in worker.handlers.like_sources.clocks.values())
     for partition in range(worker.settings.partitions):
         for user in worker.ctx.user_states.keys(partition):
             state = worker.ctx.user_states.get(partition, user)

@@ -6,11 +6,12 @@ import time
 
 import orjson
 
+from agents.testing import InProcess, in_process
 from config import load_settings
 from likeflow.domain.pseudonym import PSEUDONYMISED_HEADER
 from likeflow.engine import KeyPartitioner
 from tests.factories import mapping_json
-from tests.unit.inprocess import InProcess, in_process, run
+from tests.unit.loop import run
 
 HOUR = 3_600_000
 NOW = int(time.time() * 1000)
@@ -38,7 +39,7 @@ def total(w: InProcess, name: str, **labels: str) -> float:
 
 
 def changelog_writes(w: InProcess) -> int:
-    return sum(1 for topic, *_ in w.producer.sent if topic == "app-table-changelog")
+    return sum(1 for topic, *_ in w.producer.sent if topic.endswith("-changelog"))
 
 
 def test_a_new_state_sees_the_erasure_ledger() -> None:

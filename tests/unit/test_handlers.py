@@ -1,0 +1,165 @@
+"""Each hot-topic batch handler in-process through the engine's harness: outputs, state and commits."""
+
+from __future__ import annotations
+
+import time
+
+import orjson
+import pytest
+
+from agents.testing import InProcess, in_process
+from config import load_settings
+from streams.events import CountRecord
+from tests.factories import mapping_json
+from tests.unit.loop import run
+
+NOW = int(time.time() * 1000)
+MINUTE = 60_000
+KEY = "unit-test-key-" + "0123456789abcdef" * 3
+
+
+@pytest.fixture
+def worker() -> InProcess:
+    mappings = [(v.encode(), mapping_json(v, ts=NOW - 3_600_000)) for v in ("v1", "v2")]
+    return in_process(load_settings({}, user_key=KEY), mappings)
+
+
+def like(user: str, event_id: str, video: str = "v1", ts: int = NOW - MINUTE) -> tuple[bytes, bytes]:
+    body = {"event_id": event_id, "user_id": user, "video_id": video, "ts": ts}
+    return user.encode(), orjson.dumps(body)
+
+
+def feedback_for(
+    prompt: dict[str, object], user: str, kind: str = "click", event_id: str = "f1"
+) -> tuple[bytes, bytes]:
+    """The app's feedback on `prompt`: it knows its user by the raw id, not the pseudonym."""
+    body = {k: prompt[k] for k in ("prompt_id", "creator_id", "product_id")}
+    body |= {"event_id": event_id, "user_id": user, "kind": kind, "ts": NOW}
+    return str(prompt["creator_id"]).encode(), orjson.dumps(body)
+
+
+def reasons(w: InProcess) -> list[str]:
+    return [dict(s.headers).get("likeflow.dlq.reason", b"").decode() for s in w.sent("likeflow-dlq")]
+
+
+# -- PromptLikes -----------------------------------------------------------------------------------
+
+
+def test_a_like_becomes_one_prompt_after_its_state_and_the_offset_is_committed(worker: InProcess) -> None:
+    done = run(worker.run("likes", [like("u1", "e1")]))
+    (prompt,) = done.outputs("order-prompts")
+    body = orjson.loads(prompt.value or b"")
+    assert body["video_id"] == "v1" and body["user_id"] == worker.ctx.pseudonymize("u1")
+    topics = [s.topic for s in done.sent]
+    assert topics.index("likeflow-user_state-changelog") < topics.index("order-prompts"), (
+        "the user state that records the prompt is acknowledged before the prompt goes out"
+    )
+    assert len(worker.prompts.served) == 1, "served on Redis"
+    assert [kind for _, kind, _ in worker.audit.appended] == ["prompt"]
+    state = worker.user_state("u1")
+    assert state is not None and state.remembers("e1")
+    (tp,) = done.committed
+    assert done.committed[tp] == 1 and tp.topic == "likes"
+
+
+def test_a_redelivered_like_resends_the_same_bytes_and_decides_nothing_new(worker: InProcess) -> None:
+    first = run(worker.run("likes", [like("u1", "e1")]))
+    again = run(worker.run("likes", [like("u1", "e1")]))
+    assert [s.value for s in again.outputs("order-prompts")] == [
+        s.value for s in first.outputs("order-prompts")
+    ]
+    assert len(again.outputs("order-prompts")) == 1
+    assert not again.outputs("likeflow-user_state-changelog"), "the state already knows the like"
+    assert worker.ctx.metrics.registry.get_sample_value("likeflow_duplicate_likes_total") == 1
+
+
+def test_a_like_without_mapping_is_skipped_and_committed(worker: InProcess) -> None:
+    done = run(worker.run("likes", [like("u1", "e1", video="unknown")]))
+    assert not done.outputs("order-prompts")
+    assert (
+        worker.ctx.metrics.registry.get_sample_value("likeflow_likes_skipped_total", {"reason": "no_mapping"})
+        == 1
+    )
+    assert list(done.committed.values()) == [1]
+
+
+def test_bad_likes_are_dead_letters_with_their_reason_and_the_rest_go_on(worker: InProcess) -> None:
+    future = like("u2", "e2", ts=NOW + 3_600_000)
+    done = run(worker.run("likes", [(b"u1", b"{not json"), future, like("u3", "e3")]))
+    assert sorted(reasons(worker)) == ["future_ts", "malformed_json"]
+    assert len(done.outputs("order-prompts")) == 1
+    assert sum(done.committed.values()) >= 1 and not worker.harness.crashes
+
+
+def test_an_undelivered_output_commits_nothing_and_stops_the_worker(worker: InProcess) -> None:
+    worker.producer.fail = RuntimeError("broker gone")
+    done = run(worker.run("likes", [like("u1", "e1")]))
+    assert done.committed == {} and worker.harness.committed == {}
+    assert len(worker.harness.crashes) == 1
+
+
+# -- RouteFeedback ---------------------------------------------------------------------------------
+
+
+def test_feedback_on_an_issued_prompt_becomes_a_count_record_on_its_creators_partition(
+    worker: InProcess,
+) -> None:
+    run(worker.run("likes", [like("u1", "e1")]))
+    prompt = orjson.loads(worker.sent("order-prompts")[0].value or b"")
+    before = len(worker.sent("creator-events"))
+    done = run(worker.run("prompt-feedback", [feedback_for(prompt, "u1")]))
+    records = [(s.partition, CountRecord.from_json(s.value or b"")) for s in done.outputs("creator-events")]
+    (counting_partition,) = [p for p, r in records if r.events]
+    assert [e.kind for _, r in records for e in r.events] == ["click"] and len(
+        worker.sent("creator-events")
+    ) > before
+    feedback_partition = next(iter(done.committed)).partition
+    assert counting_partition == feedback_partition, "keyed by creator: the creator's partition"
+    assert not worker.sent("likeflow-dlq")
+
+
+def test_feedback_for_a_prompt_never_issued_is_a_dead_letter(worker: InProcess) -> None:
+    run(worker.run("likes", [like("u1", "e1")]))
+    prompt = orjson.loads(worker.sent("order-prompts")[0].value or b"")
+    forged = prompt | {"product_id": "another-product"}
+    done = run(worker.run("prompt-feedback", [feedback_for(forged, "u1")]))
+    assert reasons(worker) == ["unknown_prompt"]
+    assert not [
+        e for s in done.outputs("creator-events") for e in CountRecord.from_json(s.value or b"").events
+    ]
+    assert sum(done.committed.values()) == 1
+
+
+# -- CountCreatorEvents ----------------------------------------------------------------------------
+
+
+def served_totals(worker: InProcess) -> dict[str, int]:
+    """Every creator window's latest served counts (the highest version wins), summed."""
+    latest: dict[tuple[str, int], tuple[int, dict[str, int]]] = {}
+    for update in worker.quality.flushed + worker.quality.held:
+        for start, counts in update.written.items():
+            key = (update.creator_id, start)
+            if key not in latest or update.version >= latest[key][0]:
+                latest[key] = (update.version, dict(counts))
+    totals: dict[str, int] = {}
+    for _, counts in latest.values():
+        for name, value in counts.items():
+            totals[name] = totals.get(name, 0) + value
+    return totals
+
+
+def test_counts_are_exact_when_count_records_are_delivered_twice(worker: InProcess) -> None:
+    run(worker.run("likes", [like(f"u{i}", f"e{i}", video=f"v{i % 2 + 1}") for i in range(20)]))
+    prompts = [orjson.loads(s.value or b"") for s in worker.sent("order-prompts")]
+    raw = {worker.ctx.pseudonymize(f"u{i}"): f"u{i}" for i in range(20)}
+    clicks = [feedback_for(p, raw[str(p["user_id"])], event_id=f"f{i}") for i, p in enumerate(prompts[:5])]
+    run(worker.run("prompt-feedback", clicks))
+    records = worker.sent("creator-events")
+    first = run(worker.count())
+    totals = served_totals(worker)
+    assert (totals["prompts"], totals["clicks"]) == (len(prompts), 5)
+    assert first.outputs("likeflow-creator_counts-changelog"), "rows, dedupe entries, clocks"
+    # The same count records again, as the next owner fetches them after a crash before the commit.
+    again = run(worker.harness.deliver(worker.handlers.counting, worker.harness.refetch(records)))
+    assert served_totals(worker) == totals, "a redelivered count record counts once"
+    assert again.committed and not worker.harness.crashes
