@@ -21,8 +21,7 @@ from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from likeflow.engine import Completion, Turn
-from likeflow.engine import delivery as faust_batch
+from likeflow.engine import Completion, Turn, delivery
 from likeflow.engine.delivery import _Pipeline
 
 
@@ -82,7 +81,7 @@ def test_the_bulk_restore_applies_every_record_in_order_and_leaves_faust_none() 
         _active_events_received_at={},
         _standby_events_received_at={},
     )
-    router = faust_batch.BatchRouter()
+    router = delivery.BatchRouter()
     router.restore("counts-changelog", lambda _p, records: storage.update((r.key, r.value) for r in records))
     app = SimpleNamespace(tables=SimpleNamespace(recovery=recovery))
     consumer = SimpleNamespace(batch_router=router, app=app)
@@ -95,7 +94,7 @@ def test_the_bulk_restore_applies_every_record_in_order_and_leaves_faust_none() 
         [_changelog_record(2, b"k", b"new"), _changelog_record(3, b"j", b"2")],  # a refetch
     ]
     for records in fetches:
-        rest = faust_batch.BatchConsumer._restore_in_bulk(consumer, {tp: records}, None)  # type: ignore[arg-type]
+        rest = delivery.BatchConsumer._restore_in_bulk(consumer, {tp: records}, None)  # type: ignore[arg-type]
         passed_to_faust += rest[tp]
     assert storage == {b"j": b"2", b"k": b"new"}
     assert recovery.active_offsets[tp] == 3
@@ -205,7 +204,7 @@ async def test_a_delivery_finishes_when_the_fetcher_is_cancelled() -> None:
 
     consumer: Any = SimpleNamespace(_processing=0, _idle=asyncio.Event(), _deliver=deliver)
     consumer._idle.set()
-    fetcher = asyncio.ensure_future(faust_batch.BatchConsumer._deliver_shielded(consumer, {"likes": {}}))
+    fetcher = asyncio.ensure_future(delivery.BatchConsumer._deliver_shielded(consumer, {"likes": {}}))
     await asyncio.sleep(0)
     fetcher.cancel()
     await asyncio.sleep(0)
