@@ -22,7 +22,7 @@ from likeflow.domain.quality.engine import (
     repair_partition,
 )
 from likeflow.domain.quality.index import PartitionIndex
-from likeflow.engine import ChangelogStore, Completion, OutputBatch, Records, Snapshot, Turn
+from likeflow.engine import ChangelogStore, Completion, OutputBatch, Records, Snapshot, StageTimer, Turn
 from likeflow.sinks.redis_quality import WindowsUpdate
 from streams.events import CountRecord, DeadLetterReason, Invalid
 from streams.topics import CREATOR_EVENTS, CREATOR_WINDOWS
@@ -78,6 +78,7 @@ class CountCreatorEvents:
         metrics = ctx.metrics
         self._consumed = metrics.records_consumed.labels(settings.topic(CREATOR_EVENTS))
         self._batch_seconds = metrics.batch_duration.labels("count_creator_events")
+        self._stages = StageTimer(settings.topic(CREATOR_EVENTS), metrics.observe_stage)
 
     def forget(self) -> None:
         """After a rebalance: the partitions' state was recovered; indexes are rebuilt from it.
@@ -192,15 +193,19 @@ class CountCreatorEvents:
             # In batch order: each batch's changelog records follow the previous batch's (a
             # restored state is a prefix of them), after this batch's closed windows and dead
             # letters are acknowledged (see the class doc); the next batch may go on meanwhile.
+            stages = self._stages
             if outputs.records:
-                await outputs.send()
-                await outputs.delivered()
+                await stages.timed("send", outputs.send())
+                await stages.timed("outputs_ack", outputs.delivered())
             acknowledged = [await snapshot.send() for snapshot in snapshots]
             # Queued in batch order too (a creator's Redis hash has one version); written
             # alongside the changelog: a crash after the changelog and before Redis is mended
             # by the redelivered records, which serve their rows again.
             ctx.quality_store.hold_windows(list(updates.values()), self._policy.size_ms)
-        await asyncio.gather(ctx.quality_store.flush(), *acknowledged)
+        await asyncio.gather(
+            stages.timed("redis", ctx.quality_store.flush()),
+            stages.timed("changelog_ack", asyncio.gather(*acknowledged)),
+        )
 
     @staticmethod
     def _note_changes(effects: Effects, offset: int, updates: dict[str, WindowsUpdate]) -> None:

@@ -13,7 +13,7 @@ from likeflow.domain.decide import Duplicate, NoPromptReason, Skip, decide
 from likeflow.domain.pseudonym import edge_pseudonym
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.user_state import UserState
-from likeflow.engine import ChangelogStore, Completion, KeyPartitioner, OutputBatch, Records, Turn
+from likeflow.engine import ChangelogStore, Completion, KeyPartitioner, OutputBatch, Records, StageTimer, Turn
 from likeflow.metrics import observe_many
 from likeflow.sinks.redis_prompts import ServedPrompt
 from streams.events import CONTRACT_HEADERS, CreatorEvent, Invalid, Like, Prompt
@@ -49,6 +49,7 @@ class PromptLikes:
         self._latency = metrics.like_to_prompt_latency
         self._skipped = metrics.likes_skipped
         self._batch_seconds = metrics.batch_duration.labels("prompt_likes")
+        self._stages = StageTimer(settings.topic(LIKES), metrics.observe_stage)
 
     async def process(self, batch: Records) -> Completion:
         """Decide every like of the batch (see the class doc)."""
@@ -79,7 +80,8 @@ class PromptLikes:
         self._batch_seconds.observe(time.perf_counter() - started)
 
         async def complete(turn: Turn) -> None:
-            await _all(flushed)  # the user states that record these prompts are on the changelog
+            # The user states that record these prompts are on the changelog.
+            await self._stages.timed("changelog_ack", _all(flushed))
             await self._emit(turn, prompts, count_records, invalid)
 
         return complete
@@ -186,15 +188,20 @@ class PromptLikes:
         for k, count in count_records:
             outputs.add(self._counts_topic, k, count.source.encode(), count.to_json(), count.clock or None)
         ctx.dead_letters.add_all(outputs, invalid)
+        stages = self._stages
         async with turn:
             # In batch order: the records of each partition, and each audit chain's entries
             # (an audit append takes its chain's lock in the order the appends start).
-            await outputs.send()
+            await stages.timed("send", outputs.send())
             appends = [asyncio.ensure_future(ctx.audit.append(p, "prompt", v)) for p, v in audit.items()]
             await asyncio.sleep(0)  # let the appends take their locks before the next turn
         # Every emitted prompt (re-sends too) is on its partition's audit chain, and in Redis,
         # before the batch's offsets can be committed; the three go out together.
-        await asyncio.gather(outputs.delivered(), *appends, ctx.prompt_store.write(served))
+        await asyncio.gather(
+            stages.timed("outputs_ack", outputs.delivered()),
+            stages.timed("audit", asyncio.gather(*appends)),
+            stages.timed("redis", ctx.prompt_store.write(served)),
+        )
 
     def _erased_since(self, partition: int, prompt: Prompt) -> bool:
         # An erasure applied since the batch was decided has deleted the user's Redis key;

@@ -12,7 +12,7 @@ from agents.decoding import wall_clock_ms
 from likeflow.domain.prompt_ids import is_legacy_id
 from likeflow.domain.pseudonym import edge_pseudonym
 from likeflow.domain.quality.sources import SourceReports
-from likeflow.engine import Completion, OutputBatch, Records, Turn
+from likeflow.engine import Completion, OutputBatch, Records, StageTimer, Turn
 from streams.events import DeadLetterReason, Invalid
 from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK
 from streams.validation import decode_feedback
@@ -40,6 +40,7 @@ class RouteFeedback:
         self._legacy_until = settings.legacy_prompt_ids_until_ms
         self._consumed = ctx.metrics.records_consumed.labels(settings.topic(PROMPT_FEEDBACK))
         self._batch_seconds = ctx.metrics.batch_duration.labels("route_feedback")
+        self._stages = StageTimer(settings.topic(PROMPT_FEEDBACK), ctx.metrics.observe_stage)
 
     async def process(self, batch: Records) -> Completion:
         """Validate and pseudonymise the batch; the completion sends, audits and returns."""
@@ -78,6 +79,8 @@ class RouteFeedback:
         self._consumed.inc(sum(len(r) for r in batch.values()))
         self._batch_seconds.observe(time.perf_counter() - started)
 
+        stages = self._stages
+
         async def complete(turn: Turn) -> None:
             outputs = OutputBatch(ctx.producer())
             for k, count in count_records:
@@ -88,7 +91,7 @@ class RouteFeedback:
             async with turn:
                 # In batch order: a source's count records reach each counting partition in the
                 # source's order (the counters de-duplicate by it), and so do audit entries.
-                await outputs.send()
+                await stages.timed("send", outputs.send())
                 appends = [
                     asyncio.ensure_future(ctx.audit.append(p, "feedback", values))
                     for p, values in audit.items()
@@ -96,6 +99,9 @@ class RouteFeedback:
                 await asyncio.sleep(0)  # let the appends take their chains' locks before the next turn
             # Each record is forwarded and on its audit chain (or dead-lettered) before the
             # batch's offsets can be committed.
-            await asyncio.gather(outputs.delivered(), *appends)
+            await asyncio.gather(
+                stages.timed("outputs_ack", outputs.delivered()),
+                stages.timed("audit", asyncio.gather(*appends)),
+            )
 
         return complete

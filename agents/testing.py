@@ -152,8 +152,8 @@ def in_process(
     replica that holds `mappings` (video-products records) and `producer` (default: a
     `FakeProducer`; `FakeProducer(encode=True)` also builds real record batches)."""
     settings = settings or load_settings({}, user_key="in-process-" + "0123456789abcdef" * 3)
-    harness = Harness(producer or FakeProducer())
     metrics = Metrics()
+    harness = Harness(producer or FakeProducer(), on_stage=metrics.observe_stage)
     pseudonymize = Pseudonymizer(settings.user_key.encode(), settings.user_key_version)
     limits = input_limits_from(settings)
     replica = VideoMappings(limits, settings.mappings_max_bytes)

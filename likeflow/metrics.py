@@ -150,6 +150,15 @@ class Metrics:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
+        self.batch_stage = Histogram(
+            "likeflow_batch_stage_seconds",
+            "Where a batch's time goes, by topic and stage (docs/observability.md, 'Where a slow "
+            "prompt spent its time'): fetch, age, room, process, changelog_ack, turn, send, "
+            "outputs_ack, audit, redis, complete; commit (topic 'all'), seconds.",
+            ["topic", "stage"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
         self.batch_records = Counter(
             "likeflow_batch_records_total",
             "Records handed to the batch handlers, by topic.",
@@ -228,6 +237,10 @@ class Metrics:
             ["store"],
             registry=r,
         )
+
+    def observe_stage(self, topic: str, stage: str, seconds: float) -> None:
+        """One batch's `stage` took `seconds` (an `likeflow.engine.OnStage`)."""
+        self.batch_stage.labels(topic, stage).observe(seconds)
 
     def preinitialise(self, input_topics: list[str], agents: list[str], count_sources: list[str]) -> None:
         """Create every bounded label combination at 0, so dashboards and alerts see series

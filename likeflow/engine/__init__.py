@@ -3,7 +3,8 @@
 Everything that reaches below Faust's public API lives in this package, and its private names
 are listed in one module (`internals`). Handlers and the worker use only what is imported here:
 
-- the contract (`contract`): `BatchHandler.process(batch) -> Completion`, `Records`, `Turn`;
+- the contract (`contract`): `BatchHandler.process(batch) -> Completion`, `Records`, `Turn`,
+  and `StageTimer` (where a batch's time goes: `STAGES`, plus the handlers' own);
 - delivery (`delivery`): `BatchRouter`, `install_batch_transport`, `kafka_producer`, the
   consumer's commit rule (offsets only behind every acknowledged output);
 - recovery (`recovery`): `SeekFirstTableManager` (stream partitions resume after the seek);
@@ -16,7 +17,7 @@ are listed in one module (`internals`). Handlers and the worker use only what is
   real `ChangelogStore`s, with their outputs, state and commits observable.
 """
 
-from likeflow.engine.contract import BatchHandler, Completion, Records, Turn
+from likeflow.engine.contract import STAGES, BatchHandler, Completion, OnStage, Records, StageTimer, Turn
 from likeflow.engine.delivery import BatchConsumer, BatchRouter, install_batch_transport, kafka_producer
 from likeflow.engine.faust_tables import delete_for_event, put_for_event
 from likeflow.engine.outputs import REFUSALS, DeliveryError, KeyPartitioner, OnRefused, OutputBatch, OutRecord
@@ -25,6 +26,7 @@ from likeflow.engine.state import ChangelogStore, Codec, Snapshot
 
 __all__ = [
     "REFUSALS",
+    "STAGES",
     "BatchConsumer",
     "BatchHandler",
     "BatchRouter",
@@ -34,11 +36,13 @@ __all__ = [
     "DeliveryError",
     "KeyPartitioner",
     "OnRefused",
+    "OnStage",
     "OutRecord",
     "OutputBatch",
     "Records",
     "SeekFirstTableManager",
     "Snapshot",
+    "StageTimer",
     "Turn",
     "delete_for_event",
     "install_batch_transport",

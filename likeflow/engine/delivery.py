@@ -49,7 +49,7 @@ from aiokafka import AIOKafkaProducer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-from likeflow.engine.contract import BatchHandler, Completion, Records, Turn
+from likeflow.engine.contract import BatchHandler, Completion, OnStage, Records, Turn
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,8 @@ class BatchRouter:
     # Called after each batch is handed to its handler: (topic, records, seconds spent waiting for
     # room in the topic's pipeline, seconds in `process`).
     on_batch: Callable[[str, int, float, float], None] | None = None
+    # Told where each batch's time went (`likeflow.engine.contract.STAGES`).
+    on_stage: OnStage | None = None
 
     def register(self, topic: str, handler: BatchHandler) -> None:
         """Deliver `topic`'s records to `handler` (the full topic name, prefix included)."""
@@ -82,10 +84,17 @@ class BatchRouter:
 class _Pipeline:
     """The completions of one topic: run one after the other, at most `limit` pending."""
 
-    def __init__(self, topic: str, limit: int, on_crash: Callable[[BaseException], Awaitable[None]]) -> None:
+    def __init__(
+        self,
+        topic: str,
+        limit: int,
+        on_crash: Callable[[BaseException], Awaitable[None]],
+        on_stage: OnStage | None = None,
+    ) -> None:
         self.topic = topic
         self._limit = limit
         self._on_crash = on_crash
+        self._on_stage = on_stage
         self._pending: list[asyncio.Task[None]] = []
         self._last_turn: Turn | None = None
         self.failed: BaseException | None = None
@@ -110,9 +119,13 @@ class _Pipeline:
         where: str,
     ) -> None:
         failed: BaseException | None = None
+        started = time.perf_counter()
         try:
             if self.failed is None:
                 await completion(turn)
+                if self._on_stage is not None:
+                    self._on_stage(self.topic, "turn", turn.waited_s)
+                    self._on_stage(self.topic, "complete", time.perf_counter() - started)
         except Exception as exc:  # noqa: BLE001 - any failure stops the worker (module doc)
             failed = exc
         finally:
@@ -166,7 +179,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
     # -- delivery ------------------------------------------------------------------------------
 
     async def _getmany(self, active_partitions: Any, timeout: float) -> Any:  # noqa: ASYNC109 - Faust's signature
+        fetch_started = time.perf_counter()
         records = await super()._getmany(active_partitions, timeout)
+        fetched_s = time.perf_counter() - fetch_started
         router = self.batch_router
         handlers = router.handlers
         if records and router.changelogs:
@@ -187,6 +202,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         # not delivered; Faust seeks back to the committed offsets and they are fetched again.
         if by_topic and self.flow_active and not self.should_stop:
             if self.app.consumer_generation_id == generation:
+                if router.on_stage is not None:
+                    _observe_fetch(router.on_stage, by_topic, fetched_s)
                 await self._deliver_shielded(by_topic)
         return rest
 
@@ -273,9 +290,13 @@ class BatchConsumer(faust_aiokafka.Consumer):
                     self._read_offset[tp] = end
                     self._delivered_at[tp] = self.app.monitor.stream_inbound_time[tp] = time.monotonic()
                 pipeline.submit(completion, functools.partial(self._committable, ends), _where(batch))
+                processed = time.perf_counter()
                 if router.on_batch is not None:
                     n = sum(len(r) for r in batch.values())
-                    router.on_batch(topic, n, started - waited, time.perf_counter() - started)
+                    router.on_batch(topic, n, started - waited, processed - started)
+                if router.on_stage is not None:
+                    router.on_stage(topic, "room", started - waited)
+                    router.on_stage(topic, "process", processed - started)
         finally:
             self._processing -= 1
             if not self._processing:
@@ -284,7 +305,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
     def _pipeline(self, topic: str) -> _Pipeline:
         pipeline = self._pipelines.get(topic)
         if pipeline is None:
-            pipeline = _Pipeline(topic, self.batch_router.max_in_flight, self._stop_on_failure)
+            router = self.batch_router
+            pipeline = _Pipeline(topic, router.max_in_flight, self._stop_on_failure, router.on_stage)
             self._pipelines[topic] = pipeline
         return pipeline
 
@@ -298,6 +320,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 self._batch_committable[tp] = end
 
     # -- commit bookkeeping (Faust's ack lists are not used for batch partitions) --------------
+
+    async def commit(self, *args: Any, **kwargs: Any) -> bool:
+        started = time.perf_counter()
+        committed: bool = await super().commit(*args, **kwargs)
+        on_stage = self.batch_router.on_stage
+        if committed and on_stage is not None:
+            on_stage("all", "commit", time.perf_counter() - started)
+        return committed
 
     def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
         yield from super()._filter_tps_with_pending_acks(topics)
@@ -408,3 +438,17 @@ def kafka_producer(app: Any) -> AIOKafkaProducer:
 
 def _where(batch: Records) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]@{rs[0].offset}-{rs[-1].offset}" for tp, rs in batch.items())
+
+
+def _observe_fetch(
+    on_stage: OnStage, by_topic: Mapping[str, Mapping[TP, Sequence[Any]]], fetched_s: float
+) -> None:
+    """The fetch's wait, and the age of each topic's oldest record as it is delivered."""
+    now_ms = time.time() * 1000
+    for topic, batch in by_topic.items():
+        on_stage(topic, "fetch", fetched_s)
+        oldest = min(
+            (records[0].timestamp for records in batch.values() if records[0].timestamp), default=None
+        )
+        if oldest is not None:
+            on_stage(topic, "age", max(0.0, now_ms - oldest) / 1000)

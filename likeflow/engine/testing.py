@@ -20,7 +20,7 @@ from aiokafka.errors import MessageSizeTooLargeError
 from aiokafka.producer.message_accumulator import BatchBuilder
 from faust.types import TP
 
-from likeflow.engine.contract import BatchHandler, Records
+from likeflow.engine.contract import BatchHandler, OnStage, Records
 from likeflow.engine.delivery import _Pipeline
 from likeflow.engine.state import ChangelogStore, Codec
 
@@ -168,6 +168,8 @@ class Harness:
     committed: dict[TP, int] = field(default_factory=dict)
     crashes: list[BaseException] = field(default_factory=list)
     max_in_flight: int = 4
+    # Told where each batch's time went, as the worker's router is (`contract.STAGES`).
+    on_stage: OnStage | None = None
     _offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     _pipelines: dict[str, _Pipeline] = field(default_factory=dict)
 
@@ -224,7 +226,9 @@ class Harness:
         topic = next(iter(batch)).topic
         pipeline = self._pipelines.get(topic)
         if pipeline is None:
-            pipeline = self._pipelines[topic] = _Pipeline(topic, self.max_in_flight, self._crashed)
+            pipeline = self._pipelines[topic] = _Pipeline(
+                topic, self.max_in_flight, self._crashed, self.on_stage
+            )
         before = len(self.producer.sent)
         committed: dict[TP, int] = {}
         await pipeline.room()

@@ -74,6 +74,7 @@ def create_app(settings: Settings) -> faust.App:
         metrics.batch_records.labels(topic).inc(records)
 
     router.on_batch = on_batch
+    router.on_stage = metrics.observe_stage
     app = faust.App(
         settings.app_id,
         broker=settings.kafka_urls,

@@ -98,6 +98,17 @@ def test_an_undelivered_output_commits_nothing_and_stops_the_worker(worker: InPr
     assert len(worker.harness.crashes) == 1
 
 
+def test_the_batch_stages_say_where_its_time_went(worker: InProcess) -> None:
+    run(worker.run("likes", [like("u1", "e1")]))
+    observed = {
+        sample.labels["stage"]
+        for metric in worker.ctx.metrics.registry.collect()
+        for sample in metric.samples
+        if sample.name == "likeflow_batch_stage_seconds_count" and sample.labels["topic"] == "likes"
+    }
+    assert observed == {"changelog_ack", "send", "outputs_ack", "audit", "redis", "turn", "complete"}
+
+
 # -- RouteFeedback ---------------------------------------------------------------------------------
 
 
