@@ -36,7 +36,15 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
         "and `topic`/`partition`/`offset` of the record a line is about; Faust's lines too).",
         "event_loop": "`uvloop` (less per-callback overhead on the hot path) or `asyncio`.",
         "session_timeout_s": "Seconds a worker that stopped heartbeating (crash, kill -9) keeps its "
-        "partitions before the group rebalances them; 6-300 (broker limits).",
+        "partitions before the group rebalances them; 6-300 (broker limits). With "
+        "`LIKEFLOW_INSTANCE_ID`, a worker restarted within it takes them back at once; one that "
+        "stops for good (or is scaled down) leaves them idle this long.",
+        "instance_id": "This worker's stable identity in the consumer group (static membership, "
+        "`group.instance.id`): restarted under it within `LIKEFLOW_SESSION_TIMEOUT_S`, the worker "
+        "gets its partitions back at once instead of after the session; empty: a new member at "
+        "every start; `@hostname`: the host name (a Compose container's, stable across its "
+        "restarts). The k8s manifests use the pod name, Compose and `make run` `@hostname`. A "
+        "second live worker with the same identity makes the one it replaced exit with code 78.",
         "standby_replicas": "Standby copies of each table partition kept by other workers (Faust's "
         "standby replicas), 0-3: a worker taking over a partition then has its state already.",
         "stall_timeout_s": "Seconds an input partition may have lag without a committed offset moving "

@@ -6,6 +6,7 @@ import difflib
 import math
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
@@ -26,6 +27,8 @@ KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 # Kafka's legal characters for topic names and group ids.
 KAFKA_NAME = re.compile(r"[A-Za-z0-9._-]+")
+# LIKEFLOW_INSTANCE_ID=@hostname: the worker's identity is its host name (Compose, `make run`).
+HOSTNAME_IDENTITY = "@hostname"
 
 
 class ConfigError(LikeflowError, ValueError):
@@ -67,6 +70,11 @@ class Settings:
     # A worker that stops heartbeating (crash, kill -9, long GC) keeps its partitions this long
     # before the group coordinator rebalances them to the others (Kafka's default is 45 s).
     session_timeout_s: float = 45.0
+    # This worker's stable identity in the consumer group (Kafka static membership,
+    # `group.instance.id`): restarted under the same identity within the session timeout, a
+    # worker gets its partitions back at once, without a rebalance. Empty: a new member at every
+    # start. The manifests set it to the pod or container name; never share one between workers.
+    instance_id: str = ""
     # Standby copies of each table partition on other workers (Faust's standby replicas): a
     # worker that takes over a partition then has its state already (docs/deploy.md).
     standby_replicas: int = 1
@@ -234,6 +242,12 @@ class Settings:
             bool(KAFKA_NAME.fullmatch(self.app_id)),
             "APP_ID",
             "must be letters, digits, '.', '_' or '-' (it names the consumer group and changelog topics)",
+        )
+        _check(
+            not self.instance_id
+            or (len(self.instance_id) <= 200 and bool(KAFKA_NAME.fullmatch(self.instance_id))),
+            "INSTANCE_ID",
+            "must be empty or up to 200 letters, digits, '.', '_' or '-' (e.g. the pod name)",
         )
         _check(
             not self.topic_prefix or bool(KAFKA_NAME.fullmatch(self.topic_prefix)),
@@ -469,4 +483,8 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         except ValueError as exc:
             raise ConfigError(f"{var}={env[var]!r} is not a valid {spec.type}: {exc}") from exc
     values.update(overrides)
+    if values.get("instance_id") == HOSTNAME_IDENTITY:
+        # The container's or machine's host name: stable across restarts of one Compose
+        # container (or one machine), different between the replicas of a scaled service.
+        values["instance_id"] = socket.gethostname()
     return Settings(**values)

@@ -10,6 +10,7 @@ EXIT_FAILED = 1  # the command ran and found a problem: a broken audit chain, no
 EXIT_USAGE = 2  # a bad argument or setting (argparse and ConfigError)
 EXIT_UNAVAILABLE = 3  # Kafka, Redis or the worker did not answer: retry once it is back
 EXIT_STALLED = 75  # the worker's stall watchdog (EX_TEMPFAIL): its supervisor restarts it
+EXIT_DUPLICATE_IDENTITY = 78  # another live worker has this LIKEFLOW_INSTANCE_ID (EX_CONFIG)
 EXIT_SHUTDOWN_TIMEOUT = 124  # SIGTERM did not finish within LIKEFLOW_SHUTDOWN_TIMEOUT_S
 EXIT_INTERRUPTED = 130  # Ctrl-C
 

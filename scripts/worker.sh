@@ -16,7 +16,10 @@ case "${1:-}" in
     if alive; then echo "[worker] already running (pid $(cat "$PIDFILE"))"; exit 0; fi
     echo "[worker] starting (log: ${LOG#$ROOT/})"
     cd "$ROOT"
-    setsid nohup "$ROOT/.venv/bin/likeflow" worker --quiet >"$LOG" 2>&1 </dev/null &
+    # Static group membership: restarted on this machine, the worker gets its partitions back
+    # at once instead of after LIKEFLOW_SESSION_TIMEOUT_S.
+    LIKEFLOW_INSTANCE_ID="${LIKEFLOW_INSTANCE_ID:-@hostname}" \
+      setsid nohup "$ROOT/.venv/bin/likeflow" worker --quiet >"$LOG" 2>&1 </dev/null &
     echo $! >"$PIDFILE"
     for _ in $(seq 1 120); do
       if curl -fsS "http://$HOST:$PORT/health" >/dev/null 2>&1 && grep -q "Worker ready" "$LOG"; then

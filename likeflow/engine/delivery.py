@@ -50,6 +50,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
 from likeflow.engine.contract import BatchHandler, Completion, OnStage, Records, Turn
+from likeflow.engine.membership import DuplicateInstanceError, exit_on_duplicate, guard_static_identity
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,11 @@ class BatchRouter:
     on_batch: Callable[[str, int, float, float], None] | None = None
     # Told where each batch's time went (`likeflow.engine.contract.STAGES`).
     on_stage: OnStage | None = None
+    # Called (from the consumer thread) when another live worker took this worker's static group
+    # identity (`likeflow.engine.membership`); the worker must exit. Default: exit at once.
+    on_duplicate_identity: Callable[[DuplicateInstanceError], None] = field(
+        default_factory=lambda: exit_on_duplicate
+    )
 
     def register(self, topic: str, handler: BatchHandler) -> None:
         """Deliver `topic`'s records to `handler` (the full topic name, prefix included)."""
@@ -395,6 +401,18 @@ class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
       (`likeflow.engine.recovery` describes the race around it). A copy is fetched instead,
       and an empty one fetches nothing.
     """
+
+    async def on_start(self) -> None:
+        await super().on_start()
+        # The consumer is started (its group coordinator exists) and not subscribed yet: no join
+        # has happened. Faust passes `consumer_group_instance_id` to aiokafka itself.
+        instance_id = self.app.conf.consumer_group_instance_id
+        consumer: Any = self._consumer
+        coordinator = consumer._coordinator
+        router: BatchRouter = self.transport.batch_router  # type: ignore[attr-defined]  # BatchTransport
+        on_duplicate = router.on_duplicate_identity
+        if instance_id and coordinator is not None:
+            guard_static_identity(coordinator, instance_id, on_duplicate)
 
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)

@@ -133,6 +133,42 @@ PRIVATE_NAMES: tuple[PrivateName, ...] = (
         "recovery",
         "partitions with no committed offset are rewound to 0, where a new group starts",
     ),
+    # -- membership: the static identity guard ----------------------------------------------------
+    PrivateName(
+        "faust.transport.drivers.aiokafka:AIOKafkaConsumerThread",
+        "_consumer",
+        "read",
+        "delivery",
+        "the aiokafka consumer, for its group coordinator",
+    ),
+    PrivateName(
+        "aiokafka.consumer.consumer:AIOKafkaConsumer",
+        "_coordinator",
+        "read",
+        "delivery",
+        "the group coordinator, created by start() before the first join",
+    ),
+    PrivateName(
+        "aiokafka.consumer.group_coordinator:GroupCoordinator",
+        "_do_rejoin_group",
+        "override",
+        "membership",
+        "shadowed per instance: no rejoin while another live member holds the identity",
+    ),
+    PrivateName(
+        "aiokafka.consumer.group_coordinator:GroupCoordinator",
+        "_send_req",
+        "call",
+        "membership",
+        "DescribeGroups to the group's coordinator",
+    ),
+    PrivateName(
+        "aiokafka.consumer.group_coordinator:GroupCoordinator",
+        "_closing",
+        "read",
+        "membership",
+        "resolved when the consumer closes: a replaced member waits for it instead of rejoining",
+    ),
     # -- state: the handlers' tables written into Faust's stores ----------------------------------
     PrivateName(
         "faust.stores.memory:Store",

@@ -110,6 +110,18 @@ def create_app(settings: Settings) -> faust.App:
         producer_max_batch_size=PRODUCER_MAX_BATCH_BYTES,
         broker_max_poll_records=settings.batch_max,
         broker_session_timeout=settings.session_timeout_s,
+        # Static membership: restarted under the same identity, the worker gets its partitions
+        # back without a rebalance (likeflow/engine/membership.py guards against duplicates).
+        consumer_group_instance_id=settings.instance_id or None,
+        # Faust's assignor hands a rejoining static member the assignment stored under its
+        # identity and asserts that the URL in it is this worker's: name the worker by its
+        # identity, not by its listening address (Faust's table router, which would route by it,
+        # is off). Without an identity: Faust's default, the listening address.
+        canonical_url=(
+            f"http://{settings.instance_id}"
+            if settings.instance_id
+            else f"http://{settings.web_host}:{settings.web_port}"
+        ),
         broker_heartbeat_interval=min(3.0, settings.session_timeout_s / 3),
         # Faust's own recovery can drop input records fetched while it seeks to the committed
         # offsets, which freezes that partition's commits (likeflow/engine/recovery.py).
