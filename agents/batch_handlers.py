@@ -41,8 +41,8 @@ def build_batch_handlers(ctx: PipelineContext, creator_counts: ChangelogStore[An
         # one creator land on the partition its feedback would.
         return creator_partition(creator_id.encode())
 
-    like_sources = SourceReports(LIKES_SOURCE, settings.partitions, counting_partition)
-    feedback_sources = SourceReports(FEEDBACK_SOURCE, settings.partitions, counting_partition)
+    like_sources = SourceReports(LIKES_SOURCE, settings.partitions, counting_partition, ctx.windows)
+    feedback_sources = SourceReports(FEEDBACK_SOURCE, settings.partitions, counting_partition, ctx.windows)
     return BatchHandlers(
         likes=PromptLikes(ctx, ctx.user_states, like_sources),
         feedback=RouteFeedback(ctx, feedback_sources),

@@ -55,6 +55,10 @@ class WindowPolicy:
     retention_ms: int = 7 * 24 * 3_600_000
     dedupe_horizon_ms: int = 24 * 3_600_000
     sources: tuple[str, ...] = ()
+    # A source tells a counting partition its clock without events at least every this much
+    # event time (and whenever it crosses a window boundary plus the grace): the watermark and
+    # its gauges lag the sources by at most this (likeflow.domain.quality.sources).
+    clock_step_ms: int = 60_000
 
 
 @dataclass(slots=True)
@@ -68,6 +72,17 @@ class SourceClock:
 
 
 @dataclass(slots=True)
+class _Summary:
+    """The watermark's inputs over a policy's expected sources (see `PartitionClock.watermark`)."""
+
+    expected: tuple[str, ...]
+    expected_set: frozenset[str]
+    missing: int  # expected sources not heard from yet
+    lowest: int | None  # the lowest clock of the expected sources that are not idle
+    highest: int | None  # the highest clock (> 0) of the expected sources
+
+
+@dataclass(slots=True)
 class PartitionClock:
     """Event-time progress of one counting partition.
 
@@ -78,6 +93,9 @@ class PartitionClock:
     offset: int = -1
     sources: dict[str, SourceClock] = field(default_factory=dict)
     closed_until: int = 0
+    # Derived, never stored: kept current by `moved`, so a record does not walk every source
+    # (with P partitions there are 2P sources); None until first needed, or when unsure.
+    _summary: _Summary | None = field(default=None, compare=False, repr=False)
 
     def source(self, name: str) -> SourceClock:
         """The clock of source `name` (a fresh one for a source not heard from yet)."""
@@ -91,19 +109,57 @@ class PartitionClock:
         not idle, minus the grace. When every source is idle, the highest clock minus the grace:
         all of them have caught up, and a record one of them sends later still counts (the window
         is revised). None while no source has a clock."""
+        summary = self._summary
+        if summary is None or summary.expected is not policy.sources:
+            summary = self._summarise(policy)
+        if summary.missing:
+            return -policy.grace_ms  # a source not heard from yet holds every window open
+        lowest = summary.lowest if summary.lowest is not None else summary.highest
+        return None if lowest is None else lowest - policy.grace_ms
+
+    def _summarise(self, policy: WindowPolicy) -> _Summary:
+        expected = policy.sources or tuple(self.sources)
+        missing = 0
         lowest: int | None = None
         highest: int | None = None
-        for name in policy.sources or tuple(self.sources):
+        for name in expected:
             clock = self.sources.get(name)
             if clock is None:
-                return -policy.grace_ms  # not heard from yet: it holds every window open
+                missing += 1
+                continue
             if not clock.idle and (lowest is None or clock.clock < lowest):
                 lowest = clock.clock
             if clock.clock > 0 and (highest is None or clock.clock > highest):
                 highest = clock.clock
-        if lowest is None:
-            lowest = highest
-        return None if lowest is None else lowest - policy.grace_ms
+        return _Summary(policy.sources, frozenset(expected), missing, lowest, highest)
+
+    def moved(self, name: str, old_clock: int, old_idle: bool, was_new: bool, policy: WindowPolicy) -> None:
+        """Source `name` changed from (`old_clock`, `old_idle`) to its current clock and idleness
+        (`was_new`: it was not heard from before): update the watermark's inputs in O(1), or
+        recompute them when the lowest clock may have risen.
+
+        Only a clock whose every change goes through here keeps the inputs (`apply_record`
+        does); `watermark` walks the sources of any other clock, so a direct change of a source
+        (a test, a repair) is never hidden by them.
+        """
+        summary = self._summary
+        if summary is None or summary.expected is not policy.sources:
+            if policy.sources:
+                self._summary = self._summarise(policy)
+            return
+        if name not in summary.expected_set:
+            return
+        source = self.sources[name]
+        if was_new or source.clock < old_clock:
+            self._summary = self._summarise(policy)  # a source heard from first, or repaired down
+            return
+        if source.clock > 0 and (summary.highest is None or source.clock > summary.highest):
+            summary.highest = source.clock
+        if not old_idle and old_clock == summary.lowest:
+            self._summary = self._summarise(policy)  # it held the lowest clock: it may have risen
+            return
+        if not source.idle and (summary.lowest is None or source.clock < summary.lowest):
+            summary.lowest = source.clock
 
     def repair(self, ceiling: int, policy: WindowPolicy) -> bool:
         """Bring a clock stored before the time ceiling existed under `ceiling` (epoch ms); True
@@ -116,6 +172,7 @@ class PartitionClock:
         applies as such); a later one would call windows closed that no source has passed.
         Idempotent: a repaired clock is left alone by any later, higher ceiling.
         """
+        self._summary = None
         changed = False
         for source in self.sources.values():
             if source.clock > ceiling:

@@ -164,7 +164,9 @@ def apply_record(
     carry a clock from year 9999, which would make every later record of its source late); an
     event beyond it is `Outcome.FUTURE`, in `effects.future`.
     """
+    was_new = record.source not in clock.sources
     source = clock.source(record.source)
+    old_clock, old_idle = source.clock, source.idle
     revised: set[tuple[str, int]] = set()
     offsets = record.offsets
     if record.clock > ceiling or (record.clocks and max(record.clocks) > ceiling):
@@ -229,6 +231,7 @@ def apply_record(
                 revised.add((event.creator_id, start))  # a closed window counted more: send it again
     source.clock = min(max(source.clock, record.clock), ceiling)
     source.idle = record.idle
+    clock.moved(record.source, old_clock, old_idle, was_new, policy)
     starts = closing(clock, policy, min(index.windows, default=None))
     for start in starts:
         for creator_id in sorted(index.windows.get(start, ())):

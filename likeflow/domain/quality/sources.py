@@ -3,10 +3,15 @@
 Each input partition of the counters (a `likes` partition, whose prompts count, or a
 `prompt-feedback` partition) is a source with its own clock: the highest `ts` of every record it
 has processed. After each batch a source sends one `CountRecord` to every counting partition
-that has events from it, or to which its clock has moved since it last reported, or which it
-last told it was idle. So every counting partition hears each source's progress, including a
-partition that none of its records hash to (the rule that keeps one source from holding windows
-open everywhere: docs/quality.md).
+that has events from it, or which it last told it was idle, or to which its clock has moved in
+a way that matters since it last reported: past a window boundary plus the grace (a window may
+close), or by `WindowPolicy.clock_step_ms` (the partition's watermark and its metrics stay
+current). So every counting partition hears each source's progress, including a partition that
+none of its records hash to (the rule that keeps one source from holding windows open
+everywhere: docs/quality.md), and the windows close at the same event time as if every clock
+movement were sent; but clock-only records no longer grow with batches x partitions squared:
+with P partitions a source sends at most P of them per step of event time, whatever its batch
+rate.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from likeflow.domain.quality.counting import WindowPolicy
 from streams.events import CountRecord, CreatorEvent, source_name
 
 
@@ -30,6 +36,8 @@ class SourceReports:
     topic: str
     counting_partitions: int
     partition_of: Callable[[str], int]  # creator_id -> counting partition
+    # Window size, grace and clock step: when a clock-only record is due (module doc).
+    policy: WindowPolicy = field(default_factory=WindowPolicy)
     clocks: dict[int, int] = field(default_factory=dict)  # source partition -> its clock (epoch ms)
     _events: dict[tuple[int, int], tuple[list[CreatorEvent], list[int], list[int]]] = field(
         default_factory=dict
@@ -65,10 +73,24 @@ class SourceReports:
                 reported = self._reported.get((source, k))
                 if reported is None:
                     reported = self._reported[(source, k)] = _Reported()
-                if events or clock > reported.clock or reported.idle:
+                if events or reported.idle or self._matters(reported.clock, clock):
                     out.append((k, CountRecord(name, clock, events, clocks, False, offsets)))
                     reported.clock, reported.idle = clock, False
         return out
+
+    def _matters(self, reported: int, clock: int) -> bool:
+        """Whether a counting partition that last heard `reported` from a source must hear its
+        `clock` now: never heard, a window boundary crossed (shifted by the grace: the watermark
+        is the clock minus the grace), or a clock step passed."""
+        if clock <= reported:
+            return False
+        if reported < 0:
+            return True
+        policy = self.policy
+        if clock - reported >= policy.clock_step_ms:
+            return True
+        shifted = policy.grace_ms
+        return (clock - shifted) // policy.size_ms != (reported - shifted) // policy.size_ms
 
     def idle_records(self, source: int) -> list[tuple[int, CountRecord]]:
         """Tell every counting partition that `source` is idle (caught up, nothing new for a while)."""
