@@ -1,0 +1,134 @@
+"""Count records and handler CPU per like at several partition counts, in process (no broker).
+
+For each partition count N the real batch handlers run on the engine's in-process harness
+(`agents.testing.in_process`, record batches built for real by `FakeProducer(encode=True)`, not
+sent): the bench's generated likes arrive in fetched batches of `LIKEFLOW_BATCH_MAX` records in
+like order, each record in the partition its key hashes to (so one batch holds records of many
+partitions, as a fetch of a steady stream does), and after each batch the `creator-events`
+records it sent are delivered to the counting handler (`worker.count()`), as the worker's
+consumer of that topic would. A count record is sent per batch, source partition and counting
+partition that has anything to count, so the records per like grow with N.
+Run in the job's virtualenv: `.venv/bin/python -m bench.partitions [--partitions 4,64,256]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+import orjson
+
+from bench.generate import DataSet, likes, mappings
+
+DEFAULT_PARTITIONS = "4,64,256"
+# A fixed key of the bench's own (the worker refuses keys of few distinct characters).
+USER_KEY = "bench-key-" + "0123456789abcdef" * 3
+
+
+async def measure(partitions: int, n: int, batch: int | None = None) -> dict[str, Any]:
+    """One run at `partitions` partitions over `n` likes in batches of `batch` records (default:
+    the settings' `batch_max`): count records per like, handler CPU µs per like (process CPU
+    time of this process, `time.process_time`), and records and key+value bytes per like by
+    topic sent in process."""
+    from agents.testing import in_process
+    from config import load_settings
+    from likeflow.engine import KeyPartitioner
+    from likeflow.engine.testing import FakeProducer
+    from streams.topics import CREATOR_EVENTS, LIKES
+
+    settings = load_settings({}, user_key=USER_KEY, partitions=partitions)
+    size = batch or settings.batch_max
+    ds = DataSet(likes=n, users=max(1, n * 2 // 5), videos=5_000, creators=500)
+    now = int(time.time() * 1000)
+    published = [(m["video_id"].encode(), orjson.dumps(m)) for m in mappings(ds, now - 7_200_000)]
+    raw = list(likes(ds, now - 3_600_000, 3_600_000 / n))
+    worker = in_process(settings, published, producer=FakeProducer(encode=True))
+    harness, partition_of = worker.harness, KeyPartitioner(partitions)
+    # Fetched batches are built before the clock starts: the handlers' CPU is what is measured.
+    fetched = [
+        harness.batch(worker.topic(LIKES), raw[start : start + size], partition_of)
+        for start in range(0, n, size)
+    ]
+    likes_cpu = count_cpu = 0.0
+    for records in fetched:
+        started = time.process_time()
+        await harness.deliver(worker.handlers.likes, records)
+        decided = time.process_time()
+        await worker.count()
+        likes_cpu += decided - started
+        count_cpu += time.process_time() - decided
+    by_topic: dict[str, dict[str, float]] = {}
+    for sent in harness.sent:
+        row = by_topic.setdefault(sent.topic, {"records": 0, "bytes": 0})
+        row["records"] += 1
+        row["bytes"] += len(sent.key or b"") + len(sent.value or b"")
+    return {
+        "partitions": partitions,
+        "likes": n,
+        "batch": size,
+        "partitions_per_batch": sum(len(b) for b in fetched) / len(fetched),
+        "count_records": len(worker.sent(CREATOR_EVENTS)),
+        "count_records_per_like": len(worker.sent(CREATOR_EVENTS)) / n,
+        "handlers_cpu_us_per_like": (likes_cpu + count_cpu) / n * 1e6,
+        "prompt_likes_cpu_us_per_like": likes_cpu / n * 1e6,
+        "count_creator_events_cpu_us_per_like": count_cpu / n * 1e6,
+        "by_topic": {
+            topic: {**row, "records_per_like": row["records"] / n, "bytes_per_like": row["bytes"] / n}
+            for topic, row in sorted(by_topic.items())
+        },
+    }
+
+
+def run(counts: list[int], n: int, batch: int | None = None, repeat: int = 1) -> dict[str, dict[str, Any]]:
+    """`measure` at each partition count, `repeat` times each; the run with the least handler CPU
+    is kept (the machine is shared: the lowest figure is the code's cost)."""
+    out: dict[str, dict[str, Any]] = {}
+    for partitions in counts:
+        runs = [asyncio.run(measure(partitions, n, batch)) for _ in range(repeat)]
+        out[str(partitions)] = min(runs, key=lambda r: float(r["handlers_cpu_us_per_like"]))
+    return out
+
+
+def markdown(results: dict[str, dict[str, Any]]) -> list[str]:
+    """One row per partition count."""
+    if not results:
+        return []
+    lines = [
+        "| partitions (in process, no broker) | likes | batch | partitions per batch | count records | "
+        "count records/like | handlers CPU µs/like | of which prompt_likes | of which count_creator_events |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [
+        f"| {r['partitions']} | {r['likes']:,} | {r['batch']} | {r['partitions_per_batch']:.0f} | "
+        f"{r['count_records']:,} | {r['count_records_per_like']:.3f} | {r['handlers_cpu_us_per_like']:.1f} | "
+        f"{r['prompt_likes_cpu_us_per_like']:.1f} | {r['count_creator_events_cpu_us_per_like']:.1f} |"
+        for r in results.values()
+    ]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--partitions", default=DEFAULT_PARTITIONS, help="comma list of partition counts")
+    parser.add_argument("--likes", type=int, default=60_000, help="likes per partition count")
+    parser.add_argument("--batch", type=int, help="records per fetched batch (default: LIKEFLOW_BATCH_MAX's)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per partition count; the lowest CPU is kept"
+    )
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    counts = [int(p) for p in args.partitions.split(",") if p.strip()]
+    results = run(counts, args.likes, args.batch, args.repeat)
+    print("\n".join(markdown(results)))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
