@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from bench import cpu, outputs, partitions, report, stages
 from bench.generate import DataSet, likes, mappings
 from config import child_env  # stdlib only: importable from the bench virtualenv too
 
@@ -82,8 +83,9 @@ async def preproduce(prefix: str, ds: DataSet) -> int:
     return n
 
 
-async def raw_aiokafka(prefix: str, n: int) -> dict[str, float]:
-    """The ceiling for an aiokafka-based job: consume and decode, nothing else."""
+async def raw_aiokafka(prefix: str, n: int) -> dict[str, Any]:
+    """The ceiling for an aiokafka-based job: consume and decode, nothing else; likes/s and CPU
+    per like (this process, the broker, Redis) between the 5% and 95% consumed marks."""
     consumer = AIOKafkaConsumer(
         prefix + "likes",
         bootstrap_servers=BOOTSTRAP,
@@ -94,26 +96,35 @@ async def raw_aiokafka(prefix: str, n: int) -> dict[str, float]:
     )
     await consumer.start()
     seen, first = 0, 0.0
+    lo, hi = (int(n * share) for share in cpu.WINDOW)
+    marks: dict[int, float] = {}
+    sampler = cpu.sampler_for([os.getpid()])
     try:
-        while seen < n:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-            for records in batch.values():
-                for r in records:
-                    orjson.loads(r.value)
-                    seen += 1
-                    if seen == 1:
-                        first = time.perf_counter()
+        with sampler:
+            while seen < n:
+                batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+                for records in batch.values():
+                    for r in records:
+                        orjson.loads(r.value)
+                        seen += 1
+                        if seen == 1:
+                            first = time.perf_counter()
+                        if seen == lo or seen == hi:
+                            marks[seen] = time.time()
     finally:
         await consumer.stop()
+    elapsed = time.perf_counter() - first
     return {
         "likes": seen,
-        "seconds": time.perf_counter() - first,
-        "rate": seen / (time.perf_counter() - first),
+        "seconds": elapsed,
+        "rate_first_to_last": seen / elapsed,
+        **sampler.window(marks[lo], marks[hi], hi - lo),
     }
 
 
-def raw_confluent(prefix: str, n: int) -> dict[str, float]:
-    """The ceiling for a Python process: librdkafka's consumer, decode only."""
+def raw_confluent(prefix: str, n: int) -> dict[str, Any]:
+    """The ceiling for a Python process: librdkafka's consumer, decode only; likes/s and CPU per
+    like (this process with librdkafka's threads, the broker, Redis) between the 5% and 95% marks."""
     from confluent_kafka import Consumer
 
     consumer = Consumer(
@@ -126,19 +137,30 @@ def raw_confluent(prefix: str, n: int) -> dict[str, float]:
     )
     consumer.subscribe([prefix + "likes"])
     seen, first = 0, 0.0
+    lo, hi = (int(n * share) for share in cpu.WINDOW)
+    marks: dict[int, float] = {}
+    sampler = cpu.sampler_for([os.getpid()])
     try:
-        while seen < n:
-            for msg in consumer.consume(num_messages=10_000, timeout=1.0):
-                if msg.error():
-                    continue
-                orjson.loads(msg.value())
-                seen += 1
-                if seen == 1:
-                    first = time.perf_counter()
+        with sampler:
+            while seen < n:
+                for msg in consumer.consume(num_messages=10_000, timeout=1.0):
+                    if msg.error():
+                        continue
+                    orjson.loads(msg.value())
+                    seen += 1
+                    if seen == 1:
+                        first = time.perf_counter()
+                    if seen == lo or seen == hi:
+                        marks[seen] = time.time()
     finally:
         consumer.close()
     elapsed = time.perf_counter() - first
-    return {"likes": seen, "seconds": elapsed, "rate": seen / elapsed}
+    return {
+        "likes": seen,
+        "seconds": elapsed,
+        "rate_first_to_last": seen / elapsed,
+        **sampler.window(marks[lo], marks[hi], hi - lo),
+    }
 
 
 async def observe(
@@ -179,7 +201,11 @@ def rss_peak_mb(pid: int) -> float:
 def metric(port: int, name: str) -> float:
     """Sum of the samples of `name` (a metric name, or a name with the first labels, as in
     `likeflow_creator_events_total{kind="prompt"`, or with all of them) on the worker's /metrics."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()  # noqa: S310
+    return metric_in(stages.scrape(port), name)
+
+
+def metric_in(text: str, name: str) -> float:
+    """`metric` over a /metrics text already scraped."""
     follows = ",}" if "{" in name and not name.endswith("}") else "{ "
     return sum(
         float(line.rsplit(" ", 1)[1])
@@ -248,50 +274,72 @@ async def likeflow_throughput(
     ports = [16066 + 10 * i for i in range(workers)]
     app_id = f"bench-{uuid.uuid4().hex[:6]}"
     CREATED.append(app_id)
-    procs = [start_worker(env_prefix, app_id, port, workdir, f"{app_id}-{port}", store) for port in ports]
     likes_metric = 'likeflow_records_consumed_total{topic="' + env_prefix + 'likes"}'
     accounted_metrics = (
         "likeflow_prompts_emitted_total",
         "likeflow_likes_skipped_total",
         "likeflow_duplicate_likes_total",
     )
+    # Every topic the run writes to: the job's outputs under the prefix, and the app's own
+    # (changelogs, Faust's leader topic); its inputs are not outputs.
+    inputs = {prefix + t for t in ("likes", "video-products", "quix-prompts")}
+
+    def output_topic(topic: str) -> bool:
+        return (topic.startswith(prefix) and topic not in inputs) or topic.startswith(app_id + "-")
+
+    offsets_before = await outputs.end_offsets(BOOTSTRAP, output_topic)
+    procs = [start_worker(env_prefix, app_id, port, workdir, f"{app_id}-{port}", store) for port in ports]
+    sampler = cpu.sampler_for([proc.pid for proc in procs])
+    sampler.__enter__()
+    # (wall time, likes consumed, the /metrics texts) of each poll of the workers.
+    polls: list[tuple[float, float, list[str]]] = []
     try:
         first = done = 0.0
         deadline = time.monotonic() + 3600
         while time.monotonic() < deadline:
-            # Twice a second: each scrape costs the worker a full /metrics exposition.
+            # Twice a second, one scrape per worker: each costs the worker a full /metrics exposition.
             await asyncio.sleep(0.5)
             try:
-                consumed = sum(metric(port, likes_metric) for port in ports)
-                accounted = sum(metric(port, m) for port in ports for m in accounted_metrics)
+                texts = [stages.scrape(port) for port in ports]
             except OSError:
                 continue
+            consumed = sum(metric_in(text, likes_metric) for text in texts)
+            accounted = sum(metric_in(text, m) for text in texts for m in accounted_metrics)
+            polls.append((time.time(), consumed, texts))
             if consumed and not first:
                 first = time.perf_counter()
             if accounted >= n * 0.999:
-                emitted = sum(metric(port, "likeflow_prompts_emitted_total") for port in ports)
-                counted = sum(metric(port, 'likeflow_creator_events_total{kind="prompt"') for port in ports)
+                emitted = sum(metric_in(text, "likeflow_prompts_emitted_total") for text in texts)
+                counted = sum(
+                    metric_in(text, 'likeflow_creator_events_total{kind="prompt"') for text in texts
+                )
                 if counted >= emitted:
                     done = time.perf_counter()
                     break
             if any(proc.poll() is not None for proc in procs):
                 raise RuntimeError(f"a worker exited; see the logs in {workdir}")
+        sampler.stop()
         prompts = sum(metric(port, "likeflow_prompts_emitted_total") for port in ports)
         tables: dict[str, int] = {}
         for port in ports:
             health = orjson.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5).read())  # noqa: S310
             for name, size in health["tables"].items():
                 tables[name] = tables.get(name, 0) + size
+        counts = [(t, c) for t, c, _ in polls]
+        lo, hi = (cpu.mark_time(counts, n * share) for share in cpu.WINDOW)
         result: dict[str, Any] = {
             "likes": n,
             "workers": workers,
             "store": store,
             "seconds": done - first,
-            "rate": n / (done - first),
+            "rate_first_to_last": n / (done - first),
+            **sampler.window(lo, hi, n * (cpu.WINDOW[1] - cpu.WINDOW[0])),
             "prompts": prompts,
             "peak_rss_mb": max(rss_peak_mb(proc.pid) for proc in procs),
             "tables": tables,
+            "stages": _stages_between(polls, lo, hi, prefix),
         }
+        offsets_after = await outputs.settled_offsets(BOOTSTRAP, output_topic)
         if workers == 1:
             procs[0].kill()
             procs[0].wait()
@@ -307,9 +355,38 @@ async def likeflow_throughput(
                 f"recovery after kill -9 ({store}): ready after {result['recovery_s']:.1f} s, "
                 f"tables restored in {result['restore_s']:.1f} s after the assignment"
             )
-        return result
     finally:
+        sampler.stop()
         stop_all(procs)
+    # Read back once the workers are gone (records the restarted worker wrote are past `after`).
+    written = await outputs.read_back(BOOTSTRAP, offsets_before, offsets_after)
+    result["outputs"] = outputs.per_like(
+        written, n, lambda t: t.removeprefix(prefix).replace(app_id, "<app_id>")
+    )
+    return result
+
+
+def _stages_between(
+    polls: list[tuple[float, float, list[str]]], start: float, end: float, prefix: str
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The stage breakdown between the last poll at or before wall time `start` and the first at
+    or after `end` (one worker's, or the sum over several: histograms add)."""
+    before = next((p for p in reversed(polls) if p[0] <= start), polls[0])
+    after = next((p for p in polls if p[0] >= end), polls[-1])
+    return stages.breakdown(_merged(before[2]), _merged(after[2]), prefix)
+
+
+def _merged(texts: list[str]) -> stages.Snapshot:
+    """The stage histograms of several workers' /metrics texts, added up."""
+    out: stages.Snapshot = {}
+    for text in texts:
+        for key, h in stages.parse(text).items():
+            mine = out.setdefault(key, stages.Histogram())
+            mine.sum += h.sum
+            mine.count += h.count
+            for le, c in h.buckets.items():
+                mine.buckets[le] = mine.buckets.get(le, 0.0) + c
+    return out
 
 
 async def _until_ready(
@@ -347,7 +424,10 @@ async def _ensure_likeflow_topics(prefix: str) -> None:
     await proc.wait()
 
 
-async def quix_throughput(prefix: str, n: int, workdir: Path) -> dict[str, float]:
+async def quix_throughput(prefix: str, n: int, workdir: Path) -> dict[str, Any]:
+    """The Quix Streams peer on the same likes: likes/s and CPU per like (the peer's process, the
+    broker, Redis) between the arrivals of its 5% and 95% prompts (read by an observer; prompts
+    per like are constant over the run, so that window holds 90% of the likes)."""
     await create_topics(prefix, ["quix-prompts"])
     group = f"quix-{uuid.uuid4().hex[:6]}"
     CREATED.append(group)
@@ -357,8 +437,10 @@ async def quix_throughput(prefix: str, n: int, workdir: Path) -> dict[str, float
         stdout=(workdir / f"{group}.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
+    sampler = cpu.sampler_for([proc.pid])
     try:
-        arrivals = await observe(prefix + "quix-prompts", until_quiet_s=15, expected=None, timeout_s=3600)
+        with sampler:
+            arrivals = await observe(prefix + "quix-prompts", until_quiet_s=15, expected=None, timeout_s=3600)
     finally:
         stop_all([proc])
     if len(arrivals) < 2:
@@ -366,13 +448,24 @@ async def quix_throughput(prefix: str, n: int, workdir: Path) -> dict[str, float
             f"the Quix peer produced {len(arrivals)} prompts; see {workdir / (group + '.log')}"
         )
     elapsed = arrivals[-1][0] - arrivals[0][0]
-    return {"likes": n, "seconds": elapsed, "rate": n / elapsed, "prompts": len(arrivals)}
+    lo, hi = (int(len(arrivals) * share) for share in cpu.WINDOW)
+    share = (hi - lo) / len(arrivals)
+    return {
+        "likes": n,
+        "seconds": elapsed,
+        "rate_first_to_last": n / elapsed,
+        "prompts": len(arrivals),
+        **sampler.window(arrivals[lo][0], arrivals[hi - 1][0], n * share),
+    }
 
 
-async def likeflow_latency(steps: list[tuple[int, float]], workdir: Path) -> dict[str, dict[str, float]]:
+async def likeflow_latency(steps: list[tuple[int, float]], workdir: Path) -> dict[str, dict[str, Any]]:
     """p50/p99/p999 like ts -> prompt arrival at fixed offered rates (rate, seconds), on a fresh
     namespace; `lag_at_end` is how many of a step's likes the worker had not consumed when the
-    step's last like was sent (it grows when the worker does not keep up)."""
+    step's last like was sent (it grows when the worker does not keep up). Per step also the
+    batch stage breakdown (`stages`: deltas of the worker's stage histograms between the step's
+    start and the end of its observation) and CPU µs per like sent (worker, broker, Redis) over
+    the same span."""
     prefix = f"lat-{uuid.uuid4().hex[:6]}."
     CREATED.append(prefix)
     ds = DataSet(likes=0, users=200_000, videos=5_000, creators=500)
@@ -386,12 +479,15 @@ async def likeflow_latency(steps: list[tuple[int, float]], workdir: Path) -> dic
     port, app_id = 16067, f"bench-lat-{uuid.uuid4().hex[:6]}"
     CREATED.append(app_id)
     proc = start_worker(prefix, app_id, port, workdir)
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, Any]] = {}
+    sampler = cpu.sampler_for([proc.pid], "worker")
+    sampler.__enter__()
     try:
         await asyncio.sleep(8)
         likes_metric = 'likeflow_records_consumed_total{topic="' + prefix + 'likes"}'
         for rate, seconds in steps:
             consumed_before = metric(port, likes_metric)
+            stages_before, step_wall = stages.snapshot(port), time.time()
             observer = asyncio.create_task(
                 observe(prefix + "order-prompts", until_quiet_s=3, expected=None, timeout_s=seconds + 30)
             )
@@ -420,6 +516,8 @@ async def likeflow_latency(steps: list[tuple[int, float]], workdir: Path) -> dic
             }
             log(f"time the fetch loop waited for room so far, by topic: {waited}")
             arrivals = await observer
+            step_stages = stages.breakdown(stages_before, stages.snapshot(port), prefix)
+            step_cpu = sampler.per_like_us(step_wall, time.time(), sent)
             mine = [(t, orjson.loads(v)) for t, v in arrivals]
             mine = [(t, p) for t, p in mine if p["like_ts"] >= step_start_ms]
             lat = sorted(t - p["like_ts"] / 1000 for t, p in mine)
@@ -430,7 +528,12 @@ async def likeflow_latency(steps: list[tuple[int, float]], workdir: Path) -> dic
             if not lat:
                 # The worker is still behind on the previous rate's backlog: nothing to measure.
                 log(f"latency at {rate}/s: no prompt arrived within the observation window")
-                results[str(rate)] = {"offered_per_s": rate, "prompts": 0}
+                results[str(rate)] = {
+                    "offered_per_s": rate,
+                    "prompts": 0,
+                    "stages": step_stages,
+                    "cpu_us_per_like": step_cpu,
+                }
                 continue
             q = (
                 statistics.quantiles(lat, n=1000)
@@ -447,6 +550,8 @@ async def likeflow_latency(steps: list[tuple[int, float]], workdir: Path) -> dic
                 "lag_at_end": lag_at_end,
                 "p50_to_decision_ms": to_decision[len(to_decision) // 2] * 1000,
                 "p50_decision_to_consumer_ms": to_consumer[len(to_consumer) // 2] * 1000,
+                "stages": step_stages,
+                "cpu_us_per_like": step_cpu,
             }
             log(
                 f"latency at {rate}/s for {seconds:.0f} s: p50 {results[str(rate)]['p50_ms']:.1f} ms, "
@@ -454,7 +559,10 @@ async def likeflow_latency(steps: list[tuple[int, float]], workdir: Path) -> dic
                 f"{results[str(rate)]['p50_to_decision_ms']:.1f} ms, decision -> consumer "
                 f"{results[str(rate)]['p50_decision_to_consumer_ms']:.1f} ms"
             )
+            means = {st: round(v["mean_ms"], 1) for st, v in step_stages.get("likes", {}).items()}
+            log(f"likes batch stages at {rate}/s, mean ms per batch: {means}; CPU µs/like {step_cpu}")
     finally:
+        sampler.stop()
         await producer.stop()
         stop_all([proc])
     return results
@@ -508,12 +616,40 @@ def per_step_cpu(workdir: Path) -> dict[str, float]:
     return figures
 
 
+def partition_counts(workdir: Path, counts: str) -> dict[str, Any]:
+    """Count records and handler CPU per like at each partition count of `counts` ("4,64,256"),
+    in process (bench/partitions.py, in the job's venv)."""
+    if not counts.strip():
+        return {}
+    out = workdir / "partitions.json"
+    log(f"count records and handler CPU per like at {counts} partitions (bench/partitions.py)")
+    subprocess.run(
+        [
+            str(ROOT / ".venv/bin/python"),
+            "-m",
+            "bench.partitions",
+            "--partitions",
+            counts,
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    figures: dict[str, Any] = json.loads(out.read_text())
+    for n, r in figures.items():
+        log(
+            f"{n} partitions: {r['count_records_per_like']:.3f} count records/like, "
+            f"handlers {r['handlers_cpu_us_per_like']:.1f} µs/like"
+        )
+    return figures
+
+
 def write_report(results: dict[str, Any], stamp: str) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{stamp}.json").write_text(json.dumps(results, indent=2))
     t = results["throughput"]
-    lf = next(r["rate"] for name, r in t.items() if name.startswith("likeflow"))
-    rows = [f"| {name} | {r['rate']:,.0f} | {lf / r['rate']:.3g} |" for name, r in t.items()]
     md = [
         f"# Benchmark {stamp} ({results['mode']})",
         "",
@@ -523,9 +659,7 @@ def write_report(results: dict[str, Any], stamp: str) -> Path:
         "",
         f"Data: {results['dataset']}",
         "",
-        "| contender | likes/s | likeflow / contender |",
-        "| --- | ---: | ---: |",
-        *rows,
+        *report.throughput_rows(t),
         "",
     ]
     if results.get("latency"):
@@ -555,6 +689,7 @@ def write_report(results: dict[str, Any], stamp: str) -> Path:
     if results.get("steps_cpu_us_per_like"):
         md += ["", "| likeflow step (in process, no broker) | µs of CPU per like |", "| --- | ---: |"]
         md += [f"| {step} | {us:.1f} |" for step, us in results["steps_cpu_us_per_like"].items()]
+    md += report.sections(results)
     path = RESULTS / f"{stamp}.md"
     path.write_text("\n".join(md) + "\n")
     try:
@@ -585,12 +720,21 @@ async def main() -> None:
     parser.add_argument(
         "--workers", default="1", help="comma list of likeflow group sizes to measure, e.g. 1,2"
     )
+    parser.add_argument(
+        "--likes", type=int, help="likes of the data set (users 2/5 of it, 5,000 videos, 500 creators)"
+    )
     parser.add_argument("--no-latency", action="store_true", help="skip the fixed-rate latency runs")
     parser.add_argument("--no-steps", action="store_true", help="skip the per-step CPU table")
     parser.add_argument("--latency", help="latency steps as RATE:SECONDS[,RATE:SECONDS]")
     parser.add_argument("--latency-only", action="store_true", help="only the latency steps (printed)")
     parser.add_argument(
         "--stores", default="memory://,rocksdict://", help="comma list of LIKEFLOW_STORE values to measure"
+    )
+    parser.add_argument(
+        "--partitions",
+        default=partitions.DEFAULT_PARTITIONS,
+        help="partition counts at which to measure count records and handler CPU per like, in process "
+        "(bench/partitions.py); empty to skip",
     )
     parser.add_argument(
         "--worker-log-level", default="warning", help="LIKEFLOW_LOG_LEVEL of the benchmarked workers"
@@ -601,6 +745,8 @@ async def main() -> None:
     # Quick: 200k likes, so one worker runs for tens of seconds (a steady state, and the
     # twice-a-second sampling of its progress is a small part of the measurement).
     ds = DataSet(likes=200_000, users=80_000, videos=5_000, creators=500) if args.quick else DataSet()
+    if args.likes:
+        ds = DataSet(likes=args.likes, users=max(1, args.likes * 2 // 5), videos=5_000, creators=500)
     # (offered likes/s, seconds): the issue's latency target is p99 at 2,000/s for 60 s, and no
     # growing lag at 5,000/s.
     steps = (
@@ -645,6 +791,7 @@ async def main() -> None:
         log(f"{name}: {r['rate']:,.0f} likes/s")
     try:
         steps_cpu = {} if args.no_steps else per_step_cpu(workdir)
+        by_partitions = partition_counts(workdir, args.partitions)
         latency = {} if args.no_latency else await likeflow_latency(steps, workdir)
     except BaseException:
         await drop_created()
@@ -657,6 +804,7 @@ async def main() -> None:
         "throughput": throughput,
         "steps_cpu_us_per_like": steps_cpu,
         "latency": latency,
+        "partitions": by_partitions,
     }
     path = write_report(results, time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else ""))
     log(f"report: {path}")
