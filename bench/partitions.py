@@ -6,8 +6,11 @@ sent): the bench's generated likes arrive in fetched batches of `LIKEFLOW_BATCH_
 like order, each record in the partition its key hashes to (so one batch holds records of many
 partitions, as a fetch of a steady stream does), and after each batch the `creator-events`
 records it sent are delivered to the counting handler (`worker.count()`), as the worker's
-consumer of that topic would. A count record is sent per batch, source partition and counting
-partition that has anything to count, so the records per like grow with N.
+consumer of that topic would. Count records carry counts and each source's event-time clock to
+every counting partition, so how many there are depends on N and on how fast event time moves
+per batch: each N runs at each `--event-rates` (likes per second of event time; "hour" spreads
+the likes over one hour, as the throughput run's pre-produced backlog is; 2000 is a live feed at
+the latency target's rate).
 Run in the job's virtualenv: `.venv/bin/python -m bench.partitions [--partitions 4,64,256]`.
 """
 
@@ -24,15 +27,23 @@ import orjson
 from bench.generate import DataSet, likes, mappings
 
 DEFAULT_PARTITIONS = "4,64,256"
+DEFAULT_EVENT_RATES = "hour,2000"
+HOUR_MS = 3_600_000
 # A fixed key of the bench's own (the worker refuses keys of few distinct characters).
 USER_KEY = "bench-key-" + "0123456789abcdef" * 3
 
 
-async def measure(partitions: int, n: int, batch: int | None = None) -> dict[str, Any]:
+def event_step_ms(rate: str, n: int) -> float:
+    """Milliseconds of event time between consecutive likes at `rate` ("hour": `n` likes over an
+    hour; else likes per second)."""
+    return HOUR_MS / n if rate == "hour" else 1000 / float(rate)
+
+
+async def measure(partitions: int, n: int, batch: int | None = None, rate: str = "hour") -> dict[str, Any]:
     """One run at `partitions` partitions over `n` likes in batches of `batch` records (default:
-    the settings' `batch_max`): count records per like, handler CPU µs per like (process CPU
-    time of this process, `time.process_time`), and records and key+value bytes per like by
-    topic sent in process."""
+    the settings' `batch_max`), event time moving at `rate` (see `event_step_ms`): count records
+    per like, handler CPU µs per like (process CPU time of this process, `time.process_time`),
+    and records and key+value bytes per like by topic sent in process."""
     from agents.testing import in_process
     from config import load_settings
     from likeflow.engine import KeyPartitioner
@@ -44,7 +55,9 @@ async def measure(partitions: int, n: int, batch: int | None = None) -> dict[str
     ds = DataSet(likes=n, users=max(1, n * 2 // 5), videos=5_000, creators=500)
     now = int(time.time() * 1000)
     published = [(m["video_id"].encode(), orjson.dumps(m)) for m in mappings(ds, now - 7_200_000)]
-    raw = list(likes(ds, now - 3_600_000, 3_600_000 / n))
+    step = event_step_ms(rate, n)
+    # The last like is stamped a second before now (the worker refuses a ts ahead of its clock).
+    raw = list(likes(ds, now - 1000 - int(step * n), step))
     worker = in_process(settings, published, producer=FakeProducer(encode=True))
     harness, partition_of = worker.harness, KeyPartitioner(partitions)
     # Fetched batches are built before the clock starts: the handlers' CPU is what is measured.
@@ -67,6 +80,7 @@ async def measure(partitions: int, n: int, batch: int | None = None) -> dict[str
         row["bytes"] += len(sent.key or b"") + len(sent.value or b"")
     return {
         "partitions": partitions,
+        "event_rate": rate,
         "likes": n,
         "batch": size,
         "partitions_per_batch": sum(len(b) for b in fetched) / len(fetched),
@@ -82,13 +96,16 @@ async def measure(partitions: int, n: int, batch: int | None = None) -> dict[str
     }
 
 
-def run(counts: list[int], n: int, batch: int | None = None, repeat: int = 1) -> dict[str, dict[str, Any]]:
-    """`measure` at each partition count, `repeat` times each; the run with the least handler CPU
-    is kept (the machine is shared: the lowest figure is the code's cost)."""
+def run(
+    counts: list[int], n: int, batch: int | None = None, repeat: int = 1, rates: tuple[str, ...] = ("hour",)
+) -> dict[str, dict[str, Any]]:
+    """`measure` at each partition count and event rate ("N@rate"), `repeat` times each; the run
+    with the least handler CPU is kept (the machine is shared: the lowest figure is the code's)."""
     out: dict[str, dict[str, Any]] = {}
     for partitions in counts:
-        runs = [asyncio.run(measure(partitions, n, batch)) for _ in range(repeat)]
-        out[str(partitions)] = min(runs, key=lambda r: float(r["handlers_cpu_us_per_like"]))
+        for rate in rates:
+            runs = [asyncio.run(measure(partitions, n, batch, rate)) for _ in range(repeat)]
+            out[f"{partitions}@{rate}"] = min(runs, key=lambda r: float(r["handlers_cpu_us_per_like"]))
     return out
 
 
@@ -97,17 +114,23 @@ def markdown(results: dict[str, dict[str, Any]]) -> list[str]:
     if not results:
         return []
     lines = [
-        "| partitions (in process, no broker) | likes | batch | partitions per batch | count records | "
-        "count records/like | handlers CPU µs/like | of which prompt_likes | of which count_creator_events |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| partitions (in process, no broker) | event time likes/s | likes | batch | partitions per batch | "
+        "count records | count records/like | handlers CPU µs/like | of which prompt_likes | "
+        "of which count_creator_events |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     lines += [
-        f"| {r['partitions']} | {r['likes']:,} | {r['batch']} | {r['partitions_per_batch']:.0f} | "
+        f"| {r['partitions']} | {_rate(r['event_rate'], r['likes'])} | {r['likes']:,} | {r['batch']} | "
+        f"{r['partitions_per_batch']:.0f} | "
         f"{r['count_records']:,} | {r['count_records_per_like']:.3f} | {r['handlers_cpu_us_per_like']:.1f} | "
         f"{r['prompt_likes_cpu_us_per_like']:.1f} | {r['count_creator_events_cpu_us_per_like']:.1f} |"
         for r in results.values()
     ]
     return lines
+
+
+def _rate(rate: str, n: int) -> str:
+    return f"{n / 3600:.0f} (an hour)" if rate == "hour" else rate
 
 
 def main() -> None:
@@ -120,10 +143,16 @@ def main() -> None:
     parser.add_argument(
         "--repeat", type=int, default=1, help="runs per partition count; the lowest CPU is kept"
     )
+    parser.add_argument(
+        "--event-rates",
+        default=DEFAULT_EVENT_RATES,
+        help='comma list of event-time rates: likes per second, or "hour" (the likes over one hour)',
+    )
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
     counts = [int(p) for p in args.partitions.split(",") if p.strip()]
-    results = run(counts, args.likes, args.batch, args.repeat)
+    rates = tuple(r.strip() for r in args.event_rates.split(",") if r.strip())
+    results = run(counts, args.likes, args.batch, args.repeat, rates)
     print("\n".join(markdown(results)))
     if args.json:
         with open(args.json, "w") as f:
