@@ -76,7 +76,7 @@ class PipelineContext:
     retention: RetentionSweeper  # agents.retention: per-user state expiry
     audit: AuditAppender  # likeflow.sinks.audit_log.WorkerAudit
     # The aiokafka producer of the app (started with it): every output goes through it.
-    producer: Callable[[], AIOKafkaProducer]  # likeflow.engine.kafka_producer
+    producer: Callable[[], AIOKafkaProducer]  # likeflow.engine.OutputProducer (changelogs: Faust's)
     user_states: ChangelogStore[UserState]  # likeflow.engine.ChangelogStore over tables.user_state
     limits: InputLimits  # likeflow.policies.input_limits_from: what one input record may hold
     # ChangelogStore over tables.erasure_ledger: pseudonym -> latest erasure ts, never expired.

@@ -20,7 +20,15 @@ are listed in one module (`internals`). Handlers and the worker use only what is
 from likeflow.engine.contract import STAGES, BatchHandler, Completion, OnStage, Records, StageTimer, Turn
 from likeflow.engine.delivery import BatchConsumer, BatchRouter, install_batch_transport, kafka_producer
 from likeflow.engine.faust_tables import delete_for_event, put_for_event
-from likeflow.engine.outputs import REFUSALS, DeliveryError, KeyPartitioner, OnRefused, OutputBatch, OutRecord
+from likeflow.engine.outputs import (
+    REFUSALS,
+    DeliveryError,
+    KeyPartitioner,
+    OnRefused,
+    OutputBatch,
+    OutputProducer,
+    OutRecord,
+)
 from likeflow.engine.recovery import SeekFirstTableManager
 from likeflow.engine.state import ChangelogStore, Codec, Snapshot
 
@@ -39,6 +47,7 @@ __all__ = [
     "OnStage",
     "OutRecord",
     "OutputBatch",
+    "OutputProducer",
     "Records",
     "SeekFirstTableManager",
     "Snapshot",

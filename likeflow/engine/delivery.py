@@ -51,6 +51,7 @@ from faust.types import TP
 
 from likeflow.engine.contract import BatchHandler, Completion, OnStage, Records, Turn
 from likeflow.engine.membership import DuplicateInstanceError, exit_on_duplicate, guard_static_identity
+from likeflow.engine.outputs import OutputProducer
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class BatchRouter:
     on_batch: Callable[[str, int, float, float], None] | None = None
     # Told where each batch's time went (`likeflow.engine.contract.STAGES`).
     on_stage: OnStage | None = None
+    # The producer of the handlers' outputs (changelogs stay on Faust's): started with the
+    # consumer, before the first batch (`likeflow.engine.outputs.OutputProducer`).
+    outputs: OutputProducer | None = None
     # Called (from the consumer thread) when another live worker took this worker's static group
     # identity (`likeflow.engine.membership`); the worker must exit. Default: exit at once.
     on_duplicate_identity: Callable[[DuplicateInstanceError], None] = field(
@@ -178,6 +182,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
     def batch_router(self) -> BatchRouter:
         router: BatchRouter = self.transport.batch_router  # type: ignore[attr-defined]
         return router
+
+    async def on_start(self) -> None:
+        outputs = self.batch_router.outputs
+        if outputs is not None:
+            await outputs.start()  # before any batch is fetched (and any idle-source record)
+        await super().on_start()
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)

@@ -147,3 +147,40 @@ class OutputBatch:
                 on_refused(record, exc)
             except Exception as exc:
                 raise DeliveryError(f"a record for {topic}[{partition}] was not delivered: {exc!r}") from exc
+
+
+class OutputProducer:
+    """A producer of the batches' outputs (prompts, count records, dead letters, closed windows),
+    beside Faust's, which keeps the changelogs.
+
+    aiokafka sends one produce request at a time per broker and producer: on one producer a
+    batch's changelog records (which must be acknowledged before its prompts go out) queue
+    behind the previous batches' prompts, count records and dead letters, and the prompts
+    behind the next batch's changelog. Two producers are two connections, with a request in
+    flight on each. Every output goes through this one producer, so the records of one topic
+    partition keep their send order (the counters rely on each source's order).
+
+    Started with the batch consumer (before the first batch), stopped after the last batch
+    completed (the app's `on_before_shutdown`).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._kwargs = kwargs
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        if self._producer is None:
+            producer = AIOKafkaProducer(**self._kwargs)
+            await producer.start()
+            self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await producer.flush()
+            await producer.stop()
+
+    def __call__(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("the output producer is used before the batch consumer started it")
+        return self._producer

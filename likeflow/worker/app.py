@@ -24,6 +24,7 @@ from likeflow.engine import (
     BatchRouter,
     ChangelogStore,
     KeyPartitioner,
+    OutputProducer,
     SeekFirstTableManager,
     install_batch_transport,
     kafka_producer,
@@ -145,7 +146,25 @@ def create_app(settings: Settings) -> faust.App:
     metrics.mappings_max_bytes.set(settings.mappings_max_bytes)
 
     def producer() -> AIOKafkaProducer:
+        """Faust's producer: the changelogs' (Faust's recovery reads what it wrote)."""
         return kafka_producer(app)
+
+    # The outputs' own producer and connection (likeflow/engine/outputs.py OutputProducer).
+    outputs = router.outputs = OutputProducer(
+        **connections.kafka_client_kwargs(settings),
+        client_id=f"{settings.app_id}-outputs",
+        acks="all",
+        # Retries neither duplicate nor reorder a partition's records (count records rely on it).
+        enable_idempotence=True,
+        linger_ms=0,
+        max_batch_size=PRODUCER_MAX_BATCH_BYTES,
+    )
+
+    async def stop_outputs(app: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Sent after the consumer waited for every batch in flight: nothing is sent after this.
+        await outputs.stop()
+
+    app.on_before_shutdown.connect(stop_outputs)  # type: ignore[arg-type]
 
     def ceiling() -> int:
         return limits.at(wall_clock_ms()).max_ts
@@ -205,7 +224,7 @@ def create_app(settings: Settings) -> faust.App:
         pricing=pricing_from(settings),
         retention=retention,
         audit=audit,
-        producer=producer,
+        producer=outputs,
         user_states=user_states,
         limits=limits,
         erasures=erasures,
