@@ -75,7 +75,7 @@ class PromptLikes:
             ctx.retention.observe(partition, self._reports.clocks.get(partition, 0))
         ctx.retention.sweep_due({tp.partition for tp in batch})
         flushed = [await self._states.flush(tp.partition) for tp in batch]
-        count_records = self._reports.records({tp.partition for tp in batch})
+        count_records = self._reports.records({tp.partition for tp in batch}, time.monotonic())
         self._account(batch, prompts, outcomes, now_ms)
         self._batch_seconds.observe(time.perf_counter() - started)
 

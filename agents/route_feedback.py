@@ -75,7 +75,7 @@ class RouteFeedback:
                 self._reports.observe(partition, feedback.ts)
                 self._reports.add(partition, feedback, record.offset)
                 audit.setdefault(partition, []).append(feedback.to_json())
-        count_records = self._reports.records({tp.partition for tp in batch})
+        count_records = self._reports.records({tp.partition for tp in batch}, time.monotonic())
         self._consumed.inc(sum(len(r) for r in batch.values()))
         self._batch_seconds.observe(time.perf_counter() - started)
 

@@ -21,18 +21,18 @@ CEILING = T0 + 400 * 24 * H
 CREATORS = [f"c{i}" for i in range(6)]
 
 
-def policy(partitions: int, step_ms: int) -> WindowPolicy:
+def policy(partitions: int) -> WindowPolicy:
     sources = tuple(f"likes/{p}" for p in range(partitions))
-    return WindowPolicy(size_ms=H, grace_ms=H, sources=sources, clock_step_ms=step_ms)
+    return WindowPolicy(size_ms=H, grace_ms=H, sources=sources)
 
 
 def run(
-    partitions: int, batches: list[list[tuple[int, int, str]]], step_ms: int
+    partitions: int, batches: list[list[tuple[int, int, str]]], refresh_s: float
 ) -> tuple[int, list[object], int]:
     """Feed `batches` of (source partition, ts, creator) prompts through SourceReports and the
     counting engine; returns (records sent, windows closed in order, the last closing batch)."""
-    rules = policy(partitions, step_ms)
-    reports = SourceReports("likes", partitions, lambda c: int(c[1:]) % partitions, rules)
+    rules = policy(partitions)
+    reports = SourceReports("likes", partitions, lambda c: int(c[1:]) % partitions, rules, refresh_s)
     state = {k: (DictStore(), PartitionIndex(), PartitionClock()) for k in range(partitions)}
     offsets = dict.fromkeys(range(partitions), 0)
     sent, closed, last_closing = 0, [], -1
@@ -43,7 +43,8 @@ def run(
             event = CreatorEvent(f"e{n}", f"p{n}", creator, "x", "u", "prompt", ts)
             reports.add(source, event, n)
             n += 1
-        for k, record in reports.records({source for source, _, _ in batch}):
+        # The wall clock: a batch every 10 ms.
+        for k, record in reports.records({source for source, _, _ in batch}, b * 0.01):
             sent += 1
             store, index, clock = state[k]
             effects = Effects()
@@ -83,8 +84,8 @@ def test_the_same_windows_close_in_the_same_batch_as_with_every_clock_sent(
     seed: int, partitions: int
 ) -> None:
     batches = workload(seed, partitions, 400)
-    every = run(partitions, batches, step_ms=0)  # every clock movement sent (the old rule)
-    mattering = run(partitions, batches, step_ms=60_000)
+    every = run(partitions, batches, refresh_s=0)  # every clock movement sent (the old rule)
+    mattering = run(partitions, batches, refresh_s=1.0)
     assert every[1], "the workload spans hours: windows close"
     assert mattering[1] == every[1], "the same windows, counts and revisions"
     assert mattering[2] == every[2], "closed by the same batch"
@@ -94,12 +95,12 @@ def test_the_same_windows_close_in_the_same_batch_as_with_every_clock_sent(
 def test_clock_only_records_do_not_grow_with_batches_times_partitions() -> None:
     partitions = 24
     batches = [[(p, T0 + b * 50, CREATORS[0]) for p in range(partitions)] for b in range(100)]  # 5 s
-    every, _, _ = run(partitions, batches, step_ms=0)
-    mattering, _, _ = run(partitions, batches, step_ms=60_000)
+    every, _, _ = run(partitions, batches, refresh_s=0)
+    mattering, _, _ = run(partitions, batches, refresh_s=60.0)
     events = partitions * len(batches)
     assert every >= partitions * partitions * len(batches) // 2, "each batch: every source to every partition"
     # Each source: its events' records (all to one partition here) plus one first report to
-    # every partition; nothing more within a clock step.
+    # every partition; nothing more within a window and the refresh interval.
     assert mattering <= events + partitions * partitions
 
 

@@ -55,10 +55,6 @@ class WindowPolicy:
     retention_ms: int = 7 * 24 * 3_600_000
     dedupe_horizon_ms: int = 24 * 3_600_000
     sources: tuple[str, ...] = ()
-    # A source tells a counting partition its clock without events at least every this much
-    # event time (and whenever it crosses a window boundary plus the grace): the watermark and
-    # its gauges lag the sources by at most this (likeflow.domain.quality.sources).
-    clock_step_ms: int = 60_000
 
 
 @dataclass(slots=True)
