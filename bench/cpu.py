@@ -29,10 +29,10 @@ def cpu_seconds(pid: int) -> float:
 
 
 def stack_pids(stack_dir: Path | None = None) -> dict[str, int]:
-    """{"broker": pid, "redis": pid} of the local stack from its PID files (`.stack/*.pid`, or
-    $LIKEFLOW_STACK_DIR), each only if that process is alive and its command line still names
-    the service; only read, never signalled."""
-    where = stack_dir or Path(os.environ.get("LIKEFLOW_STACK_DIR", ROOT / ".stack"))
+    """{"broker": pid, "redis": pid} of the local stack from its PID files (`.stack/*.pid` unless
+    `stack_dir`), each only if that process is alive and its command line still names the
+    service; only read, never signalled."""
+    where = stack_dir or ROOT / ".stack"
     out: dict[str, int] = {}
     for name, (marker, pidfile) in STACK_MARKERS.items():
         try:
