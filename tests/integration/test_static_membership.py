@@ -52,9 +52,9 @@ def static_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFa
     return settings
 
 
-def worker(settings: Settings, instance_id: str, log: Path, *, own_port: bool = True) -> WorkerProcess:
-    port = free_port() if own_port else settings.web_port
-    return WorkerProcess(dataclasses.replace(settings, instance_id=instance_id, web_port=port), log)
+def worker(settings: Settings, instance_id: str, log: Path) -> WorkerProcess:
+    """A worker of `settings` with its own identity and web port."""
+    return WorkerProcess(dataclasses.replace(settings, instance_id=instance_id, web_port=free_port()), log)
 
 
 class LiveLoad:
@@ -142,6 +142,7 @@ async def test_a_worker_killed_and_restarted_under_its_identity_prompts_again_wi
     first = worker(settings, "s-worker-0", tmp_path / "w0.log")
     other = worker(settings, "s-worker-1", tmp_path / "w1.log")
     load = LiveLoad(settings)
+    workers = [first, other]
     tasks: list[asyncio.Task[None]] = []
     try:
         await produce(settings, settings.topic(VIDEO_PRODUCTS), [MAPPING])
@@ -168,6 +169,7 @@ async def test_a_worker_killed_and_restarted_under_its_identity_prompts_again_wi
         first.stop(signal.SIGKILL)
         # A supervisor's restart: same identity, same web address (Faust's assignor checks it).
         restarted = WorkerProcess(first.settings, tmp_path / "w0-restarted.log")
+        workers.append(restarted)
         restarted.spawn()
         recovered_ms = await load.wait_recovered(killed_ms, timeout_s=45)
         assert recovered_ms is not None, (
@@ -177,13 +179,12 @@ async def test_a_worker_killed_and_restarted_under_its_identity_prompts_again_wi
         print(f"kill -9 -> prompts on every partition: {recovery_s:.1f} s")  # noqa: T201 - the figure
         assert recovery_s <= RECOVERY_TARGET_S, f"{recovery_s:.1f} s"
         assert other.alive() and restarted.alive()
-        restarted.stop()
     finally:
         load.stop()
         for task in tasks:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)
-        for w in (first, other):
+        for w in workers:
             w.stop(signal.SIGKILL)
 
 
