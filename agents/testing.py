@@ -59,16 +59,8 @@ class ServedQuality:
     held: list[Any] = field(default_factory=list)
     flushed: list[Any] = field(default_factory=list)
 
-    async def write(self, docs: Sequence[Any]) -> int:
-        self.flushed.extend(docs)
-        return len(docs)
-
     def hold_windows(self, updates: Sequence[Any], size_ms: int) -> None:
         self.held.extend(updates)
-
-    async def write_windows(self, updates: Sequence[Any], size_ms: int) -> int:
-        self.flushed.extend(updates)
-        return len(updates)
 
     async def flush(self) -> int:
         flushed = len(self.held)
@@ -99,7 +91,7 @@ class InProcess:
     prompts: ServedPrompts
     quality: ServedQuality
     audit: AuditEntries
-    _counted: int = 0  # creator-events records sent so far that `count` has delivered
+    _counted: int = 0  # records of `producer.sent` that `count` has looked at
 
     @property
     def producer(self) -> FakeProducer:
@@ -137,8 +129,9 @@ class InProcess:
     async def count(self) -> Delivered:
         """Deliver the count records sent since the last call to the counting handler, in the
         partitions they were sent to (as the worker's consumer of `creator-events` would)."""
-        fresh = self.sent(CREATOR_EVENTS)[self._counted :]
-        self._counted += len(fresh)
+        sent, topic = self.producer.sent, self.topic(CREATOR_EVENTS)
+        fresh = [s for s in sent[self._counted :] if s.topic == topic]
+        self._counted = len(sent)
         batch = self.harness.refetch(fresh)
         return await self.harness.deliver(self.handlers.counting, batch)
 

@@ -197,13 +197,12 @@ class Harness:
     ) -> Records:
         """`records` (key, value) as one fetch of `topic`: in `partition`, or in the partition a
         function gives each key; offsets continue where the partition's last batch ended."""
-        batch: dict[TP, list[Record]] = {}
-        for key, value in records:
-            p = partition if isinstance(partition, int) else partition(key or b"")
-            offset = self._offsets.get((topic, p), 0)
-            self._offsets[(topic, p)] = offset + 1
-            batch.setdefault(TP(topic, p), []).append(Record(topic, p, offset, key, value, tuple(headers)))
-        return batch
+
+        def partition_of(key: bytes | None) -> int:
+            return partition if isinstance(partition, int) else partition(key or b"")
+
+        kept = tuple(headers)
+        return self.refetch(Sent(topic, partition_of(key), key, value, kept) for key, value in records)
 
     def refetch(self, sent: Iterable[Sent]) -> Records:
         """Records a handler sent, as the next fetch of their topic: each in the partition it was
