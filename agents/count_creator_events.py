@@ -24,7 +24,7 @@ from likeflow.domain.quality.engine import (
 from likeflow.domain.quality.index import PartitionIndex
 from likeflow.engine import ChangelogStore, Completion, OutputBatch, Records, Snapshot, StageTimer, Turn
 from likeflow.sinks.redis_quality import WindowsUpdate
-from streams.events import CountRecord, DeadLetterReason, Invalid
+from streams.events import CountBatch, DeadLetterReason, Invalid
 from streams.topics import CREATOR_EVENTS, CREATOR_WINDOWS
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,8 @@ class CountCreatorEvents:
         updates: dict[str, WindowsUpdate] = {}
         clocks: dict[int, PartitionClock] = {}
         snapshots = []
+        # The clock (at most the ceiling) and idleness each source reported in this batch.
+        heard: dict[str, tuple[int, bool]] = {}
         for tp, records in batch.items():
             partition = tp.partition
             view = _PartitionStore(self._store, partition)
@@ -127,13 +129,17 @@ class CountCreatorEvents:
             clocks[partition] = clock
             for record in records:
                 try:
-                    count = CountRecord.from_json(record.value)
+                    count = CountBatch.from_json(record.value)
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                     # The job writes this topic itself; a record it cannot read is kept, not lost.
                     invalid.append(
                         (record, Invalid(DeadLetterReason.MALFORMED_JSON, f"not a count record: {exc}"))
                     )
                     continue
+                for section in count.sections:
+                    held = heard.get(section.source)
+                    clock_ms = min(section.clock, ceiling)
+                    heard[section.source] = (max(clock_ms, held[0]) if held else clock_ms, section.idle)
                 before, before_future = len(effects.late), len(effects.future)
                 apply_record(
                     view,
@@ -157,7 +163,7 @@ class CountCreatorEvents:
                 effects.repaired_records,
                 ceiling,
             )
-        self._account(batch, effects, clocks)
+        self._account(batch, effects, clocks, heard)
         self._batch_seconds.observe(time.perf_counter() - started)
         closed = list(effects.closed)
 
@@ -224,7 +230,13 @@ class CountCreatorEvents:
         effects.changed.clear()
         effects.removed.clear()
 
-    def _account(self, batch: Records, effects: Effects, clocks: dict[int, PartitionClock]) -> None:
+    def _account(
+        self,
+        batch: Records,
+        effects: Effects,
+        clocks: dict[int, PartitionClock],
+        heard: dict[str, tuple[int, bool]],
+    ) -> None:
         metrics = self._ctx.metrics
         self._consumed.inc(sum(len(r) for r in batch.values()))
         outcomes = Counter((event.kind, outcome.value) for event, outcome in effects.outcomes)
@@ -238,14 +250,8 @@ class CountCreatorEvents:
             metrics.clock_repairs.labels("counter_clock").inc(effects.repaired_partitions)
         if effects.repaired_records:
             metrics.clock_repairs.labels("count_record").inc(effects.repaired_records)
-        sources: dict[str, tuple[int, bool]] = {}
-        for partition, clock in clocks.items():
-            watermark = clock.watermark(self._policy)
-            if watermark is not None:
-                metrics.partition_watermark.labels(str(partition)).set(max(0, watermark) / 1000)
-            for name, source in clock.sources.items():
-                held = sources.get(name)
-                sources[name] = (max(source.clock, held[0]) if held else source.clock, source.idle)
-        for name, (clock_ms, idle) in sources.items():
+        # The sources this batch heard from, as they reported themselves (walking every source
+        # of every partition would cost partitions x sources per batch).
+        for name, (clock_ms, idle) in heard.items():
             metrics.source_clock.labels(name).set(clock_ms / 1000)
             metrics.source_idle.labels(name).set(1 if idle else 0)

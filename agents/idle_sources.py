@@ -52,10 +52,10 @@ class IdleSources:
             return
         outputs = OutputBatch(self._ctx.producer())
         for k, record in records:
-            outputs.add(self._counts_topic, k, record.source.encode(), record.to_json(), record.clock or None)
+            outputs.add(self._counts_topic, k, record.key, record.to_json(), record.clock or None)
         await outputs.send()
         await outputs.delivered()
         log.info(
             "idle inputs reported to the creator counters: %s",
-            ", ".join(sorted({r.source for _, r in records})),
+            ", ".join(sorted({s.source for _, r in records for s in r.sections})),
         )

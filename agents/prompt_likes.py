@@ -186,7 +186,7 @@ class PromptLikes:
             if not self._erased_since(partition, prompt):
                 served.append(ServedPrompt(prompt.user_id, prompt.like_ts, prompt.prompt_id, value))
         for k, count in count_records:
-            outputs.add(self._counts_topic, k, count.source.encode(), count.to_json(), count.clock or None)
+            outputs.add(self._counts_topic, k, count.key, count.to_json(), count.clock or None)
         ctx.dead_letters.add_all(outputs, invalid)
         stages = self._stages
         async with turn:

@@ -84,9 +84,7 @@ class RouteFeedback:
         async def complete(turn: Turn) -> None:
             outputs = OutputBatch(ctx.producer())
             for k, count in count_records:
-                outputs.add(
-                    self._counts_topic, k, count.source.encode(), count.to_json(), count.clock or None
-                )
+                outputs.add(self._counts_topic, k, count.key, count.to_json(), count.clock or None)
             ctx.dead_letters.add_all(outputs, invalid)
             async with turn:
                 # In batch order: a source's count records reach each counting partition in the

@@ -47,7 +47,7 @@ async def measure(n: int, batch: int) -> dict[str, float]:
     from likeflow.domain.quality.sources import SourceReports
     from likeflow.domain.user_state import UserState
     from likeflow.engine import KeyPartitioner
-    from streams.events import CountRecord, CreatorEvent, Invalid, Like
+    from streams.events import CountBatch, CreatorEvent, Invalid, Like
     from streams.validation import InputLimits, decode_like, decode_mapping
     from tables.codecs import UserStateCodec
 
@@ -117,7 +117,7 @@ async def measure(n: int, batch: int) -> dict[str, float]:
     out["state encode (once per user per batch)"] = _cpu(encode_states, n)
     prompts = [d.prompt for d in decisions if not isinstance(d, Duplicate) and getattr(d, "prompt", None)]
     partition_of = KeyPartitioner(settings.partitions)
-    records: list[tuple[int, CountRecord]] = []
+    records: list[tuple[int, CountBatch]] = []
 
     def count_records() -> None:
         reports = SourceReports("likes", settings.partitions, lambda c: partition_of(c.encode()))
@@ -144,7 +144,7 @@ def _count(encoded: list[tuple[int, bytes]], policy: Any) -> None:
     from likeflow.domain.quality.engine import Effects, apply_record
     from likeflow.domain.quality.index import PartitionIndex
     from likeflow.ops.backfill import DictStore
-    from streams.events import CountRecord
+    from streams.events import CountBatch
 
     stores: dict[int, Any] = {}
     ceiling = int(time.time() * 1000) + 300_000  # the worker's clock plus the default skew
@@ -156,7 +156,7 @@ def _count(encoded: list[tuple[int, bytes]], policy: Any) -> None:
             store[2],
             partition=k,
             offset=offset,
-            record=CountRecord.from_json(raw),
+            record=CountBatch.from_json(raw),
             policy=policy,
             effects=Effects(),
             ceiling=ceiling,

@@ -281,33 +281,39 @@ class CountRecord:
     def to_json(self) -> bytes:
         """Compact encoding: each event as an array of the `CreatorEvent` fields in order
         (docs/events.md); ~10x cheaper to encode than objects."""
-        return orjson.dumps(
-            {
-                "source": self.source,
-                "clock": self.clock,
-                "idle": self.idle,
-                "events": [
-                    (
-                        e.event_id,
-                        e.prompt_id,
-                        e.creator_id,
-                        e.product_id,
-                        e.user_id,
-                        e.kind,
-                        e.ts,
-                        e.amount_cents,
-                    )
-                    for e in self.events
-                ],
-                "clocks": self.clocks,
-                "offsets": self.offsets,
-            }
-        )
+        return orjson.dumps(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """The compact JSON shape (`to_json`)."""
+        return {
+            "source": self.source,
+            "clock": self.clock,
+            "idle": self.idle,
+            "events": [
+                (
+                    e.event_id,
+                    e.prompt_id,
+                    e.creator_id,
+                    e.product_id,
+                    e.user_id,
+                    e.kind,
+                    e.ts,
+                    e.amount_cents,
+                )
+                for e in self.events
+            ],
+            "clocks": self.clocks,
+            "offsets": self.offsets,
+        }
 
     @classmethod
     def from_json(cls, raw: bytes) -> CountRecord:
         """Decode a record the job wrote itself (trusted: no validation beyond the shape)."""
-        data = orjson.loads(raw)
+        return cls.from_dict(orjson.loads(raw))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CountRecord:
+        """The record of a decoded `to_dict` shape."""
         return cls(
             data["source"],
             data["clock"],
@@ -316,3 +322,48 @@ class CountRecord:
             data.get("idle", False),
             data.get("offsets", []),
         )
+
+
+@dataclass(slots=True)
+class CountBatch:
+    """One record of `creator-events` as written since count records were batched: the count
+    records (`sections`) of every source one handler read in one batch, for one counting
+    partition, in source order.
+
+    One Kafka record per counting partition and batch, whatever the number of source
+    partitions: with P partitions a handler that owns many of them writes at most P records per
+    batch instead of one per source and counting partition (docs/capacity.md). The counters
+    apply the sections in order, as consecutive records of their sources; an event is stamped
+    with the record's offset and its index counted across the sections (docs/quality.md).
+    """
+
+    sections: list[CountRecord]
+
+    @property
+    def clock(self) -> int:
+        """The highest source clock of the sections (epoch ms; the Kafka timestamp)."""
+        return max((s.clock for s in self.sections), default=0)
+
+    @property
+    def events(self) -> int:
+        """How many events the sections carry."""
+        return sum(len(s.events) for s in self.sections)
+
+    @property
+    def key(self) -> bytes:
+        """The Kafka key: the sources' topic, e.g. `likes` (the partition is chosen by the
+        writer: the counting partition of the sections' events)."""
+        return self.sections[0].source.rpartition("/")[0].encode() if self.sections else b""
+
+    def to_json(self) -> bytes:
+        """`{"sections": [count record, ...]}`, each in the compact `CountRecord` shape."""
+        return orjson.dumps({"sections": [s.to_dict() for s in self.sections]})
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> CountBatch:
+        """Decode a record the job wrote itself; a single `CountRecord` (written before count
+        records were batched, still on the topic after an upgrade) is a one-section batch."""
+        data = orjson.loads(raw)
+        if "sections" in data:
+            return cls([CountRecord.from_dict(s) for s in data["sections"]])
+        return cls([CountRecord.from_dict(data)])

@@ -27,7 +27,7 @@ from likeflow.ops.replay import archive_lines
 from likeflow.policies import input_limits_from
 from likeflow.progress import Progress
 from likeflow.sinks.redis_quality import RedisQualityStore
-from streams.events import CountRecord, CreatorEvent, DeadLetterReason, Invalid
+from streams.events import CountBatch, CountRecord, CreatorEvent, DeadLetterReason, Invalid
 from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK
 from streams.validation import InputLimits, decode_feedback
 
@@ -54,7 +54,7 @@ class SourcedEvent:
 class SourcedRecord:
     """A count record as read from `creator-events`, at its partition and offset."""
 
-    record: CountRecord
+    record: CountRecord | CountBatch
     partition: int
     offset: int
 
@@ -170,8 +170,8 @@ class Recomputation:
         since, until, result = self._since, self._until, self.result
         if isinstance(item, SourcedRecord):
             p, offset, record = item.partition, item.offset, item.record
-            kept = [i for i, e in enumerate(record.events) if since <= e.ts < until]
-            result.out_of_range += len(record.events) - len(kept)
+            sections = record.sections if isinstance(record, CountBatch) else [record]
+            result.out_of_range += sum(1 for s in sections for e in s.events if not since <= e.ts < until)
         else:
             event = item.event
             if not since <= event.ts < until:
@@ -253,12 +253,20 @@ class ErasureFilter:
                 return None
             return item
         record = item.record
+        sections = record.sections if isinstance(record, CountBatch) else [record]
+        filtered = [self._without_erased(section) for section in sections]
+        if all(f is s for f, s in zip(filtered, sections, strict=True)):
+            return item
+        kept = CountBatch(filtered) if isinstance(record, CountBatch) else filtered[0]
+        return SourcedRecord(kept, item.partition, item.offset)
+
+    def _without_erased(self, record: CountRecord) -> CountRecord:
         kept = [i for i, event in enumerate(record.events) if not self._erased(event)]
         if len(kept) == len(record.events):
-            return item
+            return record
         self.left_out += len(record.events) - len(kept)
         # The source's clock still moves with the record (`clock`); only the events go.
-        filtered = CountRecord(
+        return CountRecord(
             record.source,
             record.clock,
             [record.events[i] for i in kept],
@@ -266,7 +274,6 @@ class ErasureFilter:
             record.idle,
             [record.offsets[i] for i in kept if i < len(record.offsets)],
         )
-        return SourcedRecord(filtered, item.partition, item.offset)
 
     def _erased(self, event: CreatorEvent) -> bool:
         return erased_by(self.ledger, archived_pseudonym(event.user_id, self.pseudonymize), event.ts)
@@ -362,7 +369,7 @@ def _item_of(
     where = f"{topic}[{partition}]@{record.offset}"
     if counts_topic:
         try:
-            return SourcedRecord(CountRecord.from_json(record.value), partition, record.offset)
+            return SourcedRecord(CountBatch.from_json(record.value), partition, record.offset)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             invalid.append(f"{where}: not a count record: {exc}")
             return None

@@ -23,7 +23,7 @@ from likeflow.ops.backfill import ErasureFilter, IssuedPrompts, SourcedEvent, So
 from likeflow.replicas.video_mappings import VideoMappings, footprint
 from likeflow.sinks.dead_letter_records import MAX_ORIGINAL_HEADER_BYTES, dead_letter_headers, fitted
 from likeflow.sinks.dead_letters import DeadLetterSink
-from streams.events import CountRecord, CreatorEvent, DeadLetterReason, Invalid, UserConsent
+from streams.events import CountBatch, CountRecord, CreatorEvent, DeadLetterReason, Invalid, UserConsent
 from streams.validation import (
     InputLimits,
     decode_feedback,
@@ -334,11 +334,17 @@ def test_a_backfill_leaves_out_the_events_of_users_erased_since() -> None:
     record = CountRecord("likes/0", BASE_TS + 5, [event(gone, BASE_TS - 1), event("v1.other", BASE_TS)],
                          [BASE_TS - 1, BASE_TS], offsets=[3, 4])  # fmt: skip
     kept = erasures.keep(SourcedRecord(record, 0, 9))
-    assert isinstance(kept, SourcedRecord) and kept.offset == 9
+    assert isinstance(kept, SourcedRecord) and isinstance(kept.record, CountRecord) and kept.offset == 9
     assert [e.user_id for e in kept.record.events] == ["v1.other"]
     assert (kept.record.clocks, kept.record.offsets, kept.record.clock) == ([BASE_TS], [4], BASE_TS + 5)
     assert erasures.left_out == 2
     assert ErasureFilter({}, pseudonymize).keep(SourcedRecord(record, 0, 9)) is not None
+    # A batched record: each section loses its erased users' events, the sections stay.
+    clean = CountRecord("prompt-feedback/0", BASE_TS, [event("v1.other", BASE_TS)], [BASE_TS])
+    batched = erasures.keep(SourcedRecord(CountBatch([record, clean]), 0, 10))
+    assert isinstance(batched, SourcedRecord) and isinstance(batched.record, CountBatch)
+    assert [[e.user_id for e in s.events] for s in batched.record.sections] == [["v1.other"], ["v1.other"]]
+    assert batched.record.sections[1] is clean
 
 
 def test_a_held_video_that_grows_past_the_cap_is_dropped_not_kept_stale() -> None:

@@ -18,7 +18,7 @@ from likeflow.domain.pseudonym import Pseudonymizer
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.ranking import RankingPolicy
 from likeflow.domain.user_state import UserState
-from streams.events import CountRecord, Invalid, Like, UserConsent, UserErasure
+from streams.events import CountBatch, Invalid, Like, UserConsent, UserErasure
 from streams.validation import InputLimits, decode_consent, decode_erasure, decode_like
 from tests.factories import PROMPT_IDS, mapping, mapping_json, product
 from tests.unit.loop import run
@@ -227,9 +227,11 @@ def test_no_exception_escapes_a_handler_and_every_record_is_accounted_for(
     assert decided + total("likeflow_dead_letters_total", topic="likes") == len(like_records)
     # Every feedback record is forwarded to the counters or dead-lettered.
     forwarded = sum(
-        len(CountRecord.from_json(v or b"").events)
+        len(section.events)
         for topic, _, _, v, _ in sent
-        if topic == "creator-events" and CountRecord.from_json(v or b"").source.startswith("prompt-feedback")
+        if topic == "creator-events"
+        for section in CountBatch.from_json(v or b"").sections
+        if section.source.startswith("prompt-feedback")
     )
     assert forwarded + total("likeflow_dead_letters_total", topic="prompt-feedback") == len(feedback_records)
     # Dead letters fit; no clock or state passes the ceiling (the handlers read the clock a few

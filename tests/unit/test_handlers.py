@@ -9,7 +9,7 @@ import pytest
 
 from agents.testing import InProcess, in_process
 from config import load_settings
-from streams.events import CountRecord
+from streams.events import CountBatch
 from tests.factories import mapping_json
 from tests.unit.loop import run
 
@@ -119,9 +119,9 @@ def test_feedback_on_an_issued_prompt_becomes_a_count_record_on_its_creators_par
     prompt = orjson.loads(worker.sent("order-prompts")[0].value or b"")
     before = len(worker.sent("creator-events"))
     done = run(worker.run("prompt-feedback", [feedback_for(prompt, "u1")]))
-    records = [(s.partition, CountRecord.from_json(s.value or b"")) for s in done.outputs("creator-events")]
+    records = [(s.partition, CountBatch.from_json(s.value or b"")) for s in done.outputs("creator-events")]
     (counting_partition,) = [p for p, r in records if r.events]
-    assert [e.kind for _, r in records for e in r.events] == ["click"] and len(
+    assert [e.kind for _, r in records for c in r.sections for e in c.events] == ["click"] and len(
         worker.sent("creator-events")
     ) > before
     feedback_partition = next(iter(done.committed)).partition
@@ -135,9 +135,7 @@ def test_feedback_for_a_prompt_never_issued_is_a_dead_letter(worker: InProcess) 
     forged = prompt | {"product_id": "another-product"}
     done = run(worker.run("prompt-feedback", [feedback_for(forged, "u1")]))
     assert reasons(worker) == ["unknown_prompt"]
-    assert not [
-        e for s in done.outputs("creator-events") for e in CountRecord.from_json(s.value or b"").events
-    ]
+    assert not [s for s in done.outputs("creator-events") if CountBatch.from_json(s.value or b"").events]
     assert sum(done.committed.values()) == 1
 
 

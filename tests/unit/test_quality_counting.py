@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -28,7 +29,7 @@ from likeflow.domain.quality.engine import (
 )
 from likeflow.domain.quality.index import PartitionIndex
 from likeflow.domain.quality.windows import Counts, rates, total, window_start
-from streams.events import CountRecord, CreatorEvent, CreatorEventKind
+from streams.events import CountBatch, CountRecord, CreatorEvent, CreatorEventKind
 from tables.codecs import CreatorCountsCodec
 
 H = 3_600_000
@@ -94,7 +95,10 @@ def record(source: str, *events: CreatorEvent, clock: int | None = None, idle: b
 
 
 def run(
-    records: list[CountRecord], store: LogStore | None = None, start: int = 0, ceiling: int = CEILING
+    records: Sequence[CountRecord | CountBatch],
+    store: LogStore | None = None,
+    start: int = 0,
+    ceiling: int = CEILING,
 ) -> tuple[LogStore, Effects]:
     """Apply `records[start:]` as one batch of the handler: load, repair, apply, flush."""
     store = store or LogStore()
@@ -385,6 +389,59 @@ def test_counts_are_exact_after_a_crash_at_any_changelog_prefix(
     restored = LogStore.restored(store.log[:cut])
     after, _ = run(records, restored, committed)
     assert windows(after) == windows(expected)
+
+
+def grouped(records: list[CountRecord], seed: int) -> list[CountBatch]:
+    """`records` as the handlers now write them: consecutive records in one `CountBatch`."""
+    rng = random.Random(seed)
+    out: list[CountBatch] = []
+    i = 0
+    while i < len(records):
+        n = rng.randint(1, 5)
+        out.append(CountBatch(records[i : i + n]))
+        i += n
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    batch=st.integers(1, 4),
+    crash_at=st.floats(0, 1),
+    commit_lag=st.integers(0, 3),
+)
+def test_batched_count_records_count_the_same_and_stay_exact_after_a_crash(
+    seed: int, batch: int, crash_at: float, commit_lag: int
+) -> None:
+    """Sections of several sources in one record count as the same records one by one; and a
+    crash at any changelog prefix, redelivering the batched records from the commit, changes
+    nothing (an event's stamp is the record's offset and its index across the sections)."""
+    records = workload(seed)
+    batched = grouped(records, seed)
+    expected, _ = run(records)
+    store = LogStore()
+    index, clock = PartitionIndex(), PartitionClock()
+    flushed_at: list[tuple[int, int]] = []
+    for start in range(0, len(batched), batch):
+        for offset in range(start, min(start + batch, len(batched))):
+            apply_record(
+                store, index, clock, partition=0, offset=offset,
+                record=batched[offset], policy=POLICY, effects=Effects(), ceiling=CEILING,
+            )  # fmt: skip
+        flushed_at.append((min(start + batch, len(batched)), store.flush()))
+    assert windows(store) == windows(expected)
+    cut = int(len(store.log) * crash_at)
+    durable = [offset for offset, length in flushed_at if length <= cut]
+    committed = durable[-1 - commit_lag] if len(durable) > commit_lag else 0
+    after, _ = run(batched, LogStore.restored(store.log[:cut]), committed)
+    assert windows(after) == windows(expected)
+
+
+def test_a_count_record_written_before_batching_decodes_as_one_section() -> None:
+    old = record("likes/3", event("prompt:a", "prompt", T0), clock=T0 + 5)
+    decoded = CountBatch.from_json(old.to_json())
+    assert decoded.sections == [old] and decoded.key == b"likes"
+    assert CountBatch.from_json(CountBatch([old, old]).to_json()).sections == [old, old]
 
 
 def test_a_redelivered_event_serves_its_row_again() -> None:

@@ -13,7 +13,7 @@ from likeflow.domain.quality.engine import Effects, apply_record
 from likeflow.domain.quality.index import PartitionIndex
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.ops.backfill import DictStore
-from streams.events import CountRecord, CreatorEvent
+from streams.events import CountBatch, CreatorEvent
 
 H = 3_600_000
 T0 = 1_795_000_000_000 - 1_795_000_000_000 % H
@@ -28,14 +28,15 @@ def policy(partitions: int) -> WindowPolicy:
 
 def run(
     partitions: int, batches: list[list[tuple[int, int, str]]], refresh_s: float
-) -> tuple[int, list[object], int]:
+) -> tuple[int, list[object], int, int]:
     """Feed `batches` of (source partition, ts, creator) prompts through SourceReports and the
-    counting engine; returns (records sent, windows closed in order, the last closing batch)."""
+    counting engine; returns (records sent, windows closed in order, the last closing batch,
+    sections sent)."""
     rules = policy(partitions)
     reports = SourceReports("likes", partitions, lambda c: int(c[1:]) % partitions, rules, refresh_s)
     state = {k: (DictStore(), PartitionIndex(), PartitionClock()) for k in range(partitions)}
     offsets = dict.fromkeys(range(partitions), 0)
-    sent, closed, last_closing = 0, [], -1
+    sent, closed, last_closing, sections = 0, [], -1, 0
     n = 0
     for b, batch in enumerate(batches):
         for source, ts, creator in batch:
@@ -46,9 +47,10 @@ def run(
         # The wall clock: a batch every 10 ms.
         for k, record in reports.records({source for source, _, _ in batch}, b * 0.01):
             sent += 1
+            sections += len(record.sections)
             store, index, clock = state[k]
             effects = Effects()
-            decoded = CountRecord.from_json(record.to_json())
+            decoded = CountBatch.from_json(record.to_json())
             apply_record(
                 store, index, clock, partition=k, offset=offsets[k],
                 record=decoded, policy=rules, effects=effects, ceiling=CEILING,
@@ -59,7 +61,7 @@ def run(
                     (w.creator_id, w.start_ms, w.counts["prompts"], w.revision) for w in effects.closed
                 ]
                 last_closing = b
-    return sent, sorted(closed, key=str), last_closing
+    return sent, sorted(closed, key=str), last_closing, sections
 
 
 def workload(seed: int, partitions: int, batches: int) -> list[list[tuple[int, int, str]]]:
@@ -95,13 +97,16 @@ def test_the_same_windows_close_in_the_same_batch_as_with_every_clock_sent(
 def test_clock_only_records_do_not_grow_with_batches_times_partitions() -> None:
     partitions = 24
     batches = [[(p, T0 + b * 50, CREATORS[0]) for p in range(partitions)] for b in range(100)]  # 5 s
-    every, _, _ = run(partitions, batches, refresh_s=0)
-    mattering, _, _ = run(partitions, batches, refresh_s=60.0)
+    every, _, _, every_sections = run(partitions, batches, refresh_s=0)
+    mattering, _, _, sections = run(partitions, batches, refresh_s=60.0)
     events = partitions * len(batches)
-    assert every >= partitions * partitions * len(batches) // 2, "each batch: every source to every partition"
-    # Each source: its events' records (all to one partition here) plus one first report to
+    assert every_sections >= partitions * partitions * len(batches) // 2, "every source to every partition"
+    # Each source: its events' sections (all to one partition here) plus one first report to
     # every partition; nothing more within a window and the refresh interval.
-    assert mattering <= events + partitions * partitions
+    assert sections <= events + partitions * partitions
+    # One record per counting partition and batch, whatever the number of sources.
+    assert every <= partitions * len(batches)
+    assert mattering <= len(batches) + partitions
 
 
 @settings(max_examples=200, deadline=None)

@@ -28,7 +28,7 @@ from likeflow.domain.quality.counting import (
 )
 from likeflow.domain.quality.index import SEEN_BUCKET_MS, PartitionIndex
 from likeflow.domain.quality.windows import window_start
-from streams.events import CountRecord, CreatorEvent
+from streams.events import CountBatch, CountRecord, CreatorEvent
 
 StoredValue = WindowRow | Seen | PartitionClock
 
@@ -146,7 +146,7 @@ def apply_record(
     *,
     partition: int,
     offset: int,
-    record: CountRecord,
+    record: CountRecord | CountBatch,
     policy: WindowPolicy,
     effects: Effects,
     ceiling: int,
@@ -154,9 +154,11 @@ def apply_record(
     """Apply the count record read at `offset` of counting partition `partition`.
 
     Counts each of its events exactly once (or not at all when late, or stamped beyond
-    `ceiling`), advances the source's clock, closes the windows the partition's watermark passed
-    and expires old state. `clock` is the partition's clock, updated in place and written to
-    `store` last.
+    `ceiling`), advances the sources' clocks, closes the windows the partition's watermark
+    passed and expires old state. `clock` is the partition's clock, updated in place and written
+    to `store` last. A `CountBatch` applies its sections in order, each as its source's next
+    record; its events are stamped (offset, index) with the index counted across the sections,
+    and windows close once, after the last section.
 
     `ceiling` (epoch ms) is the newest event time accepted: the caller's wall clock plus the
     allowed skew, fixed for a batch (`likeflow backfill`: for its run). The record's clocks are
@@ -164,10 +166,43 @@ def apply_record(
     carry a clock from year 9999, which would make every later record of its source late); an
     event beyond it is `Outcome.FUTURE`, in `effects.future`.
     """
+    sections = record.sections if isinstance(record, CountBatch) else (record,)
+    revised: set[tuple[str, int]] = set()
+    base = 0
+    for section in sections:
+        _apply_section(store, index, clock, offset, base, section, policy, effects, ceiling, revised)
+        base += len(section.events)
+    starts = closing(clock, policy, min(index.windows, default=None))
+    for start in starts:
+        for creator_id in sorted(index.windows.get(start, ())):
+            revised.add((creator_id, start))
+    for creator_id, start in sorted(revised, key=lambda cs: (cs[1], cs[0])):
+        _close(store, creator_id, start, partition, policy, effects)
+    if starts:
+        _expire(store, index, clock, policy, effects)
+    for source in dict.fromkeys(section.source for section in sections):
+        _expire_seen(store, index, clock, source, policy)
+    clock.offset = max(clock.offset, offset)
+    store.put(clock_key(partition), clock, CLOCK_ORDER)
+
+
+def _apply_section(
+    store: Store,
+    index: PartitionIndex,
+    clock: PartitionClock,
+    offset: int,
+    base: int,
+    record: CountRecord,
+    policy: WindowPolicy,
+    effects: Effects,
+    ceiling: int,
+    revised: set[tuple[str, int]],
+) -> None:
+    """Count one source's events (stamped from index `base` on) and move its clock; windows
+    counted into after they closed go to `revised`."""
     was_new = record.source not in clock.sources
     source = clock.source(record.source)
     old_clock, old_idle = source.clock, source.idle
-    revised: set[tuple[str, int]] = set()
     offsets = record.offsets
     if record.clock > ceiling or (record.clocks and max(record.clocks) > ceiling):
         effects.repaired_records += 1
@@ -186,12 +221,13 @@ def apply_record(
         by_offset = event.kind == "prompt" and i < len(offsets) and offsets[i] >= 0
         seen = None if by_offset else store.get(seen_key(event.event_id))
         seen = seen if isinstance(seen, Seen) else None
+        stamp = base + i
         outcome = classify(
             clock,
             row,
             seen,
             offset=offset,
-            index=i,
+            index=stamp,
             ts=event.ts,
             source_clock=event_clock,
             policy=policy,
@@ -208,7 +244,7 @@ def apply_record(
                 # Recognised by the row's stamp: the row reached the changelog with this event
                 # counted, but a crash lost the dedupe entry written after it. Restore the entry,
                 # or a later copy of the event would find none and be counted a second time.
-                _remember(store, index, event, offset, i, record.source)
+                _remember(store, index, event, offset, stamp, record.source)
             if row is not None:
                 # Serve the row again: what was derived from it before the crash may not have
                 # been written (the writes are absolute and versioned, so this is idempotent).
@@ -221,10 +257,10 @@ def apply_record(
         elif outcome is Outcome.COUNTED:
             row = row or WindowRow(event.creator_id, start)
             row.counts.add_event(event.kind, event.amount_cents)
-            row.last_offset, row.last_index = offset, i
+            row.last_offset, row.last_index = offset, stamp
             store.put(row_key, row, ROW_ORDER)
             if not by_offset:
-                _remember(store, index, event, offset, i, record.source)
+                _remember(store, index, event, offset, stamp, record.source)
             index.add_window(event.creator_id, start)
             effects.changed.setdefault(event.creator_id, {})[start] = row
             if start < clock.closed_until:
@@ -232,17 +268,6 @@ def apply_record(
     source.clock = min(max(source.clock, record.clock), ceiling)
     source.idle = record.idle
     clock.moved(record.source, old_clock, old_idle, was_new, policy)
-    starts = closing(clock, policy, min(index.windows, default=None))
-    for start in starts:
-        for creator_id in sorted(index.windows.get(start, ())):
-            revised.add((creator_id, start))
-    for creator_id, start in sorted(revised, key=lambda cs: (cs[1], cs[0])):
-        _close(store, creator_id, start, partition, policy, effects)
-    if starts:
-        _expire(store, index, clock, policy, effects)
-    _expire_seen(store, index, clock, record.source, policy)
-    clock.offset = max(clock.offset, offset)
-    store.put(clock_key(partition), clock, CLOCK_ORDER)
 
 
 def _remember(
