@@ -250,6 +250,10 @@ class CountCreatorEvents:
             metrics.clock_repairs.labels("counter_clock").inc(effects.repaired_partitions)
         if effects.repaired_records:
             metrics.clock_repairs.labels("count_record").inc(effects.repaired_records)
+        for partition, clock in clocks.items():
+            watermark = clock.watermark(self._policy)
+            if watermark is not None:
+                metrics.partition_watermark.labels(str(partition)).set(max(0, watermark) / 1000)
         # The sources this batch heard from, as they reported themselves (walking every source
         # of every partition would cost partitions x sources per batch).
         for name, (clock_ms, idle) in heard.items():

@@ -172,3 +172,23 @@ def test_counts_are_exact_when_count_records_are_delivered_twice(worker: InProce
     again = run(worker.harness.deliver(worker.handlers.counting, worker.harness.refetch(records)))
     assert served_totals(worker) == totals, "a redelivered count record counts once"
     assert again.committed and not worker.harness.crashes
+
+
+def test_counting_keeps_the_watermark_and_source_clock_gauges(worker: InProcess) -> None:
+    run(worker.run("likes", [like(f"u{i}", f"e{i}") for i in range(4)]))
+    run(worker.count())
+    registry = worker.ctx.metrics.registry
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for metric in registry.collect()
+        for sample in metric.samples
+    }
+    watermarks = [v for (name, _), v in samples.items() if name == "likeflow_watermark_timestamp_seconds"]
+    clocks = {
+        dict(labels)["source"]: v
+        for (name, labels), v in samples.items()
+        if name == "likeflow_source_clock_timestamp_seconds"
+    }
+    assert len(watermarks) == worker.settings.partitions, "one per counting partition"
+    assert clocks and all(source.startswith("likes/") for source in clocks)
+    assert max(clocks.values()) == (NOW - MINUTE) / 1000, "a source's clock is its likes' event time"
