@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from likeflow.domain.affinity import add_like, scores_at
-from likeflow.domain.copy import offer_text
+from likeflow.domain.copy import matched_interest, offer_text
 from likeflow.domain.exposure import prompt_shown
 from likeflow.domain.pricing import PricePolicy, offer_price
 from likeflow.domain.prompt_ids import PromptIds
@@ -106,8 +106,9 @@ def decide(
     other skip (dedupe, the user's clock, the profile: the user's interest is real), so a
     redelivery is a `Duplicate` of the first decision even if the weight changed since. The like
     then joins the profile, unless the user refused personalisation: then products are ranked
-    on an empty profile and none is built. The price is `offer_price` (the same for everyone at
-    the like's ts). `now_ms` (wall clock) only stamps `emitted_ts`.
+    on an empty profile and none is built (and the copy names no interest: `matched_interest`).
+    The price is `offer_price` (the same for everyone at the like's ts). `now_ms` (wall clock)
+    only stamps `emitted_ts`.
     """
     if state.consent is not None and not state.consent.prompts:
         return Skip(NoPromptReason.PROMPTS_OFF)
@@ -189,7 +190,9 @@ def _choose(
         price_cents=price_cents,
         offer=best.offer,
         score=score,
-        text=offer_text(guards.language, best.offer, best.title, price_cents),
+        text=offer_text(
+            guards.language, best.offer, best.title, price_cents, matched_interest(best.category, current)
+        ),
         like_ts=like.ts,
         emitted_ts=now_ms,
     )
