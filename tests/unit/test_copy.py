@@ -5,11 +5,10 @@ from __future__ import annotations
 import pytest
 
 from likeflow.domain.copy import INTEREST_MIN_STRENGTH, matched_interest, offer_text
-from likeflow.domain.decide import Emit, GuardPolicy, decide
-from likeflow.domain.ranking import RankingPolicy
+from likeflow.domain.decide import Emit
 from likeflow.domain.user_state import ConsentState, UserState
 from streams.events import Offer
-from tests.factories import BASE_TS, PROMPT_IDS, like, mapping, product
+from tests.factories import BASE_TS, decided, like, mapping, product
 
 # The copy every existing prompt has: byte for byte what earlier versions wrote.
 GOLDEN = [
@@ -73,16 +72,7 @@ def likes_of(state: UserState, n: int, category: str = "cookware") -> Emit:
     decision = None
     for i in range(n):
         mp = mapping(f"v{i}", product(f"p{i}", title=f"锅 {i}", category=category))
-        decision = decide(
-            state,
-            like(f"e{i}", video_id=f"v{i}", ts=BASE_TS + i * 60_000),
-            mp,
-            creator_weight=1.0,
-            now_ms=BASE_TS,
-            guards=GuardPolicy(),
-            ranking=RankingPolicy(),
-            prompt_ids=PROMPT_IDS,
-        )
+        decision = decided(state, like(f"e{i}", video_id=f"v{i}", ts=BASE_TS + i * 60_000), mp)
     assert isinstance(decision, Emit)
     return decision
 

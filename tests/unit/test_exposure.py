@@ -6,11 +6,10 @@ import math
 
 import pytest
 
-from likeflow.domain.decide import Duplicate, Emit, GuardPolicy, NoPromptReason, Skip, decide
+from likeflow.domain.decide import Duplicate, Emit, NoPromptReason, Skip
 from likeflow.domain.exposure import DAY_MS, exposure_point, prompt_shown
-from likeflow.domain.ranking import RankingPolicy
 from likeflow.domain.user_state import UserState
-from tests.factories import BASE_TS, PROMPT_IDS, like, mapping
+from tests.factories import BASE_TS, decided, like, mapping
 
 N = 20_000
 
@@ -52,17 +51,8 @@ def test_users_videos_and_days_draw_independently() -> None:
     assert 150 < sum(daily) < 250, "a user not shown today is not excluded for good"
 
 
-def run(state: UserState, event_id: str, user: str, weight: float) -> object:
-    return decide(
-        state,
-        like(event_id, user_id=user),
-        mapping("v1"),
-        creator_weight=weight,
-        now_ms=BASE_TS,
-        guards=GuardPolicy(),
-        ranking=RankingPolicy(),
-        prompt_ids=PROMPT_IDS,
-    )
+def run(state: UserState, event_id: str, user: str, weight: float, ts: int = BASE_TS) -> object:
+    return decided(state, like(event_id, user_id=user, ts=ts), mapping("v1"), weight)
 
 
 def test_decide_skips_a_demoted_like_as_demoted_and_records_it() -> None:
@@ -84,17 +74,6 @@ def test_decide_skips_a_demoted_like_as_demoted_and_records_it() -> None:
 
 def test_the_user_guards_come_first_so_demoted_counts_only_withheld_prompts() -> None:
     state = UserState()
-    mp = mapping("v1")
     # Offered once: the next like of the same product is `all_recently_offered`, whatever the weight.
     assert isinstance(run(state, "e1", "u1", 1.0), Emit)
-    again = decide(
-        state,
-        like("e2", user_id="u1", ts=BASE_TS + 1),
-        mp,
-        creator_weight=0.0,
-        now_ms=BASE_TS,
-        guards=GuardPolicy(),
-        ranking=RankingPolicy(),
-        prompt_ids=PROMPT_IDS,
-    )
-    assert again == Skip(NoPromptReason.ALL_RECENTLY_OFFERED)
+    assert run(state, "e2", "u1", 0.0, ts=BASE_TS + 1) == Skip(NoPromptReason.ALL_RECENTLY_OFFERED)
