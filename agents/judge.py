@@ -147,8 +147,13 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
             "change": change,
             "demoted": standing.demoted,
             "weight": standing.weight,
+            # For the feed's ranker, and the share of the creator's likes that get a prompt
+            # (likeflow.domain.exposure): the same number as `weight`, in [0, 1].
+            "recommendation_weight": standing.weight,
             "score": standing.score,
             "reasons": list(verdict.reasons),
+            # What keeps a demoted creator demoted: the reasons of its last bad judgment.
+            "demotion_reasons": list(standing.reasons) if standing.demoted else [],
             "horizon": mine.to_dict(),
             "smoothed": {
                 "ctr": verdict.ctr,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from agents.batch_handlers import BatchHandlers, build_batch_handlers
-from agents.context import PipelineContext
+from agents.context import CreatorWeight, PipelineContext, neutral_creator_weight
 from agents.retention import RetentionSweeper
 from config import Settings, load_settings
 from likeflow.domain.privacy import DAY_MS
@@ -140,10 +140,12 @@ def in_process(
     settings: Settings | None = None,
     mappings: Sequence[tuple[bytes, bytes]] = (),
     producer: FakeProducer | None = None,
+    creator_weight: CreatorWeight = neutral_creator_weight,
 ) -> InProcess:
     """The handlers over `settings` (default: the defaults with a test key), a video-mapping
-    replica that holds `mappings` (video-products records) and `producer` (default: a
-    `FakeProducer`; `FakeProducer(encode=True)` also builds real record batches)."""
+    replica that holds `mappings` (video-products records), `producer` (default: a
+    `FakeProducer`; `FakeProducer(encode=True)` also builds real record batches) and the
+    creators' weights `creator_weight` (default: everyone 1.0)."""
     settings = settings or load_settings({}, user_key="in-process-" + "0123456789abcdef" * 3)
     metrics = Metrics()
     harness = Harness(producer or FakeProducer(), on_stage=metrics.observe_stage)
@@ -206,6 +208,7 @@ def in_process(
         limits=limits,
         erasures=harness.store(ErasureLedgerCodec(), changelog(ERASURE_LEDGER_TABLE)),
         prompt_ids=prompt_ids_for(pseudonymize),
+        creator_weight=creator_weight,
     )
     handlers = build_batch_handlers(ctx, creator_counts)
     return InProcess(settings, harness, ctx, handlers, creator_counts, prompts, quality, audit)

@@ -101,7 +101,8 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
         "demotion_min_orders": "Orders a horizon needs before its return and complaint rates count. >= 0.",
         "demote_after_windows": "Consecutive bad judgements before a creator is demoted. >= 1.",
         "recover_after_windows": "Consecutive good judgements before a demoted creator recovers. >= 1.",
-        "demoted_min_weight": "Lowest recommendation weight of a demoted creator, in (0, 1].",
+        "demoted_min_weight": "Lowest recommendation weight of a demoted creator, in (0, 1]: the "
+        "least share of its likes that still get a prompt.",
     },
     "Serving (docs/redis.md)": {
         "redis_prefix": "Prefix of every Redis key; no spaces, braces or glob characters.",

@@ -12,6 +12,7 @@ from typing import Any, Literal, get_args, get_origin
 import orjson
 
 from likeflow.domain.pseudonym import PSEUDONYM_PATTERN
+from likeflow.domain.quality.judging import VERDICT_REASONS
 from streams.events import (
     ACTIONS,
     CONTRACT_HEADER,
@@ -185,8 +186,20 @@ def _quality() -> dict[str, Any]:
             "change": {"enum": ["demoted", "recovered", None]},
             "demoted": {"type": "boolean"},
             "weight": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+            "recommendation_weight": {
+                "type": "number",
+                "minimum": 0,
+                "maximum": 1,
+                "description": "the creator's standing for the feed's ranker: 1 full, lower when "
+                "demoted; likeflow prompts this share of the creator's likes (docs/consumers.md)",
+            },
             "score": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
             "reasons": {"type": "array", "items": {"type": "string"}},
+            "demotion_reasons": {
+                "type": "array",
+                "items": {"enum": list(VERDICT_REASONS)},
+                "description": "while demoted, the rates of its last bad judgment (else empty)",
+            },
             "horizon": counts,
             "smoothed": rates,
             "platform": rates,

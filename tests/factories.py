@@ -6,7 +6,10 @@ from typing import Any
 
 import orjson
 
+from likeflow.domain.decide import Decision, GuardPolicy, decide
 from likeflow.domain.prompt_ids import PromptIds
+from likeflow.domain.ranking import RankingPolicy
+from likeflow.domain.user_state import UserState
 from streams.events import Like, Product, VideoMapping
 from streams.validation import InputLimits
 
@@ -78,3 +81,17 @@ def mapping_json(video_id: str = "v1", products: list[dict[str, Any]] | None = N
     }
     data.update(fields)
     return orjson.dumps(data)
+
+
+def decided(state: UserState, lk: Like, mp: VideoMapping, creator_weight: float = 1.0) -> Decision:
+    """`decide` with the default guards and ranking, emitted at the like's ts."""
+    return decide(
+        state,
+        lk,
+        mp,
+        creator_weight=creator_weight,
+        now_ms=lk.ts,
+        guards=GuardPolicy(),
+        ranking=RankingPolicy(),
+        prompt_ids=PROMPT_IDS,
+    )

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from likeflow.domain.affinity import add_like, scores_at
-from likeflow.domain.copy import offer_text
+from likeflow.domain.copy import matched_interest, offer_text
+from likeflow.domain.exposure import prompt_shown
 from likeflow.domain.pricing import PricePolicy, offer_price
 from likeflow.domain.prompt_ids import PromptIds
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy, rank
@@ -27,6 +28,8 @@ class NoPromptReason(StrEnum):
     ERASED = "erased"
     # The user liked more than `max_likes_per_user` times within the dedupe horizon.
     RATE_LIMITED = "rate_limited"
+    # The creator is demoted: its likes get a prompt for a share equal to its weight only.
+    DEMOTED = "demoted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +99,16 @@ def decide(
     in stock) ranked against the user's profile *before* this like; products offered to the user
     within `repeat_window_ms` of this like are passed over, so a repeat like falls through to the
     best product not yet offered; a like more than `dedupe_horizon_ms` behind the user's latest is
-    refused as too late; at most `prompts_per_hour` per clock hour of like time. The like
+    refused as too late; at most `prompts_per_hour` per clock hour of like time. Last, a demoted
+    creator's like gets its prompt only if `prompt_shown(creator_weight, ...)` (a share of likes
+    equal to the weight, by a stable hash of user, video and UTC day), else `demoted`: a like
+    that would have had a prompt, withheld for its creator's standing. It is recorded like any
+    other skip (dedupe, the user's clock, the profile: the user's interest is real), so a
+    redelivery is a `Duplicate` of the first decision even if the weight changed since. The like
     then joins the profile, unless the user refused personalisation: then products are ranked
-    on an empty profile and none is built. The price is `offer_price` (the same for everyone at
-    the like's ts). `now_ms` (wall clock) only stamps `emitted_ts`.
+    on an empty profile and none is built (and the copy names no interest: `matched_interest`).
+    The price is `offer_price` (the same for everyone at the like's ts). `now_ms` (wall clock)
+    only stamps `emitted_ts`.
     """
     if state.consent is not None and not state.consent.prompts:
         return Skip(NoPromptReason.PROMPTS_OFF)
@@ -167,6 +176,8 @@ def _choose(
         return Skip(NoPromptReason.ALL_RECENTLY_OFFERED)
     if this_hour >= guards.prompts_per_hour:
         return Skip(NoPromptReason.HOURLY_CAP)
+    if not prompt_shown(creator_weight, like.user_id, like.video_id, like.ts):
+        return Skip(NoPromptReason.DEMOTED)
     score, best = rank(candidates, state.affinity, like.ts, creator_weight, ranking, current)[0]
     price_cents = offer_price(best, like.ts, pricing)
     prompt = Prompt(
@@ -179,7 +190,9 @@ def _choose(
         price_cents=price_cents,
         offer=best.offer,
         score=score,
-        text=offer_text(guards.language, best.offer, best.title, price_cents),
+        text=offer_text(
+            guards.language, best.offer, best.title, price_cents, matched_interest(best.category, current)
+        ),
         like_ts=like.ts,
         emitted_ts=now_ms,
     )

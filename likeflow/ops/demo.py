@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from config import Settings
 from likeflow.connections import kafka_client_kwargs
+from likeflow.ops.status import Samples, scrape
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
 
 CATEGORIES = {
@@ -86,16 +87,47 @@ def bad_record(rng: random.Random) -> bytes:
     )
 
 
+def no_prompt_reasons(before: Samples, after: Samples) -> dict[str, int]:
+    """Why the worker's valid likes got no prompt between two scrapes of its /metrics: the rise
+    of `likeflow_likes_skipped_total` per reason (and redelivered likes), biggest first."""
+    reasons: dict[str, int] = {}
+    for name, label in (
+        ("likeflow_likes_skipped_total", None),
+        ("likeflow_duplicate_likes_total", "duplicate"),
+    ):
+        was = before.get(name, {})
+        for labels, value in after.get(name, {}).items():
+            rise = int(value - was.get(labels, 0.0))
+            if rise > 0:
+                reason = label or dict(labels).get("reason", "?")
+                reasons[reason] = reasons.get(reason, 0) + rise
+    return dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 class LiveView:
-    """Prints prompts as they arrive and a summary line every few seconds."""
+    """Prints prompts as they arrive and a summary line every few seconds: what was sent, what
+    came back, and why the other likes got no prompt (from the worker's metrics)."""
 
     def __init__(self, show: int) -> None:
         self.likes = 0
         self.bad = 0
         self.prompts = 0
         self.dead_letters = 0
+        # Likes without a prompt by reason since the feed started; None: the worker's metrics
+        # could not be read.
+        self.no_prompt: dict[str, int] | None = {}
+        self._baseline: Samples | None = None
         self._show = show
         self._started = time.monotonic()
+
+    def on_metrics(self, samples: Samples | None) -> None:
+        """A scrape of the worker's /metrics (None if it failed); the first is the baseline."""
+        if samples is None:
+            self.no_prompt = None
+        elif self._baseline is None:
+            self._baseline, self.no_prompt = samples, {}
+        else:
+            self.no_prompt = no_prompt_reasons(self._baseline, samples)
 
     def on_prompt(self, value: bytes) -> None:
         self.prompts += 1
@@ -110,15 +142,30 @@ class LiveView:
 
     def summary(self) -> str:
         elapsed = time.monotonic() - self._started
+        if self.no_prompt is None:
+            why = "no prompt: ? (worker metrics unreachable)"
+        else:
+            reasons = ", ".join(f"{reason} {n}" for reason, n in self.no_prompt.items())
+            why = f"no prompt {sum(self.no_prompt.values())}" + (f": {reasons}" if reasons else "")
         return (
             f"[demo {elapsed:6.0f}s] likes sent {self.likes} (+{self.bad} bad) | "
-            f"prompts out {self.prompts} | dead letters {self.dead_letters}"
+            f"prompts out {self.prompts} | {why} | dead letters {self.dead_letters}"
         )
+
+
+async def read_metrics(url: str) -> Samples | None:
+    """The worker's /metrics, or None when it does not answer (the demo goes on without)."""
+    try:
+        return await asyncio.to_thread(scrape, url, 2.0)
+    except (OSError, ValueError):
+        return None
 
 
 async def run_demo(settings: Settings, opts: DemoOptions) -> LiveView:
     """Publish the catalogue, then likes at `opts.rate`/s while showing prompts and dead letters."""
     view = LiveView(opts.show)
+    metrics_url = f"http://{settings.web_host}:{settings.web_port}/metrics"
+    view.on_metrics(await read_metrics(metrics_url))  # the baseline, before the first like
     producer = AIOKafkaProducer(**kafka_client_kwargs(settings), linger_ms=5)
     consumer = AIOKafkaConsumer(
         settings.topic(ORDER_PROMPTS),
@@ -144,8 +191,9 @@ async def run_demo(settings: Settings, opts: DemoOptions) -> LiveView:
             f"{settings.topic(LIKES)} (Ctrl-C to stop)",
             flush=True,
         )
-        await _send_likes(producer, settings, opts, view, len(videos))
+        await _send_likes(producer, settings, opts, view, len(videos), metrics_url)
         await asyncio.sleep(2)  # let the last prompts arrive
+        view.on_metrics(await read_metrics(metrics_url))
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -156,7 +204,12 @@ async def run_demo(settings: Settings, opts: DemoOptions) -> LiveView:
 
 
 async def _send_likes(
-    producer: AIOKafkaProducer, settings: Settings, opts: DemoOptions, view: LiveView, n_videos: int
+    producer: AIOKafkaProducer,
+    settings: Settings,
+    opts: DemoOptions,
+    view: LiveView,
+    n_videos: int,
+    metrics_url: str,
 ) -> None:
     rng = random.Random(opts.seed + 1)
     topic = settings.topic(LIKES)
@@ -180,6 +233,7 @@ async def _send_likes(
             await producer.send(topic, orjson.dumps(like), key=user.encode())
             view.likes += 1
         if time.monotonic() >= next_summary:
+            view.on_metrics(await read_metrics(metrics_url))
             print(view.summary(), flush=True)
             next_summary += 5
         await asyncio.sleep(interval)

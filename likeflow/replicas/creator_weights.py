@@ -15,10 +15,12 @@ log = logging.getLogger(__name__)
 class CreatorWeights(CompactedFollower):
     """creator_id -> weight in (0, 1]; unknown creators weigh 1.0.
 
-    A record whose weight is not a finite number in (0, 1] is ignored with a warning (the
-    creator keeps its previous weight): the weight multiplies every prompt score of the
-    creator, so a weight of 0, below 0, above 1, or not a number would hide the creator's
-    products, invert their ranking or let them outrank everyone."""
+    The weight multiplies every prompt score of the creator and is the share of its likes that
+    get a prompt (`likeflow.domain.exposure`; the record's `recommendation_weight` is the same
+    number). A record whose weight is not a finite number in (0, 1] is ignored with a warning
+    (the creator keeps its previous weight): a weight of 0, below 0, above 1, or not a number
+    would silence the creator, invert its ranking or let it outrank everyone; the judge never
+    writes one (its floor is LIKEFLOW_DEMOTED_MIN_WEIGHT > 0)."""
 
     def __init__(self) -> None:
         super().__init__()

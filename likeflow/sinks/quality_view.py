@@ -31,7 +31,10 @@ def build_view(
         "platform": platform_rates,
         "score": standing.get("score", 1.0),
         "weight": standing.get("weight", 1.0),
+        # A verdict an earlier version served has no recommendation_weight: it equals `weight`.
+        "recommendation_weight": standing.get("recommendation_weight", standing.get("weight", 1.0)),
         "demoted": standing.get("demoted", False),
+        "demotion_reasons": standing.get("demotion_reasons", []),
     }
 
 

@@ -1,8 +1,10 @@
-"""Creator quality on the real Kafka and Redis: exact window counts, late data, kill -9, demotion."""
+"""Creator quality on the real Kafka and Redis: exact counts, late data, kill -9, demotion a user sees."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import math
 import random
 import signal
 import time
@@ -16,10 +18,19 @@ import orjson
 import pytest
 
 from config import Settings, load_settings
+from likeflow.domain.exposure import prompt_shown
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_keys import windows_key
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
-from tests.integration.harness import Record, WorkerProcess, produce, read_topic_until, run_cli, wait_until
+from tests.integration.harness import (
+    Record,
+    WorkerProcess,
+    produce,
+    read_topic,
+    read_topic_until,
+    run_cli,
+    wait_until,
+)
 from tests.integration.namespaces import private_settings, pseudonymizer_for
 
 H = 3_600_000
@@ -268,10 +279,14 @@ def like(user: str, video: str, ts: int) -> Record:
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdict://"])
-async def test_bad_creator_is_demoted_ranks_lower_and_recovers(
+async def test_a_demoted_creator_gets_prompts_for_its_weight_share_and_recovers(
     private: Settings, tmp_path: Path, store: str
 ) -> None:
-    # Judged on a two-hour horizon: the last two closed windows decide.
+    """The demotion a user sees: the share of fresh likes on a creator's video that get a prompt
+    is 1 before, its `recommendation_weight` while demoted (exactly the likes the stable hash
+    picks), 1 again after recovery; a good creator's stays 1 throughout."""
+    # Judged on a two-hour horizon: the last two closed windows decide. A demoted creator's
+    # weight is the floor (its score is lower), so the share to expect is known in advance.
     settings = with_overrides(
         private,
         store=store,
@@ -279,8 +294,10 @@ async def test_bad_creator_is_demoted_ranks_lower_and_recovers(
         quality_horizon_hours=2,
         demotion_min_prompts=8,
         demotion_min_orders=1000,
+        demoted_min_weight=0.4,
     )
     await ensure_topics(settings)
+    pseudonym = pseudonymizer_for(settings)
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     worker.start()
     try:
@@ -305,83 +322,143 @@ async def test_bad_creator_is_demoted_ranks_lower_and_recovers(
             ],
         )
         await wait_until(lambda: (worker.health() or {})["video_mappings"] >= 2, 30, "mappings", worker)
-        n_users = 0
 
-        async def run_window(k: int, bad_clicks: int) -> None:
-            nonlocal n_users
-            start = T + k * H
-            likes = []
-            for c in ("good", "bad"):
-                for _ in range(10):
-                    n_users += 1
-                    likes.append(like(f"d-u{n_users}", f"d-v{c}", start + 60_000))
-            before = counted(worker, "prompt")
-            await produce(settings, settings.topic(LIKES), likes)
-            await wait_until(
-                lambda: counted(worker, "prompt") - before >= 20, 30, f"window {k} prompts", worker
+        def decided() -> float:
+            return worker.metric_sum("likeflow_prompts_emitted_total") + worker.metric_sum(
+                "likeflow_likes_skipped_total", reason="demoted"
             )
-            clicks = [feedback(f"d-click-{k}-good-{i}", "d-good", "click", start + 120_000) for i in range(5)]
-            clicks += [
-                feedback(f"d-click-{k}-bad-{i}", "d-bad", "click", start + 120_000) for i in range(bad_clicks)
+
+        async def send_likes(tag: str, ts: int, n: int) -> dict[str, set[str]]:
+            """n likes of fresh users on each creator's video at `ts`: {creator: users prompted}."""
+            users = {c: [f"d-{tag}-{c}-{i}" for i in range(n)] for c in ("good", "bad")}
+            before = decided()
+            await produce(
+                settings, settings.topic(LIKES), [like(u, f"d-v{c}", ts) for c in users for u in users[c]]
+            )
+            await wait_until(lambda: decided() - before >= 2 * n, 60, f"{tag}: likes decided", worker)
+            return await prompted(users)
+
+        async def prompted(users: dict[str, list[str]]) -> dict[str, set[str]]:
+            keys = {pseudonym(u).encode(): (c, u) for c, us in users.items() for u in us}
+            records = await read_topic(settings, settings.topic(ORDER_PROMPTS))
+            out: dict[str, set[str]] = {c: set() for c in users}
+            for r in records:
+                if r.key in keys:
+                    creator, user = keys[r.key]
+                    out[creator].add(user)
+            return out
+
+        async def click(tag: str, shown: dict[str, set[str]], ts: int, bad_share: float) -> None:
+            """Clicks on half the good creator's prompts and `bad_share` of the bad one's."""
+            n = {"good": len(shown["good"]) // 2, "bad": int(len(shown["bad"]) * bad_share)}
+            clicks = [
+                feedback(f"d-{tag}-click-{c}-{i}", f"d-{c}", "click", ts) for c in n for i in range(n[c])
             ]
             before = counted(worker, "click")
             await produce(settings, settings.topic(PROMPT_FEEDBACK), clicks)
             await wait_until(
-                lambda: counted(worker, "click") - before >= len(clicks), 30, f"window {k} clicks", worker
+                lambda: counted(worker, "click") - before >= len(clicks), 30, f"{tag}: clicks", worker
             )
 
-        async def compare_scores(tag: str) -> tuple[float, float]:
-            # Fresh users, same moment: the only difference is the creator.
-            ts = T + 4 * H + 30 * 60_000  # inside the open window 4: moves no watermark
-            await produce(
-                settings,
-                settings.topic(LIKES),
-                [like(f"d-{tag}-g", "d-vgood", ts), like(f"d-{tag}-b", "d-vbad", ts)],
-            )
-            # Prompts are keyed by the user's pseudonym.
-            good, bad = (pseudonymizer_for(settings)(f"d-{tag}-{s}").encode() for s in "gb")
-            records = await read_topic_until(
-                settings,
-                settings.topic(ORDER_PROMPTS),
-                lambda rs: sum(r.key in (good, bad) for r in rs) >= 2,
-                30,
-                "score probes",
-            )
-            scores = {r.key: orjson.loads(r.value)["score"] for r in records if r.value}
-            return scores[good], scores[bad]
+        def standing(creator: str) -> dict[str, Any]:
+            doc: dict[str, Any] = get_json(worker, f"/creators/{creator}/quality")[1]
+            return doc
 
-        # Bad windows 0-4 (the first may be judged against a platform that has only seen the bad
-        # creator so far, so it may not count); window 4's prompts close window 3, and three bad
-        # judgments of the horizon in a row demote.
-        for k in range(5):
-            await run_window(k, bad_clicks=0)
+        async def settled() -> dict[str, Any]:
+            """The bad creator's standing once every window that can close has been judged (the
+            quiet inputs go idle) and every worker's weight replica has read it."""
+            last, still = standing("d-bad"), 0.0
+            while still < settings.quality_idle_after_s + 2:
+                await asyncio.sleep(0.5)
+                now = standing("d-bad")
+                still = still + 0.5 if now == last else 0.0
+                last = now
+            return last
+
+        shares: dict[str, list[float]] = {"good": [], "bad": []}
+
+        async def run_window(k: int, bad_share: float, n: int = 40) -> None:
+            start = T + k * H
+            shown = await send_likes(f"w{k}", start + M, n)
+            for c in shares:
+                shares[c].append(len(shown[c]) / n)
+            await click(f"w{k}", shown, start + 2 * M, bad_share)
+
+        # Before: nothing judged yet, every like gets its prompt.
+        await run_window(0, bad_share=0.0)
+        assert shares == {"good": [1.0], "bad": [1.0]}
+        # Bad windows 1-4 (window 0 may be judged against a platform that has only seen part of
+        # it); three bad judgments of the horizon in a row demote.
+        for k in range(1, 5):
+            await run_window(k, bad_share=0.0)
+        await wait_until(lambda: standing("d-bad").get("demoted") is True, 30, "demotion", worker)
+        doc = await settled()
+        weight = doc["recommendation_weight"]
+        assert doc["demoted"] is True and weight == doc["weight"] == 0.4
+        assert doc["demotion_reasons"] == ["low_ctr"]
+        assert standing("d-good")["demoted"] is False
+
+        # During: fresh likes inside the open window 4 (they close no window, so the weight
+        # holds): the bad creator's share is its weight, and exactly the likes the hash picks.
+        probe_ts = T + 4 * H + 30 * M
+        n_probe = 300
+        during = await send_likes("during", probe_ts, n_probe)
+        bad_video = "d-vbad"
+        expected = {
+            f"d-during-bad-{i}"
+            for i in range(n_probe)
+            if prompt_shown(weight, pseudonym(f"d-during-bad-{i}"), bad_video, probe_ts)
+        }
+        during_share = {c: len(during[c]) / n_probe for c in during}
+        assert during_share["good"] == 1.0
+        assert during["bad"] == expected
+        assert abs(during_share["bad"] - weight) < 4.5 * math.sqrt(weight * (1 - weight) / n_probe)
+        await click("during", during, probe_ts + M, bad_share=0.0)
+
+        # Good windows from 5: once two good windows fill the horizon, three good judgments in a
+        # row recover (the demoted creator still gets 40% of its likes prompted: enough volume to
+        # be judged).
+        k = 5
+        while standing("d-bad").get("demoted") is not False:
+            assert k < 13, f"no recovery after window {k - 1}: {standing('d-bad')}"
+            await run_window(k, bad_share=0.5)
+            k += 1
+            with contextlib.suppress(TimeoutError):
+                await wait_until(lambda: standing("d-bad").get("demoted") is False, 5, "recovery", worker)
+        doc = await settled()
+        assert doc["demoted"] is False and doc["recommendation_weight"] == doc["weight"] == 1.0
+        assert doc["demotion_reasons"] == []
+
+        # After: every fresh like of the recovered creator gets its prompt again.
+        after_ts = T + (k - 1) * H + 30 * M
+        after = await send_likes("after", after_ts, n_probe)
+        after_share = {c: len(after[c]) / n_probe for c in after}
+        assert after_share == {"good": 1.0, "bad": 1.0}
+
+        # The likes withheld during the demotion, redelivered after the recovery: the users'
+        # state remembers them, so they decide as they did (no prompt), and the prompted ones
+        # re-send their original prompt.
+        duplicates = worker.metric_sum("likeflow_duplicate_likes_total")
+        await produce(
+            settings,
+            settings.topic(LIKES),
+            [like(f"d-during-{c}-{i}", f"d-v{c}", probe_ts) for c in ("good", "bad") for i in range(n_probe)],
+        )
         await wait_until(
-            lambda: get_json(worker, "/creators/d-bad/quality")[1].get("demoted") is True,
-            30,
-            "demotion",
+            lambda: worker.metric_sum("likeflow_duplicate_likes_total") - duplicates >= 2 * n_probe,
+            60,
+            "the redelivered likes",
             worker,
         )
-        doc = get_json(worker, "/creators/d-bad/quality")[1]
-        assert 0 < doc["weight"] < 1 and doc["platform"]["ctr"] is not None
-        assert get_json(worker, "/creators/d-good/quality")[1]["demoted"] is False
+        users = {c: [f"d-during-{c}-{i}" for i in range(n_probe)] for c in ("good", "bad")}
+        assert await prompted(users) == during
 
-        deadline = time.monotonic() + 10  # the weight reaches the ranking within 10 s
-        good, bad = await compare_scores("after-demotion")
-        while not bad < good and time.monotonic() < deadline:
-            good, bad = await compare_scores(f"retry-{time.monotonic()}")
-        assert bad < good
-
-        # Good windows 5-8: once two good windows fill the horizon, three good judgments in a row
-        # recover.
-        for k in range(5, 9):
-            await run_window(k, bad_clicks=5)
-        await wait_until(
-            lambda: get_json(worker, "/creators/d-bad/quality")[1].get("demoted") is False,
-            30,
-            "recovery",
-            worker,
+        print(
+            f"\n{store}: share of fresh likes prompted, bad creator: windows {shares['bad']}, "
+            f"during demotion {during_share['bad']:.3f} (weight {weight}), after recovery "
+            f"{after_share['bad']:.3f}; good creator: windows {shares['good']}, during "
+            f"{during_share['good']:.3f}, after {after_share['good']:.3f}"
         )
-        assert get_json(worker, "/creators/d-bad/quality")[1]["weight"] == 1.0
         assert worker.metric_sum("likeflow_creator_standing_changes_total", change="demoted") == 1
         assert worker.metric_sum("likeflow_creator_standing_changes_total", change="recovered") == 1
     finally:

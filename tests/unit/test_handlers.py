@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import orjson
@@ -9,6 +10,8 @@ import pytest
 
 from agents.testing import InProcess, in_process
 from config import load_settings
+from likeflow.domain.exposure import prompt_shown
+from likeflow.engine.testing import Delivered
 from streams.events import CountBatch
 from tests.factories import mapping_json
 from tests.unit.loop import run
@@ -107,6 +110,41 @@ def test_the_batch_stages_say_where_its_time_went(worker: InProcess) -> None:
         if sample.name == "likeflow_batch_stage_seconds_count" and sample.labels["topic"] == "likes"
     }
     assert observed == {"changelog_ack", "send", "outputs_ack", "audit", "redis", "turn", "complete"}
+
+
+def test_a_demoted_creators_likes_get_prompts_for_its_weight_and_a_redelivery_decides_the_same() -> None:
+    weights = {"c1": 0.3}
+    mappings = [(b"v1", mapping_json("v1", ts=NOW - 3_600_000))]
+
+    def demoted_worker() -> InProcess:
+        return in_process(load_settings({}, user_key=KEY), mappings, creator_weight=lambda c: weights[c])
+
+    def prompted(done: Delivered) -> set[str]:
+        return {orjson.loads(s.value or b"")["user_id"] for s in done.outputs("order-prompts")}
+
+    def skipped(w: InProcess) -> float | None:
+        return w.ctx.metrics.registry.get_sample_value("likeflow_likes_skipped_total", {"reason": "demoted"})
+
+    w = demoted_worker()
+    likes = [like(f"u{i}", f"e{i}") for i in range(400)]
+    first = run(w.run("likes", likes))
+    shown = prompted(first)
+    assert len(shown) + (skipped(w) or 0) == 400
+    assert abs(len(shown) / 400 - 0.3) < 4.5 * math.sqrt(0.3 * 0.7 / 400)
+    users = [w.ctx.pseudonymize(f"u{i}") for i in range(400)]
+    assert shown == {u for u in users if prompt_shown(0.3, u, "v1", NOW - MINUTE)}
+
+    # Redelivered after the creator recovered: the state decides, the same prompts byte for byte.
+    weights["c1"] = 1.0
+    again = run(w.run("likes", likes))
+    assert sorted(s.value or b"" for s in again.outputs("order-prompts")) == sorted(
+        s.value or b"" for s in first.outputs("order-prompts")
+    )
+    assert skipped(w) == 400 - len(shown)
+    assert w.ctx.metrics.registry.get_sample_value("likeflow_duplicate_likes_total") == 400
+    # Replayed onto a worker that lost the state, at the same weight: the hash decides the same.
+    weights["c1"] = 0.3
+    assert prompted(run(demoted_worker().run("likes", likes))) == shown
 
 
 # -- RouteFeedback ---------------------------------------------------------------------------------

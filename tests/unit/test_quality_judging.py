@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from likeflow.domain.quality.horizon import PlatformHorizon, apply_window, creator_totals
 from likeflow.domain.quality.judging import (
+    VERDICT_REASONS,
     CreatorStanding,
     JudgePolicy,
     PlatformRates,
@@ -43,6 +44,8 @@ def test_low_ctr_high_returns_and_complaints_are_bad() -> None:
     complaints = Counts(prompts=10, clicks=2, orders=40, complaints=5)
     assert judge_horizon(0, complaints, PLATFORM, POLICY).reasons == ("high_complaint_rate",)
     assert not judge_horizon(0, good(), PLATFORM, POLICY).bad
+    both = Counts(prompts=200, clicks=4, orders=40, returns=10, complaints=5)
+    assert judge_horizon(0, both, PLATFORM, POLICY).reasons == VERDICT_REASONS, "the contract's enum"
 
 
 def test_score_is_in_zero_one() -> None:

@@ -78,7 +78,18 @@ def test_the_verdict_and_platform_rates_are_the_judge_s() -> None:
     view = build_view("c1", [window(BASE_TS, prompts=1)], standing, platform)
     assert (view["score"], view["weight"], view["demoted"]) == (0.31, 0.31, True)
     assert view["platform"] == {"ctr": 0.1, "conversion": 0.2, "return_rate": 0.05, "complaint_rate": 0.1}
-    assert set(view) == {"creator_id", "windows", "totals", *RATES, "platform", "score", "weight", "demoted"}
+    assert set(view) == {
+        "creator_id",
+        "windows",
+        "totals",
+        *RATES,
+        "platform",
+        "score",
+        "weight",
+        "recommendation_weight",
+        "demoted",
+        "demotion_reasons",
+    }
 
 
 async def test_creator_quality_reads_the_creator_s_standing_and_the_platform_under_the_prefix() -> None:
@@ -99,3 +110,20 @@ async def test_a_creator_without_retained_windows_has_no_document() -> None:
     store = FakeQualityStore()
     store.docs[standing_key("t", "gone")] = {"demoted": True, "score": 0.2, "weight": 0.2}
     assert await creator_quality(store, "gone") is None  # type: ignore[arg-type]
+
+
+def test_the_recommendation_weight_and_what_keeps_a_creator_demoted_are_served() -> None:
+    standing = {
+        "demoted": True,
+        "score": 0.4,
+        "weight": 0.4,
+        "recommendation_weight": 0.4,
+        "demotion_reasons": ["low_ctr"],
+    }
+    view = build_view("c1", [window(BASE_TS, prompts=1)], standing, None)
+    assert (view["recommendation_weight"], view["demotion_reasons"]) == (0.4, ["low_ctr"])
+    # A verdict served by an earlier version has neither: the weight stands for both.
+    earlier = build_view("c1", [window(BASE_TS, prompts=1)], {"demoted": True, "weight": 0.3}, None)
+    assert (earlier["recommendation_weight"], earlier["demotion_reasons"]) == (0.3, [])
+    fresh = build_view("c1", [window(BASE_TS, prompts=1)], None, None)
+    assert (fresh["recommendation_weight"], fresh["demotion_reasons"]) == (1.0, [])

@@ -12,6 +12,9 @@ from typing import Any
 
 from likeflow.domain.quality.windows import Counts, ratio
 
+# What a bad judgment names: the smoothed rate that is worse than the platform's by the margin.
+VERDICT_REASONS = ("low_ctr", "high_return_rate", "high_complaint_rate")
+
 
 @dataclass(frozen=True, slots=True)
 class JudgePolicy:
