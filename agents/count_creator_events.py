@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from agents.context import PipelineContext
-from likeflow.domain.quality.counting import PartitionClock, WindowPolicy
+from likeflow.domain.quality.counting import Outcome, PartitionClock, WindowPolicy
 from likeflow.domain.quality.engine import (
     ClosedWindow,
     Effects,
@@ -242,6 +242,9 @@ class CountCreatorEvents:
         outcomes = Counter((event.kind, outcome.value) for event, outcome in effects.outcomes)
         for (kind, outcome), n in outcomes.items():
             metrics.creator_events.labels(kind, outcome).inc(n)
+        gmv = sum(e.amount_cents for e, o in effects.outcomes if o is Outcome.COUNTED and e.kind == "order")
+        if gmv:
+            metrics.gmv.inc(gmv)
         for late_source, n in Counter(source for _, _, source in effects.late).items():
             metrics.late_records.labels(late_source).inc(n)
         if effects.closed:

@@ -14,6 +14,7 @@ from agents.context import PipelineContext
 from likeflow.domain.quality.creator_rows import expired_creators, repair_row, sweep_due
 from likeflow.domain.quality.horizon import PlatformHorizon, apply_window, creator_totals
 from likeflow.domain.quality.judging import CreatorStanding, apply_verdict, judge_horizon, platform_document
+from likeflow.domain.quality.windows import business
 from likeflow.engine import delete_for_event, put_for_event
 from likeflow.sinks.redis_keys import platform_key, standing_key
 from streams.events import CONTRACT_HEADER_MAP
@@ -155,6 +156,7 @@ def register(app: faust.App, ctx: PipelineContext) -> Any:
             # What keeps a demoted creator demoted: the reasons of its last bad judgment.
             "demotion_reasons": list(standing.reasons) if standing.demoted else [],
             "horizon": mine.to_dict(),
+            "business": business(mine),
             "smoothed": {
                 "ctr": verdict.ctr,
                 "return_rate": verdict.return_rate,

@@ -128,6 +128,10 @@ class PromptLikes:
             offset=record.offset,
         )
         if isinstance(decision, Duplicate):
+            if decision.redelivered:
+                # This record was decided before a crash: its like may not have been counted.
+                # Reported again at its own offset, it counts only if it never arrived.
+                self._reports.add(partition, self._like_event(like, mapping.creator_id), record.offset)
             # Re-send the original prompt byte for byte: if the first send was lost in a crash
             # before the producer flushed, this one delivers it.
             if decision.sent is not None:
@@ -141,12 +145,18 @@ class PromptLikes:
             return decision.reason.value  # nothing of the like was recorded: no state to write
         self._states.put(partition, user, state)
         ctx.retention.touch(partition, user, state)
+        # The creator's like count: every like recorded in the user's state, prompted or not.
+        self._reports.add(partition, self._like_event(like, mapping.creator_id), record.offset)
         if isinstance(decision, Skip):
             return decision.reason.value
         prompts.append((partition, decision.prompt, decision.raw))
         # The creator's prompt count. A re-sent prompt has the same event_id, counted once.
         self._reports.add(partition, CreatorEvent.for_prompt(decision.prompt), record.offset)
         return PROMPTED
+
+    @staticmethod
+    def _like_event(like: Like, creator_id: str) -> CreatorEvent:
+        return CreatorEvent.for_like(like.event_id, creator_id, like.user_id, like.ts)
 
     def _account(
         self, batch: Records, prompts: list[tuple[int, Prompt, bytes]], outcomes: Counter[str], now_ms: int

@@ -112,9 +112,16 @@ class Metrics:
         )
         self.creator_events = Counter(
             "likeflow_creator_events_total",
-            "Creator events (prompts and feedback) by kind and outcome (counted, duplicate, "
-            "redelivered, late, future_ts).",
+            "Creator events (likes decided, prompts and feedback) by kind and outcome (counted, "
+            "duplicate, redelivered, late, future_ts).",
             ["kind", "outcome"],
+            registry=r,
+        )
+        self.gmv = Counter(
+            "likeflow_gmv_cents_total",
+            "GMV of the orders counted by the creator counters (cents; each order once). Per "
+            '10,000 likes: 100 * rate(this) / rate(likeflow_creator_events_total{kind="like", '
+            'outcome="counted"}).',
             registry=r,
         )
         self.late_records = Counter(

@@ -20,7 +20,7 @@ Action = Literal["like", "unlike"]
 Offer = Literal["order", "booking", "trial"]
 FeedbackKind = Literal["click", "order", "return", "complaint"]
 # "prompt" is not accepted on `prompt-feedback`: the job counts its own prompts.
-CreatorEventKind = Literal["prompt", "click", "order", "return", "complaint"]
+CreatorEventKind = Literal["like", "prompt", "click", "order", "return", "complaint"]
 ACTIONS: tuple[Action, ...] = ("like", "unlike")
 OFFERS: tuple[Offer, ...] = ("order", "booking", "trial")
 FEEDBACK_KINDS: tuple[FeedbackKind, ...] = ("click", "order", "return", "complaint")
@@ -239,6 +239,12 @@ class CreatorEvent:
             "prompt",
             prompt.like_ts,
         )
+
+    @classmethod
+    def for_like(cls, event_id: str, creator_id: str, user_id: str, ts: int) -> CreatorEvent:
+        """The count event of a like the job decided on a creator's video (prompted or not):
+        event_id "like:<event_id>"; counted once per like by the offset it comes with."""
+        return cls("like:" + event_id, "", creator_id, "", user_id, "like", ts)
 
     @classmethod
     def prompt_count(

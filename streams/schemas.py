@@ -171,9 +171,28 @@ def _quality() -> dict[str, Any]:
         "type": "object",
         "properties": {
             k: {"type": "integer", "minimum": 0}
-            for k in ("prompts", "clicks", "orders", "returns", "complaints", "gmv_cents")
+            for k in ("likes", "prompts", "clicks", "orders", "returns", "complaints", "gmv_cents")
         },
+        # `likes` is absent from a record judged before likes were counted.
         "required": ["prompts", "clicks", "orders", "returns", "complaints", "gmv_cents"],
+    }
+    figure = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "null"}]}
+    business = {
+        "type": "object",
+        "description": "the horizon's business figures: likes, effective likes (those that got a "
+        "prompt) and their share, GMV in yuan, per 10,000 likes and per 10,000 effective likes "
+        "(null when there is nothing to divide by; docs/quality.md)",
+        "properties": {
+            k: figure
+            for k in (
+                "likes",
+                "effective_likes",
+                "effective_like_share",
+                "gmv_yuan",
+                "gmv_yuan_per_10k_likes",
+                "gmv_yuan_per_10k_effective_likes",
+            )
+        },
     }
     rate = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "null"}]}
     rates = {"type": "object", "additionalProperties": rate}
@@ -201,6 +220,7 @@ def _quality() -> dict[str, Any]:
                 "description": "while demoted, the rates of its last bad judgment (else empty)",
             },
             "horizon": counts,
+            "business": business,
             "smoothed": rates,
             "platform": rates,
         },

@@ -54,9 +54,15 @@ class Emit:
 
 @dataclass(frozen=True, slots=True)
 class Duplicate:
-    """The like was processed before: state unchanged; `sent` is what it produced then, if any."""
+    """The like was processed before: state unchanged; `sent` is what it produced then, if any.
+
+    `redelivered`: this very record was processed before (its offset is at or below the
+    highest the user's state recorded), so what it reported may not have reached the counters
+    and is reported again; otherwise it is a copy sent again upstream, and reports nothing.
+    """
 
     sent: SentPrompt | None
+    redelivered: bool = False
 
     @property
     def prompt(self) -> Prompt | None:
@@ -115,7 +121,7 @@ def decide(
     if state.erased(like.ts):
         return Skip(NoPromptReason.ERASED)
     if state.remembers(like.event_id):
-        return Duplicate(state.sent_for(like.event_id))
+        return Duplicate(state.sent_for(like.event_id), 0 <= offset <= state.last_offset)
     if like.ts < state.high_ts - guards.dedupe_horizon_ms:
         # Older than the dedupe horizon: its event_id may have been pruned from `seen`, so it
         # could be a redelivery we can no longer recognise. Refusing it keeps dedupe exact.
@@ -134,6 +140,8 @@ def decide(
         state, like, mapping, creator_weight, now_ms, guards, ranking, pricing, current, prompt_ids
     )
     state.remember(like.event_id, like.ts)
+    if offset > state.last_offset:
+        state.last_offset = offset
     if isinstance(decision, Emit):
         state.sent.append(
             SentPrompt(like.event_id, decision.prompt.product_id, like.ts, decision.raw, offset)

@@ -85,6 +85,11 @@ class UserState:
     high_ts: int = 0
     consent: ConsentState | None = None
     erased_ts: int = 0
+    # The highest `likes` offset of a like recorded here (-1: none, or written before offsets
+    # were kept). The user's likes are all in one partition, read in order: a like that is a
+    # duplicate at or below it is a redelivery of a record processed before, one above it a
+    # duplicate sent again upstream (docs/quality.md, likes).
+    last_offset: int = -1
 
     def erased(self, like_ts: int) -> bool:
         """Whether a like at `like_ts` (epoch ms) is covered by the user's latest erasure request:
@@ -177,6 +182,7 @@ class UserState:
                 if consent is None
                 else {"prompts": consent.prompts, "personalized": consent.personalized, "ts": consent.ts},
                 "erased_ts": self.erased_ts,
+                "last_offset": self.last_offset,
             }
         )
 
@@ -198,6 +204,7 @@ class UserState:
             high_ts=int(data["high_ts"]),
             consent=ConsentState(**consent) if consent else None,
             erased_ts=int(data.get("erased_ts", 0)),
+            last_offset=int(data.get("last_offset", -1)),
         )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from likeflow.domain.quality.windows import COUNT_FIELDS, Counts, rates, total
+from likeflow.domain.quality.windows import COUNT_FIELDS, Counts, business, rates, total
 from likeflow.sinks.redis_keys import platform_key, standing_key
 from likeflow.sinks.redis_quality import RedisQualityStore
 
@@ -23,12 +23,15 @@ def build_view(
     return {
         "creator_id": creator_id,
         "windows": [
-            {"start_ms": w["start_ms"], "end_ms": w["end_ms"], **{f: w[f] for f in COUNT_FIELDS}}
+            # A window counted before likes were counted has no `likes`: 0.
+            {"start_ms": w["start_ms"], "end_ms": w["end_ms"], **{f: w.get(f, 0) for f in COUNT_FIELDS}}
             for w in windows
         ],
         "totals": totals.to_dict(),
         **rates(totals),
+        "business": business(totals),
         "platform": platform_rates,
+        "platform_business": (platform_doc or {}).get("business") or business(Counts()),
         "score": standing.get("score", 1.0),
         "weight": standing.get("weight", 1.0),
         # A verdict an earlier version served has no recommendation_weight: it equals `weight`.

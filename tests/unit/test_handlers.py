@@ -11,6 +11,7 @@ import pytest
 from agents.testing import InProcess, in_process
 from config import load_settings
 from likeflow.domain.exposure import prompt_shown
+from likeflow.engine import KeyPartitioner
 from likeflow.engine.testing import Delivered
 from streams.events import CountBatch
 from tests.factories import mapping_json
@@ -230,3 +231,28 @@ def test_counting_keeps_the_watermark_and_source_clock_gauges(worker: InProcess)
     assert len(watermarks) == worker.settings.partitions, "one per counting partition"
     assert clocks and all(source.startswith("likes/") for source in clocks)
     assert max(clocks.values()) == (NOW - MINUTE) / 1000, "a source's clock is its likes' event time"
+
+
+def test_likes_count_once_per_like_across_a_lost_count_record_and_upstream_copies(
+    worker: InProcess,
+) -> None:
+    """A creator's likes are exact: the user states reached the changelog but the count records
+    were lost in a crash, so the batch is redelivered (its likes are duplicates now, reported
+    again at their own offsets); then the app sends the same likes again (new offsets)."""
+    likes = [like(f"u{i % 7}", f"e{i}", video=f"v{i % 2 + 1}") for i in range(40)]
+    batch = worker.harness.batch(worker.topic("likes"), likes, KeyPartitioner(worker.settings.partitions))
+    run(worker.harness.deliver(worker.handlers.likes, batch))
+    worker.lose_counts()
+    run(worker.harness.deliver(worker.handlers.likes, batch))  # the same records, same offsets
+    run(worker.count())
+    decided = served_totals(worker)
+    skipped = worker.ctx.metrics.registry.get_sample_value
+    unrecorded = sum(
+        skipped("likeflow_likes_skipped_total", {"reason": r}) or 0
+        for r in ("prompts_off", "erased", "too_late", "rate_limited")
+    )
+    assert decided["likes"] == len(likes) - unrecorded == 40
+    assert decided["prompts"] == len(worker.sent("order-prompts")) // 2, "each prompt re-sent once"
+    run(worker.run("likes", likes))  # upstream copies: duplicates at new offsets
+    run(worker.count())
+    assert served_totals(worker) == decided

@@ -320,9 +320,17 @@ def workload(seed: int) -> list[CountRecord]:
                     again, first_offset = rng.choice(sent)
                     events.append(again)
                     offsets.append(first_offset)
+                    if rng.random() < 0.5:  # a redelivered record: its like reported again
+                        cl.append(clocks[source])
+                        events.append(event(f"like:{again.event_id}", "like", again.ts, again.creator_id))
+                        offsets.append(first_offset)
                 else:
                     prompt = event(f"prompt:{n}-{i}", "prompt", ts, rng.choice(["c1", "c2"]))
                     sent.append((prompt, like_offset))
+                    # The like and its prompt, from one record: one offset, each kind counted.
+                    cl.append(clocks[source])
+                    events.append(event(f"like:{n}-{i}", "like", ts, prompt.creator_id))
+                    offsets.append(like_offset)
                     events.append(prompt)
                     offsets.append(like_offset)
             else:
@@ -338,6 +346,19 @@ def workload(seed: int) -> list[CountRecord]:
             cl.append(clocks[source])
         out.append(CountRecord(source, clocks[source], events, cl, False, offsets))
     return out
+
+
+def test_a_like_and_its_prompt_from_one_record_both_count_and_each_once() -> None:
+    ts = T0 + 5
+    liked = CountRecord(
+        "likes/0", ts, [event("like:a", "like", ts), event("prompt:a", "prompt", ts)], [ts, ts], False, [7, 7]
+    )
+    skipped = CountRecord("likes/0", ts, [event("like:b", "like", ts)], [ts], False, [8])
+    again = CountRecord("likes/0", ts, [event("like:a", "like", ts), event("like:b", "like", ts)], [ts, ts],
+                        False, [7, 8])  # fmt: skip
+    store, effects = run([liked, skipped, again])
+    assert windows(store)[("c1", T0)] == Counts(likes=2, prompts=1).to_dict()
+    assert [o for _, o in effects.outcomes][-2:] == [Outcome.DUPLICATE, Outcome.DUPLICATE]
 
 
 def test_a_prompt_re_sent_for_a_duplicate_like_counts_once() -> None:

@@ -37,11 +37,12 @@ class FakeQualityStore:
 
 
 def test_windows_are_served_oldest_first_with_totals_and_rates_over_all_of_them() -> None:
-    later = window(BASE_TS + H, prompts=100, clicks=10, orders=4, returns=1, gmv_cents=4000)
-    earlier = window(BASE_TS, prompts=100, clicks=30, orders=6, complaints=2, gmv_cents=6000)
+    later = window(BASE_TS + H, likes=300, prompts=100, clicks=10, orders=4, returns=1, gmv_cents=4000)
+    earlier = window(BASE_TS, likes=200, prompts=100, clicks=30, orders=6, complaints=2, gmv_cents=6000)
     view = build_view("c7", [later, earlier], None, None)
     assert [w["start_ms"] for w in view["windows"]] == [BASE_TS, BASE_TS + H]
     assert view["totals"] == {
+        "likes": 500,
         "prompts": 200,
         "clicks": 40,
         "orders": 10,
@@ -51,6 +52,22 @@ def test_windows_are_served_oldest_first_with_totals_and_rates_over_all_of_them(
     }
     assert (view["ctr"], view["conversion"]) == (pytest.approx(0.2), pytest.approx(0.25))
     assert (view["return_rate"], view["complaint_rate"]) == (pytest.approx(0.1), pytest.approx(0.2))
+    # 100 yuan of GMV over 500 likes, 200 of them effective (prompted).
+    assert view["business"] == {
+        "likes": 500,
+        "effective_likes": 200,
+        "effective_like_share": pytest.approx(0.4),
+        "gmv_yuan": pytest.approx(100.0),
+        "gmv_yuan_per_10k_likes": pytest.approx(2000.0),
+        "gmv_yuan_per_10k_effective_likes": pytest.approx(5000.0),
+    }
+
+
+def test_a_window_counted_before_likes_were_counted_serves_zero_likes() -> None:
+    old = {"start_ms": BASE_TS, "end_ms": BASE_TS + H, "prompts": 3, "clicks": 1, "orders": 0,
+           "returns": 0, "complaints": 0, "gmv_cents": 0}  # fmt: skip
+    view = build_view("c1", [old], None, None)
+    assert view["windows"][0]["likes"] == 0 and view["business"]["gmv_yuan_per_10k_likes"] is None
 
 
 def test_a_rate_with_nothing_to_divide_by_is_null_not_zero() -> None:
@@ -81,6 +98,8 @@ def test_the_verdict_and_platform_rates_are_the_judge_s() -> None:
     assert set(view) == {
         "creator_id",
         "windows",
+        "business",
+        "platform_business",
         "totals",
         *RATES,
         "platform",

@@ -61,11 +61,14 @@ class WindowPolicy:
 @dataclass(slots=True)
 class SourceClock:
     """What one source has reported to this partition: its clock (epoch ms), whether it is idle,
-    and the highest source offset of a prompt event applied (prompts are de-duplicated by it)."""
+    and the highest source offset of a prompt event (`offset`) and of a like event
+    (`like_offset`) applied: prompts and likes are de-duplicated by them, each kind apart (a
+    like and its prompt come from the same record)."""
 
     clock: int = 0
     idle: bool = False
     offset: int = -1
+    like_offset: int = -1
 
 
 @dataclass(slots=True)
@@ -207,7 +210,7 @@ class PartitionClock:
         """JSON-ready form for the table."""
         return {
             "offset": self.offset,
-            "sources": {n: [s.clock, s.idle, s.offset] for n, s in self.sources.items()},
+            "sources": {n: [s.clock, s.idle, s.offset, s.like_offset] for n, s in self.sources.items()},
             "closed_until": self.closed_until,
         }
 
@@ -217,7 +220,9 @@ class PartitionClock:
         if not data:
             return cls()
         sources = {
-            n: SourceClock(int(v[0]), bool(v[1]), int(v[2]) if len(v) > 2 else -1)
+            n: SourceClock(
+                int(v[0]), bool(v[1]), int(v[2]) if len(v) > 2 else -1, int(v[3]) if len(v) > 3 else -1
+            )
             for n, v in data.get("sources", {}).items()
         }
         return cls(int(data["offset"]), sources, int(data["closed_until"]))
@@ -327,11 +332,11 @@ def classify(
 
     `row` is the window row it would count into, `seen` its event_id's dedupe entry (if seen
     within the horizon), `source_clock` its source's clock at this event (at most `ceiling`,
-    the newest event time accepted, epoch ms; a later `ts` is never counted). A prompt event is
-    de-duplicated by `source_offset`, the like it came from, against `source_high`, the highest
-    one applied from its source: a source reports its likes in order, so a prompt at or below
-    it was counted (or found late) before, whether re-sent after a restart or for a duplicate
-    like. Other events are de-duplicated by their event_id (`seen`).
+    the newest event time accepted, epoch ms; a later `ts` is never counted). A prompt or like
+    event is de-duplicated by `source_offset`, the like it came from, against `source_high`, the
+    highest one of its kind applied from its source: a source reports its likes in order, so an
+    event at or below it was counted (or found late) before, whether re-sent after a restart or
+    for a duplicate like. Other events are de-duplicated by their event_id (`seen`).
     """
     if offset <= clock.offset or (row is not None and row.stamped_at_or_after(offset, index)):
         return Outcome.REDELIVERED

@@ -217,8 +217,11 @@ def _apply_section(
         row_key = window_key(event.creator_id, start)
         row = store.get(row_key)
         row = row if isinstance(row, WindowRow) else None
-        # Prompts from a source that reports offsets are de-duplicated by offset, with no entry.
-        by_offset = event.kind == "prompt" and i < len(offsets) and offsets[i] >= 0
+        # Prompts and likes from a source that reports offsets are de-duplicated by offset (each
+        # kind against its own high mark), with no entry.
+        kind = event.kind
+        by_offset = (kind == "prompt" or kind == "like") and i < len(offsets) and offsets[i] >= 0
+        high = source.like_offset if kind == "like" else source.offset
         seen = None if by_offset else store.get(seen_key(event.event_id))
         seen = seen if isinstance(seen, Seen) else None
         stamp = base + i
@@ -233,11 +236,14 @@ def _apply_section(
             policy=policy,
             ceiling=ceiling,
             source_offset=offsets[i] if by_offset else -1,
-            source_high=source.offset,
+            source_high=high,
         )
         source.clock = event_clock
-        if by_offset and offsets[i] > source.offset:
-            source.offset = offsets[i]
+        if by_offset and offsets[i] > high:
+            if kind == "like":
+                source.like_offset = offsets[i]
+            else:
+                source.offset = offsets[i]
         effects.outcomes.append((event, outcome))
         if outcome is Outcome.REDELIVERED:
             if seen is None and not by_offset and offset > clock.offset:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from likeflow.domain.quality.windows import Counts, ratio
+from likeflow.domain.quality.windows import Counts, business, ratio
 
 # What a bad judgment names: the smoothed rate that is worse than the platform's by the margin.
 VERDICT_REASONS = ("low_ctr", "high_return_rate", "high_complaint_rate")
@@ -66,7 +66,7 @@ def platform_document(totals: Counts) -> tuple[dict[str, Any], PlatformRates]:
     The judge writes it to Redis, and `likeflow rebuild-redis` derives it from the same rows.
     """
     rates = PlatformRates.of(totals)
-    return {"totals": totals.to_dict(), "rates": rates.to_dict()}, rates
+    return {"totals": totals.to_dict(), "rates": rates.to_dict(), "business": business(totals)}, rates
 
 
 def smoothed(successes: int, trials: int, prior_rate: float, strength: float) -> float:

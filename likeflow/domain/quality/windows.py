@@ -8,8 +8,9 @@ from typing import Any
 
 from streams.events import CreatorEventKind
 
-COUNT_FIELDS = ("prompts", "clicks", "orders", "returns", "complaints", "gmv_cents")
+COUNT_FIELDS = ("likes", "prompts", "clicks", "orders", "returns", "complaints", "gmv_cents")
 _FIELD_OF_KIND: dict[str, str] = {
+    "like": "likes",
     "prompt": "prompts",
     "click": "clicks",
     "order": "orders",
@@ -25,8 +26,14 @@ def window_start(ts: int, size_ms: int) -> int:
 
 @dataclass(slots=True)
 class Counts:
-    """Counts of one creator (or the platform) over one window or a span of windows."""
+    """Counts of one creator (or the platform) over one window or a span of windows.
 
+    `likes` are the likes on the creator's videos that the job decided (prompted or not; not
+    counted: likes of users who turned prompts off or were erased, likes beyond the dedupe
+    horizon, rate-limited likes); `prompts` are the effective likes, those that got a prompt.
+    """
+
+    likes: int = 0
     prompts: int = 0
     clicks: int = 0
     orders: int = 0
@@ -49,6 +56,7 @@ class Counts:
     def to_dict(self) -> dict[str, int]:
         """JSON-ready counts, in COUNT_FIELDS order."""
         return {
+            "likes": self.likes,
             "prompts": self.prompts,
             "clicks": self.clicks,
             "orders": self.orders,
@@ -74,6 +82,20 @@ def total(counts: Iterable[Counts]) -> Counts:
 def ratio(numerator: int, denominator: int) -> float | None:
     """numerator / denominator, or None (JSON null) when the denominator is 0."""
     return numerator / denominator if denominator else None
+
+
+def business(c: Counts) -> dict[str, float | int | None]:
+    """The figures the seed judges the model by: likes, effective likes (those that got a
+    prompt) and their share, GMV (yuan) per 10,000 likes and per 10,000 effective likes."""
+    gmv_yuan = c.gmv_cents / 100
+    return {
+        "likes": c.likes,
+        "effective_likes": c.prompts,
+        "effective_like_share": ratio(c.prompts, c.likes),
+        "gmv_yuan": gmv_yuan,
+        "gmv_yuan_per_10k_likes": None if not c.likes else gmv_yuan * 10_000 / c.likes,
+        "gmv_yuan_per_10k_effective_likes": None if not c.prompts else gmv_yuan * 10_000 / c.prompts,
+    }
 
 
 def rates(c: Counts) -> dict[str, float | None]:
