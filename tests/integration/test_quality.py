@@ -22,6 +22,7 @@ from likeflow.domain.exposure import prompt_shown
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_keys import windows_key
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
+from tests.factories import mapping_json
 from tests.integration.harness import (
     Record,
     WorkerProcess,
@@ -64,7 +65,7 @@ def get_json(worker: WorkerProcess, path: str) -> tuple[int, Any]:
 
 
 def window(start: int, **counts: int) -> dict[str, int]:
-    base = {"prompts": 0, "clicks": 0, "orders": 0, "returns": 0, "complaints": 0, "gmv_cents": 0}
+    base = {"likes": 0, "prompts": 0, "clicks": 0, "orders": 0, "returns": 0, "complaints": 0, "gmv_cents": 0}
     return {"start_ms": start, "end_ms": start + H, **base, **counts}
 
 
@@ -163,7 +164,7 @@ async def test_exact_windows_with_duplicates_out_of_order_and_late(
         worker,
     )
     expected = [
-        window(T, prompts=1, clicks=3),
+        window(T, likes=1, prompts=1, clicks=3),
         window(T + H, orders=2, gmv_cents=2499),
         window(T + 2 * H, returns=1),
     ]
@@ -171,12 +172,22 @@ async def test_exact_windows_with_duplicates_out_of_order_and_late(
     assert status == 200
     assert doc["windows"] == expected
     assert doc["totals"] == {
+        "likes": 1,
         "prompts": 1,
         "clicks": 3,
         "orders": 2,
         "returns": 1,
         "complaints": 0,
         "gmv_cents": 2499,
+    }
+    # 24.99 yuan over one like, which got its prompt.
+    assert doc["business"] == {
+        "likes": 1,
+        "effective_likes": 1,
+        "effective_like_share": 1.0,
+        "gmv_yuan": 24.99,
+        "gmv_yuan_per_10k_likes": pytest.approx(249_900.0),
+        "gmv_yuan_per_10k_effective_likes": pytest.approx(249_900.0),
     }
     assert (doc["ctr"], doc["conversion"], doc["return_rate"], doc["complaint_rate"]) == (
         3.0,
@@ -242,6 +253,27 @@ async def test_counts_stay_exact_across_kill_9(private: Settings, tmp_path: Path
         if rng.random() < 0.05:
             events.append(record)  # upstream duplicate, right behind
     await produce(settings, settings.topic(PROMPT_FEEDBACK), events)
+    # Likes on the creators' videos, some sent twice upstream: each creator window counts every
+    # distinct like (prompted or not), whichever records the crash makes the next owner redo.
+    await produce(
+        settings,
+        settings.topic(VIDEO_PRODUCTS),
+        [
+            (f"k-v{i}".encode(), mapping_json(f"k-v{i}", creator=c, ts=T - H), [])
+            for i, c in enumerate(creators)
+        ],
+    )
+    likes: list[Record] = []
+    ts = T
+    for _ in range(2000):
+        ts += rng.randint(0, 6000)
+        n = rng.randrange(len(creators))
+        record = like(f"k-u{rng.randrange(150)}", f"k-v{n}", ts)
+        likes.append(record)
+        truth[creators[n]].setdefault(ts - ts % H, window(ts - ts % H))["likes"] += 1
+        if rng.random() < 0.05:
+            likes.append(record)  # the app sent it twice
+    await produce(settings, settings.topic(LIKES), likes)
 
     first = WorkerProcess(settings, tmp_path / "first.log")
     first.start()
@@ -257,9 +289,19 @@ async def test_counts_stay_exact_across_kill_9(private: Settings, tmp_path: Path
     try:
 
         def served() -> dict[str, list[dict[str, int]]]:
-            return {c: get_json(second, f"/creators/{c}/quality")[1].get("windows") for c in creators}
+            """Each creator's windows without `prompts` (the guards decide which likes get one)."""
+            return {
+                c: [
+                    {k: v for k, v in w.items() if k != "prompts"}
+                    for w in get_json(second, f"/creators/{c}/quality")[1].get("windows") or []
+                ]
+                for c in creators
+            }
 
-        expected = {c: [truth[c][s] for s in sorted(truth[c])] for c in creators}
+        expected = {
+            c: [{k: v for k, v in truth[c][s].items() if k != "prompts"} for s in sorted(truth[c])]
+            for c in creators
+        }
         with contextlib.suppress(TimeoutError):  # the assertion below shows what differs
             await wait_until(lambda: served() == expected, 90, "the exact counts after the restart", second)
         assert served() == expected
