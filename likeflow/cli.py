@@ -316,6 +316,7 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
         Recomputation,
         SourcedEvent,
         SourcedRecord,
+        carry_live_likes,
         diff,
         file_events,
         live_windows,
@@ -386,6 +387,8 @@ def _cmd_backfill(settings: Settings, args: argparse.Namespace) -> int:
             store = RedisQualityStore(client, prefix=settings.redis_prefix, metrics=Metrics())
             creators = sorted(set(result.windows) | set(await store.creators()))
             live = await live_windows(store, creators, args.since, args.until)
+            if not counts_only:
+                carry_live_likes(live, result.windows)
             await store.write_shadow(
                 namespace, {c: result.windows.get(c, {}) for c in creators}, policy.size_ms
             )

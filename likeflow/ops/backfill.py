@@ -416,6 +416,19 @@ def diff(live: Windows, backfill: Windows) -> list[WindowDiff]:
     return out
 
 
+def carry_live_likes(live: Windows, recomputed: Windows) -> None:
+    """Give `recomputed` (from an input that holds no likes: archives of prompts and feedback,
+    the feedback topic) the live windows' `likes`, in place: likes are counted from `likes`
+    itself and only `creator-events` carries them, so such a recomputation keeps what is served
+    rather than report (and swap in) zero likes."""
+    for creator_id, windows in live.items():
+        for start, counts in windows.items():
+            if counts.get("likes"):
+                mine = recomputed.setdefault(creator_id, {})
+                row = mine.setdefault(start, dict.fromkeys(COUNT_FIELDS, 0))
+                row["likes"] = counts["likes"]
+
+
 async def live_windows(
     store: RedisQualityStore, creators: Iterable[str], since_ms: int, until_ms: int
 ) -> Windows:
@@ -424,5 +437,5 @@ async def live_windows(
     for creator_id in creators:
         for w in await store.read_windows(creator_id) or []:
             if since_ms <= w["start_ms"] < until_ms:
-                out.setdefault(creator_id, {})[w["start_ms"]] = {f: w[f] for f in COUNT_FIELDS}
+                out.setdefault(creator_id, {})[w["start_ms"]] = {f: w.get(f, 0) for f in COUNT_FIELDS}
     return out

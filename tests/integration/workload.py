@@ -74,7 +74,7 @@ def _window(counts: dict[int, dict[str, int]], ts: int) -> dict[str, int]:
     start = ts - ts % HOUR_MS
     return counts.setdefault(
         start,
-        {"start_ms": start, "end_ms": start + HOUR_MS, "prompts": 0, "clicks": 0, "orders": 0}
+        {"start_ms": start, "end_ms": start + HOUR_MS, "likes": 0, "prompts": 0, "clicks": 0, "orders": 0}
         | {"returns": 0, "complaints": 0, "gmv_cents": 0},
     )
 
@@ -176,6 +176,9 @@ def build(settings: Settings, scale: Scale, seed: int, base_ts: int) -> Workload
             ranking=ranking,
             prompt_ids=prompt_ids,
         )
+        if not (isinstance(decision, Skip) and decision.reason.value in ("too_late", "rate_limited")):
+            # Recorded in the user's state, prompted or not: a like of the creator's, once.
+            _window(wl.expected_windows.setdefault(mapping.creator_id, {}), ts)["likes"] += 1
         if isinstance(decision, Emit):
             prompt = decision.prompt
             emitted.append((prompt.prompt_id, prompt.creator_id, ts, user, prompt.product_id))

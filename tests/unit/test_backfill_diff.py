@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from likeflow.domain.quality.windows import Counts
-from likeflow.ops.backfill import WindowDiff, Windows, diff, live_windows
+from likeflow.ops.backfill import WindowDiff, Windows, carry_live_likes, diff, live_windows
 from tests.factories import BASE_TS
 
 H = 3_600_000
@@ -90,3 +90,11 @@ async def test_served_windows_are_compared_on_their_counts_within_the_range() ->
 def test_every_count_field_is_compared(field: str) -> None:
     [change] = diff({"c": {T0: counts()}}, {"c": {T0: counts(**{field: 1})}})
     assert change.describe() == f"c @{T0}: {field} 0 -> 1 (+1)"
+
+
+def test_a_recomputation_without_likes_keeps_the_live_likes() -> None:
+    live: Windows = {"c1": {T0: counts(likes=9, prompts=2), T1: counts(likes=4)}}
+    recomputed: Windows = {"c1": {T0: counts(prompts=2)}}
+    carry_live_likes(live, recomputed)
+    assert recomputed == {"c1": {T0: counts(likes=9, prompts=2), T1: counts(likes=4)}}
+    assert diff(live, recomputed) == []
