@@ -193,7 +193,8 @@ async def test_year_9999_clocks_of_an_earlier_version_are_repaired_and_later_rec
         assert worker.metric_sum("likeflow_clock_repairs_total", what="count_record") >= len(sources)
         assert worker.metric_sum("likeflow_creator_events_total", outcome="future_ts") == 1
         start = ts - ts % H
-        expected = [{"start_ms": start, "end_ms": start + H, "prompts": len(users), "clicks": len(users),
+        n = len(users)
+        expected = [{"start_ms": start, "end_ms": start + H, "likes": n, "prompts": n, "clicks": n,
                      "orders": 0, "returns": 0, "complaints": 0, "gmv_cents": 0}]  # fmt: skip
         await wait_until(
             lambda: get_json(worker, f"/creators/{creator}/quality")[1].get("windows") == expected,

@@ -33,7 +33,7 @@ H = 3_600_000
 T0 = (int(time.time() * 1000) // H - 72) * H  # hour-aligned, three days ago
 CREATORS = ["et-c0", "et-c1", "et-c2", "et-c3"]
 LIKES_PER_HOUR = 40
-FIELD_OF = {"prompt": "prompts", "click": "clicks", "order": "orders", "return": "returns"}
+FIELD_OF = {"like": "likes", "prompt": "prompts", "click": "clicks", "order": "orders", "return": "returns"}
 
 
 def mapping(creator: str) -> Record:
@@ -59,6 +59,7 @@ class Scenario:
                 ts = T0 + hour * H + j * (H // LIKES_PER_HOUR)
                 like = {"event_id": event_id, "user_id": user, "video_id": f"{creator}-v", "ts": ts}
                 self.likes.setdefault(hour, []).append((user.encode(), orjson.dumps(like), []))
+                self._count(creator, "like", ts)
                 self._count(creator, "prompt", ts)
                 prompt_id = f"prompt-of-{event_id}"  # produce() makes it one the worker issued
                 kinds = [("click", ts + 60_000)]
@@ -76,8 +77,8 @@ class Scenario:
         start = ts - ts % H
         row = self.windows[creator].setdefault(
             start,
-            {"start_ms": start, "end_ms": start + H, "prompts": 0, "clicks": 0, "orders": 0, "returns": 0,
-             "complaints": 0, "gmv_cents": 0},
+            {"start_ms": start, "end_ms": start + H, "likes": 0, "prompts": 0, "clicks": 0, "orders": 0,
+             "returns": 0, "complaints": 0, "gmv_cents": 0},
         )  # fmt: skip
         row[FIELD_OF[kind]] += 1
         if kind == "order":
