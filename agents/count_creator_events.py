@@ -24,7 +24,7 @@ from likeflow.domain.quality.engine import (
 from likeflow.domain.quality.index import PartitionIndex
 from likeflow.engine import ChangelogStore, Completion, OutputBatch, Records, Snapshot, StageTimer, Turn
 from likeflow.sinks.redis_quality import WindowsUpdate
-from streams.events import CountBatch, DeadLetterReason, Invalid
+from streams.events import PRICED_KINDS, CountBatch, DeadLetterReason, Invalid
 from streams.topics import CREATOR_EVENTS, CREATOR_WINDOWS
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,9 @@ class CountCreatorEvents:
         outcomes = Counter((event.kind, outcome.value) for event, outcome in effects.outcomes)
         for (kind, outcome), n in outcomes.items():
             metrics.creator_events.labels(kind, outcome).inc(n)
-        gmv = sum(e.amount_cents for e, o in effects.outcomes if o is Outcome.COUNTED and e.kind == "order")
+        gmv = sum(
+            e.amount_cents for e, o in effects.outcomes if o is Outcome.COUNTED and e.kind in PRICED_KINDS
+        )
         if gmv:
             metrics.gmv.inc(gmv)
         for late_source, n in Counter(source for _, _, source in effects.late).items():

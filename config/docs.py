@@ -98,7 +98,8 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
         "demotion_margin": "A horizon is bad when a rate is this fraction worse than the platform's; "
         "between 0 and 1.",
         "demotion_min_prompts": "Prompts a horizon needs before it is judged. >= 0.",
-        "demotion_min_orders": "Orders a horizon needs before its return and complaint rates count. >= 0.",
+        "demotion_min_orders": "Conversions (orders + bookings + trials) a horizon needs before its return "
+        "and complaint rates count. >= 0.",
         "demote_after_windows": "Consecutive bad judgements before a creator is demoted. >= 1.",
         "recover_after_windows": "Consecutive good judgements before a demoted creator recovers. >= 1.",
         "demoted_min_weight": "Lowest recommendation weight of a demoted creator, in (0, 1]: the "
@@ -134,7 +135,7 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
         "max_products_per_mapping": "Most products one `video-products` record may list; 1-500.",
         "max_clock_skew_s": "A record whose `ts` is more than this ahead of the worker's clock is "
         "dead-lettered as `future_ts`; no event-time clock moves past now + this (s). 1-86400.",
-        "max_order_cents": "Largest `amount_cents` of an order on `prompt-feedback`; larger is "
+        "max_order_cents": "Largest `amount_cents` of an order or booking on `prompt-feedback`; larger is "
         "dead-lettered as `invalid_value`. 1 to 2^53.",
         "mappings_max_bytes": "Memory one worker's replica of `video-products` may hold (a mapping counts "
         "as its record's bytes + 256 per mapping and per product); the "

@@ -119,7 +119,7 @@ class Metrics:
         )
         self.gmv = Counter(
             "likeflow_gmv_cents_total",
-            "GMV of the orders counted by the creator counters (cents; each order once). Per "
+            "GMV of the orders and bookings counted by the creator counters (cents; each once). Per "
             '10,000 likes: 100 * rate(this) / rate(likeflow_creator_events_total{kind="like", '
             'outcome="counted"}).',
             registry=r,

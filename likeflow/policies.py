@@ -74,7 +74,7 @@ def quality_policies_from(settings: Settings) -> tuple[WindowPolicy, JudgePolicy
         horizon_ms=settings.quality_horizon_hours * HOUR_MS,
         margin=settings.demotion_margin,
         min_prompts=settings.demotion_min_prompts,
-        min_orders=settings.demotion_min_orders,
+        min_conversions=settings.demotion_min_orders,
         demote_after=settings.demote_after_windows,
         recover_after=settings.recover_after_windows,
         min_weight=settings.demoted_min_weight,

@@ -18,12 +18,29 @@ CONTRACT_HEADER_MAP: dict[str, bytes] = dict(CONTRACT_HEADERS)
 
 Action = Literal["like", "unlike"]
 Offer = Literal["order", "booking", "trial"]
-FeedbackKind = Literal["click", "order", "return", "complaint"]
-# "prompt" is not accepted on `prompt-feedback`: the job counts its own prompts.
-CreatorEventKind = Literal["like", "prompt", "click", "order", "return", "complaint"]
+# What a user did with a prompt (docs/events.md): a click; an offer taken (an `order`, a
+# `booking` made, a `trial` claimed); one undone (a `return` of an order, a `cancellation` of a
+# booking or trial, a `no_show` at a booked or claimed appointment); a `complaint`.
+FeedbackKind = Literal["click", "order", "return", "complaint", "booking", "trial", "cancellation", "no_show"]
+# "prompt" and "like" are not accepted on `prompt-feedback`: the job counts its own.
+CreatorEventKind = Literal[
+    "like", "prompt", "click", "order", "return", "complaint", "booking", "trial", "cancellation", "no_show"
+]
 ACTIONS: tuple[Action, ...] = ("like", "unlike")
 OFFERS: tuple[Offer, ...] = ("order", "booking", "trial")
-FEEDBACK_KINDS: tuple[FeedbackKind, ...] = ("click", "order", "return", "complaint")
+FEEDBACK_KINDS: tuple[FeedbackKind, ...] = (
+    "click",
+    "order",
+    "return",
+    "complaint",
+    "booking",
+    "trial",
+    "cancellation",
+    "no_show",
+)
+#: The feedback kinds that carry `amount_cents` (what was transacted), counted into GMV: an
+#: order's amount and a booking's booked value. A trial is free; an undoing subtracts nothing.
+PRICED_KINDS: tuple[FeedbackKind, ...] = ("order", "booking")
 
 
 def kept(encoded: bytes) -> bytes:

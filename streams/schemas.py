@@ -13,11 +13,13 @@ import orjson
 
 from likeflow.domain.pseudonym import PSEUDONYM_PATTERN
 from likeflow.domain.quality.judging import VERDICT_REASONS
+from likeflow.domain.quality.windows import COUNT_FIELDS
 from streams.events import (
     ACTIONS,
     CONTRACT_HEADER,
     CONTRACT_VERSION,
     FEEDBACK_KINDS,
+    PRICED_KINDS,
     CreatorEvent,
     DeadLetterReason,
     Like,
@@ -138,13 +140,16 @@ def _feedback() -> dict[str, Any]:
     schema = object_schema(
         CreatorEvent, overrides={"kind": {"enum": list(FEEDBACK_KINDS)}, "amount_cents": _amount()}
     )
-    # Orders carry their amount; other kinds have none (or 0).
+    # Orders carry their amount; a booking may carry its booked value; other kinds have none (or 0).
     schema["allOf"] = [
         {
             "if": {"properties": {"kind": {"const": "order"}}, "required": ["kind"]},
             "then": {"required": ["amount_cents"], "properties": {"amount_cents": {"type": "integer"}}},
+        },
+        {
+            "if": {"properties": {"kind": {"enum": list(PRICED_KINDS)}}, "required": ["kind"]},
             "else": {"properties": {"amount_cents": {"enum": [0, None]}}},
-        }
+        },
     ]
     return schema
 
@@ -169,11 +174,9 @@ def _prompt() -> dict[str, Any]:
 def _quality() -> dict[str, Any]:
     counts = {
         "type": "object",
-        "properties": {
-            k: {"type": "integer", "minimum": 0}
-            for k in ("likes", "prompts", "clicks", "orders", "returns", "complaints", "gmv_cents")
-        },
-        # `likes` is absent from a record judged before likes were counted.
+        "properties": {k: {"type": "integer", "minimum": 0} for k in COUNT_FIELDS},
+        # `likes` is absent from a record judged before likes were counted, `bookings`, `trials`,
+        # `cancellations` and `no_shows` from one judged before they were.
         "required": ["prompts", "clicks", "orders", "returns", "complaints", "gmv_cents"],
     }
     figure = {"anyOf": [{"type": "number", "minimum": 0}, {"type": "null"}]}

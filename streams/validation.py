@@ -13,6 +13,7 @@ from streams.events import (
     ACTIONS,
     FEEDBACK_KINDS,
     OFFERS,
+    PRICED_KINDS,
     CreatorEvent,
     DeadLetterReason,
     Invalid,
@@ -367,15 +368,19 @@ def decode_feedback(key: bytes | None, value: bytes | None, limits: InputLimits)
         if kind is None:
             raise _FieldError(R.MISSING_FIELD, "kind is required")
         amount = 0
-        if kind == "order":
-            amount = _int(obj, "amount_cents", 0)
+        if kind in PRICED_KINDS:
+            # An order's amount (required); a booking's booked value (absent: 0, e.g. a free
+            # consultation, or a booking paid on the day).
+            amount = (
+                0 if kind == "booking" and obj.get("amount_cents") is None else _int(obj, "amount_cents", 0)
+            )
             if amount > limits.max_order_cents:
                 raise _FieldError(
                     R.INVALID_VALUE,
                     f"amount_cents={amount} is above {limits.max_order_cents} (LIKEFLOW_MAX_ORDER_CENTS)",
                 )
         elif obj.get("amount_cents") not in (None, 0):
-            raise _FieldError(R.INVALID_VALUE, f"amount_cents is only for orders, not {kind}")
+            raise _FieldError(R.INVALID_VALUE, f"amount_cents is only for orders and bookings, not {kind}")
         ids = limits.max_id_chars
         event = CreatorEvent(
             event_id=_str(obj, "event_id", ids),

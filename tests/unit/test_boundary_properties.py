@@ -87,7 +87,8 @@ consents = record({"user_id": texts, "prompts": values, "personalized": values, 
 erasures = record({"user_id": texts, "ts": times}, "user_id")
 feedback = record(
     {"event_id": texts, "prompt_id": texts, "creator_id": texts, "product_id": texts, "user_id": texts,
-     "kind": st.sampled_from(["click", "order", "return", "complaint", "buy"]), "ts": times,
+     "kind": st.sampled_from(["click", "order", "return", "complaint", "booking", "trial", "cancellation",
+                              "no_show", "buy"]), "ts": times,
      "amount_cents": st.one_of(st.none(), st.integers(-10, 2**60))},
     "creator_id",
 )  # fmt: skip

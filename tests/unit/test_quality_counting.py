@@ -82,8 +82,8 @@ class LogStore:
         return store
 
 
-def event(event_id: str, kind: str, ts: int, creator: str = "c1") -> CreatorEvent:
-    return CreatorEvent(event_id, f"p-{event_id}", creator, "x", "v1.u", kind, ts)  # type: ignore[arg-type]
+def event(event_id: str, kind: str, ts: int, creator: str = "c1", amount: int = 0) -> CreatorEvent:
+    return CreatorEvent(event_id, f"p-{event_id}", creator, "x", "v1.u", kind, ts, amount)  # type: ignore[arg-type]
 
 
 def record(source: str, *events: CreatorEvent, clock: int | None = None, idle: bool = False) -> CountRecord:
@@ -339,9 +339,9 @@ def workload(seed: int) -> list[CountRecord]:
                     if rng.random() > 0.15 or not out
                     else rng.choice(out[-1].events or [event("z", "click", ts)]).event_id
                 )
-                events.append(
-                    event(eid, rng.choice(["click", "order", "return"]), ts, rng.choice(["c1", "c2"]))
-                )
+                kind = rng.choice(["click", "order", "return", "booking", "trial", "cancellation", "no_show"])
+                amount = rng.randint(1, 9_999) if kind in ("order", "booking") else 0
+                events.append(event(eid, kind, ts, rng.choice(["c1", "c2"]), amount))
                 offsets.append(-1)
             cl.append(clocks[source])
         out.append(CountRecord(source, clocks[source], events, cl, False, offsets))

@@ -13,6 +13,7 @@ from likeflow.domain.quality.judging import (
     smoothed,
 )
 from likeflow.domain.quality.windows import Counts
+from streams.events import CreatorEventKind
 
 POLICY = JudgePolicy()
 PLATFORM = PlatformRates(ctr=0.10, conversion=0.2, return_rate=0.05, complaint_rate=0.01)
@@ -46,6 +47,48 @@ def test_low_ctr_high_returns_and_complaints_are_bad() -> None:
     assert not judge_horizon(0, good(), PLATFORM, POLICY).bad
     both = Counts(prompts=200, clicks=4, orders=40, returns=10, complaints=5)
     assert judge_horizon(0, both, PLATFORM, POLICY).reasons == VERDICT_REASONS, "the contract's enum"
+
+
+def test_a_creator_whose_bookings_are_mostly_no_shows_is_judged_like_a_high_return_one() -> None:
+    no_shows = Counts(prompts=200, clicks=24, bookings=40, no_shows=25, cancellations=5)
+    returns = Counts(prompts=200, clicks=24, orders=40, returns=30)
+    for counts in (no_shows, returns):
+        verdict = judge_horizon(0, counts, PLATFORM, POLICY)
+        assert verdict.reasons == ("high_return_rate",) and verdict.score < 1
+    # The same undoing rate, whatever mix of offers and undoings: the same verdict.
+    assert judge_horizon(0, no_shows, PLATFORM, POLICY) == judge_horizon(0, returns, PLATFORM, POLICY)
+    honest = Counts(prompts=200, clicks=24, bookings=30, trials=10, cancellations=1)
+    assert not judge_horizon(0, honest, PLATFORM, POLICY).bad
+
+
+def test_the_volume_gate_counts_every_conversion() -> None:
+    """min_conversions (LIKEFLOW_DEMOTION_MIN_ORDERS) counts orders, bookings and trials."""
+    policy = JudgePolicy(min_prompts=10_000, min_conversions=20)
+    mixed = Counts(prompts=200, clicks=24, orders=5, bookings=8, trials=7, complaints=6)
+    assert mixed.conversions == 20
+    verdict = judge_horizon(0, mixed, PLATFORM, policy)
+    assert verdict.judged and verdict.reasons == ("high_complaint_rate",)
+    one_short = Counts(prompts=200, clicks=24, orders=5, bookings=8, trials=6, complaints=6)
+    assert not judge_horizon(0, one_short, PLATFORM, policy).judged
+
+
+def test_platform_rates_count_bookings_and_trials_like_orders() -> None:
+    rates = PlatformRates.of(Counts(prompts=100, clicks=20, orders=2, bookings=1, trials=1, no_shows=1))
+    assert (rates.ctr, rates.conversion, rates.return_rate, rates.complaint_rate) == (0.2, 0.2, 0.25, 0.0)
+    only_orders = PlatformRates.of(Counts(prompts=100, clicks=20, orders=4, returns=1, complaints=1))
+    assert only_orders == PlatformRates(0.2, 0.2, 0.25, 0.25), "the order rates they always were"
+
+
+def test_bookings_add_their_value_to_gmv_and_nothing_else_does() -> None:
+    c = Counts()
+    events: list[tuple[CreatorEventKind, int]] = [("order", 1999), ("booking", 8800), ("trial", 0)]
+    events += [("cancellation", 0), ("no_show", 0)]
+    for kind, amount in events:
+        c.add_event(kind, amount)
+    assert (c.orders, c.bookings, c.trials, c.cancellations, c.no_shows) == (1, 1, 1, 1, 1)
+    assert (c.gmv_cents, c.conversions, c.undone) == (1999 + 8800, 3, 2)
+    assert Counts.from_dict(c.to_dict()) == c
+    assert Counts.from_dict({"orders": 2, "returns": 1}) == Counts(orders=2, returns=1), "a row of before"
 
 
 def test_score_is_in_zero_one() -> None:

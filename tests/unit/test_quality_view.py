@@ -46,7 +46,11 @@ def test_windows_are_served_oldest_first_with_totals_and_rates_over_all_of_them(
         "prompts": 200,
         "clicks": 40,
         "orders": 10,
+        "bookings": 0,
+        "trials": 0,
         "returns": 1,
+        "cancellations": 0,
+        "no_shows": 0,
         "complaints": 2,
         "gmv_cents": 10000,
     }
@@ -68,6 +72,24 @@ def test_a_window_counted_before_likes_were_counted_serves_zero_likes() -> None:
            "returns": 0, "complaints": 0, "gmv_cents": 0}  # fmt: skip
     view = build_view("c1", [old], None, None)
     assert view["windows"][0]["likes"] == 0 and view["business"]["gmv_yuan_per_10k_likes"] is None
+
+
+def test_a_window_counted_before_bookings_and_trials_were_counted_serves_them_as_zero() -> None:
+    old = {"start_ms": BASE_TS, "end_ms": BASE_TS + H, "likes": 4, "prompts": 3, "clicks": 2, "orders": 1,
+           "returns": 1, "complaints": 0, "gmv_cents": 900}  # fmt: skip
+    view = build_view("c1", [old], None, None)
+    assert view["windows"][0] == {**old, "bookings": 0, "trials": 0, "cancellations": 0, "no_shows": 0}
+    assert (view["conversion"], view["return_rate"]) == (0.5, 1.0), "the order rates they always were"
+
+
+def test_bookings_and_trials_convert_and_their_cancellations_and_no_shows_undo() -> None:
+    served = window(BASE_TS, prompts=40, clicks=10, orders=1, bookings=2, trials=1, returns=1,
+                    cancellations=1, no_shows=1, complaints=2, gmv_cents=1500 + 2 * 8000)  # fmt: skip
+    view = build_view("c1", [served], None, None)
+    assert (view["totals"]["orders"], view["totals"]["bookings"], view["totals"]["trials"]) == (1, 2, 1)
+    # 4 conversions of 10 clicks; 3 of them undone; 2 complaints per 4 conversions.
+    assert (view["conversion"], view["return_rate"], view["complaint_rate"]) == (0.4, 0.75, 0.5)
+    assert view["business"]["gmv_yuan"] == pytest.approx(175.0)
 
 
 def test_a_rate_with_nothing_to_divide_by_is_null_not_zero() -> None:

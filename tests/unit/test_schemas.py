@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from streams.events import DeadLetterReason, Invalid
+from streams.events import FEEDBACK_KINDS, DeadLetterReason, Invalid
 from streams.schemas import RULES_BEYOND_SCHEMA, schemas
 from streams.validation import decode_consent, decode_erasure, decode_feedback, decode_like, decode_mapping
 from tests.factories import LIMITS
@@ -148,3 +148,18 @@ def test_the_like_decoder_and_schema_agree(
         assert record["ts"] > LIMITS.max_ts  # beyond the schema: the worker's clock
         return
     assert (not isinstance(result, Invalid)) == validator("likes").is_valid(record), record
+
+
+_NO_AMOUNT = object()
+
+
+@pytest.mark.parametrize("kind", FEEDBACK_KINDS)
+@pytest.mark.parametrize("amount", [_NO_AMOUNT, None, 0, 8800, -1, LIMITS.max_order_cents + 1, 1.5])
+def test_the_feedback_decoder_and_schema_agree_on_every_kind_s_amount(kind: str, amount: Any) -> None:
+    """Orders must carry an amount, bookings may, the other kinds carry none (or 0)."""
+    record = feedback(kind=kind) if amount is _NO_AMOUNT else feedback(kind=kind, amount_cents=amount)
+    result = decode_feedback(b"c1", orjson.dumps(record), LIMITS)
+    assert (not isinstance(result, Invalid)) == validator("prompt-feedback").is_valid(record), (
+        record,
+        result,
+    )

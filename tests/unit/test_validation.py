@@ -161,8 +161,32 @@ def test_valid_feedback() -> None:
 
 
 @pytest.mark.parametrize(
+    ("kind", "amount", "expected"),
+    [
+        ("booking", 8800, 8800),  # the booked value, counted into GMV
+        ("booking", None, 0),  # a booking without a price (a free consultation)
+        ("trial", None, 0),
+        ("trial", 0, 0),
+        ("cancellation", None, 0),
+        ("no_show", 0, 0),
+    ],
+)
+def test_booking_and_trial_feedback_and_their_undoing(kind: str, amount: int | None, expected: int) -> None:
+    fields: dict[str, object] = {"kind": kind} if amount is None else {"kind": kind, "amount_cents": amount}
+    result = decode_feedback(b"c1", feedback_json(**fields), LIMITS)
+    assert isinstance(result, CreatorEvent) and (result.kind, result.amount_cents) == (kind, expected)
+
+
+@pytest.mark.parametrize(
     ("key", "value", "reason"),
     [
+        (b"c1", feedback_json(kind="like"), R.UNKNOWN_ENUM),
+        (b"c1", feedback_json(kind="no-show"), R.UNKNOWN_ENUM),
+        (b"c1", feedback_json(kind="trial", amount_cents=990), R.INVALID_VALUE),
+        (b"c1", feedback_json(kind="cancellation", amount_cents=8800), R.INVALID_VALUE),
+        (b"c1", feedback_json(kind="no_show", amount_cents=1), R.INVALID_VALUE),
+        (b"c1", feedback_json(kind="booking", amount_cents=-1), R.INVALID_VALUE),
+        (b"c1", feedback_json(kind="booking", amount_cents=LIMITS.max_order_cents + 1), R.INVALID_VALUE),
         (b"c1", feedback_json(kind="prompt"), R.UNKNOWN_ENUM),
         (b"c1", feedback_json(kind=None), R.MISSING_FIELD),
         (b"c1", feedback_json(kind="order"), R.MISSING_FIELD),

@@ -1,8 +1,8 @@
 """Creator quality score, ranking weight and the demotion state machine over closed windows.
 
 Rates are smoothed with a Beta prior centred on the platform rate (docs/quality.md): a creator
-with few prompts or orders looks like the platform average, so small samples neither demote
-nor flap.
+with few prompts or conversions (orders, bookings, trials) looks like the platform average, so
+small samples neither demote nor flap.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from likeflow.domain.quality.windows import Counts, business, ratio
+from likeflow.domain.quality.windows import Counts, business, rates
 
 # What a bad judgment names: the smoothed rate that is worse than the platform's by the margin.
 VERDICT_REASONS = ("low_ctr", "high_return_rate", "high_complaint_rate")
@@ -25,7 +25,8 @@ class JudgePolicy:
     horizon_ms: int = 7 * 24 * 3_600_000
     margin: float = 0.2
     min_prompts: int = 50
-    min_orders: int = 20
+    # Conversions (orders + bookings + trials); the setting is LIKEFLOW_DEMOTION_MIN_ORDERS.
+    min_conversions: int = 20
     demote_after: int = 3
     recover_after: int = 3
     min_weight: float = 0.2
@@ -42,13 +43,8 @@ class PlatformRates:
 
     @classmethod
     def of(cls, c: Counts) -> PlatformRates:
-        """Rates of the platform totals."""
-        return cls(
-            ratio(c.clicks, c.prompts),
-            ratio(c.orders, c.clicks),
-            ratio(c.returns, c.orders),
-            ratio(c.complaints, c.orders),
-        )
+        """Rates of the platform totals (`windows.rates`)."""
+        return cls(**rates(c))
 
     def to_dict(self) -> dict[str, float | None]:
         """JSON-ready form."""
@@ -65,8 +61,8 @@ def platform_document(totals: Counts) -> tuple[dict[str, Any], PlatformRates]:
 
     The judge writes it to Redis, and `likeflow rebuild-redis` derives it from the same rows.
     """
-    rates = PlatformRates.of(totals)
-    return {"totals": totals.to_dict(), "rates": rates.to_dict(), "business": business(totals)}, rates
+    platform = PlatformRates.of(totals)
+    return {"totals": totals.to_dict(), "rates": platform.to_dict(), "business": business(totals)}, platform
 
 
 def smoothed(successes: int, trials: int, prior_rate: float, strength: float) -> float:
@@ -93,15 +89,20 @@ def judge_horizon(horizon_end: int, c: Counts, platform: PlatformRates, policy: 
     platform's rates over the same horizon.
 
     Bad when the smoothed CTR is below platform x (1 - margin), or the smoothed return or
-    complaint rate is above platform x (1 + margin). CTR is judged from `min_prompts` prompts
-    in the horizon, return and complaint rates from `min_orders` orders; with neither the
-    creator is not judged.
+    complaint rate is above platform x (1 + margin). The return rate is every undoing
+    (returns, cancellations, no-shows) per conversion (orders, bookings, trials), the complaint
+    rate complaints per conversion (`windows.rates`). CTR is judged from `min_prompts` prompts
+    in the horizon, return and complaint rates from `min_conversions` conversions; with neither
+    the creator is not judged.
     """
     k = policy.prior_strength
+    conversions = c.conversions
     ctr = smoothed(c.clicks, c.prompts, platform.ctr, k) if platform.ctr is not None else None
-    ret = smoothed(c.returns, c.orders, platform.return_rate, k) if platform.return_rate is not None else None
+    ret = (
+        smoothed(c.undone, conversions, platform.return_rate, k) if platform.return_rate is not None else None
+    )
     cmp_ = (
-        smoothed(c.complaints, c.orders, platform.complaint_rate, k)
+        smoothed(c.complaints, conversions, platform.complaint_rate, k)
         if platform.complaint_rate is not None
         else None
     )
@@ -112,7 +113,7 @@ def judge_horizon(horizon_end: int, c: Counts, platform: PlatformRates, policy: 
         judged = True
         if ctr < platform.ctr * (1 - policy.margin):
             reasons.append("low_ctr")
-    if c.orders >= policy.min_orders:
+    if conversions >= policy.min_conversions:
         if ret is not None and platform.return_rate is not None:
             judged = True
             if ret > platform.return_rate * (1 + policy.margin):

@@ -6,15 +6,33 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from streams.events import CreatorEventKind
+from streams.events import PRICED_KINDS, CreatorEventKind
 
-COUNT_FIELDS = ("likes", "prompts", "clicks", "orders", "returns", "complaints", "gmv_cents")
+# New fields go where they read best: the JSON is an object, and a window or row written before
+# a field existed reads it as 0 (`Counts.from_dict`, and `.get(f, 0)` wherever rows are read).
+COUNT_FIELDS = (
+    "likes",
+    "prompts",
+    "clicks",
+    "orders",
+    "bookings",
+    "trials",
+    "returns",
+    "cancellations",
+    "no_shows",
+    "complaints",
+    "gmv_cents",
+)
 _FIELD_OF_KIND: dict[str, str] = {
     "like": "likes",
     "prompt": "prompts",
     "click": "clicks",
     "order": "orders",
+    "booking": "bookings",
+    "trial": "trials",
     "return": "returns",
+    "cancellation": "cancellations",
+    "no_show": "no_shows",
     "complaint": "complaints",
 }
 
@@ -31,21 +49,38 @@ class Counts:
     `likes` are the likes on the creator's videos that the job decided (prompted or not; not
     counted: likes of users who turned prompts off or were erased, likes beyond the dedupe
     horizon, rate-limited likes); `prompts` are the effective likes, those that got a prompt.
+    Feedback: `orders`, `bookings` and `trials` are the offers taken (`conversions`), `returns`,
+    `cancellations` and `no_shows` those undone (`undone`); `gmv_cents` sums the amounts of
+    orders and bookings (gross: an undoing subtracts nothing).
     """
 
     likes: int = 0
     prompts: int = 0
     clicks: int = 0
     orders: int = 0
+    bookings: int = 0
+    trials: int = 0
     returns: int = 0
+    cancellations: int = 0
+    no_shows: int = 0
     complaints: int = 0
     gmv_cents: int = 0
 
+    @property
+    def conversions(self) -> int:
+        """Offers taken: orders, bookings made and trials claimed."""
+        return self.orders + self.bookings + self.trials
+
+    @property
+    def undone(self) -> int:
+        """Offers taken and then undone: returns, cancellations and no-shows."""
+        return self.returns + self.cancellations + self.no_shows
+
     def add_event(self, kind: CreatorEventKind, amount_cents: int) -> None:
-        """Count one event; orders also add their amount to `gmv_cents`."""
+        """Count one event; orders and bookings also add their amount to `gmv_cents`."""
         field = _FIELD_OF_KIND[kind]
         setattr(self, field, getattr(self, field) + 1)
-        if kind == "order":
+        if kind in PRICED_KINDS:
             self.gmv_cents += amount_cents
 
     def add(self, other: Counts) -> None:
@@ -60,7 +95,11 @@ class Counts:
             "prompts": self.prompts,
             "clicks": self.clicks,
             "orders": self.orders,
+            "bookings": self.bookings,
+            "trials": self.trials,
             "returns": self.returns,
+            "cancellations": self.cancellations,
+            "no_shows": self.no_shows,
             "complaints": self.complaints,
             "gmv_cents": self.gmv_cents,
         }
@@ -99,10 +138,13 @@ def business(c: Counts) -> dict[str, float | int | None]:
 
 
 def rates(c: Counts) -> dict[str, float | None]:
-    """ctr = clicks/prompts, conversion = orders/clicks, return and complaint rates per order."""
+    """ctr = clicks/prompts; conversion = conversions (orders, bookings, trials) per click;
+    return_rate = undone (returns, cancellations, no-shows) per conversion; complaint_rate =
+    complaints per conversion. With orders alone these are the order rates they always were."""
+    conversions = c.conversions
     return {
         "ctr": ratio(c.clicks, c.prompts),
-        "conversion": ratio(c.orders, c.clicks),
-        "return_rate": ratio(c.returns, c.orders),
-        "complaint_rate": ratio(c.complaints, c.orders),
+        "conversion": ratio(conversions, c.clicks),
+        "return_rate": ratio(c.undone, conversions),
+        "complaint_rate": ratio(c.complaints, conversions),
     }
