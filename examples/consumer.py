@@ -1,16 +1,19 @@
 """What an app backend writes to use likeflow: read prompts, de-duplicate, serve a user's button.
 
 Standalone on purpose (aiokafka, redis and the standard library; no likeflow import): it uses only
-what docs/consumers.md promises. Two parts:
+what docs/consumers.md promises. Three parts:
 
 * `follow`: reads `order-prompts` as the backend's own consumer group, skips records of a contract
   version it does not know, de-duplicates by `prompt_id` (a redelivered like re-sends the identical
   prompt), and prints each new prompt.
 * `button`: computes a user's pseudonym from the raw user id with the shared key (HMAC-SHA256) and
   reads the user's newest prompt from Redis: what the one-tap button next to the like would show.
+* `feedback`: reports what became of a prompt on `prompt-feedback`, with the kind its offer calls
+  for: an order and its return, a booking or a trial and its cancellation or no-show.
 
     python examples/consumer.py follow --bootstrap 127.0.0.1:9092 --group app-backend --max 10
     python examples/consumer.py button --user-id u42 --key-file .run/secrets/user-key
+    python examples/consumer.py feedback --prompt "$PROMPT_JSON" --user-id u42 --outcome taken
 """
 
 from __future__ import annotations
@@ -21,18 +24,30 @@ import hashlib
 import hmac
 import json
 import sys
+import time
+import uuid
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 #: The contract versions this program understands (header `likeflow.contract`).
 KNOWN_CONTRACTS = {b"1"}
 #: How many prompt ids to remember for de-duplication. A redelivery comes within a consumer
 #: session or right after a restart of the producer, so a bounded window is enough.
 DEDUPE_WINDOW = 100_000
+#: What the app reports on `prompt-feedback` (docs/events.md) when the user takes a prompt's offer,
+#: undoes it, or misses the appointment it booked, by the prompt's `offer`. A click and a
+#: complaint are the same for every offer.
+FEEDBACK_KINDS = {
+    "order": {"taken": "order", "undone": "return"},
+    "booking": {"taken": "booking", "undone": "cancellation", "missed": "no_show"},
+    "trial": {"taken": "trial", "undone": "cancellation", "missed": "no_show"},
+}
+#: The kinds that carry `amount_cents`: required for an order, optional for a booking.
+PRICED = {"order", "booking"}
 
 
 def pseudonym(user_id: str, key: bytes, key_version: int = 1) -> str:
@@ -62,6 +77,64 @@ class SeenPrompts:
 def button_text(prompt: dict[str, Any]) -> str:
     """What the button shows: the offer copy and the price (cents -> yuan)."""
     return f"{prompt['text']}  [{prompt['offer']} ¥{prompt['price_cents'] / 100:.2f}]"
+
+
+def feedback_for(
+    prompt: dict[str, Any],
+    user_id: str,
+    outcome: str,
+    *,
+    ts: int,
+    event_id: str,
+    amount_cents: int | None = None,
+) -> dict[str, Any]:
+    """The `prompt-feedback` record of `outcome` (click, taken, undone, missed, complaint) of a
+    prompt shown to `user_id` (the raw id, as the app knows it). The prompt's ids are echoed as
+    received; an order or booking carries its amount (default: the prompt's price). Raises
+    ValueError for an outcome the prompt's offer has not (an order cannot be missed)."""
+    kinds = FEEDBACK_KINDS.get(prompt["offer"], {})
+    kind = outcome if outcome in ("click", "complaint") else kinds.get(outcome)
+    if kind is None:
+        raise ValueError(f"a {prompt['offer']!r} prompt has no {outcome!r} feedback")
+    record: dict[str, Any] = {
+        "event_id": event_id,
+        "prompt_id": prompt["prompt_id"],
+        "creator_id": prompt["creator_id"],
+        "product_id": prompt["product_id"],
+        "user_id": user_id,
+        "kind": kind,
+        "ts": ts,
+    }
+    if kind in PRICED:
+        record["amount_cents"] = prompt["price_cents"] if amount_cents is None else amount_cents
+    return record
+
+
+async def send_feedback(args: argparse.Namespace) -> int:
+    """Send one feedback record (key: its creator_id) and print it; exit 2 for an outcome the
+    prompt's offer has not."""
+    try:
+        record = feedback_for(
+            json.loads(args.prompt),
+            args.user_id,
+            args.outcome,
+            ts=args.ts or int(time.time() * 1000),
+            event_id=args.event_id or uuid.uuid4().hex,
+            amount_cents=args.amount_cents,
+        )
+    except ValueError as err:
+        print(err, file=sys.stderr)
+        return 2
+    producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            args.topic, json.dumps(record).encode(), key=record["creator_id"].encode()
+        )
+    finally:
+        await producer.stop()
+    print(f"feedback {record['kind']} for prompt {record['prompt_id']}: {json.dumps(record)}")
+    return 0
 
 
 async def follow(args: argparse.Namespace) -> int:
@@ -141,6 +214,16 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     b.add_argument("--redis-prefix", default="likeflow")
     b.set_defaults(run=button)
+    fb = sub.add_parser("feedback", help="report what became of a prompt on prompt-feedback")
+    fb.add_argument("--prompt", required=True, help="the prompt's JSON, as read from order-prompts or Redis")
+    fb.add_argument("--user-id", required=True, help="the raw user id the prompt was shown to")
+    fb.add_argument("--outcome", required=True, choices=["click", "taken", "undone", "missed", "complaint"])
+    fb.add_argument("--amount-cents", type=int, help="an order's or booking's amount (default: its price)")
+    fb.add_argument("--event-id", help="unique per feedback (default: a random one)")
+    fb.add_argument("--ts", type=int, help="when it happened, epoch ms (default: now)")
+    fb.add_argument("--bootstrap", default="127.0.0.1:9092")
+    fb.add_argument("--topic", default="prompt-feedback", help="with the deployment's topic prefix")
+    fb.set_defaults(run=send_feedback)
     args = parser.parse_args(argv)
     if args.command == "button":
         args.key = Path(args.key_file).read_text().strip().encode()

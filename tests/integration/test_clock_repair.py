@@ -194,8 +194,9 @@ async def test_year_9999_clocks_of_an_earlier_version_are_repaired_and_later_rec
         assert worker.metric_sum("likeflow_creator_events_total", outcome="future_ts") == 1
         start = ts - ts % H
         n = len(users)
-        expected = [{"start_ms": start, "end_ms": start + H, "likes": n, "prompts": n, "clicks": n,
-                     "orders": 0, "returns": 0, "complaints": 0, "gmv_cents": 0}]  # fmt: skip
+        expected = [
+            {"start_ms": start, "end_ms": start + H, **Counts(likes=n, prompts=n, clicks=n).to_dict()}
+        ]
         await wait_until(
             lambda: get_json(worker, f"/creators/{creator}/quality")[1].get("windows") == expected,
             30,

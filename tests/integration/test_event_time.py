@@ -21,6 +21,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from config import Settings
+from likeflow.domain.quality.windows import Counts
 from likeflow.engine import KeyPartitioner
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_keys import windows_key
@@ -76,10 +77,8 @@ class Scenario:
     def _count(self, creator: str, kind: str, ts: int) -> None:
         start = ts - ts % H
         row = self.windows[creator].setdefault(
-            start,
-            {"start_ms": start, "end_ms": start + H, "likes": 0, "prompts": 0, "clicks": 0, "orders": 0,
-             "returns": 0, "complaints": 0, "gmv_cents": 0},
-        )  # fmt: skip
+            start, {"start_ms": start, "end_ms": start + H, **Counts().to_dict()}
+        )
         row[FIELD_OF[kind]] += 1
         if kind == "order":
             row["gmv_cents"] += 1000

@@ -19,8 +19,10 @@ import pytest
 
 from config import Settings, load_settings
 from likeflow.domain.exposure import prompt_shown
+from likeflow.domain.quality.windows import FIELD_OF_KIND, Counts
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_keys import windows_key
+from streams.events import PRICED_KINDS
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.factories import mapping_json
 from tests.integration.harness import (
@@ -65,8 +67,7 @@ def get_json(worker: WorkerProcess, path: str) -> tuple[int, Any]:
 
 
 def window(start: int, **counts: int) -> dict[str, int]:
-    base = {"likes": 0, "prompts": 0, "clicks": 0, "orders": 0, "returns": 0, "complaints": 0, "gmv_cents": 0}
-    return {"start_ms": start, "end_ms": start + H, **base, **counts}
+    return {"start_ms": start, "end_ms": start + H, **Counts(**counts).to_dict()}
 
 
 def counted(worker: WorkerProcess, kind: str) -> float:
@@ -152,12 +153,19 @@ async def test_exact_windows_with_duplicates_out_of_order_and_late(
         feedback("q-e5", "q-c1", "return", T + 150 * M),  # watermark T+90m: closes [T, T+60m)
         feedback("q-e6", "q-c1", "complaint", T + 40 * M),  # its window is closed: late
         feedback("q-e7", "q-c1", "order", T + 65 * M, 500),  # [T+60m, T+120m) is still open
+        # B2B offers: a booking (its booked value is GMV) and a trial taken, then undone.
+        feedback("q-b1", "q-c1", "booking", T + 66 * M, 8800),
+        feedback("q-b2", "q-c1", "trial", T + 68 * M),
+        feedback("q-b1", "q-c1", "booking", T + 66 * M, 8800),  # upstream duplicate
+        feedback("q-b3", "q-c1", "no_show", T + 125 * M),
+        feedback("q-b4", "q-c1", "cancellation", T + 130 * M),
     ]
     await produce(settings, settings.topic(PROMPT_FEEDBACK), events)
     await wait_until(
         lambda: (
             worker.metric_sum("likeflow_late_records_total") - late_before >= 1
-            and worker.metric_sum("likeflow_creator_events_total", outcome="duplicate") - dup_before >= 2
+            and worker.metric_sum("likeflow_creator_events_total", outcome="duplicate") - dup_before >= 3
+            and counted(worker, "cancellation") >= 1
         ),
         30,
         "the feedback",
@@ -165,8 +173,8 @@ async def test_exact_windows_with_duplicates_out_of_order_and_late(
     )
     expected = [
         window(T, likes=1, prompts=1, clicks=3),
-        window(T + H, orders=2, gmv_cents=2499),
-        window(T + 2 * H, returns=1),
+        window(T + H, orders=2, bookings=1, trials=1, gmv_cents=2499 + 8800),
+        window(T + 2 * H, returns=1, cancellations=1, no_shows=1),
     ]
     status, doc = get_json(worker, "/creators/q-c1/quality")
     assert status == 200
@@ -176,23 +184,29 @@ async def test_exact_windows_with_duplicates_out_of_order_and_late(
         "prompts": 1,
         "clicks": 3,
         "orders": 2,
+        "bookings": 1,
+        "trials": 1,
         "returns": 1,
+        "cancellations": 1,
+        "no_shows": 1,
         "complaints": 0,
-        "gmv_cents": 2499,
+        "gmv_cents": 11299,
     }
-    # 24.99 yuan over one like, which got its prompt.
+    # 112.99 yuan (two orders and a booking) over one like, which got its prompt.
     assert doc["business"] == {
         "likes": 1,
         "effective_likes": 1,
         "effective_like_share": 1.0,
-        "gmv_yuan": 24.99,
-        "gmv_yuan_per_10k_likes": pytest.approx(249_900.0),
-        "gmv_yuan_per_10k_effective_likes": pytest.approx(249_900.0),
+        "gmv_yuan": 112.99,
+        "gmv_yuan_per_10k_likes": pytest.approx(1_129_900.0),
+        "gmv_yuan_per_10k_effective_likes": pytest.approx(1_129_900.0),
     }
+    # 4 conversions (2 orders, a booking, a trial) of 3 clicks; 3 of them undone (a return, a
+    # no-show, a cancellation).
     assert (doc["ctr"], doc["conversion"], doc["return_rate"], doc["complaint_rate"]) == (
         3.0,
-        2 / 3,
-        0.5,
+        4 / 3,
+        0.75,
         0.0,
     )
     assert (
@@ -238,17 +252,28 @@ async def test_counts_stay_exact_across_kill_9(private: Settings, tmp_path: Path
     creators = [f"k-c{i}" for i in range(6)]
     events: list[Record] = []
     truth: dict[str, dict[int, dict[str, int]]] = {c: {} for c in creators}
-    kinds = ["click", "click", "click", "order", "return", "complaint"]
+    kinds = [
+        "click",
+        "click",
+        "click",
+        "order",
+        "return",
+        "complaint",
+        "booking",
+        "trial",
+        "cancellation",
+        "no_show",
+    ]
     ts = T
     for i in range(3000):
         creator = rng.choice(creators)
         kind = rng.choice(kinds)
         ts += rng.randint(0, 4000)  # in order per creator: nothing late
-        amount = rng.randint(1, 10_000) if kind == "order" else None
+        amount = rng.randint(1, 10_000) if kind in PRICED_KINDS else None
         record = feedback(f"k-e{i}", creator, kind, ts, amount)
         events.append(record)
         row = truth[creator].setdefault(ts - ts % H, window(ts - ts % H))
-        row[{"click": "clicks", "order": "orders", "return": "returns", "complaint": "complaints"}[kind]] += 1
+        row[FIELD_OF_KIND[kind]] += 1
         row["gmv_cents"] += amount or 0
         if rng.random() < 0.05:
             events.append(record)  # upstream duplicate, right behind

@@ -16,13 +16,15 @@ import orjson
 
 from config import Settings
 from likeflow.domain.decide import Emit, Skip, decide
+from likeflow.domain.quality.windows import FIELD_OF_KIND, Counts
 from likeflow.domain.user_state import UserState
 from likeflow.policies import policies_from
-from streams.events import Like, Product, VideoMapping
+from streams.events import FEEDBACK_KINDS, PRICED_KINDS, Like, Product, VideoMapping
 from tests.integration.harness import Record, prompt_ids_of, pseudonymizer_for
 
 HOUR_MS = 3_600_000
-COUNT_OF_KIND = {"click": "clicks", "order": "orders", "return": "returns", "complaint": "complaints"}
+# The feedback kinds of the workload, clicks twice as often: every kind an app may report.
+FEEDBACK_MIX = ("click", "click", *(k for k in FEEDBACK_KINDS if k != "click"))
 
 
 @dataclass(frozen=True)
@@ -72,11 +74,7 @@ class Workload:
 
 def _window(counts: dict[int, dict[str, int]], ts: int) -> dict[str, int]:
     start = ts - ts % HOUR_MS
-    return counts.setdefault(
-        start,
-        {"start_ms": start, "end_ms": start + HOUR_MS, "likes": 0, "prompts": 0, "clicks": 0, "orders": 0}
-        | {"returns": 0, "complaints": 0, "gmv_cents": 0},
-    )
+    return counts.setdefault(start, {"start_ms": start, "end_ms": start + HOUR_MS, **Counts().to_dict()})
 
 
 def _mapping(rng: random.Random, video: str, creator: str, ts: int) -> dict[str, Any]:
@@ -193,8 +191,8 @@ def build(settings: Settings, scale: Scale, seed: int, base_ts: int) -> Workload
     for j, (prompt_id, creator, ts, user, product) in enumerate(emitted):
         if rng.random() >= scale.feedback_ratio:
             continue
-        kind = rng.choice(["click", "click", "order", "return", "complaint"])
-        amount = rng.randint(100, 50_000) if kind == "order" else None
+        kind = rng.choice(FEEDBACK_MIX)
+        amount = rng.randint(100, 50_000) if kind in PRICED_KINDS else None
         event: dict[str, Any] = {
             "event_id": f"f{j}",
             "prompt_id": prompt_id,
@@ -207,7 +205,7 @@ def build(settings: Settings, scale: Scale, seed: int, base_ts: int) -> Workload
         if amount is not None:
             event["amount_cents"] = amount
         row = _window(wl.expected_windows[creator], event["ts"])
-        row[COUNT_OF_KIND[kind]] += 1
+        row[FIELD_OF_KIND[kind]] += 1
         row["gmv_cents"] += amount or 0
         record = (creator.encode(), orjson.dumps(event), [])
         wl.feedback.append(record)

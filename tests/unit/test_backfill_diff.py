@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from likeflow.domain.quality.windows import Counts
-from likeflow.ops.backfill import WindowDiff, Windows, carry_live_likes, diff, live_windows
-from tests.factories import BASE_TS
+from likeflow.domain.quality.windows import COUNT_FIELDS, Counts
+from likeflow.ops.backfill import WindowDiff, Windows, carry_live_likes, diff, events_from_line, live_windows
+from streams.events import CreatorEvent
+from tests.factories import BASE_TS, LIMITS
 
 H = 3_600_000
 T0, T1, T2 = BASE_TS, BASE_TS + H, BASE_TS + 2 * H
@@ -86,7 +87,21 @@ async def test_served_windows_are_compared_on_their_counts_within_the_range() ->
     assert diff(live, {"c1": {T0: counts(prompts=5), T1: counts(clicks=2)}}) == []
 
 
-@pytest.mark.parametrize("field", ["prompts", "clicks", "orders", "returns", "complaints", "gmv_cents"])
+async def test_a_window_served_before_bookings_were_counted_equals_its_recomputation() -> None:
+    old = {"start_ms": T0, "end_ms": T1, "revision": 1, "prompts": 4, "clicks": 2, "orders": 1, "returns": 0,
+           "complaints": 0, "gmv_cents": 900}  # fmt: skip
+    live = await live_windows(FakeQualityStore({"c1": [old]}), ["c1"], T0, T1)  # type: ignore[arg-type]
+    assert diff(live, {"c1": {T0: counts(prompts=4, clicks=2, orders=1, gmv_cents=900)}}) == []
+
+
+def test_a_feedback_archive_line_of_a_booking_is_its_creator_event() -> None:
+    line = (b'{"event_id": "f1", "prompt_id": "p1", "creator_id": "c1", "product_id": "x", "user_id": "u",'
+            b' "kind": "booking", "ts": %d, "amount_cents": 8800}' % T0)  # fmt: skip
+    event = events_from_line(line, LIMITS)
+    assert isinstance(event, CreatorEvent) and (event.kind, event.amount_cents) == ("booking", 8800)
+
+
+@pytest.mark.parametrize("field", COUNT_FIELDS)
 def test_every_count_field_is_compared(field: str) -> None:
     [change] = diff({"c": {T0: counts()}}, {"c": {T0: counts(**{field: 1})}})
     assert change.describe() == f"c @{T0}: {field} 0 -> 1 (+1)"

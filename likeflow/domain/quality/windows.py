@@ -23,7 +23,8 @@ COUNT_FIELDS = (
     "complaints",
     "gmv_cents",
 )
-_FIELD_OF_KIND: dict[str, str] = {
+#: The count field each creator event kind adds to.
+FIELD_OF_KIND: dict[str, str] = {
     "like": "likes",
     "prompt": "prompts",
     "click": "clicks",
@@ -78,7 +79,7 @@ class Counts:
 
     def add_event(self, kind: CreatorEventKind, amount_cents: int) -> None:
         """Count one event; orders and bookings also add their amount to `gmv_cents`."""
-        field = _FIELD_OF_KIND[kind]
+        field = FIELD_OF_KIND[kind]
         setattr(self, field, getattr(self, field) + 1)
         if kind in PRICED_KINDS:
             self.gmv_cents += amount_cents
