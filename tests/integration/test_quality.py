@@ -22,7 +22,7 @@ from likeflow.domain.exposure import prompt_shown
 from likeflow.domain.quality.windows import FIELD_OF_KIND, Counts
 from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_keys import windows_key
-from streams.events import PRICED_KINDS
+from streams.events import FEEDBACK_KINDS, PRICED_KINDS
 from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.factories import mapping_json
 from tests.integration.harness import (
@@ -252,18 +252,7 @@ async def test_counts_stay_exact_across_kill_9(private: Settings, tmp_path: Path
     creators = [f"k-c{i}" for i in range(6)]
     events: list[Record] = []
     truth: dict[str, dict[int, dict[str, int]]] = {c: {} for c in creators}
-    kinds = [
-        "click",
-        "click",
-        "click",
-        "order",
-        "return",
-        "complaint",
-        "booking",
-        "trial",
-        "cancellation",
-        "no_show",
-    ]
+    kinds = ["click", "click", *FEEDBACK_KINDS]  # every kind, clicks thrice as often
     ts = T
     for i in range(3000):
         creator = rng.choice(creators)
