@@ -273,7 +273,7 @@ async def test_counts_stay_exact_across_kill_9(private: Settings, tmp_path: Path
         settings,
         settings.topic(VIDEO_PRODUCTS),
         [
-            (f"k-v{i}".encode(), mapping_json(f"k-v{i}", creator=c, ts=T - H), [])
+            (f"k-v{i}".encode(), mapping_json(f"k-v{i}", creator_id=c, ts=T - H), [])
             for i, c in enumerate(creators)
         ],
     )
