@@ -56,9 +56,9 @@ class Emit:
 class Duplicate:
     """The like was processed before: state unchanged; `sent` is what it produced then, if any.
 
-    `redelivered`: this very record was processed before (its offset is at or below the
-    highest the user's state recorded), so what it reported may not have reached the counters
-    and is reported again; otherwise it is a copy sent again upstream, and reports nothing.
+    `redelivered`: this very record was processed before (the like was recorded at its offset),
+    so what it reported may not have reached the counters and is reported again; otherwise it
+    is a copy sent again upstream, and reports nothing.
     """
 
     sent: SentPrompt | None
@@ -121,7 +121,7 @@ def decide(
     if state.erased(like.ts):
         return Skip(NoPromptReason.ERASED)
     if state.remembers(like.event_id):
-        return Duplicate(state.sent_for(like.event_id), 0 <= offset <= state.last_offset)
+        return Duplicate(state.sent_for(like.event_id), state.recorded_at(like.event_id, offset))
     if like.ts < state.high_ts - guards.dedupe_horizon_ms:
         # Older than the dedupe horizon: its event_id may have been pruned from `seen`, so it
         # could be a redelivery we can no longer recognise. Refusing it keeps dedupe exact.
@@ -139,9 +139,7 @@ def decide(
     decision = _choose(
         state, like, mapping, creator_weight, now_ms, guards, ranking, pricing, current, prompt_ids
     )
-    state.remember(like.event_id, like.ts)
-    if offset > state.last_offset:
-        state.last_offset = offset
+    state.remember(like.event_id, like.ts, offset)
     if isinstance(decision, Emit):
         state.sent.append(
             SentPrompt(like.event_id, decision.prompt.product_id, like.ts, decision.raw, offset)
@@ -213,6 +211,9 @@ def _prune(state: UserState, guards: GuardPolicy) -> None:
     seen_floor = state.high_ts - guards.dedupe_horizon_ms
     if state.seen and min(state.seen.values()) < seen_floor:
         state.seen = {e: ts for e, ts in state.seen.items() if ts >= seen_floor}
+        if state.seen_offsets:
+            seen = state.seen
+            state.seen_offsets = {e: o for e, o in state.seen_offsets.items() if e in seen}
     keep_ms = max(guards.repeat_window_ms, guards.dedupe_horizon_ms, HOUR_MS)
     sent_floor = state.high_ts - keep_ms
     if state.sent and min(s.like_ts for s in state.sent) < sent_floor:

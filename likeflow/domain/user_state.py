@@ -85,11 +85,10 @@ class UserState:
     high_ts: int = 0
     consent: ConsentState | None = None
     erased_ts: int = 0
-    # The highest `likes` offset of a like recorded here (-1: none, or written before offsets
-    # were kept). The user's likes are all in one partition, read in order: a like that is a
-    # duplicate at or below it is a redelivery of a record processed before, one above it a
-    # duplicate sent again upstream (docs/quality.md, likes).
-    last_offset: int = -1
+    # The `likes` offset of each like in `seen` (same keys; a like remembered before offsets were
+    # kept has none). A duplicate at the offset its like was recorded at is that record
+    # redelivered, one at another offset a copy sent again upstream (docs/quality.md, likes).
+    seen_offsets: dict[str, int] = field(default_factory=dict)
 
     def erased(self, like_ts: int) -> bool:
         """Whether a like at `like_ts` (epoch ms) is covered by the user's latest erasure request:
@@ -119,9 +118,17 @@ class UserState:
         key = seen_key(event_id)
         return key in self.seen or (key is not event_id and event_id in self.seen)
 
-    def remember(self, event_id: str, ts: int) -> None:
-        """Note the like `event_id` at `ts` (epoch ms) as processed."""
-        self.seen[seen_key(event_id)] = ts
+    def remember(self, event_id: str, ts: int, offset: int = -1) -> None:
+        """Note the like `event_id` at `ts` (epoch ms), read at `offset` (-1: unknown), as processed."""
+        key = seen_key(event_id)
+        self.seen[key] = ts
+        if offset >= 0:
+            self.seen_offsets[key] = offset
+
+    def recorded_at(self, event_id: str, offset: int) -> bool:
+        """Whether the like `event_id` was recorded from the record at `offset` (so a duplicate
+        at it is that record redelivered, not a copy sent again)."""
+        return offset >= 0 and self.seen_offsets.get(seen_key(event_id)) == offset
 
     def clamp_times(self, max_ts: int) -> bool:
         """Bring every event time held above `max_ts` (epoch ms; the worker's clock plus the
@@ -182,7 +189,7 @@ class UserState:
                 if consent is None
                 else {"prompts": consent.prompts, "personalized": consent.personalized, "ts": consent.ts},
                 "erased_ts": self.erased_ts,
-                "last_offset": self.last_offset,
+                "seen_offsets": self.seen_offsets,
             }
         )
 
@@ -204,7 +211,7 @@ class UserState:
             high_ts=int(data["high_ts"]),
             consent=ConsentState(**consent) if consent else None,
             erased_ts=int(data.get("erased_ts", 0)),
-            last_offset=int(data.get("last_offset", -1)),
+            seen_offsets=dict(data.get("seen_offsets") or {}),
         )
 
 

@@ -256,3 +256,20 @@ def test_likes_count_once_per_like_across_a_lost_count_record_and_upstream_copie
     run(worker.run("likes", likes))  # upstream copies: duplicates at new offsets
     run(worker.count())
     assert served_totals(worker) == decided
+
+
+def test_an_upstream_copy_redelivered_with_the_users_later_likes_counts_once(worker: InProcess) -> None:
+    """A user's like, the app's copy of it right behind, then the user's next like; the count
+    records are lost and the batch redelivered: the copy is still a copy (its offset is not the
+    one its like was recorded at), so the creator counts two likes, not three."""
+    first = like("u1", "e1", video="v1")
+    batch = worker.harness.batch(
+        worker.topic("likes"),
+        [first, first, like("u1", "e2", video="v2")],
+        KeyPartitioner(worker.settings.partitions),
+    )
+    run(worker.harness.deliver(worker.handlers.likes, batch))
+    worker.lose_counts()
+    run(worker.harness.deliver(worker.handlers.likes, batch))
+    run(worker.count())
+    assert served_totals(worker)["likes"] == 2
