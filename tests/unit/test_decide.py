@@ -217,6 +217,18 @@ def test_state_round_trips_through_json() -> None:
     assert restored == state
 
 
+def test_the_offset_of_each_remembered_like_round_trips_aligned_with_seen() -> None:
+    state = UserState()
+    state.remember("a", 1, 5)
+    state.remember("b", 2)  # read before offsets were kept
+    state.remember("c", 3, 7)
+    stored = orjson.loads(state.to_json())
+    assert stored["seen_offsets"] == [5, -1, 7], "one number a like, in `seen`'s order"
+    restored = UserState.from_dict(stored)
+    assert restored == state and restored.recorded_at("c", 7) and not restored.recorded_at("b", 2)
+    assert UserState.from_dict({**stored, "seen_offsets": []}).seen_offsets == {}
+
+
 @pytest.mark.parametrize(
     ("language", "text"),
     [("zh", "同款 title a ¥129.00，一键下单"), ("en", "Get title a for ¥129.00, one tap to order")],
