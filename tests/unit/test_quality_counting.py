@@ -370,48 +370,6 @@ def test_a_prompt_re_sent_for_a_duplicate_like_counts_once() -> None:
     assert not any(k.startswith("s|") for k in store.values), "no dedupe entry for prompts"
 
 
-@settings(max_examples=120, deadline=None)
-@given(
-    seed=st.integers(0, 10_000),
-    batch=st.integers(1, 6),
-    crash_at=st.floats(0, 1),
-    commit_lag=st.integers(0, 3),
-)
-def test_counts_are_exact_after_a_crash_at_any_changelog_prefix(
-    seed: int, batch: int, crash_at: float, commit_lag: int
-) -> None:
-    """Process in batches (one flush each), crash with only a prefix of the changelog written and
-    the committed offset a few batches behind it, restore, and process again from the commit: the
-    windows equal those of the run without a crash."""
-    records = workload(seed)
-    expected, _ = run(records)
-    store = LogStore()
-    index = PartitionIndex()
-    clock = PartitionClock()
-    flushed_at: list[tuple[int, int]] = []  # (next offset, log length) after each batch
-    for start in range(0, len(records), batch):
-        for offset in range(start, min(start + batch, len(records))):
-            apply_record(
-                store,
-                index,
-                clock,
-                partition=0,
-                offset=offset,
-                record=records[offset],
-                policy=POLICY,
-                effects=Effects(),
-                ceiling=CEILING,
-            )
-        flushed_at.append((min(start + batch, len(records)), store.flush()))
-    cut = int(len(store.log) * crash_at)
-    # Offsets are committed only after their batch's changelog records are acknowledged.
-    durable = [offset for offset, length in flushed_at if length <= cut]
-    committed = durable[-1 - commit_lag] if len(durable) > commit_lag else 0
-    restored = LogStore.restored(store.log[:cut])
-    after, _ = run(records, restored, committed)
-    assert windows(after) == windows(expected)
-
-
 def grouped(records: list[CountRecord], seed: int) -> list[CountBatch]:
     """`records` as the handlers now write them: consecutive records in one `CountBatch`."""
     rng = random.Random(seed)
@@ -427,34 +385,37 @@ def grouped(records: list[CountRecord], seed: int) -> list[CountBatch]:
 @settings(max_examples=150, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
-    batch=st.integers(1, 4),
+    batch=st.integers(1, 6),
     crash_at=st.floats(0, 1),
     commit_lag=st.integers(0, 3),
+    batched=st.booleans(),
 )
-def test_batched_count_records_count_the_same_and_stay_exact_after_a_crash(
-    seed: int, batch: int, crash_at: float, commit_lag: int
+def test_counts_are_exact_after_a_crash_at_any_changelog_prefix(
+    seed: int, batch: int, crash_at: float, commit_lag: int, batched: bool
 ) -> None:
-    """Sections of several sources in one record count as the same records one by one; and a
-    crash at any changelog prefix, redelivering the batched records from the commit, changes
-    nothing (an event's stamp is the record's offset and its index across the sections)."""
-    records = workload(seed)
-    batched = grouped(records, seed)
-    expected, _ = run(records)
+    """Process in batches (one flush each), crash with only a prefix of the changelog written and
+    the committed offset a few batches behind it, restore, and process again from the commit: the
+    windows equal those of the run without a crash. `batched`: the records as the handlers write
+    them, several sources' sections in one record (an event's stamp is the record's offset and
+    its index across the sections), which count as the same records one by one."""
+    expected, _ = run(workload(seed))
+    records: Sequence[CountRecord | CountBatch] = grouped(workload(seed), seed) if batched else workload(seed)
     store = LogStore()
     index, clock = PartitionIndex(), PartitionClock()
-    flushed_at: list[tuple[int, int]] = []
-    for start in range(0, len(batched), batch):
-        for offset in range(start, min(start + batch, len(batched))):
+    flushed_at: list[tuple[int, int]] = []  # (next offset, log length) after each batch
+    for start in range(0, len(records), batch):
+        for offset in range(start, min(start + batch, len(records))):
             apply_record(
                 store, index, clock, partition=0, offset=offset,
-                record=batched[offset], policy=POLICY, effects=Effects(), ceiling=CEILING,
+                record=records[offset], policy=POLICY, effects=Effects(), ceiling=CEILING,
             )  # fmt: skip
-        flushed_at.append((min(start + batch, len(batched)), store.flush()))
+        flushed_at.append((min(start + batch, len(records)), store.flush()))
     assert windows(store) == windows(expected)
     cut = int(len(store.log) * crash_at)
+    # Offsets are committed only after their batch's changelog records are acknowledged.
     durable = [offset for offset, length in flushed_at if length <= cut]
     committed = durable[-1 - commit_lag] if len(durable) > commit_lag else 0
-    after, _ = run(batched, LogStore.restored(store.log[:cut]), committed)
+    after, _ = run(records, LogStore.restored(store.log[:cut]), committed)
     assert windows(after) == windows(expected)
 
 
