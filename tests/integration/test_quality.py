@@ -378,6 +378,17 @@ async def test_a_demoted_creator_gets_prompts_for_its_weight_share_and_recovers(
             ],
         )
         await wait_until(lambda: (worker.health() or {})["video_mappings"] >= 2, 30, "mappings", worker)
+        # Every input reported idle first: the feedback partitions no click goes to then never
+        # hold a window open, so each window closes on its own when the next one's clicks come
+        # (not several at once, which lets the bad creator's first windows reach the judge
+        # before any platform click does: judgments with no platform CTR, which count for
+        # nothing, and too few left to demote).
+        await wait_until(
+            lambda: worker.metric_sum("likeflow_source_idle") >= 2 * settings.partitions,
+            30,
+            "idle inputs",
+            worker,
+        )
 
         def decided() -> float:
             return worker.metric_sum("likeflow_prompts_emitted_total") + worker.metric_sum(
