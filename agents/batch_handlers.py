@@ -28,7 +28,12 @@ class BatchHandlers:
 
     def forgetters(self) -> tuple[Callable[[], None], ...]:
         """What a rebalance resets: every in-memory view of the partitions' state."""
-        return (self.like_sources.forget, self.feedback_sources.forget, self.counting.forget)
+        return (
+            self.like_sources.forget,
+            self.feedback_sources.forget,
+            self.counting.forget,
+            self.likes.forget,
+        )
 
 
 def build_batch_handlers(ctx: PipelineContext, creator_counts: ChangelogStore[Any]) -> BatchHandlers:

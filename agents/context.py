@@ -12,12 +12,14 @@ from aiokafka import AIOKafkaProducer
 from agents.retention import RetentionSweeper
 from config import Settings
 from likeflow.domain.decide import GuardPolicy
+from likeflow.domain.mapping_versions import Unknown
 from likeflow.domain.pricing import PricePolicy
 from likeflow.domain.prompt_ids import PromptIds
 from likeflow.domain.quality.counting import WindowPolicy
 from likeflow.domain.quality.judging import JudgePolicy
 from likeflow.domain.ranking import RankingPolicy
 from likeflow.domain.user_state import UserState
+from likeflow.domain.waiting import WaitingLike
 from likeflow.engine import ChangelogStore
 from likeflow.metrics import Metrics
 from likeflow.sinks.dead_letters import DeadLetterSink
@@ -42,11 +44,15 @@ class AuditAppender(Protocol):
 
 
 class MappingLookup(Protocol):
-    """The join side: a video's current mapping, and whether the view is complete yet."""
+    """The join side: a video's mapping now and at a like's ts, and whether the view is complete."""
 
     ready: asyncio.Event
 
+    on_mapped: list[Callable[[str], None]]
+
     def get(self, video_id: str) -> VideoMapping | None: ...
+
+    def at(self, video_id: str, ts: int) -> VideoMapping | None | Unknown: ...
 
 
 def neutral_creator_weight(creator_id: str) -> float:
@@ -82,6 +88,8 @@ class PipelineContext:
     # ChangelogStore over tables.erasure_ledger: pseudonym -> latest erasure ts, never expired.
     erasures: ChangelogStore[int]
     prompt_ids: PromptIds  # likeflow.domain.prompt_ids, keyed by a key derived from the user key
+    # ChangelogStore over tables.mapping_waits: like offset -> a like waiting for its mapping.
+    mapping_waits: ChangelogStore[WaitingLike]
     # likeflow.replicas.creator_weights.CreatorWeights (the judge's weights; 1.0 until judged).
     creator_weight: CreatorWeight = neutral_creator_weight
 

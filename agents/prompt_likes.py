@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -10,15 +11,19 @@ from typing import Any
 
 from agents.context import PipelineContext, new_user_state
 from likeflow.domain.decide import Duplicate, NoPromptReason, Skip, decide
+from likeflow.domain.mapping_versions import Unknown
 from likeflow.domain.pseudonym import edge_pseudonym
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.domain.user_state import UserState
+from likeflow.domain.waiting import WaitingLike, WaitList
 from likeflow.engine import ChangelogStore, Completion, KeyPartitioner, OutputBatch, Records, StageTimer, Turn
 from likeflow.metrics import observe_many
 from likeflow.sinks.redis_prompts import ServedPrompt
-from streams.events import CONTRACT_HEADERS, CreatorEvent, Invalid, Like, Prompt
+from streams.events import CONTRACT_HEADERS, CreatorEvent, Invalid, Like, Prompt, VideoMapping
 from streams.topics import CREATOR_EVENTS, LIKES, ORDER_PROMPTS
 from streams.validation import InputLimits, decode_like
+
+log = logging.getLogger(__name__)
 
 
 class PromptLikes:
@@ -50,6 +55,19 @@ class PromptLikes:
         self._skipped = metrics.likes_skipped
         self._batch_seconds = metrics.batch_duration.labels("prompt_likes")
         self._stages = StageTimer(settings.topic(LIKES), metrics.observe_stage)
+        self._partitions = settings.partitions
+        self._likes_topic = settings.topic(LIKES)
+        self._grace_ms = int(settings.mapping_grace_s * 1000)
+        self._waits = WaitList(settings.mapping_waits_max)
+        self._wait_outcomes = metrics.mapping_wait_outcomes
+        # Waiting likes decided in a completed batch, whose table entries are still to delete.
+        self._settled: list[tuple[int, WaitingLike]] = []
+        ctx.video_mappings.on_mapped.append(self._waits.mapped)
+
+    def forget(self) -> None:
+        """After a rebalance: the waiting likes are loaded again from the table (module doc)."""
+        self._waits.forget()
+        self._settled.clear()
 
     async def process(self, batch: Records) -> Completion:
         """Decide every like of the batch (see the class doc)."""
@@ -64,6 +82,8 @@ class PromptLikes:
         prompts: list[tuple[int, Prompt, bytes]] = []
         invalid: list[tuple[Any, Invalid]] = []
         outcomes: Counter[str] = Counter()
+        # Likes that waited for their mapping first: they came before the batch's likes.
+        decided = self._waiting_due(batch, now_ms, prompts, outcomes)
         for tp, records in batch.items():
             partition = tp.partition
             for record in records:
@@ -75,6 +95,9 @@ class PromptLikes:
             ctx.retention.observe(partition, self._reports.clocks.get(partition, 0))
         ctx.retention.sweep_due({tp.partition for tp in batch})
         flushed = [await self._states.flush(tp.partition) for tp in batch]
+        waits = self._ctx.mapping_waits
+        flushed.extend([await waits.flush(tp.partition) for tp in batch if waits.pending(tp.partition)])
+        self._ctx.metrics.mapping_waits.set(len(self._waits))
         count_records = self._reports.records({tp.partition for tp in batch}, time.monotonic())
         self._account(batch, prompts, outcomes, now_ms)
         self._batch_seconds.observe(time.perf_counter() - started)
@@ -83,6 +106,9 @@ class PromptLikes:
             # The user states that record these prompts are on the changelog.
             await self._stages.timed("changelog_ack", _all(flushed))
             await self._emit(turn, prompts, count_records, invalid)
+            # Their decisions are out: the next batch of their partition deletes their entries
+            # (until then a crash finds them again and re-sends the same decision).
+            self._settled.extend(decided)
 
         return complete
 
@@ -102,14 +128,31 @@ class PromptLikes:
         self._reports.observe(partition, decoded.ts)
         if decoded.action == "unlike":
             return "unlike"
-        # The join: a processing-time lookup in this worker's replica of `video-products`
-        # (like a Kafka Streams stream-GlobalKTable join). No mapping is the common case.
-        mapping = ctx.video_mappings.get(decoded.video_id)
+        # The join: the version of the video's mapping valid at the like's ts, in this worker's
+        # replica of `video-products` (a Kafka Streams stream-table join on a versioned store).
+        mapping = ctx.video_mappings.at(decoded.video_id, decoded.ts)
         if mapping is None:
             return "no_mapping"
         # The edge: from here on the user is a pseudonym, in state, counts, prompts and logs.
         user = edge_pseudonym(decoded.user_id, record.headers, ctx.pseudonymize)
+        if isinstance(mapping, Unknown):
+            return self._wait(partition, record.offset, decoded, user, now_ms)
         like = Like(decoded.event_id, user, decoded.video_id, decoded.ts, decoded.action)
+        return self._decide(partition, like, mapping, record.offset, now_ms, prompts)
+
+    def _decide(
+        self,
+        partition: int,
+        like: Like,
+        mapping: VideoMapping,
+        offset: int,
+        now_ms: int,
+        prompts: list[tuple[int, Prompt, bytes]],
+    ) -> str:
+        """Decide `like` (from `offset` of its partition; -1: decided after waiting for its
+        mapping, counted by event id) joined with `mapping`."""
+        ctx = self._ctx
+        user = like.user_id
         state = self._states.get(partition, user)
         if state is None:
             # A user without state may still have been erased (retention deleted the state, the
@@ -125,13 +168,13 @@ class PromptLikes:
             ranking=ctx.ranking,
             prompt_ids=ctx.prompt_ids,
             pricing=ctx.pricing,
-            offset=record.offset,
+            offset=offset,
         )
         if isinstance(decision, Duplicate):
             if decision.redelivered:
                 # This record was decided before a crash: its like may not have been counted.
                 # Reported again at its own offset, it counts only if it never arrived.
-                self._reports.add(partition, self._like_event(like, mapping.creator_id), record.offset)
+                self._reports.add(partition, self._like_event(like, mapping.creator_id), offset)
             # Re-send the original prompt byte for byte: if the first send was lost in a crash
             # before the producer flushed, this one delivers it.
             if decision.sent is not None:
@@ -146,13 +189,92 @@ class PromptLikes:
         self._states.put(partition, user, state)
         ctx.retention.touch(partition, user, state)
         # The creator's like count: every like recorded in the user's state, prompted or not.
-        self._reports.add(partition, self._like_event(like, mapping.creator_id), record.offset)
+        self._reports.add(partition, self._like_event(like, mapping.creator_id), offset)
         if isinstance(decision, Skip):
             return decision.reason.value
         prompts.append((partition, decision.prompt, decision.raw))
         # The creator's prompt count. A re-sent prompt has the same event_id, counted once.
-        self._reports.add(partition, CreatorEvent.for_prompt(decision.prompt), record.offset)
+        self._reports.add(partition, CreatorEvent.for_prompt(decision.prompt), offset)
         return PROMPTED
+
+    # -- likes waiting for their video's mapping (likeflow/domain/waiting.py) -----------------
+
+    def _wait(self, partition: int, offset: int, decoded: Like, user: str, now_ms: int) -> str:
+        """Hold a like whose video has no mapping version yet, up to the grace."""
+        waits = self._waits
+        if self._grace_ms <= 0:
+            return "no_mapping"
+        if waits.holds(partition, offset):
+            return WAITING  # redelivered while it waits: the held entry stands
+        if not waits.has_room():
+            self._wait_outcomes.labels("refused").inc()
+            return "no_mapping"
+        like = WaitingLike(
+            decoded.event_id, user, decoded.video_id, decoded.ts, offset, now_ms + self._grace_ms
+        )
+        # In the changelogged table before this batch's offsets commit: a crash does not lose it.
+        self._ctx.mapping_waits.put(partition, like.key(partition), like)
+        waits.add(partition, like)
+        return WAITING
+
+    def due_partitions(self) -> set[int]:
+        """The partitions to deliver with no new records (the engine's timer): waiting likes due
+        (mapped, or past their grace), settled ones to delete, or not loaded since assignment."""
+        waits = self._waits
+        due = waits.due_partitions(int(time.time() * 1000))
+        due.update(p for p, _ in self._settled)
+        due.update(p for p in range(self._partitions) if not waits.loaded(p))
+        return due
+
+    def _waiting_due(
+        self,
+        batch: Records,
+        now_ms: int,
+        prompts: list[tuple[int, Prompt, bytes]],
+        outcomes: Counter[str],
+    ) -> list[tuple[int, WaitingLike]]:
+        """Load, settle and decide the waiting likes of the batch's partitions; returns those
+        decided (their entries are deleted once this batch's outputs are acknowledged)."""
+        ctx, waits = self._ctx, self._waits
+        store = ctx.mapping_waits
+        mappings = ctx.video_mappings
+        partitions = {tp.partition for tp in batch}
+        for partition in partitions:
+            if not waits.loaded(partition):
+                held = [
+                    like for key in store.keys(partition) if (like := store.get(partition, key)) is not None
+                ]
+                waits.load(partition, held, lambda video: not isinstance(mappings.at(video, 0), Unknown))
+                if held:
+                    log.info(
+                        "%s[%d]: %d likes waiting for their mapping, restored",
+                        self._likes_topic,
+                        partition,
+                        len(held),
+                    )
+        if self._settled:
+            settled, self._settled = self._settled, []
+            for partition, like in settled:
+                if partition in partitions:
+                    store.delete(partition, like.key(partition))
+                    waits.settled(partition, like.offset)
+                else:
+                    self._settled.append((partition, like))
+        decided: list[tuple[int, WaitingLike]] = []
+        due = waits.due_partitions(now_ms) & partitions
+        for partition in sorted(due):
+            for like in waits.due(partition):
+                mapping = mappings.at(like.video_id, like.ts)
+                if isinstance(mapping, VideoMapping):
+                    self._wait_outcomes.labels("joined").inc()
+                    joined = Like(like.event_id, like.user_id, like.video_id, like.ts, "like")
+                    outcome = self._decide(partition, joined, mapping, -1, now_ms, prompts)
+                else:
+                    self._wait_outcomes.labels("expired").inc()
+                    outcome = "no_mapping"
+                outcomes[outcome] += 1
+                decided.append((partition, like))
+        return decided
 
     @staticmethod
     def _like_event(like: Like, creator_id: str) -> CreatorEvent:
@@ -166,6 +288,8 @@ class PromptLikes:
         for outcome, n in outcomes.items():
             if outcome == PROMPTED:
                 metrics.prompts_emitted.inc(n)
+            elif outcome == WAITING:
+                self._wait_outcomes.labels("waiting").inc(n)
             elif outcome == DUPLICATE:
                 metrics.duplicates.inc(n)
             else:
@@ -222,6 +346,7 @@ class PromptLikes:
 
 PROMPTED = "prompted"
 DUPLICATE = "duplicate"
+WAITING = "waiting"  # held for its video's mapping (decided later, in another batch)
 # Skips that record nothing of the like in the user's state, so no changelog write. (A
 # rate-limited like may prune the state by its time: a function of the state's clock that the
 # user's next written like repeats, so it need not be written now; writing it would re-send a

@@ -29,8 +29,8 @@ from likeflow.policies import input_limits_from, policies_from, pricing_from, qu
 from likeflow.replicas.video_mappings import VideoMappings
 from likeflow.sinks.dead_letters import DeadLetterSink
 from streams.topics import CREATOR_EVENTS, DEAD_LETTERS, LIKES, PROMPT_FEEDBACK
-from tables import CREATOR_COUNTS_TABLE, ERASURE_LEDGER_TABLE, USER_STATE_TABLE
-from tables.codecs import CreatorCountsCodec, ErasureLedgerCodec, UserStateCodec
+from tables import CREATOR_COUNTS_TABLE, ERASURE_LEDGER_TABLE, MAPPING_WAITS_TABLE, USER_STATE_TABLE
+from tables.codecs import CreatorCountsCodec, ErasureLedgerCodec, UserStateCodec, WaitingLikeCodec
 
 # What the worker's Redis sinks and audit trail were handed, kept (a testing sink each).
 
@@ -126,6 +126,12 @@ class InProcess:
         partition_of = KeyPartitioner(self.settings.partitions)
         return await self.harness.feed(handlers[topic], self.topic(topic), records, partition_of, headers)
 
+    async def tick(self) -> Delivered:
+        """A fetch with no new likes: the partitions with waiting likes due are delivered to the
+        prompt handler as empty batches, as the worker's consumer does (`BatchRouter.timers`)."""
+        likes = self.handlers.likes
+        return await self.harness.tick(likes, self.topic(LIKES), likes.due_partitions())
+
     def lose_counts(self) -> None:
         """Drop the count records sent since the last `count` undelivered, as a worker killed
         before the broker acknowledged them loses them (its batch is then redelivered)."""
@@ -213,6 +219,7 @@ def in_process(
         limits=limits,
         erasures=harness.store(ErasureLedgerCodec(), changelog(ERASURE_LEDGER_TABLE)),
         prompt_ids=prompt_ids_for(pseudonymize),
+        mapping_waits=harness.store(WaitingLikeCodec(), changelog(MAPPING_WAITS_TABLE)),
         creator_weight=creator_weight,
     )
     handlers = build_batch_handlers(ctx, creator_counts)

@@ -141,6 +141,12 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
         "as its record's bytes + 256 per mapping and per product); the "
         'mapping of a new video beyond it is refused (`likeflow_mapping_updates_total{outcome="refused"}`, '
         "alert at 80%). >= 1 MiB.",
+        "mapping_grace_s": "A like whose video has no mapping yet waits this long (wall clock, s) "
+        "for one, held in the changelogged `mapping_waits` table, and is decided when it arrives; "
+        "after it the like is skipped as `no_mapping`. 0 turns waiting off. 0-600.",
+        "mapping_waits_max": "Likes one worker holds waiting for a mapping "
+        "(`likeflow_likes_waiting`); beyond it a like of an unmapped video is skipped as "
+        '`no_mapping` at once (`likeflow_mapping_waits_total{outcome="refused"}`). >= 1.',
         "max_likes_per_user": "Likes remembered per user within the dedupe horizon; more are skipped "
         "as `rate_limited` before the state grows. Checked with the prompt cap and id and title "
         "limits: a user's state must fit one changelog record (900 kB). >= 1.",

@@ -179,6 +179,11 @@ class Settings:
     # Memory (bytes, estimated) one worker's replica of `video-products` may hold; a mapping of a
     # new video beyond it is refused (counted, alerted at 80%).
     mappings_max_bytes: int = 256 * 1024 * 1024
+    # A like whose video has no mapping yet waits this long (wall clock, s) for one, in a
+    # changelogged table, before it is skipped as `no_mapping` (docs/joins.md). 0: no waiting.
+    mapping_grace_s: float = 5.0
+    # Likes one worker holds waiting for a mapping; beyond it a like is skipped at once.
+    mapping_waits_max: int = 100_000
     # Likes remembered per user within the dedupe horizon: more are skipped as `rate_limited`
     # before the user's state grows (bounds a user's changelog record).
     max_likes_per_user: int = 5_000
@@ -338,6 +343,8 @@ class Settings:
         _check(1 <= self.max_clock_skew_s <= 86_400, "MAX_CLOCK_SKEW_S", "must be 1-86400 s")
         _check(1 <= self.max_order_cents <= 2**53, "MAX_ORDER_CENTS", "must be 1 to 2^53")
         _check(self.mappings_max_bytes >= 1024 * 1024, "MAPPINGS_MAX_BYTES", "must be >= 1 MiB")
+        _check(0 <= self.mapping_grace_s <= 600, "MAPPING_GRACE_S", "must be 0-600 s")
+        _check(self.mapping_waits_max >= 1, "MAPPING_WAITS_MAX", "must be >= 1")
         _check(self.max_likes_per_user >= 1, "MAX_LIKES_PER_USER", "must be >= 1")
         _check(self.state_cache_keys >= 100, "STATE_CACHE_KEYS", "must be >= 100")
         _check(

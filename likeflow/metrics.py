@@ -67,6 +67,19 @@ class Metrics:
             "User states dropped by retention (last activity older than the horizon).",
             registry=r,
         )
+        self.mapping_waits = Gauge(
+            "likeflow_likes_waiting",
+            "Likes this worker holds waiting for their video's mapping (LIKEFLOW_MAPPING_GRACE_S).",
+            registry=r,
+        )
+        self.mapping_wait_outcomes = Counter(
+            "likeflow_mapping_waits_total",
+            "Likes of a video with no mapping yet, by outcome: waiting (held), joined (its mapping "
+            "came within the grace), expired (skipped as no_mapping after the grace), refused "
+            "(skipped at once: LIKEFLOW_MAPPING_WAITS_MAX likes already wait).",
+            ["outcome"],
+            registry=r,
+        )
         self.mapping_updates = Counter(
             "likeflow_mapping_updates_total",
             "Video mapping records applied, by outcome (set, removed, stale; refused: a new video "
@@ -270,6 +283,8 @@ class Metrics:
             self.redis_pending.labels(store)
         for outcome in ("set", "removed", "stale", "refused"):
             self.mapping_updates.labels(outcome)
+        for outcome in ("waiting", "joined", "expired", "refused"):
+            self.mapping_wait_outcomes.labels(outcome)
         for control in ("consent", "erasure"):
             self.user_controls.labels(control)
             self.user_controls_stateless.labels(control)

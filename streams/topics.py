@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 LIKES = "likes"
 VIDEO_PRODUCTS = "video-products"
+# How long (ms of event time behind a video's newest version) mapping versions are kept.
+MAPPING_HISTORY_MS = 24 * 3_600_000
 ORDER_PROMPTS = "order-prompts"
 DEAD_LETTERS = "likeflow-dlq"
 # Creator quality. Feedback and the job's own prompts meet on `creator-events` (key creator_id),
@@ -88,10 +90,12 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
         names_user=True,
     ),
     # Compacted: the latest mapping per video is the state; a null value deletes it. Every
-    # worker also follows all of it outside the group (the join's replica).
+    # worker also follows all of it outside the group (the join's replica). Records stay
+    # uncompacted for the mapping history, so a restarted replica re-reads every version a
+    # like may still join (likeflow/domain/mapping_versions.py).
     TopicSpec(
         VIDEO_PRODUCTS,
-        {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+        {"cleanup.policy": "compact", "min.compaction.lag.ms": str(MAPPING_HISTORY_MS)},
         consumed=True,
         input=True,
         replay=(decode_mapping, "video_id"),

@@ -1,4 +1,4 @@
-"""Faust table declarations: per-user prompt state, the erasure ledger, creator counts and standings."""
+"""Faust table declarations: user state, erasure ledger, creator counts and standings, waiting likes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ USER_STATE_TABLE = "user_state"
 ERASURE_LEDGER_TABLE = "erasure_ledger"
 CREATOR_COUNTS_TABLE = "creator_counts"
 CREATOR_STANDING_TABLE = "creator_standing"
+MAPPING_WAITS_TABLE = "mapping_waits"
 # A compacted changelog keeps a user's overwritten and deleted states until the cleaner runs;
 # these bound it (docs/privacy.md): every record is compacted within a day (Kafka rolls the
 # active segment for it), and a tombstone itself is dropped a day after that.
@@ -30,6 +31,7 @@ class Tables:
     erasure_ledger: Any
     creator_counts: Any
     creator_standing: Any
+    mapping_waits: Any
 
 
 def declare_tables(app: faust.App, settings: Settings) -> Tables:
@@ -80,5 +82,9 @@ def declare_tables(app: faust.App, settings: Settings) -> Tables:
             CREATOR_STANDING_TABLE,
             "creator_id -> horizon windows, demotion state, served verdict",
             partitions=1,
+        ),
+        # Co-partitioned with `likes`: each waiting like in its like's partition.
+        mapping_waits=table(
+            MAPPING_WAITS_TABLE, "like offset -> a like waiting for its video's mapping", raw=True
         ),
     )

@@ -10,6 +10,7 @@ import orjson
 from likeflow.domain.quality.counting import PartitionClock, Seen, WindowRow
 from likeflow.domain.quality.engine import StoredValue
 from likeflow.domain.user_state import UserState
+from likeflow.domain.waiting import WaitingLike
 
 
 class UserStateCodec:
@@ -46,6 +47,16 @@ class ErasureLedgerCodec:
 
     def decode(self, raw: bytes) -> int:
         return int(raw)
+
+
+class WaitingLikeCodec:
+    """`mapping_waits` values: a `WaitingLike` as a JSON array."""
+
+    def encode(self, value: WaitingLike) -> bytes:
+        return value.to_json()
+
+    def decode(self, raw: bytes) -> WaitingLike:
+        return WaitingLike.from_json(raw)
 
 
 class CreatorCountsCodec:

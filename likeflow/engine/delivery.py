@@ -41,7 +41,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,9 +82,19 @@ class BatchRouter:
         default_factory=lambda: exit_on_duplicate
     )
 
-    def register(self, topic: str, handler: BatchHandler) -> None:
-        """Deliver `topic`'s records to `handler` (the full topic name, prefix included)."""
+    # Timers of the handlers: topic -> () -> the partitions with work due without new records
+    # (a like whose grace ran out). Each fetch delivers those partitions to the handler as
+    # empty batches, in the topic's pipeline like any batch.
+    timers: dict[str, Callable[[], Collection[int]]] = field(default_factory=dict)
+
+    def register(
+        self, topic: str, handler: BatchHandler, due: Callable[[], Collection[int]] | None = None
+    ) -> None:
+        """Deliver `topic`'s records to `handler` (the full topic name, prefix included); with
+        `due`, also the partitions it names, as empty batches, when they have no records."""
         self.handlers[topic] = handler
+        if due is not None:
+            self.timers[topic] = due
 
     def restore(self, changelog_topic: str, apply: Callable[[int, Sequence[Any]], None]) -> None:
         """Apply `changelog_topic`'s records in bulk while Faust recovers or replays a standby."""
@@ -202,7 +212,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
         handlers = router.handlers
         if records and router.changelogs:
             records = self._restore_in_bulk(records, active_partitions)
-        if not records or not any(tp.topic in handlers for tp in records):
+        due = self._due(active_partitions) if router.timers else {}
+        if not due and (not records or not any(tp.topic in handlers for tp in records)):
             return records
         generation = self.app.consumer_generation_id
         rest: dict[Any, Any] = {}
@@ -214,6 +225,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 fresh = self._fresh(tp, batch)
                 if fresh:
                     by_topic.setdefault(tp.topic, {})[TP(tp.topic, tp.partition)] = fresh
+        for tp in due:
+            # Work due on a partition with no new records: an empty batch of it.
+            by_topic.setdefault(tp.topic, {}).setdefault(tp, [])
         # Fetched in an older generation, or the flow stopped meanwhile (a rebalance started):
         # not delivered; Faust seeks back to the committed offsets and they are fetched again.
         if by_topic and self.flow_active and not self.should_stop:
@@ -281,6 +295,17 @@ class BatchConsumer(faust_aiokafka.Consumer):
             rest[tp] = batch[-1:]
         return rest
 
+    def _due(self, active_partitions: Any) -> list[TP]:
+        """The owned, active partitions whose handlers have work due (`BatchRouter.timers`)."""
+        assigned = self.assignment()
+        out = []
+        for topic, due in self.batch_router.timers.items():
+            for partition in due():
+                tp = TP(topic, partition)
+                if tp in assigned and (active_partitions is None or tp in active_partitions):
+                    out.append(tp)
+        return out
+
     def _fresh(self, tp: Any, batch: Sequence[Any]) -> list[Any]:
         """The records at or past the partition's read offset (older ones predate a seek)."""
         read = self._read_offset[TP(tp.topic, tp.partition)]
@@ -300,7 +325,7 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 await pipeline.room()
                 started = time.perf_counter()
                 completion = await router.handlers[topic].process(batch)
-                ends = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+                ends = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
                 for tp, end in ends.items():
                     # Delivered: a later fetch of the same offsets (no seek between) is skipped.
                     self._read_offset[tp] = end
@@ -465,7 +490,10 @@ def kafka_producer(app: Any) -> AIOKafkaProducer:
 
 
 def _where(batch: Records) -> str:
-    return ", ".join(f"{tp.topic}[{tp.partition}]@{rs[0].offset}-{rs[-1].offset}" for tp, rs in batch.items())
+    return ", ".join(
+        f"{tp.topic}[{tp.partition}]@{rs[0].offset}-{rs[-1].offset}" if rs else f"{tp.topic}[{tp.partition}]"
+        for tp, rs in batch.items()
+    )
 
 
 def _observe_fetch(
@@ -476,7 +504,8 @@ def _observe_fetch(
     for topic, batch in by_topic.items():
         on_stage(topic, "fetch", fetched_s)
         oldest = min(
-            (records[0].timestamp for records in batch.values() if records[0].timestamp), default=None
+            (records[0].timestamp for records in batch.values() if records and records[0].timestamp),
+            default=None,
         )
         if oldest is not None:
             on_stage(topic, "age", max(0.0, now_ms - oldest) / 1000)

@@ -232,10 +232,15 @@ class Harness:
         committed: dict[TP, int] = {}
         await pipeline.room()
         completion = await handler.process(batch)
-        ends = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+        ends = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
         pipeline.submit(completion, functools.partial(self._commit, ends, committed), topic)
         await pipeline.idle()
         return Delivered(self.producer.sent[before:], committed)
+
+    async def tick(self, handler: BatchHandler, topic: str, due: Iterable[int]) -> Delivered:
+        """What a fetch with no new records does for a handler with a timer: `due`'s partitions
+        of `topic` delivered as empty batches (`BatchRouter.register(..., due=)`)."""
+        return await self.deliver(handler, {TP(topic, p): [] for p in sorted(due)})
 
     async def feed(
         self,

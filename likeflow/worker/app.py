@@ -53,7 +53,7 @@ from streams.topics import (
     declare_topics,
 )
 from tables import declare_tables
-from tables.codecs import CreatorCountsCodec, ErasureLedgerCodec, UserStateCodec
+from tables.codecs import CreatorCountsCodec, ErasureLedgerCodec, UserStateCodec, WaitingLikeCodec
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
 BATCH_AGENTS = ("prompt_likes", "route_feedback", "count_creator_events", "judge_creators")
@@ -176,6 +176,7 @@ def create_app(settings: Settings) -> faust.App:
         max_cached=settings.state_cache_keys,
     )
     erasures = ChangelogStore(tables.erasure_ledger, ErasureLedgerCodec(), producer)
+    mapping_waits = ChangelogStore(tables.mapping_waits, WaitingLikeCodec(), producer)
     creator_counts = ChangelogStore(
         tables.creator_counts, CreatorCountsCodec(), producer, max_cached=settings.state_cache_keys
     )
@@ -229,6 +230,7 @@ def create_app(settings: Settings) -> faust.App:
         limits=limits,
         erasures=erasures,
         prompt_ids=prompt_ids_for(pseudonymize),
+        mapping_waits=mapping_waits,
         creator_weight=weights,
     )
     register_agents(app, ctx)
@@ -246,6 +248,7 @@ def create_app(settings: Settings) -> faust.App:
             "erasure_ledger": erasures,
             "creator_counts": creator_counts,
             "creator_standing": tables.creator_standing.data,
+            "mapping_waits": mapping_waits,
         },
         [settings.topic(t) for t in CONSUMED_TOPICS],
     )
@@ -292,15 +295,17 @@ def _register_batch_handlers(
         (ctx.topics.creator_events, built.counting),
     )
     for topic, handler in handlers:
-        router.register(topic.get_topic_name(), handler)
+        # Likes waiting for a mapping are decided on their partition's next fetch once due.
+        due = built.likes.due_partitions if handler is built.likes else None
+        router.register(topic.get_topic_name(), handler, due=due)
         app.topics.add(topic)  # subscribed (and co-partitioned by Faust's assignor) like an agent's
-    for store in (ctx.user_states, ctx.erasures, creator_counts):
+    for store in (ctx.user_states, ctx.erasures, creator_counts, ctx.mapping_waits):
         router.restore(store.changelog_topic, store.apply_changelog)
 
     async def forget_partitions(app: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Sent after every batch in flight finished and its offsets were committed: another
         # worker may own these partitions next, and what this one holds in memory is re-read.
-        for held in (ctx.user_states, ctx.erasures, creator_counts, ctx.retention):
+        for held in (ctx.user_states, ctx.erasures, creator_counts, ctx.mapping_waits, ctx.retention):
             held.forget()
         for forget in built.forgetters():
             forget()

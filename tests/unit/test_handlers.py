@@ -77,7 +77,9 @@ def test_a_redelivered_like_resends_the_same_bytes_and_decides_nothing_new(worke
     assert worker.ctx.metrics.registry.get_sample_value("likeflow_duplicate_likes_total") == 1
 
 
-def test_a_like_without_mapping_is_skipped_and_committed(worker: InProcess) -> None:
+def test_a_like_without_mapping_is_skipped_and_committed() -> None:
+    """With no grace (waiting for a late mapping: test_mapping_waits.py)."""
+    worker = in_process(load_settings({}, user_key=KEY, mapping_grace_s=0))
     done = run(worker.run("likes", [like("u1", "e1", video="unknown")]))
     assert not done.outputs("order-prompts")
     assert (
