@@ -51,8 +51,13 @@ def add_like(
     ts: int,
     half_life_ms: float,
     current: dict[str, float] | None = None,
+    weight: float = 1.0,
 ) -> None:
     """Count one like at `ts` (epoch ms) for each distinct category, in place.
+
+    `weight` (> 0) is what the like adds to each category before decay: 1.0 for a plain like;
+    other engagement weighs more or less (docs/profile.md). Any order of weighted likes gives
+    the same profile, as with plain ones.
 
     `categories` are taken in their order, once each (a video lists its products' categories
     in a fixed order, so the profile's order, and every float summed over it, is the same on
@@ -66,13 +71,13 @@ def add_like(
     for category in dict.fromkeys(categories):
         held = affinity.get(category)
         if held is None:
-            affinity[category] = (1.0, ts)
-            current[category] = 1.0
+            affinity[category] = (weight, ts)
+            current[category] = weight
         elif ts >= held[1]:
-            affinity[category] = entry = (current[category] + 1.0, ts)
+            affinity[category] = entry = (current[category] + weight, ts)
             current[category] = entry[0]
         else:  # an out-of-order like: decay its contribution to the stored reference time
-            affinity[category] = entry = (held[0] + decayed(1.0, ts, held[1], half_life_ms), held[1])
+            affinity[category] = entry = (held[0] + decayed(weight, ts, held[1], half_life_ms), held[1])
             current[category] = decayed(entry[0], entry[1], ts, half_life_ms)
     _forget(affinity, current)
 

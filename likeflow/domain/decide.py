@@ -9,6 +9,7 @@ from likeflow.domain.affinity import add_like, scores_at
 from likeflow.domain.copy import matched_interest, offer_text
 from likeflow.domain.exposure import prompt_shown
 from likeflow.domain.pricing import PricePolicy, offer_price
+from likeflow.domain.profile.level import Level, consumption_level
 from likeflow.domain.prompt_ids import PromptIds
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy, rank
 from likeflow.domain.user_state import SentPrompt, UserState
@@ -113,6 +114,8 @@ def decide(
     redelivery is a `Duplicate` of the first decision even if the weight changed since. The like
     then joins the profile, unless the user refused personalisation: then products are ranked
     on an empty profile and none is built (and the copy names no interest: `matched_interest`).
+    The user's consumption level (their own orders' prices, docs/profile.md), when known and
+    personalisation is on, multiplies each product's score by its `price_fit`: the choice only.
     The price is `offer_price` (the same for everyone at the like's ts). `now_ms` (wall clock)
     only stamps `emitted_ts`.
     """
@@ -136,8 +139,9 @@ def decide(
     personalized = state.consent is None or state.consent.personalized
     # The profile's scores at the like, decayed once: ranked on, then updated with the like.
     current = scores_at(state.affinity, like.ts, ranking.affinity_half_life_ms) if personalized else {}
+    level = consumption_level(state.price_bands, like.ts) if personalized and state.price_bands else None
     decision = _choose(
-        state, like, mapping, creator_weight, now_ms, guards, ranking, pricing, current, prompt_ids
+        state, like, mapping, creator_weight, now_ms, guards, ranking, pricing, current, prompt_ids, level
     )
     state.remember(like.event_id, like.ts, offset)
     if isinstance(decision, Emit):
@@ -162,6 +166,7 @@ def _choose(
     pricing: PricePolicy,
     current: dict[str, float],
     prompt_ids: PromptIds,
+    level: Level | None = None,
 ) -> Decision:
     eligible = mapping.eligible
     if not eligible:
@@ -184,7 +189,7 @@ def _choose(
         return Skip(NoPromptReason.HOURLY_CAP)
     if not prompt_shown(creator_weight, like.user_id, like.video_id, like.ts):
         return Skip(NoPromptReason.DEMOTED)
-    score, best = rank(candidates, state.affinity, like.ts, creator_weight, ranking, current)[0]
+    score, best = rank(candidates, state.affinity, like.ts, creator_weight, ranking, current, level)[0]
     price_cents = offer_price(best, like.ts, pricing)
     prompt = Prompt(
         prompt_id=prompt_ids.issue(like.event_id, best.product_id, mapping.creator_id, like.user_id),

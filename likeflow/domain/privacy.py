@@ -13,14 +13,16 @@ DAY_MS = 24 * 3_600_000
 def apply_consent(state: UserState, consent: UserConsent) -> bool:
     """Record `consent` unless a newer one is held (newest ts wins); True when state changed.
 
-    Refusing personalisation also forgets the interest profile: data that may no longer be
-    used is not kept either (minimum necessary data).
+    Refusing personalisation also forgets the interest profile and the consumption level's
+    price bands (docs/profile.md): data that may no longer be used is not kept either (minimum
+    necessary data).
     """
     if state.consent is not None and state.consent.ts > consent.ts:
         return False
     state.consent = ConsentState(consent.prompts, consent.personalized, consent.ts)
     if not consent.personalized:
         state.affinity = {}
+        state.price_bands = {}
     return True
 
 

@@ -1,10 +1,11 @@
-"""The documented product score (docs/ranking.md): affinity x creator weight x stock x time of day."""
+"""The documented product score (docs/ranking.md): affinity, creator weight, stock, time of day, price fit."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from likeflow.domain.affinity import Affinity, score_at, scores_at, total_at
+from likeflow.domain.profile.level import Level, price_fit
 from streams.events import Product
 
 HOUR_MS = 3_600_000
@@ -54,16 +55,21 @@ def score_product(
     ts: int,
     creator_weight: float,
     policy: RankingPolicy,
+    level: Level | None = None,
 ) -> float:
     """Score of offering `product` to a user with `affinity` for a like at `ts` (epoch ms).
 
     score = creator_weight x (1 + 2 x share) x stock_factor x time_of_day_factor, where share is
-    the user's decayed interest in the product's category over (1 + all interest), in [0, 1).
+    the user's decayed interest in the product's category over (1 + all interest), in [0, 1);
+    times `price_fit(level, price_cents)` in [0.5, 1] when the user's consumption `level` is
+    known (docs/profile.md: it changes which product is offered, never its price).
     Rounded to 6 decimals so the value written to Kafka is stable across replays.
     """
     half_life = policy.affinity_half_life_ms
     share = score_at(affinity, product.category, ts, half_life) / (1.0 + total_at(affinity, ts, half_life))
     raw = creator_weight * (1.0 + 2.0 * share) * stock_factor(product.stock) * time_of_day_factor(ts, policy)
+    if level is not None:
+        raw *= price_fit(level, product.price_cents)
     return round(raw, 6)
 
 
@@ -74,10 +80,12 @@ def rank(
     creator_weight: float,
     policy: RankingPolicy,
     current: dict[str, float] | None = None,
+    level: Level | None = None,
 ) -> list[tuple[float, Product]]:
     """Products best first; ties go to the lower price, then the smaller product_id.
 
-    The same scores as `score_product` for each: the profile's scores at `ts` (`current`, from
+    The same scores as `score_product` for each (`level`: the user's consumption level, None
+    when unknown or not to be used): the profile's scores at `ts` (`current`, from
     `affinity.scores_at`, if the caller has them), their total and the time-of-day factor depend
     only on the like, so they are computed once.
     """
@@ -89,6 +97,8 @@ def rank(
     for p in products:
         share = current.get(p.category, 0.0) / denominator
         raw = creator_weight * (1.0 + 2.0 * share) * stock_factor(p.stock) * time_factor
+        if level is not None:
+            raw *= price_fit(level, p.price_cents)
         scored.append((round(raw, 6), p))
     if len(scored) > 1:
         scored.sort(key=_rank_key)

@@ -89,6 +89,10 @@ class UserState:
     # kept has none). A duplicate at the offset its like was recorded at is that record
     # redelivered, one at another offset a copy sent again upstream (docs/quality.md, likes).
     seen_offsets: dict[str, int] = field(default_factory=dict)
+    # The user's own orders by price band: band -> (decayed order count, ref ts), the shape of
+    # `affinity` (docs/profile.md, consumption level). Written only when not empty, so a state
+    # without orders keeps its bytes; forgotten with the profile on refusal.
+    price_bands: Affinity = field(default_factory=dict)
 
     def erased(self, like_ts: int) -> bool:
         """Whether a like at `like_ts` (epoch ms) is covered by the user's latest erasure request:
@@ -193,6 +197,7 @@ class UserState:
                 "seen_offsets": [offsets.get(k, -1) for k in self.seen]
                 if (offsets := self.seen_offsets)
                 else [],
+                **({"price_bands": self.price_bands} if self.price_bands else {}),
             }
         )
 
@@ -215,6 +220,7 @@ class UserState:
             consent=ConsentState(**consent) if consent else None,
             erased_ts=int(data.get("erased_ts", 0)),
             seen_offsets=_offsets(data["seen"], data.get("seen_offsets")),
+            price_bands={b: (float(n), int(r)) for b, (n, r) in data.get("price_bands", {}).items()},
         )
 
 

@@ -1,0 +1,1 @@
+"""A user's profile beyond likes: engagement weights, interest tags, consumption level (docs/profile.md)."""
