@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import faust
 
-from agents import judge, mappings, user_controls
+from agents import content_matcher, judge, mappings, user_controls
 from agents.context import PipelineContext
 
 
@@ -15,5 +15,5 @@ def register_agents(app: faust.App, ctx: PipelineContext) -> None:
     batch handlers (`agents.prompt_likes`, `agents.route_feedback`,
     `agents.count_creator_events`) are registered by `likeflow.worker.app` on the batch router.
     """
-    for module in (mappings, user_controls, judge):
+    for module in (mappings, user_controls, judge, content_matcher):
         module.register(app, ctx)

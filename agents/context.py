@@ -13,6 +13,7 @@ from agents.retention import RetentionSweeper
 from config import Settings
 from likeflow.domain.decide import GuardPolicy
 from likeflow.domain.mapping_versions import Unknown
+from likeflow.domain.matching import CatalogueIndex
 from likeflow.domain.pricing import PricePolicy
 from likeflow.domain.prompt_ids import PromptIds
 from likeflow.domain.quality.counting import WindowPolicy
@@ -55,6 +56,13 @@ class MappingLookup(Protocol):
     def at(self, video_id: str, ts: int) -> VideoMapping | None | Unknown: ...
 
 
+class CatalogueLookup(Protocol):
+    """The content matcher's catalogue: its index once loaded, and whether it caught up."""
+
+    ready: asyncio.Event
+    index: CatalogueIndex | None
+
+
 def neutral_creator_weight(creator_id: str) -> float:
     """Every creator weighs 1.0 until creator-quality scoring provides real weights."""
     return 1.0
@@ -92,6 +100,8 @@ class PipelineContext:
     mapping_waits: ChangelogStore[WaitingLike]
     # likeflow.replicas.creator_weights.CreatorWeights (the judge's weights; 1.0 until judged).
     creator_weight: CreatorWeight = neutral_creator_weight
+    # likeflow.replicas.catalogue.CatalogueReplica; None: content matching is off.
+    catalogue: CatalogueLookup | None = None
 
 
 def new_user_state(ctx: PipelineContext, partition: int, user: str) -> UserState:

@@ -26,6 +26,7 @@ from likeflow.engine import BatchHandler, ChangelogStore, KeyPartitioner
 from likeflow.engine.testing import Delivered, FakeProducer, Harness, Header
 from likeflow.metrics import Metrics
 from likeflow.policies import input_limits_from, policies_from, pricing_from, quality_policies_from
+from likeflow.replicas.joined import JoinedMappings
 from likeflow.replicas.video_mappings import VideoMappings
 from likeflow.sinks.dead_letters import DeadLetterSink
 from streams.topics import CREATOR_EVENTS, DEAD_LETTERS, LIKES, PROMPT_FEEDBACK
@@ -152,11 +153,13 @@ def in_process(
     mappings: Sequence[tuple[bytes, bytes]] = (),
     producer: FakeProducer | None = None,
     creator_weight: CreatorWeight = neutral_creator_weight,
+    proposals: Sequence[tuple[bytes, bytes]] = (),
 ) -> InProcess:
     """The handlers over `settings` (default: the defaults with a test key), a video-mapping
     replica that holds `mappings` (video-products records), `producer` (default: a
     `FakeProducer`; `FakeProducer(encode=True)` also builds real record batches) and the
-    creators' weights `creator_weight` (default: everyone 1.0)."""
+    creators' weights `creator_weight` (default: everyone 1.0); `proposals` are the content
+    matcher's `video-matches` records (`ctx.video_mappings.content`)."""
     settings = settings or load_settings({}, user_key="in-process-" + "0123456789abcdef" * 3)
     metrics = Metrics()
     harness = Harness(producer or FakeProducer(), on_stage=metrics.observe_stage)
@@ -166,6 +169,10 @@ def in_process(
     for key, value in mappings:
         replica.apply(key, value)
     replica.ready.set()
+    matched = VideoMappings(limits, settings.mappings_max_bytes)
+    for key, value in proposals:
+        matched.apply(key, value)
+    joined = JoinedMappings(replica, matched)
 
     def changelog(table: str) -> str:
         return f"{settings.app_id}-{table}-changelog"
@@ -207,7 +214,7 @@ def in_process(
         quality_store=cast(Any, quality),
         windows=windows,
         judging=judging,
-        video_mappings=replica,
+        video_mappings=joined,
         pseudonymize=pseudonymize,
         pricing=pricing_from(settings),
         retention=RetentionSweeper(

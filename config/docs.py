@@ -147,6 +147,11 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
         "mapping_waits_max": "Likes one worker holds waiting for a mapping "
         "(`likeflow_likes_waiting`); beyond it a like of an unmapped video is skipped as "
         '`no_mapping` at once (`likeflow_mapping_waits_total{outcome="refused"}`). >= 1.',
+        "content_matching": "Follow `product-catalogue` and propose products for `video-content` "
+        "records ([matching.md](matching.md)); costs ~60 MiB per worker (the segmenter). Off: "
+        "proposals already on `video-matches` still fill in.",
+        "match_min_confidence": "Content matches below this confidence are not proposed (0.4: "
+        "precision@1 0.909 on the evaluation set, docs/matching.md). (0, 1].",
         "max_likes_per_user": "Likes remembered per user within the dedupe horizon; more are skipped "
         "as `rate_limited` before the state grows. Checked with the prompt cap and id and title "
         "limits: a user's state must fit one changelog record (900 kB). >= 1.",

@@ -184,6 +184,13 @@ class Settings:
     mapping_grace_s: float = 5.0
     # Likes one worker holds waiting for a mapping; beyond it a like is skipped at once.
     mapping_waits_max: int = 100_000
+    # Content matching (docs/matching.md): follow `product-catalogue` and propose products for
+    # `video-content` records (the segmenter costs ~60 MiB per worker). Off: proposals already on
+    # `video-matches` still fill in.
+    content_matching: bool = True
+    # A content match below this confidence is not proposed (docs/matching.md: 0.4, chosen on the
+    # evaluation set's development half).
+    match_min_confidence: float = 0.4
     # Likes remembered per user within the dedupe horizon: more are skipped as `rate_limited`
     # before the user's state grows (bounds a user's changelog record).
     max_likes_per_user: int = 5_000
@@ -345,6 +352,7 @@ class Settings:
         _check(self.mappings_max_bytes >= 1024 * 1024, "MAPPINGS_MAX_BYTES", "must be >= 1 MiB")
         _check(0 <= self.mapping_grace_s <= 600, "MAPPING_GRACE_S", "must be 0-600 s")
         _check(self.mapping_waits_max >= 1, "MAPPING_WAITS_MAX", "must be >= 1")
+        _check(0 < self.match_min_confidence <= 1, "MATCH_MIN_CONFIDENCE", "must be in (0, 1]")
         _check(self.max_likes_per_user >= 1, "MAX_LIKES_PER_USER", "must be >= 1")
         _check(self.state_cache_keys >= 100, "STATE_CACHE_KEYS", "must be >= 100")
         _check(
@@ -447,10 +455,20 @@ def _check(ok: bool, name: str, rule: str) -> None:
         raise ConfigError(f"{ENV_PREFIX}{name} {rule}")
 
 
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("use true or false")
+
+
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "int": int,
     "float": float,
     "str": str,
+    "bool": _bool,
 }
 
 

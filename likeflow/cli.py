@@ -141,6 +141,20 @@ def _cmd_creator(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_match(settings: Settings, args: argparse.Namespace) -> int:
+    import orjson
+
+    from likeflow.ops.match import explain_video, render
+
+    try:
+        doc = asyncio.run(explain_video(settings, args.video_id))
+    except LookupError as exc:
+        print(f"likeflow: {exc.args[0]}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() if args.json else render(doc))
+    return 0
+
+
 def _cmd_pseudonym(settings: Settings, args: argparse.Namespace) -> int:
     from likeflow.connections import pseudonymizer
     from likeflow.sinks.redis_keys import prompts_key
@@ -602,6 +616,13 @@ def build_parser() -> argparse.ArgumentParser:
     creator = sub.add_parser("creator", help="print a creator's quality as JSON (from Redis)")
     creator.add_argument("creator_id")
     creator.set_defaults(func=_cmd_creator)
+
+    matcher = sub.add_parser(
+        "match", help="what the content matcher proposes for a video, with each term's score"
+    )
+    matcher.add_argument("video_id")
+    matcher.add_argument("--json", action="store_true", help="print the explanation as JSON")
+    matcher.set_defaults(func=_cmd_match)
 
     pseudonym = sub.add_parser(
         "pseudonym", help="print a user id's pseudonym and Redis key (needs the user key; for support)"

@@ -80,6 +80,14 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.content_matches = Counter(
+            "likeflow_content_matches_total",
+            "video-content records matched against the catalogue, by outcome: matched (a proposal "
+            "sent to video-matches), none (nothing above LIKEFLOW_MATCH_MIN_CONFIDENCE: any earlier "
+            "proposal withdrawn), no_creator (no creator_id: nothing proposed).",
+            ["outcome"],
+            registry=r,
+        )
         self.mapping_updates = Counter(
             "likeflow_mapping_updates_total",
             "Video mapping records applied, by outcome (set, removed, stale; refused: a new video "
@@ -283,6 +291,8 @@ class Metrics:
             self.redis_pending.labels(store)
         for outcome in ("set", "removed", "stale", "refused"):
             self.mapping_updates.labels(outcome)
+        for outcome in ("matched", "none", "no_creator"):
+            self.content_matches.labels(outcome)
         for outcome in ("waiting", "joined", "expired", "refused"):
             self.mapping_wait_outcomes.labels(outcome)
         for control in ("consent", "erasure"):

@@ -125,6 +125,8 @@ class VideoMapping:
     creator_id: str
     ts: int
     products: tuple[Product, ...]
+    # The products a content match added (docs/matching.md); the rest are the creator's.
+    matched: frozenset[str] = field(default=frozenset(), compare=False)
     # Derived once per mapping, not per like: each product category once, in product order (what
     # a like of the video adds to the user's profile), and the products that may be offered.
     categories: tuple[str, ...] = field(init=False, repr=False, compare=False, default=())
@@ -168,6 +170,12 @@ class UserErasure:
     ts: int
 
 
+# A prompt's `source`: its product is from the creator's own mapping, or a content match.
+Source = Literal["creator", "content"]
+CREATOR_SOURCE: Source = "creator"
+CONTENT_SOURCE: Source = "content"
+
+
 @dataclass(slots=True)
 class Prompt:
     """The one-tap order prompt emitted to `order-prompts` and served from Redis.
@@ -188,6 +196,8 @@ class Prompt:
     text: str
     like_ts: int
     emitted_ts: int
+    # Where the product came from: the creator's mapping, or a content match (docs/matching.md).
+    source: Source = CREATOR_SOURCE
 
     def to_json(self) -> bytes:
         """The exact bytes written to Kafka and Redis (field order as in the contract)."""
@@ -208,6 +218,7 @@ class Prompt:
             "text": self.text,
             "like_ts": self.like_ts,
             "emitted_ts": self.emitted_ts,
+            "source": self.source,
         }
 
     @classmethod

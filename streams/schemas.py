@@ -14,6 +14,7 @@ import orjson
 from likeflow.domain.pseudonym import PSEUDONYM_PATTERN
 from likeflow.domain.quality.judging import VERDICT_REASONS
 from likeflow.domain.quality.windows import COUNT_FIELDS
+from streams.content import CONTENT_LIMITS, CatalogueProduct, VideoContent
 from streams.events import (
     ACTIONS,
     CONTRACT_HEADER,
@@ -162,7 +163,47 @@ def _mapping() -> dict[str, Any]:
     product = object_schema(Product)
     return object_schema(
         VideoMapping,
+        exclude=("matched",),
         overrides={"products": {"type": "array", "maxItems": _LIMITS.max_products, "items": product}},
+    )
+
+
+def _text(limit: int) -> dict[str, Any]:
+    return {"type": "string", "maxLength": limit}
+
+
+def _video_content() -> dict[str, Any]:
+    c = CONTENT_LIMITS
+    label = {
+        "type": "object",
+        "properties": {
+            "label": {**_text(c.max_label_chars), "minLength": 1},
+            "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        },
+        "required": ["label", "confidence"],
+    }
+    return object_schema(
+        VideoContent,
+        overrides={
+            "caption": _text(c.max_caption_chars),
+            "hashtags": {"type": "array", "maxItems": c.max_hashtags, "items": _text(c.max_hashtag_chars)},
+            "labels": {"type": "array", "maxItems": c.max_labels, "items": label},
+        },
+    )
+
+
+def _catalogue_product() -> dict[str, Any]:
+    c = CONTENT_LIMITS
+    value = _text(c.max_attribute_chars)
+    attributes = {
+        "anyOf": [
+            {"type": "object", "maxProperties": c.max_attributes, "additionalProperties": value},
+            {"type": "array", "maxItems": c.max_attributes, "items": value},
+        ]
+    }
+    return object_schema(
+        CatalogueProduct,
+        overrides={"brand": _text(c.max_brand_chars), "attributes": attributes},
     )
 
 
@@ -291,6 +332,19 @@ def schemas() -> dict[str, dict[str, Any]]:
             "A creator's latest verdict over its horizon (output, compacted; header likeflow.contract).",
             _quality(),
             "creator_id",
+        ),
+        "video-content": _document(
+            "video-content",
+            "What a video shows and says: caption, hashtags and recognised labels (input, compacted).",
+            _video_content(),
+            "video_id",
+        ),
+        "product-catalogue": _document(
+            "product-catalogue",
+            "A product of the catalogue the content matcher proposes from (input, compacted; a null "
+            "value removes the product).",
+            _catalogue_product(),
+            "product_id",
         ),
         "likeflow-dlq.headers": _document(
             "likeflow-dlq.headers", "Headers of a dead letter (output).", _dead_letter_headers(), None

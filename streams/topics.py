@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from config import Settings
+from streams.content import decode_catalogue_product, decode_video_content
 from streams.validation import (
     InputLimits,
     decode_consent,
@@ -40,6 +41,13 @@ USER_ERASURE = "user-erasure"
 # Tamper-evident trail (docs/audit.md): hash-chained copies of every emitted prompt and every
 # feedback record, one chain per partition, written by likeflow.sinks.audit_log.AuditTrail.
 AUDIT_LOG = "audit-log"
+# Content understanding (docs/matching.md): what an upstream service recognised in a video
+# (key video_id) and the product catalogue (key product_id), both compacted; the matcher's
+# proposals for each video land on the compacted `video-matches` (key video_id), which every
+# worker follows next to `video-products` (a creator's own mapping always wins).
+VIDEO_CONTENT = "video-content"
+PRODUCT_CATALOGUE = "product-catalogue"
+VIDEO_MATCHES = "video-matches"
 
 
 Decoder = Callable[[bytes | None, bytes | None, InputLimits], Any]
@@ -134,6 +142,21 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     # China's E-commerce Law (art. 31) requires to be kept at least 3 years after the transaction;
     # a chain is verified from its genesis entry, so time-based deletion would break it.
     TopicSpec(AUDIT_LOG, {"retention.ms": "-1", "cleanup.policy": "delete"}),
+    TopicSpec(
+        VIDEO_CONTENT,
+        {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+        consumed=True,
+        input=True,
+        replay=(decode_video_content, "video_id"),
+    ),
+    # Followed by every worker outside the group (each matcher's catalogue index).
+    TopicSpec(
+        PRODUCT_CATALOGUE,
+        {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},
+        input=True,
+        replay=(decode_catalogue_product, "product_id"),
+    ),
+    TopicSpec(VIDEO_MATCHES, {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}, internal=True),
 )
 SPECS_BY_NAME = {spec.name: spec for spec in TOPIC_SPECS}
 #: Contract names, derived from the flags above.
@@ -160,6 +183,8 @@ class Topics:
     creator_quality: Any
     user_consent: Any
     user_erasure: Any
+    video_content: Any
+    video_matches: Any
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
@@ -188,4 +213,6 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         creator_quality=raw(CREATOR_QUALITY),
         user_consent=raw(USER_CONSENT),
         user_erasure=raw(USER_ERASURE),
+        video_content=raw(VIDEO_CONTENT),
+        video_matches=raw(VIDEO_MATCHES),
     )

@@ -13,7 +13,7 @@ from likeflow.domain.profile.level import Level, consumption_level
 from likeflow.domain.prompt_ids import PromptIds
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy, rank
 from likeflow.domain.user_state import SentPrompt, UserState
-from streams.events import Like, Prompt, VideoMapping, kept
+from streams.events import CONTENT_SOURCE, CREATOR_SOURCE, Like, Prompt, VideoMapping, kept
 
 NO_CAMPAIGN = PricePolicy()
 
@@ -206,6 +206,7 @@ def _choose(
         ),
         like_ts=like.ts,
         emitted_ts=now_ms,
+        source=CONTENT_SOURCE if best.product_id in mapping.matched else CREATOR_SOURCE,
     )
     return Emit(prompt, kept(prompt.to_json()))
 

@@ -114,13 +114,15 @@ async def read_changelog(
     topic: str,
     since: Offsets | None = None,
     progress: ProgressFn | None = None,
+    into: Changelog | None = None,
 ) -> Changelog:
     """Read `topic` from `since` (default: the beginning) to the end offsets seen at the start.
 
     Group-less: nothing is committed and no worker's group is touched. A topic that does not
-    exist (a table never written) reads as empty.
+    exist (a table never written) reads as empty. `into` (default a new `Changelog`) is what the
+    records are applied to.
     """
-    out = Changelog(topic)
+    out = into if into is not None else Changelog(topic)
     # `earliest`: assign() starts a position lookup in the background, and a `latest` one that
     # lands after our seek would skip a whole partition. Reading from too early is
     # harmless: records outside [start, end) are ignored.

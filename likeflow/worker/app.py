@@ -31,7 +31,9 @@ from likeflow.engine import (
 )
 from likeflow.metrics import Metrics
 from likeflow.policies import input_limits_from, policies_from, pricing_from, quality_policies_from
+from likeflow.replicas.catalogue import CatalogueReplica
 from likeflow.replicas.creator_weights import CreatorWeights
+from likeflow.replicas.joined import JoinedMappings
 from likeflow.replicas.video_mappings import VideoMappings
 from likeflow.sinks.audit_log import WorkerAudit
 from likeflow.sinks.dead_letters import DeadLetterSink
@@ -47,8 +49,10 @@ from streams.topics import (
     CREATOR_QUALITY,
     DEAD_LETTERS,
     LIKES,
+    PRODUCT_CATALOGUE,
     PROMPT_FEEDBACK,
     USER_FIELD_TOPICS,
+    VIDEO_MATCHES,
     VIDEO_PRODUCTS,
     declare_topics,
 )
@@ -144,6 +148,10 @@ def create_app(settings: Settings) -> faust.App:
         on_size=metrics.mappings_bytes.set,
     )
     metrics.mappings_max_bytes.set(settings.mappings_max_bytes)
+    # The content matcher's proposals (a small share of videos: an eighth of the mapping cap).
+    proposals = VideoMappings(limits, max(1024 * 1024, settings.mappings_max_bytes // 8))
+    joined = JoinedMappings(mappings, proposals)
+    catalogue = CatalogueReplica(limits) if settings.content_matching else None
 
     def producer() -> AIOKafkaProducer:
         """Faust's producer: the changelogs' (Faust's recovery reads what it wrote)."""
@@ -220,7 +228,7 @@ def create_app(settings: Settings) -> faust.App:
         ),
         windows=windows,
         judging=judging,
-        video_mappings=mappings,
+        video_mappings=joined,
         pseudonymize=pseudonymize,
         pricing=pricing_from(settings),
         retention=retention,
@@ -232,6 +240,7 @@ def create_app(settings: Settings) -> faust.App:
         prompt_ids=prompt_ids_for(pseudonymize),
         mapping_waits=mapping_waits,
         creator_weight=weights,
+        catalogue=catalogue,
     )
     register_agents(app, ctx)
     _register_batch_handlers(app, ctx, router, creator_counts)
@@ -276,8 +285,23 @@ def create_app(settings: Settings) -> faust.App:
         """Keep this worker's replica of every video's mapping current (the join side)."""
         await mappings.follow(connections.kafka_client_kwargs(settings), settings.topic(VIDEO_PRODUCTS))
 
+    async def follow_video_matches() -> None:
+        """Keep this worker's replica of the content matcher's proposals current."""
+        await proposals.follow(connections.kafka_client_kwargs(settings), settings.topic(VIDEO_MATCHES))
+
     app.task(follow_creator_weights)
     app.task(follow_video_mappings)
+    app.task(follow_video_matches)
+    if catalogue is not None:
+        follower = catalogue
+
+        async def follow_catalogue() -> None:
+            """Keep this worker's catalogue index current (the content matcher's side)."""
+            await follower.follow(
+                connections.kafka_client_kwargs(settings), settings.topic(PRODUCT_CATALOGUE)
+            )
+
+        app.task(follow_catalogue)
 
     _register_web(app, ctx, weights, mappings, creator_counts)
     return app

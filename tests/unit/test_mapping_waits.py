@@ -13,6 +13,7 @@ from config import load_settings
 from likeflow.domain.mapping_versions import Version, insert, version_at
 from likeflow.domain.waiting import WaitingLike, WaitList
 from likeflow.engine.testing import Delivered, Sent
+from likeflow.replicas.joined import JoinedMappings
 from likeflow.replicas.video_mappings import VideoMappings
 from tests.factories import mapping_json
 from tests.unit.loop import run
@@ -34,7 +35,8 @@ def product(product_id: str) -> dict[str, object]:
 
 
 def replica(w: InProcess) -> VideoMappings:
-    return cast(VideoMappings, w.ctx.video_mappings)
+    """The worker's replica of `video-products` (the join's creator side)."""
+    return cast(JoinedMappings, w.ctx.video_mappings).creators
 
 
 def publish(w: InProcess, video: str, ts: int, *products: str) -> None:
