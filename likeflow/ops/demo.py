@@ -8,6 +8,7 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -16,7 +17,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from config import Settings
 from likeflow.connections import kafka_client_kwargs
 from likeflow.ops.status import Samples, scrape
-from streams.topics import DEAD_LETTERS, LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
+from streams.topics import (
+    DEAD_LETTERS,
+    LIKES,
+    ORDER_PROMPTS,
+    PRODUCT_CATALOGUE,
+    VIDEO_CONTENT,
+    VIDEO_PRODUCTS,
+)
 
 CATEGORIES = {
     "dress": ["碎花连衣裙", "法式茶歇裙", "针织长裙"],
@@ -104,6 +112,33 @@ def no_prompt_reasons(before: Samples, after: Samples) -> dict[str, int]:
     return dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+# Videos posted with content only (no `video-products` mapping): the content matcher proposes
+# their products from the catalogue in data/matching/ (docs/matching.md); the demo sends them a
+# share of the likes and shows their prompts, marked [content].
+CONTENT_VIDEOS = [
+    {"caption": "家人们谁懂啊！防晒霜天花板  闭眼入", "hashtags": ["必买清单", "好物推荐", "美妆", "安热沙"],
+     "labels": [{"label": "户外", "confidence": 0.64}]},
+    {"caption": "今天给大家分享的小裙子，太可了🌟🤩", "hashtags": ["dress", "zara"],
+     "labels": [{"label": "连衣裙", "confidence": 0.92}]},
+    {"caption": "卡骆驰 粉色洞洞真实使用感受 🥹狠狠种草了", "hashtags": ["鞋子分享", "穿搭", "拖鞋"],
+     "labels": [{"label": "鞋", "confidence": 0.8}]},
+    {"caption": "第N次回购supor 火红点煎锅了👍救命", "hashtags": ["抖音好物", "平价好物", "做饭"],
+     "labels": [{"label": "锅", "confidence": 0.79}]},
+    {"caption": "开箱 久阳 豆浆机 unboxing ‼️👀👀💕", "hashtags": [],
+     "labels": [{"label": "家电", "confidence": 0.73}]},
+]  # fmt: skip
+CONTENT_LIKE_SHARE = 0.1
+DEMO_CATALOGUE = Path(__file__).resolve().parents[2] / "data" / "matching" / "catalogue.jsonl"
+
+
+def content_videos(opts: DemoOptions, now_ms: int) -> list[dict[str, Any]]:
+    """The `video-content` records of the content-only videos (`vc0`, `vc1`, ...)."""
+    return [
+        {"video_id": f"vc{i}", "creator_id": f"c{i % opts.creators:03d}", "ts": now_ms, **body}
+        for i, body in enumerate(CONTENT_VIDEOS)
+    ]
+
+
 class LiveView:
     """Prints prompts as they arrive and a summary line every few seconds: what was sent, what
     came back, and why the other likes got no prompt (from the worker's metrics)."""
@@ -119,6 +154,7 @@ class LiveView:
         self._baseline: Samples | None = None
         self._show = show
         self._started = time.monotonic()
+        self.content_prompts = 0
 
     def on_metrics(self, samples: Samples | None) -> None:
         """A scrape of the worker's /metrics (None if it failed); the first is the baseline."""
@@ -131,12 +167,14 @@ class LiveView:
 
     def on_prompt(self, value: bytes) -> None:
         self.prompts += 1
-        if self.prompts <= self._show or self.prompts % 100 == 0:
-            p = orjson.loads(value)
+        p = orjson.loads(value)
+        content = p.get("source") == "content"
+        self.content_prompts += content
+        if self.prompts <= self._show or self.prompts % 100 == 0 or (content and self.content_prompts <= 5):
             lag_ms = p["emitted_ts"] - p["like_ts"]
             print(
                 f"  prompt #{self.prompts}  {p['user_id']} liked {p['video_id']} -> {p['text']}  "
-                f"(score {p['score']}, {lag_ms} ms after the like)",
+                f"(score {p['score']}, {lag_ms} ms after the like)" + ("  [content]" if content else ""),
                 flush=True,
             )
 
@@ -149,7 +187,8 @@ class LiveView:
             why = f"no prompt {sum(self.no_prompt.values())}" + (f": {reasons}" if reasons else "")
         return (
             f"[demo {elapsed:6.0f}s] likes sent {self.likes} (+{self.bad} bad) | "
-            f"prompts out {self.prompts} | {why} | dead letters {self.dead_letters}"
+            f"prompts out {self.prompts} ({self.content_prompts} from content) | {why} | "
+            f"dead letters {self.dead_letters}"
         )
 
 
@@ -184,14 +223,31 @@ async def run_demo(settings: Settings, opts: DemoOptions) -> LiveView:
             await producer.send(
                 settings.topic(VIDEO_PRODUCTS), orjson.dumps(video), key=video["video_id"].encode()
             )
+        contents = content_videos(opts, now_ms) if DEMO_CATALOGUE.exists() else []
+        for line in DEMO_CATALOGUE.read_text().splitlines() if contents else []:
+            item = orjson.loads(line)
+            await producer.send(
+                settings.topic(PRODUCT_CATALOGUE), line.encode(), key=item["product_id"].encode()
+            )
+        for content in contents:
+            await producer.send(
+                settings.topic(VIDEO_CONTENT), orjson.dumps(content), key=content["video_id"].encode()
+            )
         await producer.flush()
+        if contents:
+            print(
+                f"[demo] published the catalogue of {DEMO_CATALOGUE.name} and {len(contents)} videos "
+                f"with content only ({', '.join(c['video_id'] for c in contents)}) to "
+                f"{settings.topic(VIDEO_CONTENT)}: their prompts come from the content matcher",
+                flush=True,
+            )
         print(
             f"[demo] published {len(videos)} video->product mappings to "
             f"{settings.topic(VIDEO_PRODUCTS)}; sending likes at {opts.rate:g}/s to "
             f"{settings.topic(LIKES)} (Ctrl-C to stop)",
             flush=True,
         )
-        await _send_likes(producer, settings, opts, view, len(videos), metrics_url)
+        await _send_likes(producer, settings, opts, view, len(videos), metrics_url, len(contents))
         await asyncio.sleep(2)  # let the last prompts arrive
         view.on_metrics(await read_metrics(metrics_url))
     finally:
@@ -210,6 +266,7 @@ async def _send_likes(
     view: LiveView,
     n_videos: int,
     metrics_url: str,
+    n_content: int = 0,
 ) -> None:
     rng = random.Random(opts.seed + 1)
     topic = settings.topic(LIKES)
@@ -224,6 +281,8 @@ async def _send_likes(
         else:
             # Popularity is skewed: a few videos get most of the likes.
             video = f"v{min(int(rng.paretovariate(1.2)) - 1, n_videos - 1):04d}"
+            if n_content and rng.random() < CONTENT_LIKE_SHARE:
+                video = f"vc{rng.randrange(n_content)}"
             like = {
                 "event_id": uuid.uuid4().hex,
                 "user_id": user,

@@ -8,8 +8,10 @@ from likeflow.domain.matching.index import CatalogueIndex
 from likeflow.domain.matching.matcher import DEFAULT_MIN_CONFIDENCE, Match, match
 from likeflow.domain.matching.model import ContentLike
 
-#: Products a content match proposes for a video at most (the best ones, eligible when matched).
-MAX_PROPOSED = 3
+#: Products a content match proposes for a video: the best one only. Precision@1 is what the
+#: evaluation set measures (docs/matching.md); the ranking does not see match confidence, so a
+#: runner-up proposed next to it would be offered as often as the best match.
+MAX_PROPOSED = 1
 
 
 def propose(
@@ -24,9 +26,11 @@ def propose(
     matched at `min_confidence` or more, best first, shaped like a `video-products` record (so
     the join validates it the same way) plus each product's `confidence`; None when nothing
     matched (the video's earlier proposal is then withdrawn)."""
-    found = match(content, index, k=MAX_PROPOSED, min_confidence=min_confidence)
-    products = []
+    found = match(content, index, k=3, min_confidence=min_confidence)
+    products: list[dict[str, Any]] = []
     for m in found:
+        if len(products) == MAX_PROPOSED:
+            break
         entry = index.get(m.product_id)
         if entry is None or not entry.eligible:
             continue
