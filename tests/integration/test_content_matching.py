@@ -56,7 +56,9 @@ async def test_content_only_videos_get_matched_prompts_and_the_creators_mapping_
     settings = private
     await ensure_topics(settings)
     lines = CATALOGUE.read_text().splitlines()
-    catalogue: list[Record] = [(orjson.loads(line)["product_id"].encode(), line.encode(), []) for line in lines]
+    catalogue: list[Record] = [
+        (orjson.loads(line)["product_id"].encode(), line.encode(), []) for line in lines
+    ]
     await produce(settings, settings.topic(PRODUCT_CATALOGUE), catalogue)
     now = int(time.time() * 1000)
     # cm-v2 has the creator's own (eligible) mapping: it wins over any content match.
