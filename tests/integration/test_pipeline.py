@@ -194,7 +194,9 @@ async def test_likes_become_exactly_the_expected_prompts(
             "text",
             "like_ts",
             "emitted_ts",
+            "source",
         ]
+        assert p["source"] == "creator"
     skips = {
         r: worker.metric_sum("likeflow_likes_skipped_total", reason=r) - skipped_before[r]
         for r in EXPECTED_SKIPS

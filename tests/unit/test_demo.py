@@ -43,7 +43,7 @@ def test_the_summary_line_says_why_likes_got_no_prompt() -> None:
     view.on_metrics(metrics(3_010, 600, 64))
     line = view.summary()
     assert line.endswith(
-        "likes sent 5156 (+0 bad) | prompts out 1492 | no prompt 3664: hourly_cap 3000, "
+        "likes sent 5156 (+0 bad) | prompts out 1492 (0 from content) | no prompt 3664: hourly_cap 3000, "
         "all_recently_offered 600, demoted 64 | dead letters 51"
     )
     view.on_metrics(None)
