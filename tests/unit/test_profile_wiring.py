@@ -15,7 +15,7 @@ import pytest
 
 from agents.testing import InProcess, in_process
 from config import load_settings
-from likeflow.cli import main
+from likeflow.cli import build_parser
 from likeflow.domain.affinity import scores_at
 from likeflow.domain.privacy import apply_consent
 from likeflow.domain.user_state import UserState
@@ -78,6 +78,13 @@ def outcomes(worker: InProcess, kind: str) -> dict[str, float]:
                 if sample.name.endswith("_total") and sample.labels["kind"] == kind and sample.value:
                     found[sample.labels["outcome"]] = sample.value
     return found
+
+
+def cli(*argv: str) -> int:
+    """`likeflow ARGV` without `main`'s logging setup (which would outlive the captured streams)."""
+    args = build_parser().parse_args(argv)
+    code: int = args.func(load_settings({}, user_key=KEY), args)
+    return code
 
 
 def reasons(worker: InProcess) -> list[str]:
@@ -316,24 +323,18 @@ def web() -> Iterator[str]:
         server.server_close()
 
 
-def test_the_cli_prints_the_workers_profile_document(
-    web: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("LIKEFLOW_USER_KEY", KEY)
+def test_the_cli_prints_the_workers_profile_document(web: str, capsys: pytest.CaptureFixture[str]) -> None:
     doc = {"user": "v1.x", "partition": 3, "held": True, "interest_tags": ["美妆爱好者"]}
     _Answers.answers = {
         "/users/u%201%2F2/profile": (200, doc),
         "/users/elsewhere/profile": (404, {"error": "this worker does not own partition 5", "partition": 5}),
     }
-    assert main(["profile", "u 1/2", "--url", web + "/"]) == 0
+    assert cli("profile", "u 1/2", "--url", web + "/") == 0
     assert orjson.loads(capsys.readouterr().out) == doc
-    assert main(["profile", "elsewhere", "--url", web]) == EXIT_FAILED
+    assert cli("profile", "elsewhere", "--url", web) == EXIT_FAILED
     assert "does not own partition 5" in capsys.readouterr().err
 
 
-def test_the_cli_says_when_no_worker_answers(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("LIKEFLOW_USER_KEY", KEY)
-    assert main(["profile", "u1", "--url", "http://127.0.0.1:9", "--timeout", "2"]) == EXIT_UNAVAILABLE
+def test_the_cli_says_when_no_worker_answers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("profile", "u1", "--url", "http://127.0.0.1:9", "--timeout", "2") == EXIT_UNAVAILABLE
     assert "no worker answers" in capsys.readouterr().err
