@@ -9,6 +9,7 @@ from typing import Any
 from agents.context import PipelineContext
 from agents.count_creator_events import CountCreatorEvents
 from agents.prompt_likes import PromptLikes
+from agents.record_engagement import RecordEngagement
 from agents.route_feedback import RouteFeedback
 from likeflow.domain.quality.sources import SourceReports
 from likeflow.engine import ChangelogStore, KeyPartitioner
@@ -17,11 +18,13 @@ from streams.events import FEEDBACK_SOURCE, LIKES_SOURCE
 
 @dataclass(frozen=True, slots=True)
 class BatchHandlers:
-    """`likes` -> prompts, `prompt-feedback` -> count records, `creator-events` -> creator windows."""
+    """`likes` -> prompts, `prompt-feedback` -> count records (and the users' orders),
+    `creator-events` -> creator windows, `user-engagement` and `user-orders` -> users' profiles."""
 
     likes: PromptLikes
     feedback: RouteFeedback
     counting: CountCreatorEvents
+    engagement: RecordEngagement
     # Per input partition, the count records' clocks (`IdleSources` moves them when idle).
     like_sources: SourceReports
     feedback_sources: SourceReports
@@ -37,7 +40,7 @@ class BatchHandlers:
 
 
 def build_batch_handlers(ctx: PipelineContext, creator_counts: ChangelogStore[Any]) -> BatchHandlers:
-    """The three handlers over `ctx`, with the count records of every source routed as feedback is."""
+    """The handlers over `ctx`, with the count records of every source routed as feedback is."""
     settings = ctx.settings
     creator_partition = KeyPartitioner(settings.partitions)
 
@@ -52,6 +55,7 @@ def build_batch_handlers(ctx: PipelineContext, creator_counts: ChangelogStore[An
         likes=PromptLikes(ctx, ctx.user_states, like_sources),
         feedback=RouteFeedback(ctx, feedback_sources),
         counting=CountCreatorEvents(ctx, creator_counts),
+        engagement=RecordEngagement(ctx, ctx.user_states),
         like_sources=like_sources,
         feedback_sources=feedback_sources,
     )

@@ -137,7 +137,7 @@ class PromptLikes:
         user = edge_pseudonym(decoded.user_id, record.headers, ctx.pseudonymize)
         if isinstance(mapping, Unknown):
             return self._wait(partition, record.offset, decoded, user, now_ms)
-        like = Like(decoded.event_id, user, decoded.video_id, decoded.ts, decoded.action)
+        like = Like(decoded.event_id, user, decoded.video_id, decoded.ts, decoded.action, decoded.watch_ms)
         return self._decide(partition, like, mapping, record.offset, now_ms, prompts)
 
     def _decide(

@@ -1,4 +1,5 @@
-"""Batch handler `route_feedback`: validates `prompt-feedback`, audits it and reports it to the counters."""
+"""Batch handler `route_feedback`: validates `prompt-feedback`, audits it and reports it to the
+counters; routes each order to the partition of its user's state (`user-orders`)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from agents.decoding import wall_clock_ms
 from likeflow.domain.prompt_ids import is_legacy_id
 from likeflow.domain.pseudonym import edge_pseudonym
 from likeflow.domain.quality.sources import SourceReports
-from likeflow.engine import Completion, OutputBatch, Records, StageTimer, Turn
-from streams.events import DeadLetterReason, Invalid
-from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK
+from likeflow.engine import Completion, KeyPartitioner, OutputBatch, Records, StageTimer, Turn
+from likeflow.metrics import UNROUTABLE
+from streams.engagement import UserOrder
+from streams.events import CreatorEvent, DeadLetterReason, Invalid
+from streams.topics import CREATOR_EVENTS, PROMPT_FEEDBACK, USER_ORDERS
 from streams.validation import decode_feedback
 
 UNKNOWN_PROMPT = Invalid(
@@ -36,6 +39,11 @@ class RouteFeedback:
         self._ctx = ctx
         self._reports = reports
         self._counts_topic = settings.topic(CREATOR_EVENTS)
+        self._orders_topic = settings.topic(USER_ORDERS)
+        # A user's state lives on the partition Kafka's default partitioner gives their raw id
+        # (the key of their likes): their orders are written there.
+        self._user_partition = KeyPartitioner(settings.partitions)
+        self._unroutable = ctx.metrics.user_engagements.labels("order", UNROUTABLE)
         self._limits = ctx.limits
         self._legacy_until = settings.legacy_prompt_ids_until_ms
         self._consumed = ctx.metrics.records_consumed.labels(settings.topic(PROMPT_FEEDBACK))
@@ -48,6 +56,7 @@ class RouteFeedback:
         started = time.perf_counter()
         invalid: list[tuple[Any, Invalid]] = []
         audit: dict[int, list[bytes]] = {}
+        orders: list[tuple[int, UserOrder]] = []
         now_ms = wall_clock_ms()
         limits = self._limits.at(now_ms)
         # Ids of before the upgrade to keyed ids, during the window the operator opened; it closes
@@ -75,6 +84,8 @@ class RouteFeedback:
                 self._reports.observe(partition, feedback.ts)
                 self._reports.add(partition, feedback, record.offset)
                 audit.setdefault(partition, []).append(feedback.to_json())
+                if feedback.kind == "order" and feedback.amount_cents > 0:
+                    self._route_order(decoded.user_id, feedback.user_id, feedback, orders)
         count_records = self._reports.records({tp.partition for tp in batch}, time.monotonic())
         self._consumed.inc(sum(len(r) for r in batch.values()))
         self._batch_seconds.observe(time.perf_counter() - started)
@@ -85,6 +96,10 @@ class RouteFeedback:
             outputs = OutputBatch(ctx.producer())
             for k, count in count_records:
                 outputs.add(self._counts_topic, k, count.key, count.to_json(), count.clock or None)
+            for user_partition, order in orders:
+                outputs.add(
+                    self._orders_topic, user_partition, order.user_id.encode(), order.to_json(), order.ts
+                )
             ctx.dead_letters.add_all(outputs, invalid)
             async with turn:
                 # In batch order: a source's count records reach each counting partition in the
@@ -103,3 +118,18 @@ class RouteFeedback:
             )
 
         return complete
+
+    def _route_order(
+        self, raw_user: str, user: str, feedback: CreatorEvent, orders: list[tuple[int, UserOrder]]
+    ) -> None:
+        """The user's own order, for their consumption level (docs/profile.md): to the partition
+        of their state, keyed by their pseudonym (no raw id is written). Sent with the batch's
+        other outputs, before its offsets are committed; a redelivered order is sent again and
+        recorded once (by its event id, in the user's state)."""
+        if raw_user == user:
+            # Already a pseudonym (a repaired dead letter): the raw id that places the user's
+            # state is unknown, so the order cannot reach it.
+            self._unroutable.inc()
+            return
+        partition = self._user_partition(raw_user.encode())
+        orders.append((partition, UserOrder(feedback.event_id, user, feedback.amount_cents, feedback.ts)))

@@ -29,7 +29,7 @@ from likeflow.policies import input_limits_from, policies_from, pricing_from, qu
 from likeflow.replicas.joined import JoinedMappings
 from likeflow.replicas.video_mappings import VideoMappings
 from likeflow.sinks.dead_letters import DeadLetterSink
-from streams.topics import CREATOR_EVENTS, DEAD_LETTERS, LIKES, PROMPT_FEEDBACK
+from streams.topics import CREATOR_EVENTS, DEAD_LETTERS, LIKES, PROMPT_FEEDBACK, USER_ENGAGEMENT, USER_ORDERS
 from tables import CREATOR_COUNTS_TABLE, ERASURE_LEDGER_TABLE, MAPPING_WAITS_TABLE, USER_STATE_TABLE
 from tables.codecs import CreatorCountsCodec, ErasureLedgerCodec, UserStateCodec, WaitingLikeCodec
 
@@ -116,13 +116,14 @@ class InProcess:
         records: Sequence[tuple[bytes | None, bytes | None]],
         headers: Sequence[Header] = (),
     ) -> Delivered:
-        """One fetched batch of `records` (key, value) of `topic` (`likes`, `prompt-feedback` or
-        `creator-events`, unprefixed), each in the partition Kafka's default partitioner gives its
-        key, processed and completed."""
+        """One fetched batch of `records` (key, value) of `topic` (`likes`, `prompt-feedback`,
+        `creator-events` or `user-engagement`, unprefixed), each in the partition Kafka's default
+        partitioner gives its key, processed and completed."""
         handlers: dict[str, BatchHandler] = {
             LIKES: self.handlers.likes,
             PROMPT_FEEDBACK: self.handlers.feedback,
             CREATOR_EVENTS: self.handlers.counting,
+            USER_ENGAGEMENT: self.handlers.engagement,
         }
         partition_of = KeyPartitioner(self.settings.partitions)
         return await self.harness.feed(handlers[topic], self.topic(topic), records, partition_of, headers)
@@ -132,6 +133,14 @@ class InProcess:
         prompt handler as empty batches, as the worker's consumer does (`BatchRouter.timers`)."""
         likes = self.handlers.likes
         return await self.harness.tick(likes, self.topic(LIKES), likes.due_partitions())
+
+    async def route_orders(self, sent: Sequence[Any] | None = None) -> Delivered:
+        """Deliver `sent` (default: every record sent to `user-orders` so far) to the engagement
+        handler, in the partitions they were sent to (as the worker's consumer of `user-orders`
+        would; call it again to model a redelivery)."""
+        if sent is None:
+            sent = self.sent(USER_ORDERS)
+        return await self.harness.deliver(self.handlers.engagement, self.harness.refetch(sent))
 
     def lose_counts(self) -> None:
         """Drop the count records sent since the last `count` undelivered, as a worker killed
@@ -202,7 +211,7 @@ def in_process(
             settings.topic(DEAD_LETTERS),
             KeyPartitioner(settings.partitions),
             metrics,
-            user_keyed_topics=[settings.topic(LIKES)],
+            user_keyed_topics=[settings.topic(LIKES), settings.topic(USER_ENGAGEMENT)],
             pseudonymize=pseudonymize,
             user_field_topics=[settings.topic(PROMPT_FEEDBACK)],
             max_key_bytes=settings.max_key_bytes,

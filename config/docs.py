@@ -15,7 +15,7 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
         "redis_url": "Redis that serves prompts and creator quality: `redis://host:port/db`, "
         "`rediss://` for TLS; never with a password in it.",
         "web_host": "Address of the worker's web server (`/health`, `/ready`, `/metrics`, "
-        "`/creators/{id}/quality`). Compose sets `0.0.0.0` inside the container.",
+        "`/creators/{id}/quality`, `/users/{id}/profile`). Compose sets `0.0.0.0` inside the container.",
         "web_port": "Port of the worker's web server, 1-65535.",
         "app_id": "Faust app id: the consumer group and the prefix of the changelog topics. "
         "Letters, digits, `.`, `_`, `-`.",

@@ -164,6 +164,32 @@ def _cmd_pseudonym(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile(settings: Settings, args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    import orjson
+
+    base = (args.url or f"http://{settings.web_host}:{settings.web_port}").rstrip("/")
+    url = f"{base}/users/{urllib.parse.quote(args.user_id, safe='')}/profile"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as resp:  # noqa: S310 - an operator's URL
+            doc = orjson.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            error = orjson.loads(exc.read()).get("error", exc.reason)
+        except (orjson.JSONDecodeError, AttributeError):
+            error = exc.reason
+        print(f"likeflow: the worker at {base} answered {exc.code}: {error}", file=sys.stderr)
+        return EXIT_UNAVAILABLE if exc.code == 503 else EXIT_FAILED
+    except OSError as exc:
+        print(f"likeflow: no worker answers at {base} ({exc}); start one with `make run`", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
 def _cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     import time
 
@@ -629,6 +655,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pseudonym.add_argument("user_id")
     pseudonym.set_defaults(func=_cmd_pseudonym)
+
+    profile = sub.add_parser(
+        "profile",
+        help="print what the job holds about a user as JSON: tags, level, top categories, consent "
+        "(from the worker that owns the user's partition)",
+    )
+    profile.add_argument("user_id")
+    profile.add_argument("--url", help="the worker's web address (default: LIKEFLOW_WEB_HOST/PORT)")
+    profile.add_argument("--timeout", type=_positive, default=10.0, help="seconds (default 10)")
+    profile.set_defaults(func=_cmd_profile)
 
     demo = sub.add_parser("demo", help="publish a synthetic catalogue and like feed")
     demo.add_argument("--rate", type=_positive, default=20.0, help="likes per second (default 20)")

@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Proc
 
 import likeflow
 from likeflow.domain.decide import NoPromptReason
+from likeflow.domain.profile.record import Recorded
+from likeflow.domain.profile.weights import ENGAGEMENT_KINDS
 from streams.events import DeadLetterReason
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -103,6 +105,16 @@ class Metrics:
         self.mappings_max_bytes = Gauge(
             "likeflow_video_mappings_max_bytes",
             "LIKEFLOW_MAPPINGS_MAX_BYTES: above it the mapping of a new video is refused.",
+            registry=r,
+        )
+        self.user_engagements = Counter(
+            "likeflow_user_engagements_total",
+            "What the user's profile made of each user-engagement event (comment, share, "
+            "long_watch) and each order routed from prompt-feedback (order), by kind and outcome "
+            "(docs/profile.md): recorded, duplicate, not_personalized, erased, too_late, "
+            "rate_limited, nothing_to_count (no mapping, a free order), unroutable (an order whose "
+            "user's partition is unknown: feedback already pseudonymised).",
+            ["kind", "outcome"],
             registry=r,
         )
         self.user_controls_stateless = Counter(
@@ -300,6 +312,9 @@ class Metrics:
             self.user_controls_stateless.labels(control)
         for topic in input_topics:
             self.dead_letters_refused.labels(topic)
+        for kind in ENGAGEMENT_METRIC_KINDS:
+            for engagement_outcome in ENGAGEMENT_OUTCOMES:
+                self.user_engagements.labels(kind, engagement_outcome)
         for site in CLOCK_REPAIR_SITES:
             self.clock_repairs.labels(site)
         for change in ("demoted", "recovered"):
@@ -337,3 +352,7 @@ def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
 CLOCK_REPAIR_SITES = ("user_state", "counter_clock", "count_record", "creator_standing")
 # Why a valid like produced no prompt: dropped before the decision, or the decision's reasons.
 SKIP_REASONS = ("unlike", "no_mapping", *(r.value for r in NoPromptReason))
+# The kinds and outcomes of `likeflow_user_engagements_total`: engagement events and routed orders.
+ENGAGEMENT_METRIC_KINDS = (*ENGAGEMENT_KINDS, "order")
+UNROUTABLE = "unroutable"
+ENGAGEMENT_OUTCOMES = (*(r.value for r in Recorded), UNROUTABLE)

@@ -1,30 +1,34 @@
-"""`user-engagement` events (comment, share, long watch) and the optional `watch_ms` of a like."""
+"""`user-engagement` events (comment, share, long watch), the users' own orders routed to
+`user-orders`, and the optional `watch_ms` of a like (its rule is in `streams.validation`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
+
+import orjson
 
 from streams.events import DeadLetterReason, Invalid
+from streams.validation import MAX_WATCH_MS as MAX_WATCH_MS
 from streams.validation import (
     InputLimits,
     _check_key,
     _decode,
     _enum,
     _FieldError,
+    _int,
     _key_text,
-    _kind,
     _load_object,
     _str,
     _ts,
+    _watch_ms,
 )
+from streams.validation import valid_watch_ms as valid_watch_ms
+from streams.validation import watch_ms_problem as watch_ms_problem
 
 R = DeadLetterReason
 EngagementKind = Literal["comment", "share", "long_watch"]
 ENGAGEMENT_KINDS: tuple[EngagementKind, ...] = ("comment", "share", "long_watch")
-# The longest watch time accepted (ms): 24 h, more than any short video watched on a loop all
-# night. Weights saturate long before it (docs/profile.md); above it a client is sending junk.
-MAX_WATCH_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,38 +42,6 @@ class UserEngagement:
     kind: EngagementKind
     ts: int
     watch_ms: int | None = None
-
-
-def watch_ms_problem(value: object) -> Invalid | None:
-    """Why `value` cannot be a `watch_ms` (None if it can): it must be absent (null) or an
-    integer (not a bool, not a float) in [0, MAX_WATCH_MS]."""
-    if value is None:
-        return None
-    if type(value) is not int:
-        return Invalid(R.WRONG_TYPE, f"watch_ms must be an integer, got {_kind(value)}")
-    if not 0 <= value <= MAX_WATCH_MS:
-        return Invalid(R.INVALID_VALUE, f"watch_ms={value} must be in [0, {MAX_WATCH_MS}] (24 h)")
-    return None
-
-
-def valid_watch_ms(value: object) -> int | None | Invalid:
-    """The optional `watch_ms` of a like or an engagement, as decoded from JSON: None when
-    absent or null, the integer (ms, 0 to MAX_WATCH_MS) when valid, else `Invalid` with the
-    reason (`wrong_type`, `invalid_value`) and an error naming the field.
-
-    For `decode_like`'s fast path the same rule inline is
-    `w is None or (type(w) is int and 0 <= w <= MAX_WATCH_MS)`."""
-    problem = watch_ms_problem(value)
-    if problem is not None:
-        return problem
-    return value if type(value) is int else None
-
-
-def _watch_ms(obj: dict[str, Any]) -> int | None:
-    watch_ms = valid_watch_ms(obj.get("watch_ms"))
-    if isinstance(watch_ms, Invalid):
-        raise _FieldError(watch_ms.reason, watch_ms.error)
-    return watch_ms
 
 
 def decode_user_engagement(
@@ -95,5 +67,43 @@ def decode_user_engagement(
         engagement = UserEngagement(event_id, user_id, video_id, kind, _ts(obj, limits), _watch_ms(obj))
         _check_key(key_text, engagement.user_id, "user-engagement", "user_id")
         return engagement
+
+    return _decode(build)
+
+
+@dataclass(frozen=True, slots=True)
+class UserOrder:
+    """A user's own order of `amount_cents` at `ts` (epoch ms), routed by the feedback handler
+    from an `order` on `prompt-feedback` (its `event_id`) to the internal `user-orders` topic, on
+    the partition of the user's state. `user_id` is the user's pseudonym: no raw id is written."""
+
+    event_id: str
+    user_id: str
+    amount_cents: int
+    ts: int
+
+    def to_json(self) -> bytes:
+        """The `user-orders` record value."""
+        return orjson.dumps(self)
+
+
+def decode_user_order(key: bytes | None, value: bytes | None, limits: InputLimits) -> UserOrder | Invalid:
+    """Validate a `user-orders` record (key: the user's pseudonym); never raises on bad input.
+    Written by the job itself, so anything else there is a bug or a stranger: dead-lettered."""
+
+    def build() -> UserOrder:
+        key_text = _key_text(key, limits)
+        if value is None:
+            raise _FieldError(R.MISSING_FIELD, "record value is null; an order must be a JSON object")
+        obj = _load_object(value, limits)
+        ids = limits.max_id_chars
+        order = UserOrder(
+            _str(obj, "event_id", ids),
+            _str(obj, "user_id", ids),
+            _int(obj, "amount_cents", 0),
+            _ts(obj, limits),
+        )
+        _check_key(key_text, order.user_id, "user-orders", "user_id")
+        return order
 
     return _decode(build)

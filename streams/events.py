@@ -90,6 +90,9 @@ class Like:
     video_id: str
     ts: int
     action: Action = "like"
+    # Milliseconds watched before the like, when the client knows (0 to 24 h); None: not sent.
+    # Only weighs the like in the profile (docs/profile.md); not stored.
+    watch_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

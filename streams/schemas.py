@@ -15,6 +15,7 @@ from likeflow.domain.pseudonym import PSEUDONYM_PATTERN
 from likeflow.domain.quality.judging import VERDICT_REASONS
 from likeflow.domain.quality.windows import COUNT_FIELDS
 from streams.content import CONTENT_LIMITS, CatalogueProduct, VideoContent
+from streams.engagement import UserEngagement
 from streams.events import (
     ACTIONS,
     CONTRACT_HEADER,
@@ -30,7 +31,7 @@ from streams.events import (
     UserErasure,
     VideoMapping,
 )
-from streams.validation import MAX_CATEGORY_CHARS, MAX_INT, MAX_TS_MS, MIN_TS_MS, InputLimits
+from streams.validation import MAX_CATEGORY_CHARS, MAX_INT, MAX_TS_MS, MAX_WATCH_MS, MIN_TS_MS, InputLimits
 
 # The schemas state the default limits (docs/settings.md, "Input limits"); a deployment's
 # settings may differ, and the decoders apply those.
@@ -63,6 +64,12 @@ _ID = {"type": "string", "minLength": 1, "maxLength": _LIMITS.max_id_chars, "pat
 _TS = {"type": "integer", "minimum": MIN_TS_MS, "maximum": MAX_TS_MS, "description": "epoch milliseconds"}
 _STRING_LIMITS = {"title": _LIMITS.max_title_chars, "category": MAX_CATEGORY_CHARS, "text": None}
 _MINIMUMS = {"price_cents": 1, "min_price_cents": 1}
+_WATCH_MS = {
+    "type": "integer",
+    "minimum": 0,
+    "maximum": MAX_WATCH_MS,
+    "description": "milliseconds watched (optional; docs/profile.md)",
+}
 
 
 def _field_schema(name: str, hint: Any) -> tuple[dict[str, Any], bool]:
@@ -302,7 +309,7 @@ def _dead_letter_headers() -> dict[str, Any]:
 
 def schemas() -> dict[str, dict[str, Any]]:
     """File name (without .json) -> schema document, for every topic of the contract."""
-    like = object_schema(Like, overrides={"action": {"enum": list(ACTIONS)}})
+    like = object_schema(Like, overrides={"action": {"enum": list(ACTIONS)}, "watch_ms": _WATCH_MS})
     return {
         "likes": _document("likes", "A user liked or unliked a video (input).", like, "user_id"),
         "video-products": _document(
@@ -317,6 +324,12 @@ def schemas() -> dict[str, dict[str, Any]]:
         ),
         "user-erasure": _document(
             "user-erasure", "A request to erase a user (input).", object_schema(UserErasure), "user_id"
+        ),
+        "user-engagement": _document(
+            "user-engagement",
+            "A user commented on, shared or watched a video at length (input; docs/profile.md).",
+            object_schema(UserEngagement, overrides={"watch_ms": _WATCH_MS}),
+            "user_id",
         ),
         "prompt-feedback": _document(
             "prompt-feedback", "What became of a prompt (input).", _feedback(), "creator_id"

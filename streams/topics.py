@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from config import Settings
 from streams.content import decode_catalogue_product, decode_video_content
+from streams.engagement import decode_user_engagement
 from streams.validation import (
     InputLimits,
     decode_consent,
@@ -38,6 +39,11 @@ CREATOR_QUALITY = "creator-quality"
 # so a user's controls are applied by the worker that holds the user's state.
 USER_CONSENT = "user-consent"
 USER_ERASURE = "user-erasure"
+# The profile beyond likes (docs/profile.md), co-partitioned with `likes` too: a user's comments,
+# shares and long watches (input), and the user's own orders, which the feedback handler routes
+# from `prompt-feedback` (keyed by creator) to the partition of the user's state (internal).
+USER_ENGAGEMENT = "user-engagement"
+USER_ORDERS = "user-orders"
 # Tamper-evident trail (docs/audit.md): hash-chained copies of every emitted prompt and every
 # feedback record, one chain per partition, written by likeflow.sinks.audit_log.AuditTrail.
 AUDIT_LOG = "audit-log"
@@ -138,6 +144,16 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
         replay=(decode_erasure, "user_id"),
         names_user=True,
     ),
+    TopicSpec(
+        USER_ENGAGEMENT,
+        consumed=True,
+        input=True,
+        co_partitioned=True,
+        replay=(decode_user_engagement, "user_id"),
+        names_user=True,
+    ),
+    # Key: the user's pseudonym (no raw id), written to the partition of the user's likes.
+    TopicSpec(USER_ORDERS, internal=True, consumed=True, co_partitioned=True),
     # Kept forever (retention.ms -1, never compacted): these are transaction records, which
     # China's E-commerce Law (art. 31) requires to be kept at least 3 years after the transaction;
     # a chain is verified from its genesis entry, so time-based deletion would break it.
@@ -185,6 +201,8 @@ class Topics:
     user_erasure: Any
     video_content: Any
     video_matches: Any
+    user_engagement: Any
+    user_orders: Any
 
 
 def declare_topics(app: faust.App, settings: Settings) -> Topics:
@@ -215,4 +233,6 @@ def declare_topics(app: faust.App, settings: Settings) -> Topics:
         user_erasure=raw(USER_ERASURE),
         video_content=raw(VIDEO_CONTENT),
         video_matches=raw(VIDEO_MATCHES),
+        user_engagement=raw(USER_ENGAGEMENT),
+        user_orders=raw(USER_ORDERS),
     )

@@ -33,6 +33,10 @@ MAX_CATEGORY_CHARS = 64
 MIN_TS_MS = 100_000_000_000
 MAX_TS_MS = 253_402_300_799_999
 MAX_INT = 2**53  # integers above this lose precision in JSON consumers written in JavaScript
+# The longest watch time accepted (ms) on a like or an engagement: 24 h, more than any short
+# video watched on a loop all night. Weights saturate long before it (docs/profile.md); above it a
+# client is sending junk.
+MAX_WATCH_MS = 86_400_000
 # Ids that name Redis keys carry them as Redis Cluster hash tags (`{creator}`): a brace in one
 # would move the tag, and with it the key's slot (likeflow/sinks/redis_keys.py).
 HASH_TAG_CHARS = frozenset("{}")
@@ -180,6 +184,38 @@ def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def watch_ms_problem(value: object) -> Invalid | None:
+    """Why `value` cannot be a `watch_ms` (None if it can): it must be absent (null) or an
+    integer (not a bool, not a float) in [0, MAX_WATCH_MS]."""
+    if value is None:
+        return None
+    if type(value) is not int:
+        return Invalid(R.WRONG_TYPE, f"watch_ms must be an integer, got {_kind(value)}")
+    if not 0 <= value <= MAX_WATCH_MS:
+        return Invalid(R.INVALID_VALUE, f"watch_ms={value} must be in [0, {MAX_WATCH_MS}] (24 h)")
+    return None
+
+
+def valid_watch_ms(value: object) -> int | None | Invalid:
+    """The optional `watch_ms` of a like or an engagement, as decoded from JSON: None when
+    absent or null, the integer (ms, 0 to MAX_WATCH_MS) when valid, else `Invalid` with the
+    reason (`wrong_type`, `invalid_value`) and an error naming the field.
+
+    `decode_like`'s fast path applies the same rule inline:
+    `w is None or (type(w) is int and 0 <= w <= MAX_WATCH_MS)`."""
+    problem = watch_ms_problem(value)
+    if problem is not None:
+        return problem
+    return value if type(value) is int else None
+
+
+def _watch_ms(obj: dict[str, Any]) -> int | None:
+    watch_ms = valid_watch_ms(obj.get("watch_ms"))
+    if isinstance(watch_ms, Invalid):
+        raise _FieldError(watch_ms.reason, watch_ms.error)
+    return watch_ms
+
+
 def _load_object(value: bytes, limits: InputLimits) -> dict[str, Any]:
     if len(value) > limits.max_record_bytes:
         raise _FieldError(R.OVERSIZED, f"record is {len(value)} bytes, limit {limits.max_record_bytes}")
@@ -225,7 +261,7 @@ def decode_like(key: bytes | None, value: bytes | None, limits: InputLimits) -> 
             obj = None
         if type(obj) is dict:
             event_id, user_id, video_id = obj.get("event_id"), obj.get("user_id"), obj.get("video_id")
-            ts, action = obj.get("ts"), obj.get("action")
+            ts, action, watch_ms = obj.get("ts"), obj.get("action"), obj.get("watch_ms")
             max_chars = limits.max_id_chars
             if (
                 type(event_id) is str
@@ -234,6 +270,7 @@ def decode_like(key: bytes | None, value: bytes | None, limits: InputLimits) -> 
                 and type(ts) is int
                 and MIN_TS_MS <= ts <= limits.max_ts
                 and (action is None or (type(action) is str and action in ACTIONS))
+                and (watch_ms is None or (type(watch_ms) is int and 0 <= watch_ms <= MAX_WATCH_MS))
                 and 0 < len(event_id) <= max_chars
                 and 0 < len(user_id) <= max_chars
                 and 0 < len(video_id) <= max_chars
@@ -246,7 +283,7 @@ def decode_like(key: bytes | None, value: bytes | None, limits: InputLimits) -> 
                 and len(key) <= limits.max_key_bytes
                 and _key_equals(key, user_id)
             ):
-                return Like(event_id, user_id, video_id, ts, action or "like")
+                return Like(event_id, user_id, video_id, ts, action or "like", watch_ms)
     return decode_like_checked(key, value, limits)
 
 
@@ -272,6 +309,7 @@ def decode_like_checked(key: bytes | None, value: bytes | None, limits: InputLim
             video_id=_str(obj, "video_id", ids),
             ts=_ts(obj, limits),
             action=_enum(obj, "action", ACTIONS, "like"),
+            watch_ms=_watch_ms(obj),
         )
         _check_key(key_text, like.user_id, "likes", "user_id")
         return like

@@ -10,6 +10,7 @@ from likeflow.domain.copy import matched_interest, offer_text
 from likeflow.domain.exposure import prompt_shown
 from likeflow.domain.pricing import PricePolicy, offer_price
 from likeflow.domain.profile.level import Level, consumption_level
+from likeflow.domain.profile.weights import LIKE_WEIGHT, like_weight
 from likeflow.domain.prompt_ids import PromptIds
 from likeflow.domain.ranking import HOUR_MS, RankingPolicy, rank
 from likeflow.domain.user_state import SentPrompt, UserState
@@ -112,8 +113,9 @@ def decide(
     that would have had a prompt, withheld for its creator's standing. It is recorded like any
     other skip (dedupe, the user's clock, the profile: the user's interest is real), so a
     redelivery is a `Duplicate` of the first decision even if the weight changed since. The like
-    then joins the profile, unless the user refused personalisation: then products are ranked
-    on an empty profile and none is built (and the copy names no interest: `matched_interest`).
+    then joins the profile, weighed by its `watch_ms` (`like_weight`), unless the user refused
+    personalisation: then products are ranked on an empty profile and none is built (and the
+    copy names no interest: `matched_interest`).
     The user's consumption level (their own orders' prices, docs/profile.md), when known and
     personalisation is on, multiplies each product's score by its `price_fit`: the choice only.
     The price is `offer_price` (the same for everyone at the like's ts). `now_ms` (wall clock)
@@ -149,7 +151,9 @@ def decide(
             SentPrompt(like.event_id, decision.prompt.product_id, like.ts, decision.raw, offset)
         )
     if personalized:
-        add_like(state.affinity, mapping.categories, like.ts, ranking.affinity_half_life_ms, current)
+        # A like's weight in the profile: 1.0, or by how long it was watched (docs/profile.md).
+        weight = LIKE_WEIGHT if like.watch_ms is None else like_weight(like.watch_ms)
+        add_like(state.affinity, mapping.categories, like.ts, ranking.affinity_half_life_ms, current, weight)
     state.high_ts = max(state.high_ts, like.ts)
     _prune(state, guards)
     return decision

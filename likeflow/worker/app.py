@@ -42,6 +42,7 @@ from likeflow.sinks.redis_prompts import RedisPromptStore
 from likeflow.sinks.redis_quality import RedisQualityStore
 from likeflow.worker.faust_web import WEB_DRIVER_URL
 from likeflow.worker.monitor import Monitor
+from likeflow.worker.user_profile import user_profile
 from likeflow.worker.watchdog import StallWatchdog
 from streams.topics import (
     CO_PARTITIONED_TOPICS,
@@ -60,7 +61,13 @@ from tables import declare_tables
 from tables.codecs import CreatorCountsCodec, ErasureLedgerCodec, UserStateCodec, WaitingLikeCodec
 
 PROMETHEUS_TEXT = "text/plain; version=0.0.4"
-BATCH_AGENTS = ("prompt_likes", "route_feedback", "count_creator_events", "judge_creators")
+BATCH_AGENTS = (
+    "prompt_likes",
+    "route_feedback",
+    "count_creator_events",
+    "judge_creators",
+    "record_engagement",
+)
 MONITOR_INTERVAL_S = 5.0
 IDLE_CHECK_INTERVAL_S = 1.0
 # Record batches of up to this many bytes per produce (Faust's default is 16 KiB: ~40 prompts).
@@ -317,6 +324,8 @@ def _register_batch_handlers(
         (ctx.topics.likes, built.likes),
         (ctx.topics.prompt_feedback, built.feedback),
         (ctx.topics.creator_events, built.counting),
+        (ctx.topics.user_engagement, built.engagement),
+        (ctx.topics.user_orders, built.engagement),
     )
     for topic, handler in handlers:
         # Likes waiting for a mapping are decided on their partition's next fetch once due.
@@ -420,6 +429,16 @@ def _register_web(
         if doc is None:
             return web.json({"error": f"no quality data for creator {creator_id!r}"}, status=404)
         return web.json(doc)
+
+    @app.page("/users/{user_id}/profile")
+    async def profile(web: Any, request: Any, user_id: str) -> Any:
+        """What the job holds about a user: consent, interest tags, top categories, consumption
+        level (`likeflow profile`); 404 naming the partition when another worker holds it."""
+        likes = ctx.settings.topic(LIKES)
+        assigned = app.consumer.assignment() if app.consumer else set()
+        owned = {tp.partition for tp in assigned if tp.topic == likes}
+        status, body = user_profile(ctx, user_id, owned, rebalancing=bool(app.rebalancing))
+        return web.json(body, status=status)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:

@@ -14,7 +14,7 @@ WEB_DRIVER_URL = "likeflow://"
 
 class Web(AiohttpWeb):
     """Serves only the pages the app registers (`/health`, `/ready`, `/metrics`,
-    `/creators/{id}/quality`).
+    `/creators/{id}/quality`, `/users/{id}/profile`).
 
     Faust mounts `/router/...` and `/table/...` by default (`GET /table/user_state/<key>/` hands
     out a user's state to whoever reaches the port) and, with its statistics off, an index at
