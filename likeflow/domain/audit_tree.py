@@ -372,6 +372,11 @@ class LogVerifier:
         self._sizes = sorted(self._by_size)
         self._next_cp = 0  # index into _sizes of the next checkpoint to meet
 
+    @property
+    def broken(self) -> bool:
+        """A break was found (nothing after it is checked)."""
+        return self._break is not None
+
     def feed(self, offset: int, data: bytes) -> Break | None:
         """Check the record at `offset`; returns the log's first break (this one or an earlier one)."""
         if self._break is not None:
