@@ -81,9 +81,11 @@ class LoadedHead:
 
 
 class AuditTrail:
-    """Appends every emitted prompt and every feedback record to the hash-chained `audit-log`.
+    """Appends every emitted prompt and every feedback record to `audit-log` (format v2).
 
-    One chain per partition. The caller passes the partition of the source record it processed:
+    One Merkle tree per partition, one batch record per transaction (a group of appends), and
+    a signed checkpoint of the head in the same transaction every `audit_checkpoint_interval_s`
+    (at an append, or by a timer) and on `stop` (docs/audit.md). The caller passes the partition of the source record it processed:
     `likes` and `prompt-feedback` are co-partitioned, so the worker that owns partition p of
     both is the single writer of audit partition p (prompts and feedback of p share one chain).
 
@@ -107,9 +109,8 @@ class AuditTrail:
     job: a crash before the commit re-processes the batch and appends its records again. Those
     repeated entries are a true record of a re-send (the prompt bytes are identical, see
     docs/guarantees.md), and consumers of the trail de-duplicate by `prompt_id` / `event_id`.
-    Appends to one partition are chained in the order they start (an asyncio.Lock per
-    partition held while entries are built and queued, not while they are acknowledged);
-    appends to different partitions run concurrently.
+    Appends to one partition are in the tree in the order they start (one writer task per
+    partition takes them from its queue); appends to different partitions run concurrently.
     """
 
     def __init__(
