@@ -361,3 +361,19 @@ def test_node_hash_is_domain_separated_from_leaf_hash() -> None:
     a, b = leaf_hash(b"a"), leaf_hash(b"b")
     assert node_hash(a, b) != leaf_hash(a + b)
     assert node_hash(a, b) == hashlib.sha256(b"\x01" + a + b).digest()
+
+
+def test_the_signing_key_setting_says_what_to_set_when_it_is_missing_or_bad(tmp_path: Path) -> None:
+    from config import ConfigError, load_settings
+    from likeflow.connections import audit_signing_key
+
+    missing = load_settings({}, audit_signing_key_file=str(tmp_path / "none"))
+    with pytest.raises(ConfigError, match="LIKEFLOW_AUDIT_SIGNING_KEY_FILE"):
+        audit_signing_key(missing)
+    with pytest.raises(ConfigError, match="64 hex digits") as raised:
+        audit_signing_key(load_settings({}, audit_signing_key="not-a-key-" + "x" * 30))
+    assert "x" * 30 not in str(raised.value), "the message never shows the key"
+    path = tmp_path / "audit-signing-key"
+    path.write_text("11" * 32 + "\n")
+    path.chmod(0o600)
+    assert public_key_bytes(audit_signing_key(load_settings({}, audit_signing_key_file=str(path)))) == PUBLIC
