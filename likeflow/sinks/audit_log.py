@@ -85,9 +85,10 @@ class AuditTrail:
 
     One Merkle tree per partition, one batch record per transaction (a group of appends), and
     a signed checkpoint of the head in the same transaction every `audit_checkpoint_interval_s`
-    (at an append, or by a timer) and on `stop` (docs/audit.md). The caller passes the partition of the source record it processed:
-    `likes` and `prompt-feedback` are co-partitioned, so the worker that owns partition p of
-    both is the single writer of audit partition p (prompts and feedback of p share one chain).
+    (at an append, or by a timer) and on `stop` (docs/audit.md). The caller passes the
+    partition of the source record it processed: `likes` and `prompt-feedback` are
+    co-partitioned, so the worker that owns partition p of both is the single writer of audit
+    partition p (prompts and feedback of p share one tree).
 
     How to use it from the job (one instance per worker)::
 
