@@ -33,7 +33,14 @@ $(USER_KEY):
 	@umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(48))" > $@
 	@echo "[secrets] created a local pseudonym key in $@"
 
-secrets: $(USER_KEY) ## create the local pseudonym key (.run/secrets/user-key, mode 600)
+# The audit log's Ed25519 signing key: a 32-byte seed as 64 hex digits (docs/audit.md).
+AUDIT_KEY := $(RUN_DIR)/secrets/audit-signing-key
+$(AUDIT_KEY):
+	@mkdir -p $(RUN_DIR)/secrets && chmod 700 $(RUN_DIR)/secrets
+	@umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_hex(32))" > $@
+	@echo "[secrets] created a local audit signing key in $@"
+
+secrets: $(USER_KEY) $(AUDIT_KEY) ## create the local pseudonym and audit signing keys (.run/secrets/, mode 600)
 
 stack-up: ## start local Kafka (KRaft) and Redis on loopback, PIDs in .stack/
 	@scripts/stack.sh up

@@ -119,6 +119,14 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
         "prefer the file.",
         "user_key_file": "File holding the key (`make secrets` creates the local one).",
         "user_key_version": "Written into every pseudonym (`v1.`); bump with a new key. 1-999.",
+        "audit_signing_key": "The Ed25519 key that signs the audit log's checkpoints: its 32-byte "
+        "seed as 64 hex digits, or a PKCS#8 PEM; prefer the file (docs/audit.md).",
+        "audit_signing_key_file": "File holding the audit signing key (`make secrets` creates the "
+        "local one).",
+        "audit_checkpoint_interval_s": "How often each audit writer signs its partitions' tree heads "
+        "(s, wall clock; also on shutdown). 0.1-3600.",
+        "audit_checkpoint_dir": "Directory every signed checkpoint is also written to, one file each, "
+        "for WORM storage; empty: `<data_dir>/audit-checkpoints`.",
         "user_retention_days": "Per-user state is deleted this long after the user's last activity "
         "(days, event time). >= 1.",
         "campaign_discount_pct": "A time-of-day discount for everyone alike, never below a product's "
@@ -174,7 +182,7 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
     },
 }
 
-_SECRETS = {"kafka_sasl_password", "redis_password", "user_key"}
+_SECRETS = {"kafka_sasl_password", "redis_password", "user_key", "audit_signing_key"}
 
 
 def render() -> str:

@@ -156,6 +156,17 @@ class Settings:
     user_key_file: str = ".run/secrets/user-key"
     # Written into every pseudonym ("v1." + hex); bump it together with a new key.
     user_key_version: int = 1
+    # The Ed25519 key that signs the audit log's checkpoints (docs/audit.md): its 32-byte seed
+    # as 64 hex digits (or a PKCS#8 PEM), LIKEFLOW_AUDIT_SIGNING_KEY or a file named by
+    # LIKEFLOW_AUDIT_SIGNING_KEY_FILE (`make secrets` creates a local one). Auditors get the
+    # public key (`likeflow audit public-key`).
+    audit_signing_key: str = field(default="", repr=False)
+    audit_signing_key_file: str = ".run/secrets/audit-signing-key"
+    # Each audit writer signs its partitions' tree heads this often (wall clock, s), and on shutdown.
+    audit_checkpoint_interval_s: float = 10.0
+    # Every signed checkpoint is also written here as a file, for shipping to WORM storage;
+    # empty: `<data_dir>/audit-checkpoints`.
+    audit_checkpoint_dir: str = ""
     # Per-user state is dropped this long (event time) after the user's last activity.
     user_retention_days: int = 30
     # Time-of-day campaign: the same discount for everyone in [start, end) local hours,
@@ -323,6 +334,9 @@ class Settings:
         _check(self.redis_max_pending >= 0, "REDIS_MAX_PENDING", "must be >= 0")
         _check(self.redis_prompt_ttl_s >= 1, "REDIS_PROMPT_TTL_S", "must be >= 1 second")
         _check(1 <= self.user_key_version <= 999, "USER_KEY_VERSION", "must be 1-999")
+        _check(
+            0.1 <= self.audit_checkpoint_interval_s <= 3600, "AUDIT_CHECKPOINT_INTERVAL_S", "must be 0.1-3600"
+        )
         _check(self.user_retention_days >= 1, "USER_RETENTION_DAYS", "must be >= 1")
         _check(0 <= self.campaign_discount_pct < 100, "CAMPAIGN_DISCOUNT_PCT", "must be 0-99")
         for name in ("campaign_start_hour", "campaign_end_hour"):

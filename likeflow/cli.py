@@ -495,16 +495,53 @@ def _cmd_rebuild_redis(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _public_key(settings: Settings, given: str | None) -> bytes:
+    """The audit public key: `--public-key` (64 hex digits, or a file holding them), else the
+    one of the configured signing key."""
+    from pathlib import Path
+
+    from likeflow.connections import audit_signing_key
+    from likeflow.domain.audit_proof import ProofError, parse_public_key
+    from likeflow.domain.audit_tree import public_key_bytes
+
+    if given is None:
+        return public_key_bytes(audit_signing_key(settings))
+    text = Path(given).read_text() if Path(given).is_file() else given
+    try:
+        return parse_public_key(text)
+    except ProofError as exc:
+        raise ConfigError(f"--public-key: {exc}") from None
+
+
+def _cmd_audit_public_key(settings: Settings, args: argparse.Namespace) -> int:
+    print(_public_key(settings, None).hex())
+    return 0
+
+
 def _cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
-    from likeflow.ops.audit_verify import verify_topic
+    from pathlib import Path
+
+    from likeflow.ops.audit_verify import checkpoints_in, verify_topic
     from streams.topics import AUDIT_LOG
 
     topic = args.topic or settings.topic(AUDIT_LOG)
-    results = asyncio.run(verify_topic(settings, topic))
+    exported = checkpoints_in(Path(args.checkpoint_dir)) if args.checkpoint_dir else []
+    results = asyncio.run(
+        verify_topic(
+            settings,
+            topic,
+            checkpoints=exported,
+            checkpoint_topic=args.checkpoint_topic,
+            log_name=args.log_name,
+            public_key=_public_key(settings, args.public_key),
+        )
+    )
     for partition, result in results.items():
-        head = f"head seq {result.head.seq} {result.head.hash}" if result.count else "empty"
+        v1 = f"{result.v1.count} v1 entries\t" if result.v1.count else ""
+        tree = f"tree size {result.size} root {result.root}" if result.batches else "no v2 records"
+        signed = f"\tsigned up to {result.signed_size} by {result.checkpoints} checkpoints"
         foreign = f"\t{result.foreign_count} foreign records skipped" if result.foreign_count else ""
-        print(f"{topic}[{partition}]\t{result.count} entries verified\t{head}{foreign}")
+        print(f"{topic}[{partition}]\t{v1}{result.batches} batches verified\t{tree}{signed}{foreign}")
     for partition, result in results.items():
         for record in result.foreign:
             print(
@@ -514,26 +551,51 @@ def _cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
             print(f"foreign record: {topic}[{partition}]: {result.foreign_count - len(result.foreign)} more")
     breaks = [(p, r.first_break) for p, r in results.items() if r.first_break is not None]
     for partition, brk in breaks:
-        print(f"first break: {topic}[{partition}]@{brk.offset}: {brk.reason.value} ({brk.detail})")
+        where = f"@{brk.offset}" if brk.offset >= 0 else " (checkpoints)"
+        print(f"first break: {topic}[{partition}]{where}: {brk.reason.value} ({brk.detail})")
     total = sum(r.count for r in results.values())
     foreign_total = sum(r.foreign_count for r in results.values())
     with_foreign = sum(1 for r in results.values() if r.foreign_count)
     if breaks:
-        print(f"BROKEN: {len(breaks)} of {len(results)} partition chains", file=sys.stderr)
+        print(f"BROKEN: {len(breaks)} of {len(results)} partition logs", file=sys.stderr)
     if foreign_total:
         print(
             f"FOREIGN: {foreign_total} records that are not audit entries in {with_foreign} of "
-            f"{len(results)} partitions (skipped; the chains were verified across them). Only the "
+            f"{len(results)} partitions (skipped; the logs were verified across them). Only the "
             "workers may write to the audit log: find out who wrote them (docs/audit.md)",
             file=sys.stderr,
         )
     if breaks or foreign_total:
         if not breaks:
-            print(
-                f"intact apart from the foreign records: {total} entries in {len(results)} partition chains"
-            )
+            print(f"intact apart from the foreign records: {total} records in {len(results)} partition logs")
         return EXIT_FAILED
-    print(f"intact: {total} entries in {len(results)} partition chains")
+    checked = sum(r.checkpoints for r in results.values())
+    print(f"intact: {total} records in {len(results)} partition logs, {checked} signed checkpoints match")
+    return 0
+
+
+def _cmd_audit_prove(settings: Settings, args: argparse.Namespace) -> int:
+    import orjson
+
+    from likeflow.ops.audit_verify import prove
+
+    doc = asyncio.run(prove(settings, args.prompt_id, args.topic, args.checkpoint_topic))
+    print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def _cmd_audit_consistency(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import orjson
+
+    from likeflow.domain.audit_tree import decode_checkpoint
+    from likeflow.ops.audit_verify import consistency
+
+    first = decode_checkpoint(Path(args.first).read_bytes())
+    second = decode_checkpoint(Path(args.second).read_bytes()) if args.second else None
+    doc = asyncio.run(consistency(settings, first, second, args.checkpoint_topic))
+    print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
     return 0
 
 
@@ -628,10 +690,39 @@ def build_parser() -> argparse.ArgumentParser:
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
     averify = audit_sub.add_parser(
         "verify",
-        help="re-walk every partition's hash chain; exit 1 at a break or a record that is not an entry",
+        help="re-walk every partition's log against its signed checkpoints; exit 1 at a break "
+        "(named: truncated, rewritten, reordered, missing batch, fork, ...) or a record that is not an entry",
     )
     averify.add_argument("--topic", metavar="NAME", help="full topic name (default: the prefixed audit-log)")
+    averify.add_argument(
+        "--checkpoint-topic", metavar="NAME", help="full name (default: the prefixed audit-checkpoints)"
+    )
+    averify.add_argument(
+        "--checkpoint-dir", metavar="DIR", help="also check the checkpoint files exported here (WORM copy)"
+    )
+    averify.add_argument(
+        "--log-name", metavar="TOPIC", help="the log the checkpoints name (default: --topic; for a copy)"
+    )
+    averify.add_argument(
+        "--public-key", metavar="HEX|FILE", help="the audit public key (default: the signing key's)"
+    )
     averify.set_defaults(func=_cmd_audit_verify)
+    aprove = audit_sub.add_parser(
+        "prove", help="print an inclusion proof of a prompt against its signed checkpoint (JSON)"
+    )
+    aprove.add_argument("prompt_id")
+    aprove.add_argument("--topic", metavar="NAME", help="full topic name (default: the prefixed audit-log)")
+    aprove.add_argument("--checkpoint-topic", metavar="NAME", help="full name of the checkpoint topic")
+    aprove.set_defaults(func=_cmd_audit_prove)
+    aconsistency = audit_sub.add_parser(
+        "consistency", help="print a consistency proof between two checkpoint files (JSON)"
+    )
+    aconsistency.add_argument("first", help="an exported checkpoint file (the older)")
+    aconsistency.add_argument("second", nargs="?", help="a newer one (default: the latest on the topic)")
+    aconsistency.add_argument("--checkpoint-topic", metavar="NAME", help="full name of the checkpoint topic")
+    aconsistency.set_defaults(func=_cmd_audit_consistency)
+    apublic = audit_sub.add_parser("public-key", help="print the audit public key (hex) for auditors")
+    apublic.set_defaults(func=_cmd_audit_public_key)
 
     rebuild = sub.add_parser(
         "rebuild-redis",

@@ -15,10 +15,13 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from redis.asyncio.cluster import RedisCluster
 
 from config import ConfigError, Settings
 from config.secrets import read_secret
+from likeflow.domain.audit import AuditError
+from likeflow.domain.audit_tree import load_signing_key
 from likeflow.domain.pseudonym import MIN_KEY_CHARS, Pseudonymizer
 from likeflow.errors import LikeflowError
 
@@ -138,6 +141,23 @@ def pseudonymizer(settings: Settings) -> Pseudonymizer:
             f"random key: {MAKE_A_KEY}"
         )
     return Pseudonymizer(key.encode("utf-8"), settings.user_key_version)
+
+
+def audit_signing_key(settings: Settings) -> Ed25519PrivateKey:
+    """The Ed25519 key that signs audit checkpoints (raises ConfigError saying what to set)."""
+    text = read_secret(settings.audit_signing_key, settings.audit_signing_key_file, "audit_signing_key")
+    try:
+        return load_signing_key(text)
+    except AuditError as exc:
+        source = (
+            "LIKEFLOW_AUDIT_SIGNING_KEY"
+            if settings.audit_signing_key
+            else f"LIKEFLOW_AUDIT_SIGNING_KEY_FILE={settings.audit_signing_key_file!r}"
+        )
+        raise ConfigError(
+            f"{source}: {exc}; make one with `make secrets` (local) or "
+            '`python3 -c "import secrets; print(secrets.token_hex(32))"`'
+        ) from None
 
 
 class MissingTopic(LikeflowError):

@@ -47,6 +47,10 @@ USER_ORDERS = "user-orders"
 # Tamper-evident trail (docs/audit.md): hash-chained copies of every emitted prompt and every
 # feedback record, one chain per partition, written by likeflow.sinks.audit_log.AuditTrail.
 AUDIT_LOG = "audit-log"
+# Signed tree heads of the audit log (docs/audit.md, "Checkpoints"): key "<audit topic>/<partition>",
+# compacted (the latest checkpoint of each partition covers its whole log; every one is also
+# exported to LIKEFLOW_AUDIT_CHECKPOINT_DIR for WORM storage).
+AUDIT_CHECKPOINTS = "audit-checkpoints"
 # Content understanding (docs/matching.md): what an upstream service recognised in a video
 # (key video_id) and the product catalogue (key product_id), both compacted; the matcher's
 # proposals for each video land on the compacted `video-matches` (key video_id), which every
@@ -158,6 +162,9 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     # China's E-commerce Law (art. 31) requires to be kept at least 3 years after the transaction;
     # a chain is verified from its genesis entry, so time-based deletion would break it.
     TopicSpec(AUDIT_LOG, {"retention.ms": "-1", "cleanup.policy": "delete"}),
+    # Compacted, kept forever: the latest signed checkpoint of each audit partition, written in
+    # the audit partition's transaction (partition p carries the checkpoints of audit-log[p]).
+    TopicSpec(AUDIT_CHECKPOINTS, {"cleanup.policy": "compact", "retention.ms": "-1"}),
     TopicSpec(
         VIDEO_CONTENT,
         {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"},

@@ -51,6 +51,15 @@ class BreakReason(Enum):
     BAD_HASH = "bad hash"  # the entry's content does not hash to its `hash`
     SEQ_GAP = "seq gap"  # entries missing, repeated or reordered before this one
     PREV_MISMATCH = "prev mismatch"  # does not link to the previous entry (forked or forged chain)
+    # Format v2 (likeflow/domain/audit_tree.py):
+    BAD_ROOT = "bad root"  # a batch record's records do not give its Merkle root
+    MISSING_BATCH = "missing batch"  # a batch record starts beyond the tree's end
+    REORDERED = "reordered"  # batch records out of order
+    FORK = "fork"  # a batch record extends the tree at a size already extended
+    REWRITTEN = "rewritten"  # the log at a signed checkpoint's size is not what was signed
+    TRUNCATED = "truncated"  # a signed checkpoint covers more than the log holds
+    BAD_CHECKPOINT = "bad checkpoint"  # a checkpoint's signature fails, or two disagree
+    VERSION = "version"  # a v1 entry after the log moved to v2
 
 
 @dataclass(frozen=True, slots=True)

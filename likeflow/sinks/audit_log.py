@@ -1,4 +1,5 @@
-"""The audit trail on Kafka: appends hash-chained entries per partition (docs/audit.md)."""
+"""The audit trail on Kafka: one Merkle-tree batch record per transaction and partition, and
+signed checkpoints of each partition's tree head (docs/audit.md, format v2)."""
 
 from __future__ import annotations
 
@@ -8,24 +9,29 @@ import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError, ProducerFenced
 
 from config import Settings
-from likeflow.connections import kafka_client_kwargs
-from likeflow.domain.audit import (
-    GENESIS,
-    AuditError,
-    Head,
-    Kind,
-    extend,
-    head_of,
+from likeflow.connections import audit_signing_key, kafka_client_kwargs
+from likeflow.domain.audit import AuditError, Kind
+from likeflow.domain.audit_tree import (
+    EMPTY_HEAD,
+    VERSION,
+    VERSION_HEADER,
+    Checkpoint,
+    TreeHead,
+    log_id,
+    seal_all,
+    sign_checkpoint,
+    tree_head_of,
 )
 from likeflow.sinks.dead_letter_records import dead_letter_headers, fitted
 from streams.events import DeadLetterReason
-from streams.topics import AUDIT_LOG, DEAD_LETTERS
+from streams.topics import AUDIT_CHECKPOINTS, AUDIT_LOG, DEAD_LETTERS
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,12 @@ MAX_FOREIGN_COPIED = 100
 # At most this many entries per group-committed transaction (more queued go in the next one).
 MAX_GROUP_RECORDS = 20_000
 MAX_FOREIGN_LOGGED = 10
+# A group's records are cut into batch records of about this many bytes at most (Kafka's
+# default message limit is 1 MiB; the header adds at most ~4 KiB of frontier).
+MAX_BATCH_RECORD_BYTES = 512 * 1024
+# A shutdown waits this long for the last checkpoints (a broker that is gone cannot take them).
+STOP_CHECKPOINT_S = 10.0
+_VERSION_HEADERS = [(VERSION_HEADER, str(VERSION).encode())]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,17 +75,20 @@ class LoadedHead:
     """A partition's chain head as read from the broker, and the foreign records after it
     (the first `MAX_FOREIGN_COPIED` in log order; `foreign_count` counts them all)."""
 
-    head: Head
+    head: TreeHead
     foreign: tuple[ForeignRecord, ...] = ()
     foreign_count: int = 0
 
 
 class AuditTrail:
-    """Appends every emitted prompt and every feedback record to the hash-chained `audit-log`.
+    """Appends every emitted prompt and every feedback record to `audit-log` (format v2).
 
-    One chain per partition. The caller passes the partition of the source record it processed:
-    `likes` and `prompt-feedback` are co-partitioned, so the worker that owns partition p of
-    both is the single writer of audit partition p (prompts and feedback of p share one chain).
+    One Merkle tree per partition, one batch record per transaction (a group of appends), and
+    a signed checkpoint of the head in the same transaction every `audit_checkpoint_interval_s`
+    (at an append, or by a timer) and on `stop` (docs/audit.md). The caller passes the
+    partition of the source record it processed: `likes` and `prompt-feedback` are
+    co-partitioned, so the worker that owns partition p of both is the single writer of audit
+    partition p (prompts and feedback of p share one tree).
 
     How to use it from the job (one instance per worker)::
 
@@ -95,15 +110,25 @@ class AuditTrail:
     job: a crash before the commit re-processes the batch and appends its records again. Those
     repeated entries are a true record of a re-send (the prompt bytes are identical, see
     docs/guarantees.md), and consumers of the trail de-duplicate by `prompt_id` / `event_id`.
-    Appends to one partition are chained in the order they start (an asyncio.Lock per
-    partition held while entries are built and queued, not while they are acknowledged);
-    appends to different partitions run concurrently.
+    Appends to one partition are in the tree in the order they start (one writer task per
+    partition takes them from its queue); appends to different partitions run concurrently.
     """
 
     def __init__(
-        self, settings: Settings, topic: str | None = None, client_id: str = "likeflow-audit"
+        self,
+        settings: Settings,
+        topic: str | None = None,
+        client_id: str = "likeflow-audit",
+        checkpoint_topic: str | None = None,
     ) -> None:
         self.topic = topic or settings.topic(AUDIT_LOG)
+        self.checkpoint_topic = checkpoint_topic or settings.topic(AUDIT_CHECKPOINTS)
+        self._key = audit_signing_key(settings)  # ConfigError when it is missing or unreadable
+        self._interval_s = settings.audit_checkpoint_interval_s
+        self.export_dir = Path(settings.audit_checkpoint_dir or Path(settings.data_dir) / "audit-checkpoints")
+        # Per partition: the size of the last checkpoint this writer signed, and when (monotonic).
+        self._signed: dict[int, tuple[int, float]] = {}
+        self._ticker: asyncio.Task[None] | None = None
         self._dead_letters = settings.topic(DEAD_LETTERS)
         self._max_key_bytes = settings.max_key_bytes
         self._max_value_bytes = settings.max_record_bytes
@@ -124,9 +149,10 @@ class AuditTrail:
             enable_auto_commit=False,
             isolation_level="read_committed",
         )
-        self._heads: dict[int, Head] = {}
-        # Appends waiting for their partition's next transaction, and the task writing them.
-        self._queued: dict[int, list[tuple[Kind, list[bytes], asyncio.Future[None]]]] = {}
+        self._heads: dict[int, TreeHead] = {}
+        # Appends waiting for their partition's next transaction, and the task writing them
+        # (kind None: a request to sign a checkpoint of the head).
+        self._queued: dict[int, list[tuple[Kind | None, list[bytes], asyncio.Future[None]]]] = {}
         self._writers: dict[int, asyncio.Task[None]] = {}
         # Bumped by forget(): an append that started before a revoke does not cache its head.
         self._epochs: dict[int, int] = {}
@@ -135,10 +161,19 @@ class AuditTrail:
 
     async def start(self) -> None:
         await self._consumer.start()
+        self._ticker = asyncio.ensure_future(self._sign_periodically())
 
     async def stop(self) -> None:
-        # Appends still queued finish first (the worker's completions waited for them already).
+        if self._ticker is not None:
+            self._ticker.cancel()
+            await asyncio.gather(self._ticker, return_exceptions=True)
+        # Appends still queued finish first (the worker's completions waited for them already),
+        # then every partition's head is signed.
         await asyncio.gather(*self._writers.values(), return_exceptions=True)
+        try:
+            await asyncio.wait_for(self.checkpoint_all(), STOP_CHECKPOINT_S)
+        except (KafkaError, AuditError, TimeoutError) as exc:
+            log.warning("audit %s: could not sign the last checkpoints on stop (%r)", self.topic, exc)
         try:
             await asyncio.gather(*(p.stop() for p in self._producers.values()), *self._closing)
             self._producers.clear()
@@ -150,6 +185,7 @@ class AuditTrail:
         extends them, and initialising its producer fences this one's)."""
         for p in partitions:
             self._heads.pop(p, None)
+            self._signed.pop(p, None)
             self._epochs[p] = self._epochs.get(p, 0) + 1
             producer = self._producers.pop(p, None)
             if producer is not None:
@@ -173,6 +209,29 @@ class AuditTrail:
             self._producers[partition] = producer
         return producer
 
+    def _last_signed_at(self, partition: int) -> float:
+        return self._signed.get(partition, (0, float("-inf")))[1]
+
+    def _unsigned(self) -> list[int]:
+        """Partitions whose cached head is beyond their last checkpoint."""
+        return [p for p, h in self._heads.items() if h.size > self._signed.get(p, (0, 0.0))[0]]
+
+    async def checkpoint_all(self) -> None:
+        """Sign a checkpoint of every partition whose head moved since its last one."""
+        await asyncio.gather(*(self._enqueue(p, None, []) for p in self._unsigned()))
+
+    async def _sign_periodically(self) -> None:
+        """Every `audit_checkpoint_interval_s`, a checkpoint of each head that moved (appends
+        also sign one when the interval has passed: a busy partition needs no extra transaction)."""
+        while True:
+            await asyncio.sleep(self._interval_s)
+            now = time.monotonic()
+            due = [p for p in self._unsigned() if now - self._last_signed_at(p) >= self._interval_s]
+            results = await asyncio.gather(*(self._enqueue(p, None, []) for p in due), return_exceptions=True)
+            for p, result in zip(due, results, strict=True):
+                if isinstance(result, Exception):
+                    log.warning("audit checkpoint of %s[%d] failed: %r", self.topic, p, result)
+
     async def append(self, partition: int, kind: Kind, records: Sequence[bytes]) -> None:
         """Append `records` (JSON bytes each) to the chain of `partition`; returns once all are acked.
 
@@ -190,6 +249,9 @@ class AuditTrail:
         """
         if not records:
             return
+        await self._enqueue(partition, kind, records)
+
+    async def _enqueue(self, partition: int, kind: Kind | None, records: Sequence[bytes]) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queued.setdefault(partition, []).append((kind, list(records), done))
         writer = self._writers.get(partition)
@@ -201,7 +263,7 @@ class AuditTrail:
         """Commit what is queued for `partition`, a group per transaction, until nothing is."""
         queue = self._queued.get(partition, [])
         while queue:
-            group: list[tuple[Kind, list[bytes], asyncio.Future[None]]] = []
+            group: list[tuple[Kind | None, list[bytes], asyncio.Future[None]]] = []
             taken = 0
             while queue and (not group or taken + len(queue[0][1]) <= MAX_GROUP_RECORDS):
                 group.append(queue.pop(0))
@@ -220,7 +282,7 @@ class AuditTrail:
                         done.set_result(None)
 
     async def _append_group(
-        self, partition: int, group: Sequence[tuple[Kind, list[bytes], asyncio.Future[None]]]
+        self, partition: int, group: Sequence[tuple[Kind | None, list[bytes], asyncio.Future[None]]]
     ) -> None:
         """One transaction (retried on Kafka errors) with the entries of every append of `group`."""
         epoch = self._epochs.get(partition, 0)
@@ -256,10 +318,12 @@ class AuditTrail:
             self._heads[partition] = new_head
 
     async def _append_once(
-        self, partition: int, group: Sequence[tuple[Kind, list[bytes], asyncio.Future[None]]]
-    ) -> Head | None:
-        """One transaction with the entries of `group`'s appends; returns the chain's new head
-        (None when no append had a valid record). An append with a record that is not JSON
+        self, partition: int, group: Sequence[tuple[Kind | None, list[bytes], asyncio.Future[None]]]
+    ) -> TreeHead | None:
+        """One transaction with a batch record of `group`'s appends (more than one when they
+        exceed `MAX_BATCH_RECORD_BYTES`) and, when the interval has passed or the group asks
+        for it, a signed checkpoint of the new head; returns the new head (None when nothing
+        was written). An append with a record that cannot be stored (a newline byte in it)
         gets its AuditError and is left out; the others go on."""
         # The producer first: starting it waits until the previous owner's last transaction is
         # complete (committed markers written, or aborted), so the read_committed head read
@@ -270,32 +334,69 @@ class AuditTrail:
         if head is None:
             loaded = await self._load_head(partition)
             head, foreign = loaded.head, loaded.foreign
-        entries: list[bytes] = []
+        items: list[tuple[Kind, list[bytes]]] = []
+        wants_checkpoint = False
         for kind, records, done in group:
-            try:
-                more, head = extend(head, kind, records)
-            except AuditError as exc:
+            if kind is None:
+                wants_checkpoint = True
+            elif any(b"\n" in r for r in records):
                 if not done.done():
-                    done.set_exception(exc)
-                continue
-            entries += more
-        if not entries and not foreign:
-            return None
+                    done.set_exception(AuditError("an audited record must not contain a newline byte"))
+            else:
+                items.append((kind, records))
+        values, head = seal_all(head, items, MAX_BATCH_RECORD_BYTES) if items else ([], head)
+        signed_size, signed_at = self._signed.get(partition, (0, float("-inf")))
+        now = time.monotonic()
+        checkpoint: Checkpoint | None = None
+        if head.size > signed_size and (wants_checkpoint or now - signed_at >= self._interval_s):
+            checkpoint = sign_checkpoint(
+                self._key, log_id(self.topic, partition), head, int(time.time() * 1000)
+            )
+        if not values and not foreign and checkpoint is None:
+            return head
         await producer.begin_transaction()
-        futures = await self._send(producer, partition, entries) if entries else []
+        futures = [
+            await producer.send(self.topic, value, partition=partition, headers=_VERSION_HEADERS)
+            for value in values
+        ]
+        if checkpoint is not None:
+            # In the partition's transaction: a fenced zombie cannot sign a head either.
+            futures.append(
+                await producer.send(
+                    self.checkpoint_topic,
+                    checkpoint.to_json(),
+                    key=checkpoint.log.encode(),
+                    partition=partition,
+                )
+            )
         # The foreign records after the old head go to the dead letters in the same transaction
         # as the entries that continue the chain past them: once it commits they are no longer
         # at the tail, and a failed attempt finds (and copies) them again.
-        for record in foreign:
-            futures.append(
-                await producer.send(self._dead_letters, record.value, key=record.key, headers=record.headers)
-            )
+        futures.extend(
+            [await producer.send(self._dead_letters, r.value, key=r.key, headers=r.headers) for r in foreign]
+        )
         sent = await asyncio.gather(*futures, return_exceptions=True)
         failed = next((r for r in sent if isinstance(r, BaseException)), None)
         if failed is not None:
             raise failed
         await producer.commit_transaction()
+        if checkpoint is not None:
+            self._signed[partition] = (checkpoint.size, now)
+            await asyncio.to_thread(self._export, partition, checkpoint)
         return head
+
+    def _export(self, partition: int, checkpoint: Checkpoint) -> None:
+        """Write a committed checkpoint to `<export dir>/<topic>.<partition>/<size>-<time>.json`
+        (atomically: a temporary file renamed), for shipping to WORM storage."""
+        folder = self.export_dir / f"{self.topic}.{partition}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{checkpoint.size:016d}-{checkpoint.time_ms}.json"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(checkpoint.to_json() + b"\n")
+            tmp.replace(path)
+        except OSError as exc:  # the checkpoint is on Kafka; the export is the extra copy
+            log.error("audit checkpoint of %s[%d] not exported to %s: %s", self.topic, partition, folder, exc)
 
     async def _discard(self, partition: int) -> None:
         """Forget the head (the real tail is on the broker) and close the partition's producer
@@ -304,20 +405,6 @@ class AuditTrail:
         broken = self._producers.pop(partition, None)
         if broken is not None:
             await broken.stop()
-
-    async def _send(
-        self, producer: AIOKafkaProducer, partition: int, entries: Sequence[bytes]
-    ) -> list[asyncio.Future[Any]]:
-        """Produce `entries` to `partition` in order, as record batches (one request per batch)."""
-        futures = []
-        builder = producer.create_batch()
-        for entry in entries:
-            if builder.append(key=None, value=entry, timestamp=None) is None:
-                futures.append(await producer.send_batch(builder, self.topic, partition=partition))
-                builder = producer.create_batch()
-                builder.append(key=None, value=entry, timestamp=None)
-        futures.append(await producer.send_batch(builder, self.topic, partition=partition))
-        return futures
 
     async def _load_head(self, partition: int) -> LoadedHead:
         """The head of the chain in `partition`: its last valid entry (one that decodes and
@@ -340,12 +427,12 @@ class AuditTrail:
             upper, back = end, 1
             while upper > begin:
                 start = max(begin, upper - back)
-                last: tuple[int, Head] | None = None
+                last: tuple[int, TreeHead] | None = None
                 found: list[ForeignRecord] = []  # after `last` in this window
                 found_count = 0
                 async for record in _scan_range(self._consumer, tp, start, upper):
                     try:
-                        last = (record.offset, head_of(record.value or b""))
+                        last = (record.offset, tree_head_of(record.value or b""))
                         found, found_count = [], 0
                     except AuditError as exc:
                         found_count += 1
@@ -356,18 +443,18 @@ class AuditTrail:
                 if last is not None:
                     offset, head = last
                     log.info(
-                        "audit chain %s[%d]@%d continues after seq %d",
+                        "audit log %s[%d]@%d continues after tree size %d",
                         self.topic,
                         partition,
                         offset,
-                        head.seq,
+                        head.size,
                     )
                     loaded = LoadedHead(head, tuple(later), later_count)
                     self._warn_foreign(partition, loaded, offset)
                     return loaded
                 upper, back = start, back * 16
         log.info("audit chain %s[%d] starts at genesis", self.topic, partition)
-        loaded = LoadedHead(GENESIS, tuple(later), later_count)
+        loaded = LoadedHead(EMPTY_HEAD, tuple(later), later_count)
         self._warn_foreign(partition, loaded, None)
         return loaded
 
@@ -390,7 +477,7 @@ class AuditTrail:
         """One warning per foreign record (up to `MAX_FOREIGN_LOGGED`), one for the rest."""
         if not loaded.foreign_count:
             return
-        where = "genesis" if after is None else f"the entry at @{after} (seq {loaded.head.seq})"
+        where = "genesis" if after is None else f"the record at @{after} (tree size {loaded.head.size})"
         for record in loaded.foreign[:MAX_FOREIGN_LOGGED]:
             log.warning(
                 "audit log %s[%d]@%d is not an audit entry (%s): skipped, the chain continues after %s; "

@@ -38,6 +38,8 @@ def private_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathF
         quality_idle_after_s=3.0,
         # A key of the test's own, so tests can compute the pseudonyms the worker will use.
         user_key=secrets.token_urlsafe(48),
+        # The audit log's checkpoint signing key (an Ed25519 seed) of the test's own.
+        audit_signing_key=secrets.token_hex(32),
     )
 
 

@@ -7,6 +7,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -15,7 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from config import Settings
-from likeflow.domain.audit import AuditError, BreakReason, head_of
+from likeflow.domain.audit import AuditError, BreakReason
+from likeflow.domain.audit_tree import decode_batch, tree_head_of
 from likeflow.domain.pseudonym import Pseudonymizer
 from likeflow.ops.audit_verify import verify_topic
 from likeflow.ops.backfill import partition_for
@@ -45,6 +47,17 @@ def audit_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathFac
     settings = private_settings(base_settings, tmp_path_factory)
     asyncio.run(ensure_topics(settings))
     return settings
+
+
+def leaves_in(rs: list[Consumed], partition: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """(kind, record) of every leaf of the v2 batch records in `rs`, in log order."""
+    out = []
+    for r in sorted(rs, key=lambda r: (r.partition, r.offset)):
+        if r.value and (partition is None or r.partition == partition) and r.value.startswith(b'{"first"'):
+            batch = decode_batch(r.value)
+            kinds = {"p": "prompt", "f": "feedback"}
+            out += [(kinds[k], orjson.loads(v)) for k, v in zip(batch.kinds, batch.records, strict=True)]
+    return out
 
 
 def records(tag: str, n: int) -> list[bytes]:
@@ -94,7 +107,7 @@ async def test_chains_continue_across_restart_and_rebalance_and_tampering_is_cau
         )
         await first.append(1, "prompt", [])  # nothing to do
         with pytest.raises(AuditError):  # refused before anything of the batch is sent
-            await first.append(2, "prompt", [*records("x", 2), b"not json"])
+            await first.append(2, "prompt", [*records("x", 2), b"two\nlines"])
     finally:
         await first.stop()
 
@@ -118,23 +131,32 @@ async def test_chains_continue_across_restart_and_rebalance_and_tampering_is_cau
 
     log = await read_topic(settings, topic)
     by_partition = {p: sorted((r for r in log if r.partition == p), key=lambda r: r.offset) for p in (0, 1)}
-    assert [orjson.loads(present(r.value))["seq"] for r in by_partition[0]] == list(range(12))
-    assert [orjson.loads(present(r.value))["seq"] for r in by_partition[1]] == list(range(5))
+    # One record per group-committed transaction: each continues the partition's tree.
+    sizes = [
+        (decode_batch(present(r.value)).first, decode_batch(present(r.value)).size) for r in by_partition[0]
+    ]
+    assert sizes[0][0] == 0 and sizes[-1][1] == 12
+    assert all(a[1] == b[0] for a, b in zip(sizes, sizes[1:], strict=False))
+    assert len(leaves_in(log, 1)) == 5
+    assert all(dict(r.headers)["likeflow.audit.version"] == b"2" for r in log)
     assert {r.partition for r in log} == {0, 1}  # nothing reached partition 2
 
     results = await verify_topic(settings)
     assert all(r.ok for r in results.values())
     assert {p: r.count for p, r in results.items() if r.count} == {0: 12, 1: 5}
-    assert results[0].head == head_of(present(by_partition[0][-1].value))
+    assert results[0].head == tree_head_of(present(by_partition[0][-1].value)).hash
+    # Each writer signed the heads it left on stop: the whole log is covered by checkpoints.
+    assert (results[0].signed_size, results[1].signed_size) == (12, 5)
 
     ok = await run_cli(settings, "audit", "verify")
     assert ok.returncode == 0, ok.stderr.decode()
-    assert b"intact: 17 entries" in ok.stdout
-    assert f"{topic}[0]\t12 entries verified\thead seq 11 {results[0].head.hash}".encode() in ok.stdout
+    assert b"intact: 17 records" in ok.stdout
+    line = f"{topic}[0]\t{len(by_partition[0])} batches verified\ttree size 12 root {results[0].root}"
+    assert line.encode() in ok.stdout, ok.stdout
 
     # Kafka records are immutable: a tampered copy of the log stands in for a rewritten one.
-    target = by_partition[1][3]
-    assert b'"prompt_id":"c1-0"' in present(target.value)
+    [target] = [r for r in by_partition[1] if b'"prompt_id":"c1-0"' in present(r.value)]
+    target_at = by_partition[1].index(target)
     tampered = settings.topic("audit-tampered")
     await copy_topic(
         settings,
@@ -142,23 +164,22 @@ async def test_chains_continue_across_restart_and_rebalance_and_tampering_is_cau
         tampered,
         lambda r: present(r.value).replace(b'"c1-0"', b'"c1-9"') if r is target else r.value,
     )
-    bad = await run_cli(settings, "audit", "verify", "--topic", tampered)
+    bad = await run_cli(settings, "audit", "verify", "--topic", tampered, "--log-name", topic)
     assert bad.returncode == 1, bad.stdout.decode()
-    assert f"first break: {tampered}[1]@3: bad hash".encode() in bad.stdout
-    assert f"{tampered}[0]\t12 entries verified".encode() in bad.stdout
-    assert f"{tampered}[1]\t3 entries verified".encode() in bad.stdout
+    assert f"first break: {tampered}[1]@{target_at}: bad root".encode() in bad.stdout, bad.stdout
+    assert f"{tampered}[0]\t{len(by_partition[0])} batches verified".encode() in bad.stdout
 
-    # Deleting one entry: the next one no longer follows.
-    dropped = by_partition[0][5]
+    # Deleting one batch record: the next one no longer follows.
+    dropped = by_partition[0][1]
     deleted = settings.topic("audit-deleted")
     await copy_topic(settings, log, deleted, lambda r: None if r is dropped else r.value)
-    results = await verify_topic(settings, deleted)
+    results = await verify_topic(settings, deleted, log_name=topic)
     brk = results[0].first_break
-    assert brk is not None and (brk.offset, brk.reason) == (5, BreakReason.SEQ_GAP)
-    assert results[1].ok and results[1].count == 5
-    cli = await run_cli(settings, "audit", "verify", "--topic", deleted)
+    assert brk is not None and (brk.offset, brk.reason) == (1, BreakReason.MISSING_BATCH)
+    assert results[1].ok and results[1].count == 5 and results[1].checkpoints >= 1
+    cli = await run_cli(settings, "audit", "verify", "--topic", deleted, "--log-name", topic)
     assert cli.returncode == 1
-    assert f"first break: {deleted}[0]@5: seq gap".encode() in cli.stdout
+    assert f"first break: {deleted}[0]@1: missing batch".encode() in cli.stdout
 
 
 async def test_the_worker_audits_every_prompt_and_feedback_record(
@@ -208,11 +229,10 @@ async def test_the_worker_audits_every_prompt_and_feedback_record(
     )
 
     def audited(rs: list[Consumed]) -> tuple[set[str], set[str]]:
-        entries = [orjson.loads(r.value) for r in rs if r.value]
+        entries = leaves_in(rs)
         return (
-            {e["record"]["prompt_id"] for e in entries if e["kind"] == "prompt"} & prompt_ids,
-            {e["record"]["event_id"] for e in entries if e["kind"] == "feedback"}
-            & {f["event_id"] for f in feedback},
+            {e["prompt_id"] for kind, e in entries if kind == "prompt"} & prompt_ids,
+            {e["event_id"] for kind, e in entries if kind == "feedback"} & {f["event_id"] for f in feedback},
         )
 
     trail = await read_topic_until(
@@ -222,10 +242,9 @@ async def test_the_worker_audits_every_prompt_and_feedback_record(
         60,
         "every prompt and feedback record on the audit trail",
     )
-    for record in trail:
-        entry = orjson.loads(record.value or b"{}")
-        if entry.get("kind") == "feedback" and entry["record"]["event_id"].endswith(tag):
-            assert entry["record"]["user_id"] == pseudonym(users[0]), "the trail holds pseudonyms only"
+    for kind, entry in leaves_in(trail):
+        if kind == "feedback" and entry["event_id"].endswith(tag):
+            assert entry["user_id"] == pseudonym(users[0]), "the trail holds pseudonyms only"
     result = await run_cli(settings, "audit", "verify")
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -323,8 +342,8 @@ async def test_foreign_records_at_a_chain_tail_are_dead_lettered_and_the_chain_g
 
     log = await read_topic(settings, topic)
     chain_0 = [r for r in sorted(log, key=lambda r: r.offset) if r.partition == 0 and r.offset not in stray_0]
-    assert [orjson.loads(present(r.value))["seq"] for r in chain_0] == list(range(6))
-    assert orjson.loads(present(chain_0[3].value))["prev"] == head_of(present(chain_0[2].value)).hash
+    assert [decode_batch(present(r.value)).size for r in chain_0] == [3, 5, 6]
+    assert decode_batch(present(chain_0[1].value)).prev == tree_head_of(present(chain_0[0].value)).hash
     dead = not_entries(
         await read_topic_until(
             settings,
@@ -353,7 +372,7 @@ async def test_foreign_records_at_a_chain_tail_are_dead_lettered_and_the_chain_g
     assert cli.returncode == 1, out + err
     assert f"foreign record: {topic}[0]@{stray_0[0]}: not an audit entry (expected fields" in out, out
     assert f"foreign record: {topic}[1]@{stray_1[0]}: not an audit entry" in out, out
-    assert f"{topic}[0]\t6 entries verified" in out and "2 foreign records skipped" in out
+    assert f"{topic}[0]\t3 batches verified\ttree size 6" in out and "2 foreign records skipped" in out
     assert "first break" not in out and "FOREIGN: 3 records" in err and "BROKEN" not in err, err
 
 
@@ -385,8 +404,10 @@ async def test_the_worker_keeps_appending_after_a_stray_record_on_its_audit_part
 
     def prompts_on_chain(rs: list[Consumed]) -> int:
         return sum(
-            1 for r in rs if r.partition == 0 and r.value and orjson.loads(r.value).get("kind") == "prompt"
+            1 for kind, _ in leaves_in([r for r in rs if r.offset not in strays], 0) if kind == "prompt"
         )
+
+    strays: list[int] = []
 
     worker = WorkerProcess(settings, tmp_path / "worker.log")
     worker.start()
@@ -399,6 +420,7 @@ async def test_the_worker_keeps_appending_after_a_stray_record_on_its_audit_part
         await read_topic_until(settings, topic, lambda rs: prompts_on_chain(rs) >= 3, 60, "3 audited prompts")
         worker.stop()
         [stray] = await write_stray(settings, 0, [orjson.dumps({"event_id": "x", "user_id": "y"})])
+        strays.append(stray)
         worker.start()
         await produce(settings, settings.topic(LIKES), likes(1))
         await read_topic_until(

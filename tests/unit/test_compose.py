@@ -118,13 +118,16 @@ def test_the_worker_image_serves_health_on_the_web_port() -> None:
     assert "EXPOSE 6066" in dockerfile and "/ready" in dockerfile
 
 
-def test_the_worker_reads_its_pseudonym_key_from_a_compose_secret() -> None:
+def test_the_worker_reads_its_pseudonym_and_audit_signing_keys_from_compose_secrets() -> None:
     doc = compose()
     worker = doc["services"]["worker"]
-    assert worker["secrets"] == ["user_key"]
+    assert worker["secrets"] == ["user_key", "audit_signing_key"]
     assert worker["environment"]["LIKEFLOW_USER_KEY_FILE"] == "/run/secrets/user_key"
-    assert "LIKEFLOW_USER_KEY" not in worker["environment"], "never the key itself in the file"
+    assert worker["environment"]["LIKEFLOW_AUDIT_SIGNING_KEY_FILE"] == "/run/secrets/audit_signing_key"
+    for key in ("LIKEFLOW_USER_KEY", "LIKEFLOW_AUDIT_SIGNING_KEY"):
+        assert key not in worker["environment"], "never a key itself in the file"
     assert doc["secrets"]["user_key"]["file"] == "./.run/secrets/user-key"
+    assert doc["secrets"]["audit_signing_key"]["file"] == "./.run/secrets/audit-signing-key"
 
 
 def test_kafka_keeps_its_logs_on_the_data_volume() -> None:

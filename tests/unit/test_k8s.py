@@ -95,8 +95,8 @@ def test_every_secret_file_is_mounted_from_a_secret_the_docs_create() -> None:
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     created = documented_secrets()
-    files = ("user_key_file", "kafka_sasl_password_file", "kafka_ssl_cafile", "redis_password_file",
-             "redis_ssl_cafile")  # fmt: skip
+    files = ("user_key_file", "audit_signing_key_file", "kafka_sasl_password_file", "kafka_ssl_cafile",
+             "redis_password_file", "redis_ssl_cafile")  # fmt: skip
     used = set()
     for name in files:
         path = getattr(settings, name)
