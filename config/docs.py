@@ -155,6 +155,10 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
         "mapping_waits_max": "Likes one worker holds waiting for a mapping "
         "(`likeflow_likes_waiting`); beyond it a like of an unmapped video is skipped as "
         '`no_mapping` at once (`likeflow_mapping_waits_total{outcome="refused"}`). >= 1.',
+        "rank_by_consumption_level": "Multiply the fit of a product's price to the user's consumption "
+        "level (their own orders) into the score ([profile.md](profile.md)). The level comes from "
+        "`prompt-feedback` orders, so a decision then depends on when a user's orders reached their "
+        "state relative to their likes; off, decisions depend on the likes alone.",
         "content_matching": "Follow `product-catalogue` and propose products for `video-content` "
         "records ([matching.md](matching.md)); costs ~60 MiB per worker (the segmenter). Off: "
         "proposals already on `video-matches` still fill in.",

@@ -199,6 +199,9 @@ class Settings:
     # `video-content` records (the segmenter costs ~60 MiB per worker). Off: proposals already on
     # `video-matches` still fill in.
     content_matching: bool = True
+    # Rank products by the user's consumption level (docs/profile.md). Off: decisions depend on
+    # the likes alone (a replay of likes decides exactly as the live run did).
+    rank_by_consumption_level: bool = True
     # A content match below this confidence is not proposed (docs/matching.md: 0.4, chosen on the
     # evaluation set's development half).
     match_min_confidence: float = 0.4

@@ -27,6 +27,7 @@ def policies_from(settings: Settings) -> tuple[GuardPolicy, RankingPolicy]:
         evening_peak_end_hour=settings.evening_peak_end_hour,
         evening_peak_boost=settings.evening_peak_boost,
         tz_offset_minutes=settings.tz_offset_minutes,
+        use_consumption_level=settings.rank_by_consumption_level,
     )
     return guards, ranking
 

@@ -141,7 +141,11 @@ def decide(
     personalized = state.consent is None or state.consent.personalized
     # The profile's scores at the like, decayed once: ranked on, then updated with the like.
     current = scores_at(state.affinity, like.ts, ranking.affinity_half_life_ms) if personalized else {}
-    level = consumption_level(state.price_bands, like.ts) if personalized and state.price_bands else None
+    level = (
+        consumption_level(state.price_bands, like.ts)
+        if personalized and state.price_bands and ranking.use_consumption_level
+        else None
+    )
     decision = _choose(
         state, like, mapping, creator_weight, now_ms, guards, ranking, pricing, current, prompt_ids, level
     )

@@ -21,6 +21,9 @@ class RankingPolicy:
     evening_peak_end_hour: int = 23
     evening_peak_boost: float = 1.25
     tz_offset_minutes: int = 480
+    # Multiply `price_fit` for the user's consumption level (docs/profile.md). It depends on when
+    # the user's orders (another topic) reach their state relative to their likes.
+    use_consumption_level: bool = True
 
 
 def local_hour(ts: int, tz_offset_minutes: int) -> int:

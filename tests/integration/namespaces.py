@@ -38,6 +38,10 @@ def private_settings(base_settings: Settings, tmp_path_factory: pytest.TempPathF
         quality_idle_after_s=3.0,
         # A key of the test's own, so tests can compute the pseudonyms the worker will use.
         user_key=secrets.token_urlsafe(48),
+        # The oracle (workload.py) decides from the likes alone: a user's orders (prompt-feedback)
+        # reach their state at no fixed point among their likes, so ranking by the consumption
+        # level they give is off here (tests/integration/test_profile.py turns it on).
+        rank_by_consumption_level=False,
         # The audit log's checkpoint signing key (an Ed25519 seed) of the test's own.
         audit_signing_key=secrets.token_hex(32),
     )

@@ -5,6 +5,7 @@ web server, and refusal of personalisation forgetting all of it."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ LIPSTICK = [
 
 @pytest.fixture
 def private(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return private_settings(base_settings, tmp_path_factory)
+    return replace(private_settings(base_settings, tmp_path_factory), rank_by_consumption_level=True)
 
 
 def record(key: str, **body: Any) -> Record:
