@@ -382,7 +382,8 @@ class Target:
 @dataclass(frozen=True, slots=True)
 class Planned:
     """One item's fate: sent when it has no problem, or only ones `--force` overrides (then
-    `forced` lists them); otherwise skipped (already replayed) or refused, with the problems."""
+    `forced` lists them); otherwise skipped (already replayed, and nothing else that --force
+    would not override) or refused, with the problems."""
 
     item: ReplayItem
     problems: tuple[str, ...] = ()
@@ -397,7 +398,9 @@ class Planned:
     def outcome(self) -> str:
         if self.send:
             return "send"
-        return "skip" if self.problems == (ALREADY_REPLAYED,) else "refuse"
+        # Replayed already, and nothing but --force stands in the way: nothing to do, no error.
+        skip = ALREADY_REPLAYED in self.problems and FORCEABLE.issuperset(self.problems)
+        return "skip" if skip else "refuse"
 
 
 def plan_replay(

@@ -188,6 +188,10 @@ def test_a_dead_letter_in_the_ledger_is_skipped_unless_forced() -> None:
     item = ReplayItem.of(letter(like_body()))
     [planned] = plan_replay([item], TARGETS, {item.dlq: {"run": "r1"}})
     assert (planned.outcome, planned.problems) == ("skip", (ALREADY_REPLAYED,))
+    # The dead letter as it is (still invalid) was replayed after a repair: skipped too.
+    broken = ReplayItem.of(letter(like_body(ts="yesterday")))
+    [unrepaired] = plan_replay([broken], TARGETS, {item.dlq: {"run": "r1"}})
+    assert (unrepaired.outcome, unrepaired.problems) == ("skip", (ALREADY_REPLAYED, STILL_INVALID))
     [again] = plan_replay([item], TARGETS, {item.dlq: {"run": "r1"}}, force=True)
     assert again.send and again.forced == (ALREADY_REPLAYED,)
     # The same dead letter twice in one run goes once, force or not.
