@@ -511,7 +511,7 @@ def _print_plan(result: ReplayResult) -> None:
             line += f"\t{', '.join(planned.problems)}"
         if planned.forced:
             line += f"\tforced: {', '.join(planned.forced)}"
-        if planned.details and not planned.send or planned.forced:
+        if planned.details and (not planned.send or planned.forced):
             line += f" ({'; '.join(planned.details)})"
         print(line)
 
