@@ -1,4 +1,4 @@
-"""The `likeflow` command: worker, topics, status, creator, replay, backfill, reset-offsets, audit, demo."""
+"""The `likeflow` command: worker, topics, status, replay, dlq, backfill, reset-offsets, audit, demo, ..."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from config import ConfigError, Settings, load_settings, unknown_variables
 from likeflow.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE, LikeflowError
 from likeflow.logs import logging_config
 from streams.events import CONTRACT_VERSION
-from streams.topics import BACKFILL_SOURCES, REPLAYABLE_TOPICS
+from streams.topics import BACKFILL_SOURCES, DEAD_LETTERS, DLQ_REPLAYS, REPLAYABLE_TOPICS
 
 if TYPE_CHECKING:
+    from likeflow.ops.dlq import ReplayResult
+    from likeflow.ops.dlq_records import DeadLetter, Filter
     from likeflow.ops.replay import TopicCopy
 
 log = logging.getLogger(__name__)
@@ -245,6 +247,15 @@ def _time_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _offsets_arg(text: str) -> tuple[int, int]:
+    from likeflow.ops.dlq_records import parse_offsets
+
+    try:
+        return parse_offsets(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _cmd_replay_file(settings: Settings, args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -331,6 +342,184 @@ def _iso_ms(ms: int) -> str:
 def _interactive() -> bool:
     """True when a person can answer a question: stdin is a terminal."""
     return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _dlq_filter(settings: Settings, args: argparse.Namespace) -> Filter:
+    from likeflow.ops.dlq_records import Filter
+    from streams.topics import SPECS_BY_NAME
+
+    topics = {settings.topic(t) if t in SPECS_BY_NAME else t for t in args.topic or ()}
+    return Filter(
+        reasons=frozenset(args.reason or ()),
+        source_topics=frozenset(topics),
+        since_ms=args.since,
+        until_ms=args.until,
+        partition=args.partition,
+        offsets=args.offset,
+    )
+
+
+def _dead_letters(settings: Settings, args: argparse.Namespace) -> list[DeadLetter]:
+    from likeflow.ops.dlq import read_dead_letters
+
+    return asyncio.run(read_dead_letters(settings, _dlq_filter(settings, args)))
+
+
+def _cmd_dlq_list(settings: Settings, args: argparse.Namespace) -> int:
+    from likeflow.ops.dlq import read_ledger
+    from likeflow.ops.dlq_records import age_text, summarise
+
+    letters = _dead_letters(settings, args)
+    groups = summarise(letters, asyncio.run(read_ledger(settings)))
+    now = int(time.time() * 1000)
+    print("source topic\treason\tcount\treplayed\toldest\tnewest")
+    for (topic, reason), group in groups.items():
+        oldest, newest = group.oldest_ms or now, group.newest_ms or now
+        print(
+            f"{topic}\t{reason}\t{group.count}\t{group.replayed}\t{age_text(now - oldest)} ago\t"
+            f"{age_text(now - newest)} ago"
+        )
+    replayed = sum(g.replayed for g in groups.values())
+    print(f"total\t{len(letters)} dead letters on {settings.topic(DEAD_LETTERS)}, {replayed} replayed")
+    return 0
+
+
+def _cmd_dlq_show(settings: Settings, args: argparse.Namespace) -> int:
+    from likeflow.ops.dlq_records import export_line
+
+    letters = _dead_letters(settings, args)
+    shown = letters[: args.limit] if args.limit else letters
+    for letter in shown:
+        if args.json:
+            print(export_line(letter).decode())
+            continue
+        source = f"{letter.source_topic}[{letter.source_partition}]@{letter.source_offset}"
+        print(f"{letter.coordinates}\t{_iso_ms(letter.timestamp_ms)}\tfrom {source}\treason {letter.reason}")
+        print(f"  error: {letter.error}")
+        print(f"  key: {_shown(letter.key, args.max_bytes)}")
+        print(f"  value: {_shown(letter.value, args.max_bytes)}")
+        for name, value in letter.headers:
+            print(f"  header {name}: {_shown(value, args.max_bytes)}")
+    if len(shown) < len(letters):
+        print(f"... {len(letters) - len(shown)} more (--limit 0 shows all)", file=sys.stderr)
+    print(f"{len(letters)} dead letters match", file=sys.stderr)
+    return 0
+
+
+def _shown(data: bytes | None, limit: int) -> str:
+    """Bytes for a terminal: text with escapes, cut at `limit` bytes (0: no cut)."""
+    if data is None:
+        return "(null)"
+    cut = data[:limit] if limit else data
+    text = repr(cut.decode("utf-8", "backslashreplace"))[1:-1]
+    return text + (f" ... ({len(data)} bytes)" if len(cut) < len(data) else "")
+
+
+def _cmd_dlq_export(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from likeflow.ops.dlq_records import export_line
+
+    letters = _dead_letters(settings, args)
+    lines = b"".join(export_line(letter) + b"\n" for letter in letters)
+    if args.output == "-":
+        sys.stdout.write(lines.decode())
+    else:
+        Path(args.output).write_bytes(lines)
+    print(
+        f"{len(letters)} dead letters exported{'' if args.output == '-' else ' to ' + args.output}; edit "
+        "`key`, `value` (and `headers`), then `likeflow dlq replay --from-file`",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _cmd_dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from likeflow.ops.dlq import replay
+    from likeflow.ops.dlq_records import ExportFormatError, ReplayItem, parse_export_line
+
+    filtered = any(
+        v is not None and v != []
+        for v in (args.reason, args.topic, args.since, args.until, args.partition, args.offset)
+    )
+    if args.from_file and filtered:
+        raise DlqUsageError(
+            "--from-file replays the file's records: give no --reason/--topic/... filter with it"
+        )
+    asks = not (args.yes or args.dry_run)
+    if asks and not _interactive():
+        raise NotConfirmed(
+            "dlq replay writes to the live input topics and cannot be undone; run it with --dry-run "
+            "first to see what would be sent, then with --yes to send"
+        )
+    if args.from_file:
+        items = []
+        for number, line in enumerate(Path(args.from_file).read_bytes().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append(parse_export_line(line))
+            except ExportFormatError as exc:
+                raise DlqUsageError(f"{args.from_file}:{number}: {exc}") from None
+    else:
+        items = [ReplayItem.of(letter) for letter in _dead_letters(settings, args)]
+
+    def confirm(plan: ReplayResult) -> bool:
+        _print_plan(plan)
+        try:
+            answer = input(f"send these {plan.count('send')} records? [y/N] ")
+        except EOFError:
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
+    result = asyncio.run(
+        replay(settings, items, force=args.force, dry_run=args.dry_run, confirm=confirm if asks else None)
+    )
+    if not asks or result.executed:
+        _print_plan(result)
+    sent, skipped, refused = len(result.sent), result.count("skip"), result.count("refuse")
+    if result.executed:
+        print(
+            f"sent {sent} of {len(result.planned)} records (run {result.run_id}, ledger "
+            f"{settings.topic(DLQ_REPLAYS)}); {skipped} skipped as already replayed, {refused} refused"
+        )
+    else:
+        would = result.count("send")
+        why = "dry run" if args.dry_run else ("nothing to send" if not would else "not confirmed")
+        print(
+            f"{why}: {would} of {len(result.planned)} records would be sent, {skipped} skipped as "
+            f"already replayed, {refused} refused; nothing sent"
+        )
+        if asks and would:
+            raise NotConfirmed("not confirmed: nothing was replayed")
+    return EXIT_FAILED if refused else 0
+
+
+def _print_plan(result: ReplayResult) -> None:
+    """One line per record of a replay: send/skip/refuse, the dead letter, where it goes, why."""
+    sent = {id(p): (partition, offset) for p, partition, offset in result.sent}
+    for planned in result.planned:
+        item = planned.item
+        where = f"{item.topic}[{item.partition}]"
+        if id(planned) in sent:
+            where += f"@{sent[id(planned)][1]}"
+        edited = " edited" if item.edited else ""
+        line = f"{planned.outcome}\t{item.dlq}\t-> {where}\t{item.reason}{edited}"
+        if planned.problems:
+            line += f"\t{', '.join(planned.problems)}"
+        if planned.forced:
+            line += f"\tforced: {', '.join(planned.forced)}"
+        if planned.details and (not planned.send or planned.forced):
+            line += f" ({'; '.join(planned.details)})"
+        print(line)
+
+
+class DlqUsageError(LikeflowError):
+    """Arguments of `dlq` that do not go together, or an export file that cannot be read."""
+
+    exit_code = EXIT_USAGE
 
 
 def _cmd_reset_offsets(settings: Settings, args: argparse.Namespace) -> int:
@@ -662,6 +851,53 @@ def build_parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help="copy without asking (needed when stdin is not a terminal)"
     )
     rtopic.set_defaults(func=_cmd_replay_topic)
+
+    dlq = sub.add_parser(
+        "dlq",
+        help="inspect dead letters by reason, export them to edit, replay repaired ones (docs/operations.md)",
+    )
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+
+    def dlq_filters(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--reason", action="append", help="only this reason (repeatable), e.g. malformed_json")
+        p.add_argument(
+            "--topic", action="append", help="only dead letters from this topic (contract name; repeatable)"
+        )
+        p.add_argument("--since", type=_time_arg, help="dead-lettered at or after (ISO-8601 or epoch ms)")
+        p.add_argument("--until", type=_time_arg, help="dead-lettered before (ISO-8601 or epoch ms)")
+        p.add_argument("--partition", type=int, help="only this partition of the dead-letter topic")
+        p.add_argument("--offset", type=_offsets_arg, help="only these dead-letter offsets: N or N-M")
+
+    dlist = dlq_sub.add_parser("list", help="count dead letters by source topic and reason, with their age")
+    dlq_filters(dlist)
+    dlist.set_defaults(func=_cmd_dlq_list)
+    dshow = dlq_sub.add_parser("show", help="print dead letters with their headers")
+    dlq_filters(dshow)
+    dshow.add_argument("--limit", type=int, default=20, help="at most N records (default 20; 0: all)")
+    dshow.add_argument(
+        "--max-bytes", type=int, default=1024, help="cut keys and values at N bytes (0: never)"
+    )
+    dshow.add_argument("--json", action="store_true", help="print them as export lines")
+    dshow.set_defaults(func=_cmd_dlq_show)
+    dexport = dlq_sub.add_parser("export", help="write dead letters as JSON lines to edit for replay")
+    dlq_filters(dexport)
+    dexport.add_argument("--output", "-o", default="-", metavar="FILE", help="the file (default: stdout)")
+    dexport.set_defaults(func=_cmd_dlq_export)
+    dreplay = dlq_sub.add_parser(
+        "replay",
+        help="send dead letters (as they are, or edited in an export file) back to their topic and "
+        "partition, once each: a ledger records every replay",
+    )
+    dlq_filters(dreplay)
+    dreplay.add_argument("--from-file", metavar="FILE", help="replay the records of an (edited) export file")
+    dreplay.add_argument("--dry-run", action="store_true", help="print what would be sent, skipped, refused")
+    dreplay.add_argument("--yes", action="store_true", help="send without asking (needed without a terminal)")
+    dreplay.add_argument(
+        "--force",
+        action="store_true",
+        help="send records already replayed, with a pseudonym lacking its header, or still invalid",
+    )
+    dreplay.set_defaults(func=_cmd_dlq_replay)
 
     backfill = sub.add_parser("backfill", help="recompute creator windows for a past range, diff, swap")
     backfill.add_argument("--since", type=_time_arg, required=True, help="ISO-8601 or epoch ms (inclusive)")

@@ -27,6 +27,10 @@ VIDEO_PRODUCTS = "video-products"
 MAPPING_HISTORY_MS = 24 * 3_600_000
 ORDER_PROMPTS = "order-prompts"
 DEAD_LETTERS = "likeflow-dlq"
+# What `likeflow dlq replay` sent (docs/operations.md): one record per dead letter replayed, keyed
+# by the dead letter's `<dlq topic>/<partition>/<offset>`, compacted and kept, so a dead letter is
+# replayed once unless forced. Written and read only by the command, never by the workers.
+DLQ_REPLAYS = "likeflow-dlq-replays"
 # Creator quality. Feedback and the job's own prompts meet on `creator-events` (key creator_id),
 # one totally ordered stream per partition, so lateness and counts replay identically. Closed
 # windows go to the single-partition `creator-windows`, where one judge sees every creator and
@@ -120,6 +124,8 @@ TOPIC_SPECS: tuple[TopicSpec, ...] = (
     ),
     TopicSpec(ORDER_PROMPTS, backfill_source=True),
     TopicSpec(DEAD_LETTERS, {"retention.ms": str(30 * 24 * 3600 * 1000)}),
+    # The replay ledger: no record content in it (digests only), so it may outlive the 30 days.
+    TopicSpec(DLQ_REPLAYS, {"cleanup.policy": "compact", "retention.ms": "-1"}, internal=True),
     TopicSpec(
         PROMPT_FEEDBACK,
         consumed=True,

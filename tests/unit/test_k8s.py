@@ -159,3 +159,50 @@ def test_the_image_tag_is_the_package_version() -> None:
     version = likeflow.__version__
     _, container = worker()
     assert container["image"] == f"likeflow:{version}"
+
+
+def test_the_autoscaler_never_runs_more_workers_than_partitions() -> None:
+    hpa = manifests()["HorizontalPodAutoscaler"]["spec"]
+    statefulset = manifests()["StatefulSet"]
+    assert hpa["scaleTargetRef"] == {
+        "apiVersion": statefulset["apiVersion"],
+        "kind": "StatefulSet",
+        "name": statefulset["metadata"]["name"],
+    }
+    settings = settings_of_the_config_map()
+    assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"] <= settings.partitions
+    assert "replicas" not in statefulset["spec"], "the autoscaler owns the count; an apply must not reset it"
+
+
+def test_the_autoscaler_scales_on_the_exported_lag_of_likes() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from likeflow.metrics import Metrics
+
+    [metric] = manifests()["HorizontalPodAutoscaler"]["spec"]["metrics"]
+    assert metric["type"] == "External"
+    assert metric["external"]["metric"]["name"] == "likeflow_likes_lag"
+    assert metric["external"]["target"]["type"] == "AverageValue"
+    # The adapter rule of docs/deploy.md sums the gauge the workers export.
+    registry = CollectorRegistry()
+    Metrics(registry)
+    exported = "likeflow_consumer_lag_records"
+    assert exported in {family.name for family in registry.collect()}
+    rule = (ROOT / "docs" / "deploy.md").read_text()
+    assert f"sum({exported}" in rule
+    assert 'as: "likeflow_likes_lag"' in rule
+
+
+def test_scale_down_lets_each_worker_finish_before_the_next_goes() -> None:
+    behavior = manifests()["HorizontalPodAutoscaler"]["spec"]["behavior"]["scaleDown"]
+    pod, _ = worker()
+    settings = settings_of_the_config_map()
+    [policy] = behavior["policies"]
+    assert policy == {"type": "Pods", "value": 1, "periodSeconds": policy["periodSeconds"]}
+    # One worker at a time (as the disruption budget), each gone and its partitions moved (the
+    # shutdown's grace, then the static member's session) before the next one is taken down.
+    assert manifests()["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    assert policy["periodSeconds"] >= pod["terminationGracePeriodSeconds"] + settings.session_timeout_s
+    assert pod["terminationGracePeriodSeconds"] > settings.shutdown_timeout_s
+    # No scale-down on a short lull: a backlog comes back in waves.
+    assert behavior["stabilizationWindowSeconds"] >= 300
