@@ -47,6 +47,8 @@ class ReceivedSpan:
     parent_span_id: str
     attributes: dict[str, Any]
     service: str
+    start_ns: int
+    end_ns: int
 
 
 @dataclass
@@ -82,6 +84,8 @@ class OtlpReceiver:
                             span.parent_span_id.hex(),
                             attributes,
                             resource.get("service.name", ""),
+                            span.start_time_unix_nano,
+                            span.end_time_unix_nano,
                         )
                     )
         body = ExportTraceServiceResponse().SerializeToString()
@@ -89,6 +93,21 @@ class OtlpReceiver:
 
     def of_trace(self, trace_id: str) -> dict[str, ReceivedSpan]:
         return {s.name: s for s in self.spans if s.trace_id == trace_id}
+
+    def tree(self, trace_id: str) -> str:
+        """The trace as text: each span with its start after the root's and its duration."""
+        ids = {s.span_id for s in self.spans if s.trace_id == trace_id}
+        spans = sorted(
+            (s for s in self.spans if s.trace_id == trace_id),
+            key=lambda s: (s.start_ns, s.parent_span_id in ids),
+        )
+        t0 = min(s.start_ns for s in spans)
+        lines = []
+        for s in spans:
+            depth = "  " if s.parent_span_id in ids else ""
+            at, took = (s.start_ns - t0) / 1e6, (s.end_ns - s.start_ns) / 1e6
+            lines.append(f"{depth}{s.name:<10} +{at:7.3f} ms {took:8.3f} ms")
+        return "\n".join(lines)
 
 
 @pytest.fixture
@@ -184,4 +203,5 @@ async def test_a_traced_like_is_exported_over_otlp_and_its_prompt_continues_the_
         settings, settings.topic(DEAD_LETTERS), lambda rs: len(rs) >= 1, 30, "the dead letter"
     )
     assert [traceparent(d) for d in dead] == [[f"00-{BAD_TRACE}-{bad.span_id}-01"]]
-    print(f"\n{len(receiver.spans)} spans in {receiver.requests} OTLP requests")
+    print(f"\n{len(receiver.spans)} spans in {receiver.requests} OTLP requests\n{receiver.tree(LIKE_TRACE)}")
+    print(root.attributes)
