@@ -23,7 +23,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -54,17 +54,6 @@ _OUTCOMES = frozenset({"prompted", "duplicate", "waiting"})
 
 Header = tuple[str, bytes]
 T = TypeVar("T")
-
-
-class SourceRecord(Protocol):
-    """A fetched like (aiokafka's ConsumerRecord, the harness's Record)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Any
 
 
 @dataclass(frozen=True, slots=True)
