@@ -26,6 +26,7 @@ from likeflow.metrics import Metrics
 from likeflow.sinks.dead_letters import DeadLetterSink
 from likeflow.sinks.redis_prompts import RedisPromptStore
 from likeflow.sinks.redis_quality import RedisQualityStore
+from likeflow.tracing import LikeTracing
 from streams.events import VideoMapping
 from streams.topics import Topics
 from streams.validation import InputLimits
@@ -102,6 +103,8 @@ class PipelineContext:
     creator_weight: CreatorWeight = neutral_creator_weight
     # likeflow.replicas.catalogue.CatalogueReplica; None: content matching is off.
     catalogue: CatalogueLookup | None = None
+    # likeflow.tracing.LikeTracing.from_settings: spans of traced likes; None: tracing is off.
+    tracing: LikeTracing | None = None
 
 
 def new_user_state(ctx: PipelineContext, partition: int, user: str) -> UserState:

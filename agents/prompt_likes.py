@@ -19,6 +19,7 @@ from likeflow.domain.waiting import WaitingLike, WaitList
 from likeflow.engine import ChangelogStore, Completion, KeyPartitioner, OutputBatch, Records, StageTimer, Turn
 from likeflow.metrics import observe_many
 from likeflow.sinks.redis_prompts import ServedPrompt
+from likeflow.tracing import BatchTraces, LikeTrace
 from streams.events import CONTRACT_HEADERS, CreatorEvent, Invalid, Like, Prompt, VideoMapping
 from streams.topics import CREATOR_EVENTS, LIKES, ORDER_PROMPTS
 from streams.validation import InputLimits, decode_like
@@ -63,6 +64,7 @@ class PromptLikes:
         # Waiting likes decided in a completed batch, whose table entries are still to delete.
         self._settled: list[tuple[int, WaitingLike]] = []
         ctx.video_mappings.on_mapped.append(self._waits.mapped)
+        self._tracing = ctx.tracing  # None: tracing is off (likeflow/tracing.py)
 
     def forget(self) -> None:
         """After a rebalance: the waiting likes are loaded again from the table (module doc)."""
@@ -84,10 +86,12 @@ class PromptLikes:
         outcomes: Counter[str] = Counter()
         # Likes that waited for their mapping first: they came before the batch's likes.
         decided = self._waiting_due(batch, now_ms, prompts, outcomes)
+        traces = None if self._tracing is None else self._tracing.batch(now_ms)
+        one = self._one if traces is None else traces.wrap(self._one)
         for tp, records in batch.items():
             partition = tp.partition
             for record in records:
-                outcome = self._one(partition, record, now_ms, limits, prompts)
+                outcome = one(partition, record, now_ms, limits, prompts)
                 if isinstance(outcome, Invalid):
                     invalid.append((record, outcome))
                 else:
@@ -105,12 +109,12 @@ class PromptLikes:
         async def complete(turn: Turn) -> None:
             # The user states that record these prompts are on the changelog.
             await self._stages.timed("changelog_ack", _all(flushed))
-            await self._emit(turn, prompts, count_records, invalid)
+            await self._emit(turn, prompts, count_records, invalid, traces)
             # Their decisions are out: the next batch of their partition deletes their entries
             # (until then a crash finds them again and re-sends the same decision).
             self._settled.extend(decided)
 
-        return complete
+        return complete if traces is None else traces.completing(complete)
 
     def _one(
         self,
@@ -119,10 +123,14 @@ class PromptLikes:
         now_ms: int,
         limits: InputLimits,
         prompts: list[tuple[int, Prompt, bytes]],
+        trace: LikeTrace | None = None,
     ) -> str | Invalid:
-        """Decide one like; returns why it is invalid, or PROMPTED, DUPLICATE or a skip reason."""
+        """Decide one like; returns why it is invalid, or PROMPTED, DUPLICATE or a skip reason.
+        `trace`: the like is traced (`likeflow.tracing.BatchTraces.wrap`), told where it is."""
         ctx = self._ctx
         decoded = decode_like(record.key, record.value, limits)
+        if trace is not None:
+            trace.decoded(decoded)
         if isinstance(decoded, Invalid):
             return decoded
         self._reports.observe(partition, decoded.ts)
@@ -131,6 +139,8 @@ class PromptLikes:
         # The join: the version of the video's mapping valid at the like's ts, in this worker's
         # replica of `video-products` (a Kafka Streams stream-table join on a versioned store).
         mapping = ctx.video_mappings.at(decoded.video_id, decoded.ts)
+        if trace is not None:
+            trace.joined()
         if mapping is None:
             return "no_mapping"
         # The edge: from here on the user is a pseudonym, in state, counts, prompts and logs.
@@ -306,22 +316,24 @@ class PromptLikes:
         prompts: Sequence[tuple[int, Prompt, bytes]],
         count_records: Sequence[tuple[int, Any]],
         invalid: Sequence[tuple[Any, Invalid]],
+        traces: BatchTraces | None = None,
     ) -> None:
         ctx = self._ctx
         outputs = OutputBatch(ctx.producer())
         audit: dict[int, list[bytes]] = {}
         served: list[ServedPrompt] = []
-        for partition, prompt, value in prompts:
+        # A traced like's prompt carries its trace context (likeflow/tracing.py).
+        traced = traces.prompt_headers if traces is not None else None
+        for i, (partition, prompt, value) in enumerate(prompts):
             key = prompt.user_id.encode()
-            outputs.add(
-                self._prompts_topic, self._prompt_partition(key), key, value, prompt.like_ts, CONTRACT_HEADERS
-            )
+            headers = CONTRACT_HEADERS if not traced else traced.get(i, CONTRACT_HEADERS)
+            outputs.add(self._prompts_topic, self._prompt_partition(key), key, value, prompt.like_ts, headers)
             audit.setdefault(partition, []).append(value)
             if not self._erased_since(partition, prompt):
                 served.append(ServedPrompt(prompt.user_id, prompt.like_ts, prompt.prompt_id, value))
         for k, count in count_records:
             outputs.add(self._counts_topic, k, count.key, count.to_json(), count.clock or None)
-        ctx.dead_letters.add_all(outputs, invalid)
+        ctx.dead_letters.add_all(outputs, invalid if traces is None else traces.dead_letters(invalid))
         stages = self._stages
         async with turn:
             # In batch order: the records of each partition, and each audit chain's entries

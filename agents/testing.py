@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from opentelemetry.sdk.trace.export import SpanExporter
+
 from agents.batch_handlers import BatchHandlers, build_batch_handlers
 from agents.context import CreatorWeight, PipelineContext, neutral_creator_weight
 from agents.retention import RetentionSweeper
@@ -29,6 +31,7 @@ from likeflow.policies import input_limits_from, policies_from, pricing_from, qu
 from likeflow.replicas.joined import JoinedMappings
 from likeflow.replicas.video_mappings import VideoMappings
 from likeflow.sinks.dead_letters import DeadLetterSink
+from likeflow.tracing import LikeTracing
 from streams.topics import CREATOR_EVENTS, DEAD_LETTERS, LIKES, PROMPT_FEEDBACK, USER_ENGAGEMENT, USER_ORDERS
 from tables import CREATOR_COUNTS_TABLE, ERASURE_LEDGER_TABLE, MAPPING_WAITS_TABLE, USER_STATE_TABLE
 from tables.codecs import CreatorCountsCodec, ErasureLedgerCodec, UserStateCodec, WaitingLikeCodec
@@ -163,12 +166,15 @@ def in_process(
     producer: FakeProducer | None = None,
     creator_weight: CreatorWeight = neutral_creator_weight,
     proposals: Sequence[tuple[bytes, bytes]] = (),
+    span_exporter: SpanExporter | None = None,
 ) -> InProcess:
     """The handlers over `settings` (default: the defaults with a test key), a video-mapping
     replica that holds `mappings` (video-products records), `producer` (default: a
     `FakeProducer`; `FakeProducer(encode=True)` also builds real record batches) and the
     creators' weights `creator_weight` (default: everyone 1.0); `proposals` are the content
-    matcher's `video-matches` records (`ctx.video_mappings.content`)."""
+    matcher's `video-matches` records (`ctx.video_mappings.content`). With `settings.tracing`, spans
+    go to `span_exporter` (e.g. the SDK's `InMemorySpanExporter`; `ctx.tracing.provider.force_flush()`
+    exports those ended) instead of OTLP."""
     settings = settings or load_settings({}, user_key="in-process-" + "0123456789abcdef" * 3)
     metrics = Metrics()
     harness = Harness(producer or FakeProducer(), on_stage=metrics.observe_stage)
@@ -237,6 +243,7 @@ def in_process(
         prompt_ids=prompt_ids_for(pseudonymize),
         mapping_waits=harness.store(WaitingLikeCodec(), changelog(MAPPING_WAITS_TABLE)),
         creator_weight=creator_weight,
+        tracing=LikeTracing.from_settings(settings, settings.topic(LIKES), pseudonymize, span_exporter),
     )
     handlers = build_batch_handlers(ctx, creator_counts)
     return InProcess(settings, harness, ctx, handlers, creator_counts, prompts, quality, audit)

@@ -184,6 +184,19 @@ SETTING_DOCS: dict[str, dict[str, str]] = {
         "max_batches_in_flight": "Batches of one topic whose outputs may still be completing while "
         "the next is decided. 1-64.",
     },
+    "Tracing (docs/observability.md#tracing)": {
+        "tracing": "OpenTelemetry spans of the like handler's decisions (`like` with `decode`, `join`, "
+        "`decide`, `outputs`) and a `traceparent` header on the prompt and dead letter of every "
+        "traced like. A like is traced when its own `traceparent` header is sampled (one that is "
+        "not sampled is not traced: the upstream decision stands), or, without one, with the "
+        "probability `LIKEFLOW_TRACE_SAMPLE_RATIO`. Off: no span and no header (one check per batch).",
+        "trace_sample_ratio": "Share of the likes without a `traceparent` header that start a trace, "
+        "0-1 (0: only likes whose header is sampled; the cost of 0.01 and 1: docs/observability.md). "
+        "Only with `LIKEFLOW_TRACING=true`.",
+        "otlp_endpoint": "Where spans are exported, OTLP over HTTP (protobuf), e.g. "
+        "`http://collector:4318/v1/traces`; batched and sent off the hot path by the SDK's "
+        "`BatchSpanProcessor`. Empty: spans are recorded and their context propagated, but not exported.",
+    },
 }
 
 _SECRETS = {"kafka_sasl_password", "redis_password", "user_key", "audit_signing_key"}

@@ -229,6 +229,16 @@ class Settings:
     # Batches of one topic whose outputs may be in flight while the next batch is processed.
     max_batches_in_flight: int = 32
 
+    # --- tracing (docs/observability.md#tracing) ---
+    # On: the like handler records OpenTelemetry spans for the likes whose `traceparent` header
+    # is sampled, and for `trace_sample_ratio` of the others, and puts the like's trace context
+    # on its prompt and dead letter. Off: no span, no header, one attribute check per batch.
+    tracing: bool = False
+    trace_sample_ratio: float = 0.0
+    # OTLP/HTTP (protobuf) traces endpoint, e.g. http://collector:4318/v1/traces; empty: spans
+    # are recorded and their context propagated, but exported nowhere.
+    otlp_endpoint: str = ""
+
     def topic(self, name: str) -> str:
         """Full topic name for a contract name such as `likes`."""
         return f"{self.topic_prefix}{name}"
@@ -350,6 +360,20 @@ class Settings:
         _check(1 <= self.fetch_max_wait_ms <= 1500, "FETCH_MAX_WAIT_MS", "must be 1-1500 ms")
         _check(1 <= self.max_batches_in_flight <= 64, "MAX_BATCHES_IN_FLIGHT", "must be 1-64")
         _check(bool(self.kafka_urls), "KAFKA_BOOTSTRAP", "must list at least one host:port")
+        self._check_tracing()
+
+    def _check_tracing(self) -> None:
+        _check(0 <= self.trace_sample_ratio <= 1, "TRACE_SAMPLE_RATIO", "must be 0-1 (0.01: one like in 100)")
+        _check(
+            self.tracing or self.trace_sample_ratio == 0,
+            "TRACE_SAMPLE_RATIO",
+            "is only used with LIKEFLOW_TRACING=true (tracing is off)",
+        )
+        _check(
+            not self.otlp_endpoint or self.otlp_endpoint.startswith(("http://", "https://")),
+            "OTLP_ENDPOINT",
+            "must be empty or an http:// or https:// URL (OTLP/HTTP, e.g. http://collector:4318/v1/traces)",
+        )
 
     def _check_limits(self) -> None:
         # Dead letters carry the original value (at most this), its key and headers plus ~1.5 KiB

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,7 @@ from likeflow.sinks.dead_letters import DeadLetterSink
 from likeflow.sinks.quality_view import creator_quality
 from likeflow.sinks.redis_prompts import RedisPromptStore
 from likeflow.sinks.redis_quality import RedisQualityStore
+from likeflow.tracing import LikeTracing
 from likeflow.worker.faust_web import WEB_DRIVER_URL
 from likeflow.worker.monitor import Monitor
 from likeflow.worker.user_profile import user_profile
@@ -208,6 +210,9 @@ def create_app(settings: Settings) -> faust.App:
     retention = RetentionSweeper(
         user_states, settings.user_retention_days * DAY_MS, on_expired=metrics.users_expired.inc
     )
+    tracing = LikeTracing.from_settings(settings, settings.topic(LIKES), pseudonymize)
+    if tracing is not None:
+        _connect_tracing(app, tracing)
     ctx = PipelineContext(
         settings=settings,
         topics=topics,
@@ -248,6 +253,7 @@ def create_app(settings: Settings) -> faust.App:
         mapping_waits=mapping_waits,
         creator_weight=weights,
         catalogue=catalogue,
+        tracing=tracing,
     )
     register_agents(app, ctx)
     _register_batch_handlers(app, ctx, router, creator_counts)
@@ -380,6 +386,15 @@ def _connect_audit(app: faust.App, audit: WorkerAudit) -> None:
     # mode types its signal handlers with a Protocol mypy cannot match to a plain coroutine.
     app.on_partitions_revoked.connect(forget_chains)  # type: ignore[arg-type]
     app.on_before_shutdown.connect(stop_audit)  # type: ignore[arg-type]
+
+
+def _connect_tracing(app: faust.App, tracing: LikeTracing) -> None:
+    async def stop_tracing(app: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # After the last batch completed: its spans are ended. The export blocks (at most its
+        # 10 s timeout), so it runs off the event loop.
+        await asyncio.to_thread(tracing.shutdown)
+
+    app.on_before_shutdown.connect(stop_tracing)  # type: ignore[arg-type]
 
 
 def _register_web(
