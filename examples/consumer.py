@@ -75,8 +75,11 @@ class SeenPrompts:
 
 
 def button_text(prompt: dict[str, Any]) -> str:
-    """What the button shows: the offer copy and the price (cents -> yuan)."""
-    return f"{prompt['text']}  [{prompt['offer']} ¥{prompt['price_cents'] / 100:.2f}]"
+    """What the button shows: the offer copy and the price (cents -> yuan); a product the content
+    matcher proposed (`source` "content"; absent in older prompts: the creator's) is marked, as
+    an app may label it ("similar item")."""
+    similar = "  (similar item)" if prompt.get("source") == "content" else ""
+    return f"{prompt['text']}  [{prompt['offer']} ¥{prompt['price_cents'] / 100:.2f}]{similar}"
 
 
 def feedback_for(

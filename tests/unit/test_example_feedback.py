@@ -57,3 +57,10 @@ def test_the_example_s_feedback_decodes_as_the_kind_its_offer_calls_for(offer: s
     assert decoded.kind == expected
     # An order's or booking's amount defaults to the prompt's price; a trial is free.
     assert decoded.amount_cents == (12900 if expected in ("order", "booking") else 0)
+
+
+def test_the_button_marks_a_content_matched_product_and_reads_older_prompts_as_the_creators() -> None:
+    text = {**prompt("order"), "text": "同款 连衣裙 ¥129.00，一键下单"}
+    button = example().button_text
+    assert button({**text, "source": "content"}).endswith("(similar item)")
+    assert "(similar item)" not in button(text) + button({**text, "source": "creator"})
