@@ -13,7 +13,6 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
@@ -144,8 +143,3 @@ class WaitList:
         self._ready.clear()
         self._handed_out.clear()
         self._count = 0
-
-
-def describe(like: WaitingLike) -> dict[str, Any]:
-    """A waiting like as JSON-ready fields (logs and the HTTP view)."""
-    return {"event_id": like.event_id, "video_id": like.video_id, "ts": like.ts, "offset": like.offset}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +38,7 @@ async def explain_video(settings: Settings, video_id: str) -> dict[str, Any]:
     """The content matcher's view of `video_id` from the topics themselves: its `video-content`
     record, the catalogue, the creator's mapping; the proposal and each match's terms."""
     limits = input_limits_from(settings)
-    now = limits.at(_now_ms())
+    now = limits.at(int(time.time() * 1000))
     contents = await _latest(settings, VIDEO_CONTENT)
     raw = contents.raw.get(video_id)
     if raw is None:
@@ -106,9 +107,3 @@ def render(doc: dict[str, Any]) -> str:
     for m in doc["matches"]:
         lines.extend("  " + line for line in m["explain"])
     return "\n".join(lines)
-
-
-def _now_ms() -> int:
-    import time
-
-    return int(time.time() * 1000)

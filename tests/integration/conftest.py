@@ -70,6 +70,13 @@ def worker(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     proc.stop()
 
 
+@pytest.fixture
+def private(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A fresh namespace of the test's own (topics, group, Redis keys, port, state directory): for
+    tests whose event times, keys or faults must not meet another test's partitions."""
+    return private_settings(base_settings, tmp_path_factory)
+
+
 @pytest.fixture(scope="session")
 def pseudonym(settings: Settings) -> Pseudonymizer:
     """Raw user id -> the pseudonym the session's worker stores and emits."""

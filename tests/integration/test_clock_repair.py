@@ -42,7 +42,6 @@ from streams.topics import (
 )
 from tables.codecs import CreatorCountsCodec
 from tests.integration.harness import Record, WorkerProcess, produce, read_topic_until, wait_until
-from tests.integration.namespaces import private_settings
 from tests.integration.test_quality import get_json
 
 H = 3_600_000
@@ -97,11 +96,6 @@ async def latest_by_key(settings: Settings, topic: str) -> dict[bytes, list[byte
     finally:
         await consumer.stop()
     return out
-
-
-@pytest.fixture
-def private(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return private_settings(base_settings, tmp_path_factory)
 
 
 @pytest.fixture

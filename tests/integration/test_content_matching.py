@@ -15,16 +15,11 @@ from likeflow.ops.topics import ensure_topics
 from streams.topics import LIKES, ORDER_PROMPTS, PRODUCT_CATALOGUE, VIDEO_CONTENT, VIDEO_PRODUCTS
 from tests.factories import mapping_json
 from tests.integration.harness import Record, WorkerProcess, produce, read_topic, run_cli, wait_until
-from tests.integration.namespaces import private_settings, pseudonymizer_for
+from tests.integration.namespaces import pseudonymizer_for
 
 pytestmark = pytest.mark.integration
 
 CATALOGUE = Path(__file__).parents[2] / "data" / "matching" / "catalogue.jsonl"
-
-
-@pytest.fixture
-def private(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return private_settings(base_settings, tmp_path_factory)
 
 
 def content(video: str, caption: str, ts: int, creator: str = "cm-c1") -> Record:

@@ -26,16 +26,11 @@ from tests.integration.harness import (
     run_cli,
     wait_until,
 )
-from tests.integration.namespaces import private_settings, pseudonymizer_for
+from tests.integration.namespaces import pseudonymizer_for
 
 pytestmark = pytest.mark.integration
 
 RUN = uuid.uuid4().hex[:6]
-
-
-@pytest.fixture
-def private(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return private_settings(base_settings, tmp_path_factory)
 
 
 def prompts_for(records: list[Consumed], pseudonym: str) -> list[Consumed]:

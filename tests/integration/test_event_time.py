@@ -27,7 +27,6 @@ from likeflow.ops.topics import ensure_topics
 from likeflow.sinks.redis_keys import windows_key
 from streams.topics import DEAD_LETTERS, LIKES, PROMPT_FEEDBACK, VIDEO_PRODUCTS
 from tests.integration.harness import Record, WorkerProcess, produce, read_topic, wait_until
-from tests.integration.namespaces import private_settings
 from tests.integration.test_quality import get_json
 
 H = 3_600_000
@@ -115,11 +114,6 @@ def feedback(event_id: str, prompt_id: str, creator: str, kind: str, ts: int, us
     if kind == "order":
         body["amount_cents"] = 1000
     return creator.encode(), orjson.dumps(body), []
-
-
-@pytest.fixture
-def private(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return private_settings(base_settings, tmp_path_factory)
 
 
 @pytest.fixture

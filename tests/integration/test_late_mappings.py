@@ -17,16 +17,11 @@ from likeflow.ops.topics import ensure_topics
 from streams.topics import LIKES, ORDER_PROMPTS, VIDEO_PRODUCTS
 from tests.factories import mapping_json
 from tests.integration.harness import Record, WorkerProcess, produce, read_topic, wait_until
-from tests.integration.namespaces import private_settings, pseudonymizer_for
+from tests.integration.namespaces import pseudonymizer_for
 
 pytestmark = pytest.mark.integration
 
 MINUTE = 60_000
-
-
-@pytest.fixture
-def private(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return private_settings(base_settings, tmp_path_factory)
 
 
 def like(user: str, video: str, ts: int) -> Record:

@@ -41,7 +41,7 @@ from tests.integration.harness import (
     run_cli,
     wait_until,
 )
-from tests.integration.namespaces import private_settings, pseudonymizer_for
+from tests.integration.namespaces import pseudonymizer_for
 
 H = 3_600_000
 M = 60_000
@@ -79,13 +79,6 @@ def window(start: int, **counts: int) -> dict[str, int]:
 
 def counted(worker: WorkerProcess, kind: str) -> float:
     return worker.metric_sum("likeflow_creator_events_total", kind=kind, outcome="counted")
-
-
-@pytest.fixture
-def private(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A fresh namespace: event-time watermarks are per partition, so these tests must not share
-    partitions with tests whose events carry other timestamps."""
-    return private_settings(base_settings, tmp_path_factory)
 
 
 @pytest.fixture

@@ -12,12 +12,6 @@ from likeflow.errors import EXIT_FAILED
 from likeflow.ops.topics import TopicSetupError, ensure_topics
 from streams.topics import AUDIT_LOG, LIKES, ORDER_PROMPTS, TOPIC_SPECS
 from tests.integration.harness import run_cli
-from tests.integration.namespaces import private_settings
-
-
-@pytest.fixture
-def private(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return private_settings(base_settings, tmp_path_factory)
 
 
 async def topic_configs(settings: Settings, topic: str) -> dict[str, str]:

@@ -30,7 +30,7 @@ from tests.integration.harness import (
     read_topic_until,
     wait_until,
 )
-from tests.integration.namespaces import private_settings, pseudonymizer_for
+from tests.integration.namespaces import pseudonymizer_for
 
 pytestmark = pytest.mark.integration
 
@@ -122,11 +122,6 @@ async def receiver() -> AsyncIterator[OtlpReceiver]:
         yield otlp
     finally:
         await runner.cleanup()
-
-
-@pytest.fixture
-def private(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return private_settings(base_settings, tmp_path_factory)
 
 
 def like(user: str, video: str, ts: int, headers: list[tuple[str, bytes]]) -> Record:

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from agents.testing import InProcess, in_process
-from config import load_settings
+from config import ConfigError, load_settings
 from likeflow.domain.mapping_versions import Version, insert, version_at
 from likeflow.domain.waiting import WaitingLike, WaitList
 from likeflow.engine.testing import Delivered, Sent
@@ -206,12 +206,9 @@ def test_a_like_joins_its_version_and_a_replay_decides_as_the_original_did() -> 
     assert metric(w, "likeflow_mapping_waits_total", outcome="waiting") == 1
 
 
-@pytest.mark.parametrize("grace_s", [5.0])
-def test_the_settings_bound_the_wait(grace_s: float) -> None:
-    from config import ConfigError
-
+def test_the_settings_bound_the_wait() -> None:
     with pytest.raises(ConfigError, match="MAPPING_GRACE_S"):
         load_settings({}, mapping_grace_s=601)
     with pytest.raises(ConfigError, match="MAPPING_WAITS_MAX"):
         load_settings({}, mapping_waits_max=0)
-    assert load_settings({}).mapping_grace_s == grace_s
+    assert load_settings({}).mapping_grace_s == 5.0
